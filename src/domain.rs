@@ -1,0 +1,368 @@
+//! The vocabulary of herald: user ids, event ids and notifications, each parsed once at the
+//! edge so that deeper code never re-checks a raw string.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+/// The longest user id we accept, in bytes (all allowed characters are ASCII).
+pub const MAX_USER_ID_LEN: usize = 128;
+/// The longest title, in characters, after trimming.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// The longest message, in characters, after trimming.
+pub const MAX_MESSAGE_CHARS: usize = 4000;
+/// The longest link we keep, in bytes.
+pub const MAX_LINK_LEN: usize = 2048;
+/// The longest `Idempotency-Key`, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+/// A user id: 1..=128 characters of `A-Z a-z 0-9 . _ ~ @ + -`, not `.` or `..`, not `me`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct UserId(Box<str>);
+
+impl UserId {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if raw.is_empty() || raw.len() > MAX_USER_ID_LEN {
+            return Err(format!(
+                "userId must be 1 to {MAX_USER_ID_LEN} characters long"
+            ));
+        }
+        if !raw
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._~@+-".contains(&b))
+        {
+            return Err("userId may contain only A-Z a-z 0-9 . _ ~ @ + -".into());
+        }
+        if raw == "." || raw == ".." {
+            return Err("userId may not be '.' or '..'".into());
+        }
+        if raw == "me" {
+            return Err("userId 'me' is reserved for the token's own user".into());
+        }
+        Ok(Self(raw.into()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A position in the event log. Printed as `N` (SQLite's sequence) or `MS-SEQ` (a Redis
+/// stream id); both parse, and they compare in natural order (`5` equals `5-0`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct EventId {
+    pub major: u64,
+    pub minor: u64,
+}
+
+impl EventId {
+    /// The position before every event: replay from here sends everything retained.
+    pub const ZERO: EventId = EventId { major: 0, minor: 0 };
+
+    pub const fn new(major: u64, minor: u64) -> Self {
+        Self { major, minor }
+    }
+
+    pub const fn from_seq(seq: u64) -> Self {
+        Self::new(seq, 0)
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.minor == 0 {
+            write!(f, "{}", self.major)
+        } else {
+            write!(f, "{}-{}", self.major, self.minor)
+        }
+    }
+}
+
+/// Why a `Last-Event-ID` could not be read as an event id.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("not an event id this server issues")]
+pub struct BadEventId;
+
+impl FromStr for EventId {
+    type Err = BadEventId;
+
+    fn from_str(raw: &str) -> Result<Self, BadEventId> {
+        fn number(digits: &str) -> Result<u64, BadEventId> {
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(BadEventId);
+            }
+            digits.parse().map_err(|_| BadEventId)
+        }
+        let raw = raw.trim();
+        match raw.split_once('-') {
+            None => Ok(Self::new(number(raw)?, 0)),
+            Some((major, minor)) => Ok(Self::new(number(major)?, number(minor)?)),
+        }
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// The four kinds of notification; the type colours the page and nothing else.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum NotificationKind {
+    #[default]
+    Info,
+    Success,
+    Warning,
+    Error,
+}
+
+impl NotificationKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Success => "success",
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "info" => Some(Self::Info),
+            "success" => Some(Self::Success),
+            "warning" => Some(Self::Warning),
+            "error" => Some(Self::Error),
+            _ => None,
+        }
+    }
+}
+
+/// A notification as a publisher asked for it, validated and trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNotification {
+    pub kind: NotificationKind,
+    pub title: String,
+    pub message: String,
+    pub link: Option<String>,
+}
+
+impl NewNotification {
+    pub fn parse(
+        kind: Option<&str>,
+        title: Option<&str>,
+        message: Option<&str>,
+        link: Option<&str>,
+    ) -> Result<Self, String> {
+        let kind = match kind {
+            None => NotificationKind::Info,
+            Some(raw) => NotificationKind::parse(raw).ok_or_else(|| {
+                "type must be one of info, success, warning, error".to_string()
+            })?,
+        };
+        let title = bounded_text("title", title, MAX_TITLE_CHARS)?;
+        let message = bounded_text("message", message, MAX_MESSAGE_CHARS)?;
+        let link = link.map(parse_link).transpose()?;
+        Ok(Self {
+            kind,
+            title,
+            message,
+            link,
+        })
+    }
+}
+
+/// An announcement as a publisher asked for it, validated and trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAnnouncement {
+    pub title: String,
+    pub message: String,
+}
+
+impl NewAnnouncement {
+    pub fn parse(title: Option<&str>, message: Option<&str>) -> Result<Self, String> {
+        Ok(Self {
+            title: bounded_text("title", title, MAX_TITLE_CHARS)?,
+            message: bounded_text("message", message, MAX_MESSAGE_CHARS)?,
+        })
+    }
+}
+
+fn bounded_text(field: &str, raw: Option<&str>, max_chars: usize) -> Result<String, String> {
+    let text = raw
+        .map(str::trim)
+        .filter(|text| !text.is_empty())
+        .ok_or_else(|| format!("{field} is required"))?;
+    if text.chars().count() > max_chars {
+        return Err(format!("{field} must be at most {max_chars} characters"));
+    }
+    Ok(text.to_owned())
+}
+
+/// A link is an absolute `http`/`https` URL or a path on this site (`/x`, never `//x`).
+fn parse_link(raw: &str) -> Result<String, String> {
+    const RULE: &str = "link must be an http(s) URL or a path starting with a single /";
+    let link = raw.trim();
+    if link.len() > MAX_LINK_LEN {
+        return Err(format!("link must be at most {MAX_LINK_LEN} bytes"));
+    }
+    if link.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(RULE.into());
+    }
+    if link.starts_with('/') {
+        if link.starts_with("//") || link.starts_with("/\\") {
+            return Err(RULE.into());
+        }
+        return Ok(link.to_owned());
+    }
+    match url::Url::parse(link) {
+        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+            Ok(link.to_owned())
+        }
+        _ => Err(RULE.into()),
+    }
+}
+
+/// An `Idempotency-Key`: 1..=255 visible ASCII characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(raw: &[u8]) -> Result<Self, String> {
+        if raw.is_empty()
+            || raw.len() > MAX_IDEMPOTENCY_KEY_LEN
+            || !raw.iter().all(|b| b.is_ascii_graphic())
+        {
+            return Err(format!(
+                "Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} visible ASCII characters"
+            ));
+        }
+        Ok(Self(String::from_utf8_lossy(raw).into_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A stored notification, exactly as it is sent on streams and returned by the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Notification {
+    /// A UUID chosen by the server.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: NotificationKind,
+    pub title: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// RFC 3339, UTC, millisecond precision.
+    pub timestamp: String,
+    pub read: bool,
+}
+
+/// A broadcast, sent to every stream as an `announcement` event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Announcement {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: NotificationKind,
+    pub title: String,
+    pub message: String,
+    pub timestamp: String,
+}
+
+/// Now, as the RFC 3339 UTC text with milliseconds that JavaScript's `toISOString` writes.
+pub fn timestamp_now() -> String {
+    const ISO_MILLIS: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    OffsetDateTime::now_utc()
+        .format(ISO_MILLIS)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_ids_follow_the_spec_alphabet() {
+        for ok in ["a", "alice", "A.b_c~d@e+f-g", &"x".repeat(128)] {
+            assert!(UserId::parse(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "me", "a/b", "a b", "é", "a%2F", &"x".repeat(129)] {
+            assert!(UserId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn event_ids_parse_both_shapes_and_compare_naturally() {
+        assert_eq!("42".parse(), Ok(EventId::from_seq(42)));
+        assert_eq!("5-0".parse(), Ok(EventId::from_seq(5)));
+        assert_eq!(
+            "1732543000123-7".parse(),
+            Ok(EventId::new(1_732_543_000_123, 7))
+        );
+        assert!(EventId::from_seq(9) < EventId::from_seq(10));
+        assert!(EventId::new(10, 0) < EventId::new(10, 1));
+        for bad in ["", "-", "a", "1-", "-1", "1-2-3", "+1", "99999999999999999999", "1.5"] {
+            assert_eq!(bad.parse::<EventId>(), Err(BadEventId), "{bad}");
+        }
+        assert_eq!(EventId::new(7, 3).to_string(), "7-3");
+        assert_eq!(EventId::from_seq(7).to_string(), "7");
+    }
+
+    #[test]
+    fn notifications_are_trimmed_and_bounded() {
+        let n = NewNotification::parse(Some("success"), Some("  Hi "), Some(" there "), None)
+            .expect("valid");
+        assert_eq!((n.title.as_str(), n.message.as_str()), ("Hi", "there"));
+        assert_eq!(n.kind, NotificationKind::Success);
+        assert!(NewNotification::parse(None, Some("   "), Some("m"), None).is_err());
+        assert!(NewNotification::parse(None, Some("t"), None, None).is_err());
+        assert!(NewNotification::parse(Some("fatal"), Some("t"), Some("m"), None).is_err());
+        let long = "é".repeat(200);
+        assert!(NewNotification::parse(None, Some(&long), Some("m"), None).is_ok());
+        let longer = "é".repeat(201);
+        assert!(NewNotification::parse(None, Some(&longer), Some("m"), None).is_err());
+    }
+
+    #[test]
+    fn links_are_http_urls_or_local_paths() {
+        for ok in ["https://example.com/x", "http://a.b", "/inbox/3", "/"] {
+            assert!(parse_link(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "//evil.com",
+            "/\\evil.com",
+            "javascript:alert(1)",
+            "ftp://x",
+            "inbox",
+            "https://",
+            "/a b",
+            "data:text/html,x",
+        ] {
+            assert!(parse_link(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_look_like_javascript_iso_strings() {
+        let ts = timestamp_now();
+        assert_eq!(ts.len(), "2024-01-01T00:00:00.000Z".len(), "{ts}");
+        assert!(ts.ends_with('Z'));
+    }
+}

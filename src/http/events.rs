@@ -1,0 +1,112 @@
+//! `GET /events/{userId}`: the SSE stream, with replay from `Last-Event-ID`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::app::AppState;
+use crate::domain::EventId;
+use crate::error::ApiError;
+use crate::http::extract::{ApiPath, ApiQuery, user_id};
+use crate::hub::AdmitError;
+use crate::sse::encode;
+use crate::sse::stream::{EventStream, Start};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/events/{user_id}", get(subscribe))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StreamQuery {
+    /// For clients that cannot set the `Last-Event-ID` header.
+    #[serde(rename = "lastEventId")]
+    last_event_id: Option<String>,
+}
+
+/// An id no server issues: where an unreadable `Last-Event-ID` points, so it gets a `resync`.
+const UNREADABLE: EventId = EventId::new(u64::MAX, u64::MAX);
+
+#[utoipa::path(
+    get,
+    path = "/events/{userId}",
+    params(
+        ("userId" = String, Path, description = "the user whose stream to open"),
+        ("lastEventId" = Option<String>, Query, description = "replay after this id (as the Last-Event-ID header)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "replay after this id"),
+    ),
+    responses(
+        (status = 200, description = "an SSE stream (text/event-stream)", content_type = "text/event-stream"),
+        (status = 400, description = "bad userId"),
+        (status = 429, description = "this user holds too many streams"),
+        (status = 503, description = "this node holds too many streams"),
+    ),
+    tag = "streams"
+)]
+pub async fn subscribe(
+    State(state): State<AppState>,
+    ApiPath(raw_user): ApiPath<String>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let user = user_id(&raw_user)?;
+    let start = match requested_start(&headers, query.last_event_id.as_deref()) {
+        None => Start::Live,
+        Some(raw) => Start::After(raw.parse().unwrap_or(UNREADABLE)),
+    };
+    let retry_ms = state.settings.retry_ms;
+    if state.is_draining() {
+        // A status other than 200 would make EventSource give up for good; come back later.
+        return Ok(event_stream_response(Body::from(encode::retry_only(retry_ms))));
+    }
+    let admission = state.hub.admit(&user).map_err(|error| {
+        state.metrics.streams_refused.inc();
+        match error {
+            AdmitError::NodeFull(_) => ApiError::Unavailable {
+                message: error.to_string(),
+                retry_after: 5,
+            },
+            AdmitError::UserFull(_) => ApiError::TooMany {
+                message: error.to_string(),
+                retry_after: 5,
+            },
+        }
+    })?;
+    let client_id = format!("{}-{}", admission.outbox.stream_id, uuid::Uuid::new_v4().simple());
+    let stream = EventStream::new(
+        admission,
+        user,
+        state.store.clone(),
+        state.metrics.clone(),
+        encode::preamble(retry_ms, &client_id),
+        start,
+    );
+    Ok(event_stream_response(Body::from_stream(stream)))
+}
+
+/// The header wins over the query parameter; an empty value means none (as EventSource sends).
+fn requested_start<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option<&'a str> {
+    let header = headers
+        .get("last-event-id")
+        .map(|value| value.to_str().unwrap_or("\u{fffd}"));
+    header.or(query).filter(|raw| !raw.trim().is_empty())
+}
+
+fn event_stream_response(body: Body) -> Response {
+    let mut response = Response::new(body);
+    *response.status_mut() = StatusCode::OK;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}

@@ -1,0 +1,79 @@
+//! Extractors that turn raw path, query and body into domain values, and turn every
+//! rejection into the app's own `{"error"}` response.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::domain::UserId;
+use crate::error::ApiError;
+
+/// The largest request body we read.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body; a wrong content type is `415`, an oversized body `413`, bad JSON `400`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
+            Err(JsonRejection::BytesRejection(rejection))
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
+            {
+                Err(ApiError::TooLarge(MAX_BODY_BYTES))
+            }
+            Err(JsonRejection::JsonSyntaxError(_)) => {
+                Err(ApiError::bad_request("request body is not valid JSON"))
+            }
+            Err(JsonRejection::JsonDataError(error)) => Err(ApiError::bad_request(format!(
+                "request body has the wrong shape: {}",
+                error.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+            ))),
+            Err(other) => Err(ApiError::bad_request(other.body_text())),
+        }
+    }
+}
+
+/// Query parameters; anything unreadable is `400`.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(QueryRejection::FailedToDeserializeQueryString(error)) => Err(
+                ApiError::bad_request(format!("bad query string: {}", error.body_text())),
+            ),
+            Err(other) => Err(ApiError::bad_request(other.body_text())),
+        }
+    }
+}
+
+/// Path parameters as raw strings; anything unreadable (bad percent-encoding) is `400`.
+pub struct ApiPath<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => Err(
+                ApiError::bad_request(format!("bad path: {}", error.body_text())),
+            ),
+            Err(other) => Err(ApiError::bad_request(other.body_text())),
+        }
+    }
+}
+
+/// Parses a raw `{userId}` path segment.
+pub fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(ApiError::BadRequest)
+}

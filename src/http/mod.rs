@@ -1,0 +1,7 @@
+//! The HTTP edge, one file per resource, each with its own `router()`.
+
+pub mod events;
+pub mod extract;
+pub mod notifications;
+pub mod openapi;
+pub mod ops;

@@ -1,0 +1,39 @@
+//! The OpenAPI 3 document of the API, generated from the handlers' annotations.
+
+use axum::Json;
+use utoipa::OpenApi;
+
+use crate::http::{events, notifications, ops};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "herald",
+        description = "Real-time notifications over Server-Sent Events, durable by default."
+    ),
+    paths(
+        events::subscribe,
+        notifications::publish,
+        notifications::history,
+        notifications::mark_read,
+        notifications::mark_all_read,
+        notifications::broadcast,
+        ops::stats,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+    ),
+    components(schemas(
+        crate::domain::Notification,
+        crate::domain::Announcement,
+        crate::domain::NotificationKind,
+        notifications::PublishBody,
+        notifications::BroadcastBody,
+        notifications::HistoryResponse,
+    ))
+)]
+pub struct ApiDoc;
+
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

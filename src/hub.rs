@@ -1,0 +1,211 @@
+//! Who is connected to this node: an index from user to that user's open streams. The hub
+//! encodes each committed event once and pushes the same bytes to exactly the streams that
+//! may see it (one user's streams for a notification, every stream for an announcement),
+//! and it remembers the newest id it has dispatched so a new stream knows where replay ends
+//! and live delivery begins.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use crate::domain::{EventId, UserId};
+use crate::metrics::Metrics;
+use crate::sse::encode::{self, HEARTBEAT};
+use crate::sse::outbox::{Closing, Frame, Outbox, Pushed, QueueBounds};
+use crate::store::{Audience, CommittedEvent, EventSink};
+
+/// Connection limits of this node.
+#[derive(Debug, Clone, Copy)]
+pub struct HubLimits {
+    pub max_streams: usize,
+    pub max_streams_per_user: usize,
+    pub queue: QueueBounds,
+}
+
+/// Why a stream was not admitted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AdmitError {
+    #[error("this node holds its maximum of {0} streams")]
+    NodeFull(usize),
+    #[error("this user already holds the maximum of {0} streams")]
+    UserFull(usize),
+}
+
+pub struct Hub {
+    limits: HubLimits,
+    metrics: Arc<Metrics>,
+    /// Every lock holder does only in-memory work (no I/O, no await), so a blocking mutex is
+    /// the cheap and correct choice.
+    state: Mutex<HubState>,
+}
+
+#[derive(Default)]
+struct HubState {
+    /// Open streams by user; a user with no stream has no entry.
+    streams: HashMap<UserId, Vec<Arc<Outbox>>>,
+    /// Sum of the lengths of `streams`' vectors.
+    total: usize,
+    /// The newest event id dispatched; every event up to it is already committed.
+    dispatched_through: EventId,
+    /// Events dispatched since start (each counted once, whatever its audience).
+    dispatched_events: u64,
+    next_stream_id: u64,
+}
+
+/// A stream's place in the hub; dropping it removes the stream from the index.
+pub struct Admission {
+    hub: Arc<Hub>,
+    user: UserId,
+    pub outbox: Arc<Outbox>,
+    /// Events up to here are in the store; later ones will arrive in `outbox`.
+    pub dispatched_through: EventId,
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.hub.remove(&self.user, self.outbox.stream_id);
+    }
+}
+
+/// A point-in-time view for `/api/stats`.
+#[derive(Debug, Clone, Copy)]
+pub struct HubStats {
+    pub streams: usize,
+    pub users: usize,
+    pub dispatched_events: u64,
+}
+
+impl Hub {
+    pub fn new(limits: HubLimits, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            limits,
+            metrics,
+            state: Mutex::new(HubState::default()),
+        })
+    }
+
+    /// Adds a stream for `user`, within the node's and the user's limits.
+    pub fn admit(self: &Arc<Self>, user: &UserId) -> Result<Admission, AdmitError> {
+        let mut state = self.state.lock();
+        if state.total >= self.limits.max_streams {
+            return Err(AdmitError::NodeFull(self.limits.max_streams));
+        }
+        let held = state.streams.get(user).map_or(0, Vec::len);
+        if held >= self.limits.max_streams_per_user {
+            return Err(AdmitError::UserFull(self.limits.max_streams_per_user));
+        }
+        state.next_stream_id += 1;
+        let outbox = Arc::new(Outbox::new(state.next_stream_id));
+        state
+            .streams
+            .entry(user.clone())
+            .or_default()
+            .push(outbox.clone());
+        state.total += 1;
+        self.metrics.streams.set(state.total as i64);
+        Ok(Admission {
+            hub: self.clone(),
+            user: user.clone(),
+            outbox,
+            dispatched_through: state.dispatched_through,
+        })
+    }
+
+    fn remove(&self, user: &UserId, stream_id: u64) {
+        let mut state = self.state.lock();
+        let Some(outboxes) = state.streams.get_mut(user) else {
+            return;
+        };
+        let before = outboxes.len();
+        outboxes.retain(|outbox| outbox.stream_id != stream_id);
+        let removed = before - outboxes.len();
+        if outboxes.is_empty() {
+            state.streams.remove(user);
+        }
+        state.total -= removed;
+        self.metrics.streams.set(state.total as i64);
+    }
+
+    pub fn stats(&self) -> HubStats {
+        let state = self.state.lock();
+        HubStats {
+            streams: state.total,
+            users: state.streams.len(),
+            dispatched_events: state.dispatched_events,
+        }
+    }
+
+    /// Queues a heartbeat on every stream that has been quiet for `idle`.
+    pub fn send_heartbeats(&self, idle: Duration) {
+        let now = Instant::now();
+        let state = self.state.lock();
+        for outbox in state.streams.values().flatten() {
+            outbox.heartbeat_if_idle(now, idle, &HEARTBEAT);
+        }
+    }
+
+    /// Every open stream, for the drain to close one by one.
+    pub fn all_outboxes(&self) -> Vec<Arc<Outbox>> {
+        self.state.lock().streams.values().flatten().cloned().collect()
+    }
+
+    /// Ends every stream whose outbox is in `outboxes`, spread evenly over `window`.
+    pub async fn close_spread(outboxes: Vec<Arc<Outbox>>, window: Duration) {
+        if outboxes.is_empty() {
+            return;
+        }
+        let step = window / outboxes.len() as u32;
+        let mut ticks = tokio::time::interval(step.max(Duration::from_micros(50)));
+        for outbox in outboxes {
+            ticks.tick().await;
+            outbox.close(Closing::Drain);
+        }
+    }
+}
+
+impl EventSink for Hub {
+    fn dispatch(&self, events: &[CommittedEvent]) {
+        if events.is_empty() {
+            return;
+        }
+        // Encode outside the lock, once per event.
+        let frames: Vec<Frame> = events
+            .iter()
+            .map(|event| Frame {
+                id: Some(event.id),
+                bytes: encode::event(Some(event.id), event.name, &event.data),
+            })
+            .collect();
+        let bounds = self.limits.queue;
+        let mut delivered = 0u64;
+        let mut overflowed = 0u64;
+        let mut state = self.state.lock();
+        for (event, frame) in events.iter().zip(frames) {
+            debug_assert!(event.id > state.dispatched_through, "ids must increase");
+            state.dispatched_through = event.id;
+            let mut push = |outbox: &Arc<Outbox>| match outbox.push(frame.clone(), bounds) {
+                Pushed::Queued => delivered += 1,
+                Pushed::Ignored => {}
+                Pushed::Overflowed => overflowed += 1,
+            };
+            match &event.audience {
+                Audience::User(user) => {
+                    if let Some(outboxes) = state.streams.get(user) {
+                        outboxes.iter().for_each(&mut push);
+                    }
+                }
+                Audience::Everyone => state.streams.values().flatten().for_each(&mut push),
+            }
+        }
+        state.dispatched_events += events.len() as u64;
+        drop(state);
+        self.metrics.events_delivered.inc_by(delivered);
+        self.metrics.events_dispatched.inc_by(events.len() as u64);
+        if overflowed > 0 {
+            self.metrics.slow_reader_closes.inc_by(overflowed);
+            tracing::info!(streams = overflowed, "closed slow readers whose queues were full");
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! # herald
+//!
+//! Real-time notifications over Server-Sent Events, durable by default.
+//!
+//! ## Layout
+//! - [`domain`]: user ids, event ids and notifications, parsed once at the edge.
+//! - [`config`]: `herald serve`'s flags and environment, validated into [`config::Settings`].
+//! - [`store`]: the durable event log and history; owns ids and durability ([`store::sqlite`]).
+//! - [`hub`]: who is connected here; encodes each event once and fans it out by user.
+//! - [`sse`]: the wire format, the bounded per-stream queue, and the stream itself.
+//! - [`http`]: one module per resource; [`app`] merges them into a router.
+//! - [`error`]: the single `{"error"}` response type.
+//! - [`metrics`]: the node's Prometheus registry.
+//! - [`server`]: accepting connections and draining on shutdown.
+
+pub mod app;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod server;
+pub mod sse;
+pub mod store;
+
+pub use config::Settings;
+pub use server::run;

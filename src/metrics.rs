@@ -1,0 +1,112 @@
+//! The node's Prometheus metrics, in a registry of its own (so several servers in one test
+//! process never mix their figures), rendered as text for `GET /metrics`.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub struct Metrics {
+    registry: Registry,
+    /// Open SSE streams on this node.
+    pub streams: Gauge,
+    /// Notifications, announcements and read events appended to the log by this node.
+    pub events_published: Counter,
+    /// Events this node's hub dispatched to its streams (each once, however many streams).
+    pub events_dispatched: Counter,
+    /// Frames queued for streams: one event sent to three streams counts three.
+    pub events_delivered: Counter,
+    /// Streams closed because their queue was full.
+    pub slow_reader_closes: Counter,
+    /// Events sent from the log to reconnecting streams.
+    pub events_replayed: Counter,
+    /// Streams told to resync because what they asked for is gone.
+    pub resyncs: Counter,
+    /// Streams refused for the node's or a user's limit.
+    pub streams_refused: Counter,
+    /// Time from a publish request's arrival to its durable commit and dispatch.
+    pub publish_latency: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("herald");
+        let streams = Gauge::default();
+        registry.register("streams", "Open SSE streams on this node", streams.clone());
+        let counter = |registry: &mut Registry, name: &str, help: &str| {
+            let counter = Counter::default();
+            registry.register(name, help, counter.clone());
+            counter
+        };
+        let events_published = counter(
+            &mut registry,
+            "events_published",
+            "Events appended to the log through this node",
+        );
+        let events_dispatched = counter(
+            &mut registry,
+            "events_dispatched",
+            "Events dispatched to this node's streams, each counted once",
+        );
+        let events_delivered = counter(
+            &mut registry,
+            "events_delivered",
+            "Event frames queued for streams, one per receiving stream",
+        );
+        let slow_reader_closes = counter(
+            &mut registry,
+            "slow_reader_closes",
+            "Streams closed because their queue was full",
+        );
+        let events_replayed = counter(
+            &mut registry,
+            "events_replayed",
+            "Events replayed from the log to reconnecting streams",
+        );
+        let resyncs = counter(
+            &mut registry,
+            "resyncs",
+            "Streams told to resync because the events they asked for are gone",
+        );
+        let streams_refused = counter(
+            &mut registry,
+            "streams_refused",
+            "Stream requests refused for the node's or a user's connection limit",
+        );
+        let publish_latency = Histogram::new([
+            0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ]);
+        registry.register(
+            "publish_latency_seconds",
+            "Time from a publish request to its durable commit and dispatch",
+            publish_latency.clone(),
+        );
+        Self {
+            registry,
+            streams,
+            events_published,
+            events_dispatched,
+            events_delivered,
+            slow_reader_closes,
+            events_replayed,
+            resyncs,
+            streams_refused,
+            publish_latency,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

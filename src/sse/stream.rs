@@ -1,0 +1,183 @@
+//! One open SSE response: the preamble, then what the log holds after the client's
+//! `Last-Event-ID` (read in pages), then live frames from the outbox. Ids only ever increase on
+//! a stream: a live frame the replay already sent is skipped, so the switch from replay to live
+//! has no gap and no duplicate.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use futures::Stream;
+use futures::future::BoxFuture;
+
+use crate::domain::{EventId, UserId};
+use crate::hub::Admission;
+use crate::metrics::Metrics;
+use crate::sse::encode::{self, EventName};
+use crate::sse::outbox::{Closing, Popped};
+use crate::store::{ReplayPage, Store, StoreError};
+
+/// Events read from the log per page of a replay.
+const REPLAY_PAGE: u32 = 500;
+
+/// Where a new stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// No `Last-Event-ID`: live events only.
+    Live,
+    /// Replay everything this user may see after this id, then live.
+    After(EventId),
+}
+
+/// Why a stream was cut short instead of ending cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamAborted {
+    #[error("the client read too slowly; its queue was full")]
+    SlowReader,
+    #[error("replay failed: {0}")]
+    Replay(#[from] StoreError),
+}
+
+pub struct EventStream {
+    admission: Admission,
+    user: UserId,
+    store: Store,
+    metrics: Arc<Metrics>,
+    phase: Phase,
+    /// The newest id written to this stream; nothing at or below it is written again.
+    last_sent: EventId,
+}
+
+enum Phase {
+    Preamble(Bytes, Start),
+    Replaying(BoxFuture<'static, Result<ReplayPage, StoreError>>),
+    Live,
+    Ended,
+}
+
+impl EventStream {
+    pub fn new(
+        admission: Admission,
+        user: UserId,
+        store: Store,
+        metrics: Arc<Metrics>,
+        preamble: Bytes,
+        start: Start,
+    ) -> Self {
+        let last_sent = match start {
+            Start::Live => admission.dispatched_through,
+            Start::After(id) => id,
+        };
+        Self {
+            admission,
+            user,
+            store,
+            metrics,
+            phase: Phase::Preamble(preamble, start),
+            last_sent,
+        }
+    }
+
+    fn fetch_after(&self, after: EventId) -> Phase {
+        let store = self.store.clone();
+        let user = self.user.clone();
+        let upto = self.admission.dispatched_through;
+        Phase::Replaying(Box::pin(async move {
+            store.replay_page(user, after, upto, REPLAY_PAGE).await
+        }))
+    }
+
+    /// Turns one page of the log into one chunk, and decides what comes next.
+    fn take_page(&mut self, page: ReplayPage) -> Bytes {
+        match page {
+            ReplayPage::Events { events, complete } => {
+                let mut chunk = BytesMut::new();
+                let mut sent = 0;
+                for event in &events {
+                    if event.id > self.last_sent {
+                        encode::put_event(&mut chunk, Some(event.id), event.name, &event.data);
+                        self.last_sent = event.id;
+                        sent += 1;
+                    }
+                }
+                self.metrics.events_replayed.inc_by(sent);
+                self.phase = if complete || events.is_empty() {
+                    Phase::Live
+                } else {
+                    self.fetch_after(self.last_sent)
+                };
+                chunk.freeze()
+            }
+            ReplayPage::Gone { reason, oldest } => {
+                // Go on from the newest id at admission: everything after it arrives live. (The
+                // client's own id may be one we never issued, so it is no bound here; and any
+                // page already replayed held ids at or below this one.)
+                let newest = self.admission.dispatched_through;
+                self.last_sent = newest;
+                self.metrics.resyncs.inc();
+                self.phase = Phase::Live;
+                let data = serde_json::json!({
+                    "reason": reason,
+                    "oldestId": oldest.map(|id| id.to_string()),
+                });
+                encode::event(Some(newest), EventName::Resync, &data.to_string())
+            }
+        }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = Result<Bytes, StreamAborted>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.phase {
+                Phase::Preamble(preamble, start) => {
+                    let preamble = std::mem::take(preamble);
+                    this.phase = match *start {
+                        Start::Live => Phase::Live,
+                        Start::After(after) => this.fetch_after(after),
+                    };
+                    this.admission.outbox.touch();
+                    return Poll::Ready(Some(Ok(preamble)));
+                }
+                Phase::Replaying(fetch) => match ready!(fetch.as_mut().poll(cx)) {
+                    Ok(page) => {
+                        let chunk = this.take_page(page);
+                        if !chunk.is_empty() {
+                            this.admission.outbox.touch();
+                            return Poll::Ready(Some(Ok(chunk)));
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, user = %this.user, "replay failed; closing the stream");
+                        this.phase = Phase::Ended;
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                },
+                Phase::Live => match ready!(this.admission.outbox.poll_pop(cx)) {
+                    Popped::Frame(frame) => {
+                        if let Some(id) = frame.id {
+                            if id <= this.last_sent {
+                                continue;
+                            }
+                            this.last_sent = id;
+                        }
+                        return Poll::Ready(Some(Ok(frame.bytes)));
+                    }
+                    Popped::Closed(Closing::Drain) => {
+                        this.phase = Phase::Ended;
+                        return Poll::Ready(None);
+                    }
+                    Popped::Closed(Closing::SlowReader) => {
+                        this.phase = Phase::Ended;
+                        return Poll::Ready(Some(Err(StreamAborted::SlowReader)));
+                    }
+                },
+                Phase::Ended => return Poll::Ready(None),
+            }
+        }
+    }
+}

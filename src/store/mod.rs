@@ -1,0 +1,210 @@
+//! The durable event log and notification history. The store owns event ids and durability:
+//! an operation's reply is sent only after it is committed, and committed events are handed to
+//! an [`EventSink`] (the hub) in id order, exactly once, after the commit.
+
+pub mod sqlite;
+
+use std::time::Duration;
+
+use crate::domain::{
+    EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
+};
+use crate::sse::encode::EventName;
+
+pub use sqlite::SqliteStore;
+
+/// Who may see an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    User(UserId),
+    Everyone,
+}
+
+/// An event that is in the log: its id, who sees it, and its JSON payload.
+#[derive(Debug, Clone)]
+pub struct CommittedEvent {
+    pub id: EventId,
+    pub audience: Audience,
+    pub name: EventName,
+    pub data: String,
+}
+
+/// Receives committed events in strictly increasing id order, each once.
+pub trait EventSink: Send + Sync + 'static {
+    fn dispatch(&self, events: &[CommittedEvent]);
+}
+
+/// What a publish did.
+#[derive(Debug, Clone)]
+pub enum PublishOutcome {
+    /// Stored and sent now.
+    Created(Notification),
+    /// The Idempotency-Key was seen within 24 h: this is the notification it made then.
+    Repeated(Notification),
+}
+
+/// One page of a user's history.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub limit: u32,
+    /// Start after (older than) this notification.
+    pub before: Option<String>,
+    pub unread_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// Newest first.
+    pub notifications: Vec<Notification>,
+    pub total: u64,
+    pub unread: u64,
+    /// The newest event id when this page was read: a stream opened with it misses nothing.
+    pub last_event_id: EventId,
+}
+
+/// An event read back from the log for replay.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: EventId,
+    pub name: EventName,
+    pub data: String,
+}
+
+/// The answer to "what did this user miss after that id?"
+#[derive(Debug)]
+pub enum ReplayPage {
+    /// Events after the cursor, oldest first; `complete` when nothing more is due.
+    Events {
+        events: Vec<StoredEvent>,
+        complete: bool,
+    },
+    /// The log no longer holds (or never held) what was asked for.
+    Gone {
+        reason: &'static str,
+        oldest: Option<EventId>,
+    },
+}
+
+/// Limits the store enforces on what it keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    pub max_age: Duration,
+    pub max_events: u64,
+    pub history_per_user: u64,
+    pub idempotency_window: Duration,
+}
+
+/// Durability of a commit against power loss: `Full` fsyncs every commit; `Normal` survives a
+/// crash of the process but may lose the last commits if the machine loses power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SyncMode {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("no such notification")]
+    NotFound,
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(#[from] serde_json::Error),
+}
+
+/// The outcome of marking one notification read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkedRead {
+    Changed,
+    AlreadyRead,
+}
+
+/// Every backend herald can run on, chosen once at start-up.
+#[derive(Clone)]
+pub enum Store {
+    Sqlite(SqliteStore),
+}
+
+impl Store {
+    pub async fn publish(
+        &self,
+        user: UserId,
+        notification: NewNotification,
+        key: Option<IdempotencyKey>,
+    ) -> Result<PublishOutcome, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.publish(user, notification, key).await,
+        }
+    }
+
+    pub async fn broadcast(&self, announcement: NewAnnouncement) -> Result<EventId, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.broadcast(announcement).await,
+        }
+    }
+
+    pub async fn mark_read(&self, user: UserId, id: String) -> Result<MarkedRead, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.mark_read(user, id).await,
+        }
+    }
+
+    pub async fn mark_all_read(&self, user: UserId) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.mark_all_read(user).await,
+        }
+    }
+
+    pub async fn history(
+        &self,
+        user: UserId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.history(user, query).await,
+        }
+    }
+
+    /// Events for `user` with ids in `(after, upto]`, at most `limit` of them.
+    pub async fn replay_page(
+        &self,
+        user: UserId,
+        after: EventId,
+        upto: EventId,
+        limit: u32,
+    ) -> Result<ReplayPage, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.replay_page(user, after, upto, limit).await,
+        }
+    }
+
+    /// Drops what retention no longer keeps.
+    pub async fn sweep(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.sweep().await,
+        }
+    }
+
+    /// How many events the log holds now.
+    pub fn retained_events(&self) -> u64 {
+        match self {
+            Self::Sqlite(store) => store.retained_events(),
+        }
+    }
+
+    /// Whether the last write succeeded and the writer is running.
+    pub fn is_healthy(&self) -> bool {
+        match self {
+            Self::Sqlite(store) => store.is_healthy(),
+        }
+    }
+
+    /// Finishes queued writes and makes the files tidy; later writes fail as unavailable.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(store) => store.close().await,
+        }
+    }
+}

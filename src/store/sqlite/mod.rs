@@ -1,0 +1,316 @@
+//! The embedded backend: one SQLite file in WAL mode. Writes go through a single writer thread
+//! ([`writer`]) that commits in groups; reads run on a small set of read-only connections, each
+//! inside one transaction so a page and its counts come from the same snapshot.
+
+mod schema;
+mod writer;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    EventSink, HistoryPage, HistoryQuery, MarkedRead, PublishOutcome, ReplayPage, Retention,
+    StoreError, StoredEvent, SyncMode,
+};
+use crate::domain::{EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId};
+use crate::sse::encode::EventName;
+use writer::{Command, Writer};
+
+/// How many writes may wait for the writer before publishers wait too (backpressure).
+const WRITE_QUEUE: usize = 4096;
+/// Read-only connections; reads are short, and the machine has few cores.
+const READERS: usize = 4;
+
+/// A handle to the SQLite store; cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    commands: mpsc::Sender<Command>,
+    readers: Vec<std::sync::Mutex<Connection>>,
+    next_reader: AtomicUsize,
+    shared: Arc<Shared>,
+}
+
+/// State the writer publishes for everyone else to read without a query.
+#[derive(Default)]
+pub(super) struct Shared {
+    /// Events in the log now.
+    retained: AtomicU64,
+    /// False after a failed commit, until one succeeds.
+    healthy: AtomicBool,
+    /// True once the writer has stopped.
+    closed: AtomicBool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `herald.db` in `data_dir` and starts the writer thread.
+    pub fn open(
+        data_dir: &Path,
+        sync: SyncMode,
+        retention: Retention,
+        sink: Arc<dyn EventSink>,
+    ) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(data_dir).map_err(|error| {
+            StoreError::Unavailable(format!("cannot create {}: {error}", data_dir.display()))
+        })?;
+        let path = data_dir.join("herald.db");
+        let conn = Connection::open(&path)?;
+        schema::prepare_writer(&conn, sync)?;
+        let last_seq = schema::meta(&conn, "last_seq")?;
+        let retained = conn
+            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get::<_, i64>(0))?
+            .max(0) as u64;
+        let readers = (0..READERS)
+            .map(|_| {
+                let reader = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                schema::prepare_reader(&reader)?;
+                Ok(std::sync::Mutex::new(reader))
+            })
+            .collect::<Result<Vec<_>, rusqlite::Error>>()?;
+        let shared = Arc::new(Shared {
+            retained: AtomicU64::new(retained),
+            healthy: AtomicBool::new(true),
+            closed: AtomicBool::new(false),
+        });
+        let (commands, receiver) = mpsc::channel(WRITE_QUEUE);
+        let writer = Writer {
+            conn,
+            shared: shared.clone(),
+            sink,
+            retention,
+            next_seq: last_seq + 1,
+            retained,
+        };
+        std::thread::Builder::new()
+            .name("herald-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|error| StoreError::Unavailable(format!("cannot start the writer: {error}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                commands,
+                readers,
+                next_reader: AtomicUsize::new(0),
+                shared,
+            }),
+        })
+    }
+
+    async fn write<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let gone = || StoreError::Unavailable("the store is closed".into());
+        self.inner
+            .commands
+            .send(command(reply))
+            .await
+            .map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    /// Runs `read` on a reader connection inside one read transaction (one snapshot).
+    async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let inner = self.inner.clone();
+        let index = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.readers[index]
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let tx = conn.unchecked_transaction()?;
+            let value = read(&tx)?;
+            tx.finish()?;
+            Ok(value)
+        })
+        .await
+        .map_err(|error| StoreError::Unavailable(format!("a read was cancelled: {error}")))?
+    }
+
+    pub async fn publish(
+        &self,
+        user: UserId,
+        notification: NewNotification,
+        key: Option<IdempotencyKey>,
+    ) -> Result<PublishOutcome, StoreError> {
+        self.write(|reply| Command::Publish {
+            user,
+            notification,
+            key,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn broadcast(&self, announcement: NewAnnouncement) -> Result<EventId, StoreError> {
+        self.write(|reply| Command::Broadcast {
+            announcement,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn mark_read(&self, user: UserId, id: String) -> Result<MarkedRead, StoreError> {
+        self.write(|reply| Command::MarkRead { user, id, reply }).await
+    }
+
+    pub async fn mark_all_read(&self, user: UserId) -> Result<u64, StoreError> {
+        self.write(|reply| Command::MarkAllRead { user, reply }).await
+    }
+
+    pub async fn sweep(&self) -> Result<(), StoreError> {
+        self.write(|reply| Command::Sweep { reply }).await
+    }
+
+    pub async fn close(&self) {
+        let (reply, done) = oneshot::channel();
+        if self.inner.commands.send(Command::Close { reply }).await.is_ok() {
+            let _ = done.await;
+        }
+    }
+
+    pub fn retained_events(&self) -> u64 {
+        self.inner.shared.retained.load(Ordering::Relaxed)
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.inner.shared.healthy.load(Ordering::Acquire)
+            && !self.inner.shared.closed.load(Ordering::Acquire)
+    }
+
+    pub async fn history(
+        &self,
+        user: UserId,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, StoreError> {
+        self.read(move |tx| {
+            let last_seq = schema::meta(tx, "last_seq")?;
+            let before_seq = match &query.before {
+                None => i64::MAX,
+                Some(id) => tx
+                    .prepare_cached("SELECT seq FROM notifications WHERE id = ?1 AND user_id = ?2")?
+                    .query_row(params![id, user.as_str()], |row| row.get(0))
+                    .optional()?
+                    .ok_or(StoreError::NotFound)?,
+            };
+            let unread_filter = if query.unread_only { " AND read = 0" } else { "" };
+            let mut page = tx.prepare_cached(&format!(
+                "SELECT body, read FROM notifications WHERE user_id = ?1 AND seq < ?2{unread_filter}
+                 ORDER BY seq DESC LIMIT ?3"
+            ))?;
+            let notifications = page
+                .query_map(params![user.as_str(), before_seq, query.limit], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?))
+                })?
+                .map(|row| {
+                    let (body, read) = row?;
+                    let mut notification: Notification = serde_json::from_str(&body)?;
+                    notification.read = read;
+                    Ok(notification)
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let (total, unread) = tx
+                .prepare_cached(
+                    "SELECT COUNT(*), COALESCE(SUM(read = 0), 0) FROM notifications WHERE user_id = ?1",
+                )?
+                .query_row([user.as_str()], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                })?;
+            Ok(HistoryPage {
+                notifications,
+                total: total.max(0) as u64,
+                unread: unread.max(0) as u64,
+                last_event_id: EventId::from_seq(last_seq),
+            })
+        })
+        .await
+    }
+
+    pub async fn replay_page(
+        &self,
+        user: UserId,
+        after: EventId,
+        upto: EventId,
+        limit: u32,
+    ) -> Result<ReplayPage, StoreError> {
+        self.read(move |tx| {
+            let last_seq = schema::meta(tx, "last_seq")?;
+            let pruned_through = schema::meta(tx, "pruned_through")?;
+            let oldest = || -> Result<Option<EventId>, StoreError> {
+                let seq: Option<i64> =
+                    tx.query_row("SELECT MIN(seq) FROM events", [], |row| row.get(0))?;
+                Ok(seq.map(|seq| EventId::from_seq(seq.max(0) as u64)))
+            };
+            if after.minor != 0 || after.major > last_seq {
+                return Ok(ReplayPage::Gone {
+                    reason: "unknown event id: this server never issued it",
+                    oldest: oldest()?,
+                });
+            }
+            if after.major < pruned_through {
+                return Ok(ReplayPage::Gone {
+                    reason: "the events after this id are past retention",
+                    oldest: oldest()?,
+                });
+            }
+            if after >= upto {
+                return Ok(ReplayPage::Events {
+                    events: Vec::new(),
+                    complete: true,
+                });
+            }
+            // Two index ranges (this user's events, then announcements) merged by id: the cost
+            // follows what this user may see, not the size of the log.
+            let mut select = tx.prepare_cached(
+                "SELECT seq, name, data FROM (
+                     SELECT seq, name, data FROM events
+                     WHERE user_id = ?3 AND seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?4)
+                 UNION ALL
+                 SELECT seq, name, data FROM (
+                     SELECT seq, name, data FROM events
+                     WHERE user_id IS NULL AND seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?4)
+                 ORDER BY seq LIMIT ?4",
+            )?;
+            let fetch = i64::from(limit) + 1;
+            let mut events = select
+                .query_map(
+                    params![after.major as i64, upto.major as i64, user.as_str(), fetch],
+                    |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            row.get::<_, String>(2)?,
+                        ))
+                    },
+                )?
+                .map(|row| {
+                    let (seq, name, data) = row?;
+                    let name = EventName::parse(&name).ok_or_else(|| {
+                        StoreError::Unavailable(format!("unknown event name {name:?} in the log"))
+                    })?;
+                    Ok(StoredEvent {
+                        id: EventId::from_seq(seq.max(0) as u64),
+                        name,
+                        data,
+                    })
+                })
+                .collect::<Result<Vec<_>, StoreError>>()?;
+            let complete = events.len() <= limit as usize;
+            events.truncate(limit as usize);
+            Ok(ReplayPage::Events { events, complete })
+        })
+        .await
+    }
+}

@@ -1,0 +1,71 @@
+//! The SQLite schema and connection settings, applied on every open.
+
+use rusqlite::Connection;
+
+use crate::store::SyncMode;
+
+/// Tables: `events` is the replay log (`user_id` NULL for announcements); `notifications` is
+/// the per-user history with read state; `idempotency_keys` remembers recent publish keys;
+/// `meta` holds `last_seq` (the newest id ever issued, so ids never repeat even when retention
+/// empties the log) and `pruned_through` (the newest id retention has removed).
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events (
+    seq        INTEGER PRIMARY KEY,
+    user_id    TEXT,
+    name       TEXT    NOT NULL,
+    data       TEXT    NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq);
+CREATE INDEX IF NOT EXISTS events_by_age ON events (created_ms);
+
+CREATE TABLE IF NOT EXISTS notifications (
+    id      TEXT    PRIMARY KEY,
+    user_id TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    body    TEXT    NOT NULL,
+    read    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications (user_id, seq);
+
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    user_id      TEXT    NOT NULL,
+    key          TEXT    NOT NULL,
+    notification TEXT    NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    PRIMARY KEY (user_id, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS meta (
+    name  TEXT    PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0), ('pruned_through', 0);
+";
+
+/// Settings for the single writing connection; creates the schema.
+pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    let synchronous = match sync {
+        SyncMode::Full => "FULL",
+        SyncMode::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)
+}
+
+/// Settings for a reading connection: WAL readers never block the writer.
+pub fn prepare_reader(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "query_only", "ON")
+}
+
+/// Reads one `meta` value inside the caller's transaction.
+pub fn meta(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [name], |row| {
+        row.get::<_, i64>(0)
+    })
+    .map(|value| value.max(0) as u64)
+}
