@@ -166,6 +166,11 @@ impl Hub {
 }
 
 impl EventSink for Hub {
+    fn resume_after(&self, newest: EventId) {
+        let mut state = self.state.lock();
+        state.dispatched_through = state.dispatched_through.max(newest);
+    }
+
     fn dispatch(&self, events: &[CommittedEvent]) {
         if events.is_empty() {
             return;

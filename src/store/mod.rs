@@ -31,6 +31,8 @@ pub struct CommittedEvent {
 
 /// Receives committed events in strictly increasing id order, each once.
 pub trait EventSink: Send + Sync + 'static {
+    /// Called once before any dispatch: every event up to `newest` is already in the log.
+    fn resume_after(&self, newest: EventId);
     fn dispatch(&self, events: &[CommittedEvent]);
 }
 

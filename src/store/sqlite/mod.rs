@@ -82,6 +82,7 @@ impl SqliteStore {
             healthy: AtomicBool::new(true),
             closed: AtomicBool::new(false),
         });
+        sink.resume_after(EventId::from_seq(last_seq));
         let (commands, receiver) = mpsc::channel(WRITE_QUEUE);
         let writer = Writer {
             conn,

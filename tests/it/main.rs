@@ -1,0 +1,5 @@
+//! herald's integration tests: one binary, a module per area. Every test talks to a real
+//! server over loopback HTTP with a real SQLite file in its own temporary directory.
+
+mod helpers;
+mod streams;
