@@ -111,6 +111,8 @@ pub struct Settings {
     pub cors_origins: CorsOrigins,
     pub shutdown_timeout: Duration,
     pub sync: SyncMode,
+    /// How often retention sweeps the log by age (SPEC: at least once a minute).
+    pub sweep_every: Duration,
 }
 
 /// Which browser origins may call the API.
@@ -189,6 +191,7 @@ impl ServeArgs {
             cors_origins: parse_cors(&self.cors_origin)?,
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             sync: self.sync,
+            sweep_every: Duration::from_secs(30),
         })
     }
 }

@@ -23,9 +23,6 @@ use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
 use crate::store::{SqliteStore, Store, StoreError};
 
-/// How often retention sweeps the log (SPEC: at least once a minute).
-const SWEEP_EVERY: Duration = Duration::from_secs(30);
-
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot open the store: {0}")]
@@ -157,7 +154,7 @@ async fn send_heartbeats(state: AppState, stop: CancellationToken) {
 }
 
 async fn sweep_retention(state: AppState, stop: CancellationToken) {
-    let mut ticks = tokio::time::interval(SWEEP_EVERY);
+    let mut ticks = tokio::time::interval(state.settings.sweep_every);
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
