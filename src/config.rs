@@ -22,7 +22,12 @@ pub struct ServeArgs {
     pub port: Option<u16>,
 
     /// Directory for the SQLite database (created if missing)
-    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR", default_value = "./data")]
+    #[arg(
+        long,
+        env = "HERALD_DATA_DIR",
+        value_name = "DIR",
+        default_value = "./data"
+    )]
     pub data_dir: PathBuf,
 
     /// Run without auth on a non-loopback address
@@ -30,27 +35,57 @@ pub struct ServeArgs {
     pub allow_anonymous: bool,
 
     /// Seconds of silence after which a stream gets a `: heartbeat` comment
-    #[arg(long, env = "HERALD_HEARTBEAT", value_name = "SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        env = "HERALD_HEARTBEAT",
+        value_name = "SECS",
+        default_value_t = 30
+    )]
     pub heartbeat: u64,
 
     /// The `retry:` value, in milliseconds, sent to clients
-    #[arg(long, env = "HERALD_RETRY_MS", value_name = "MS", default_value_t = 3000)]
+    #[arg(
+        long,
+        env = "HERALD_RETRY_MS",
+        value_name = "MS",
+        default_value_t = 3000
+    )]
     pub retry_ms: u64,
 
     /// How long events stay replayable (e.g. 90s, 30m, 24h, 7d)
-    #[arg(long, env = "HERALD_RETENTION_AGE", value_name = "DUR", default_value = "24h")]
+    #[arg(
+        long,
+        env = "HERALD_RETENTION_AGE",
+        value_name = "DUR",
+        default_value = "24h"
+    )]
     pub retention_age: humantime::Duration,
 
     /// How many events stay replayable
-    #[arg(long, env = "HERALD_RETENTION_EVENTS", value_name = "N", default_value_t = 1_000_000)]
+    #[arg(
+        long,
+        env = "HERALD_RETENTION_EVENTS",
+        value_name = "N",
+        default_value_t = 1_000_000
+    )]
     pub retention_events: u64,
 
     /// Stored notifications kept per user
-    #[arg(long, env = "HERALD_HISTORY_LIMIT", value_name = "N", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "HERALD_HISTORY_LIMIT",
+        value_name = "N",
+        default_value_t = 1000
+    )]
     pub history_limit: u64,
 
     /// SSE streams this node accepts (more get 503 with Retry-After)
-    #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_name = "N", default_value_t = 10_000)]
+    #[arg(
+        long,
+        env = "HERALD_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
     pub max_connections: usize,
 
     /// SSE streams one user may hold on this node (more get 429)
@@ -74,11 +109,21 @@ pub struct ServeArgs {
     pub cors_origin: Vec<String>,
 
     /// Seconds to drain on SIGTERM/SIGINT before exiting
-    #[arg(long, env = "HERALD_SHUTDOWN_TIMEOUT", value_name = "SECS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "HERALD_SHUTDOWN_TIMEOUT",
+        value_name = "SECS",
+        default_value_t = 10
+    )]
     pub shutdown_timeout: u64,
 
     /// Events one stream may have waiting before it is closed as a slow reader
-    #[arg(long, env = "HERALD_MAX_QUEUED_EVENTS", value_name = "N", default_value_t = 1024)]
+    #[arg(
+        long,
+        env = "HERALD_MAX_QUEUED_EVENTS",
+        value_name = "N",
+        default_value_t = 1024
+    )]
     pub max_queued_events: usize,
 
     /// Bytes one stream may have waiting before it is closed as a slow reader
@@ -157,7 +202,10 @@ impl ServeArgs {
         at_least_one("retention-events", self.retention_events)?;
         at_least_one("history-limit", self.history_limit)?;
         at_least_one("max-connections", self.max_connections as u64)?;
-        at_least_one("max-connections-per-user", self.max_connections_per_user as u64)?;
+        at_least_one(
+            "max-connections-per-user",
+            self.max_connections_per_user as u64,
+        )?;
         at_least_one("shutdown-timeout", self.shutdown_timeout)?;
         at_least_one("max-queued-events", self.max_queued_events as u64)?;
         if self.max_queued_bytes < 64 * 1024 {
@@ -261,7 +309,10 @@ mod tests {
     fn settings(argv: &[&str]) -> Result<Settings, ConfigError> {
         let mut full = vec!["herald"];
         full.extend_from_slice(argv);
-        Cli::try_parse_from(full).expect("parses").args.into_settings()
+        Cli::try_parse_from(full)
+            .expect("parses")
+            .args
+            .into_settings()
     }
 
     #[test]
@@ -280,7 +331,10 @@ mod tests {
 
     #[test]
     fn invalid_values_name_their_flag() {
-        assert_eq!(settings(&["--heartbeat", "0"]).unwrap_err().flag, "heartbeat");
+        assert_eq!(
+            settings(&["--heartbeat", "0"]).unwrap_err().flag,
+            "heartbeat"
+        );
         assert_eq!(
             settings(&["--retention-age", "0s"]).unwrap_err().flag,
             "retention-age"

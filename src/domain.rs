@@ -117,9 +117,7 @@ impl Serialize for EventId {
 }
 
 /// The four kinds of notification; the type colours the page and nothing else.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum NotificationKind {
     #[default]
@@ -168,9 +166,8 @@ impl NewNotification {
     ) -> Result<Self, String> {
         let kind = match kind {
             None => NotificationKind::Info,
-            Some(raw) => NotificationKind::parse(raw).ok_or_else(|| {
-                "type must be one of info, success, warning, error".to_string()
-            })?,
+            Some(raw) => NotificationKind::parse(raw)
+                .ok_or_else(|| "type must be one of info, success, warning, error".to_string())?,
         };
         let title = bounded_text("title", title, MAX_TITLE_CHARS)?;
         let message = bounded_text("message", message, MAX_MESSAGE_CHARS)?;
@@ -303,7 +300,17 @@ mod tests {
         for ok in ["a", "alice", "A.b_c~d@e+f-g", &"x".repeat(128)] {
             assert!(UserId::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "me", "a/b", "a b", "é", "a%2F", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "me",
+            "a/b",
+            "a b",
+            "é",
+            "a%2F",
+            &"x".repeat(129),
+        ] {
             assert!(UserId::parse(bad).is_err(), "{bad}");
         }
     }
@@ -318,7 +325,17 @@ mod tests {
         );
         assert!(EventId::from_seq(9) < EventId::from_seq(10));
         assert!(EventId::new(10, 0) < EventId::new(10, 1));
-        for bad in ["", "-", "a", "1-", "-1", "1-2-3", "+1", "99999999999999999999", "1.5"] {
+        for bad in [
+            "",
+            "-",
+            "a",
+            "1-",
+            "-1",
+            "1-2-3",
+            "+1",
+            "99999999999999999999",
+            "1.5",
+        ] {
             assert_eq!(bad.parse::<EventId>(), Err(BadEventId), "{bad}");
         }
         assert_eq!(EventId::new(7, 3).to_string(), "7-3");

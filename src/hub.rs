@@ -148,7 +148,13 @@ impl Hub {
 
     /// Every open stream, for the drain to close one by one.
     pub fn all_outboxes(&self) -> Vec<Arc<Outbox>> {
-        self.state.lock().streams.values().flatten().cloned().collect()
+        self.state
+            .lock()
+            .streams
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// Ends every stream whose outbox is in `outboxes`, spread evenly over `window`.
@@ -210,7 +216,10 @@ impl EventSink for Hub {
         self.metrics.events_dispatched.inc_by(events.len() as u64);
         if overflowed > 0 {
             self.metrics.slow_reader_closes.inc_by(overflowed);
-            tracing::info!(streams = overflowed, "closed slow readers whose queues were full");
+            tracing::info!(
+                streams = overflowed,
+                "closed slow readers whose queues were full"
+            );
         }
     }
 }

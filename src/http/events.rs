@@ -60,7 +60,9 @@ pub async fn subscribe(
     let retry_ms = state.settings.retry_ms;
     if state.is_draining() {
         // A status other than 200 would make EventSource give up for good; come back later.
-        return Ok(event_stream_response(Body::from(encode::retry_only(retry_ms))));
+        return Ok(event_stream_response(Body::from(encode::retry_only(
+            retry_ms,
+        ))));
     }
     let admission = state.hub.admit(&user).map_err(|error| {
         state.metrics.streams_refused.inc();
@@ -75,7 +77,11 @@ pub async fn subscribe(
             },
         }
     })?;
-    let client_id = format!("{}-{}", admission.outbox.stream_id, uuid::Uuid::new_v4().simple());
+    let client_id = format!(
+        "{}-{}",
+        admission.outbox.stream_id,
+        uuid::Uuid::new_v4().simple()
+    );
     let stream = EventStream::new(
         admission,
         user,

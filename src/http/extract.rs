@@ -32,7 +32,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             }
             Err(JsonRejection::JsonDataError(error)) => Err(ApiError::bad_request(format!(
                 "request body has the wrong shape: {}",
-                error.body_text().trim_start_matches("Failed to deserialize the JSON body into the target type: ")
+                error.body_text().trim_start_matches(
+                    "Failed to deserialize the JSON body into the target type: "
+                )
             ))),
             Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
@@ -65,9 +67,9 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(value)) => Ok(Self(value)),
-            Err(PathRejection::FailedToDeserializePathParams(error)) => Err(
-                ApiError::bad_request(format!("bad path: {}", error.body_text())),
-            ),
+            Err(PathRejection::FailedToDeserializePathParams(error)) => Err(ApiError::bad_request(
+                format!("bad path: {}", error.body_text()),
+            )),
             Err(other) => Err(ApiError::bad_request(other.body_text())),
         }
     }

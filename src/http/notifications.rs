@@ -18,10 +18,7 @@ use crate::store::{HistoryQuery, MarkedRead, PublishOutcome};
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/api/notifications/{user_id}",
-            post(publish).get(history),
-        )
+        .route("/api/notifications/{user_id}", post(publish).get(history))
         .route("/api/notifications/{user_id}/read-all", post(mark_all_read))
         .route("/api/notifications/{user_id}/{id}/read", post(mark_read))
         .route("/api/broadcast", post(broadcast))

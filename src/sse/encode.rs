@@ -59,7 +59,7 @@ pub fn put_event(out: &mut BytesMut, id: Option<EventId>, name: EventName, data:
     use std::fmt::Write;
     if let Some(id) = id {
         // EventId's Display writes only digits and '-'; writing to BytesMut cannot fail.
-        let _ = write!(out, "id: {id}\n");
+        let _ = writeln!(out, "id: {id}");
     }
     out.put_slice(b"event: ");
     out.put_slice(name.as_str().as_bytes());
@@ -72,11 +72,12 @@ pub fn put_event(out: &mut BytesMut, id: Option<EventId>, name: EventName, data:
     out.put_u8(b'\n');
 }
 
-/// What every stream opens with: the reconnection delay and the `connected` event.
+/// What every stream opens with: the reconnection delay and the `connected` event, in one
+/// block (some clients drop a block that has no `data:`, and with it the `retry:`).
 pub fn preamble(retry_ms: u64, client_id: &str) -> Bytes {
     let data = serde_json::json!({ "clientId": client_id }).to_string();
     let mut out = BytesMut::with_capacity(data.len() + 48);
-    out.put_slice(format!("retry: {retry_ms}\n\n").as_bytes());
+    out.put_slice(format!("retry: {retry_ms}\n").as_bytes());
     put_event(&mut out, None, EventName::Connected, &data);
     out.freeze()
 }
@@ -120,7 +121,7 @@ mod tests {
         let bytes = preamble(3000, "c1");
         assert_eq!(
             &bytes[..],
-            b"retry: 3000\n\nevent: connected\ndata: {\"clientId\":\"c1\"}\n\n"
+            b"retry: 3000\nevent: connected\ndata: {\"clientId\":\"c1\"}\n\n"
         );
     }
 }

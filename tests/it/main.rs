@@ -1,5 +1,7 @@
 //! herald's integration tests: one binary, a module per area. Every test talks to a real
 //! server over loopback HTTP with a real SQLite file in its own temporary directory.
 
+mod cli;
 mod helpers;
+mod slow_reader;
 mod streams;

@@ -16,7 +16,9 @@ use super::{
     EventSink, HistoryPage, HistoryQuery, MarkedRead, PublishOutcome, ReplayPage, Retention,
     StoreError, StoredEvent, SyncMode,
 };
-use crate::domain::{EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId};
+use crate::domain::{
+    EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
+};
 use crate::sse::encode::EventName;
 use writer::{Command, Writer};
 
@@ -65,7 +67,9 @@ impl SqliteStore {
         schema::prepare_writer(&conn, sync)?;
         let last_seq = schema::meta(&conn, "last_seq")?;
         let retained = conn
-            .query_row("SELECT COUNT(*) FROM events", [], |row| row.get::<_, i64>(0))?
+            .query_row("SELECT COUNT(*) FROM events", [], |row| {
+                row.get::<_, i64>(0)
+            })?
             .max(0) as u64;
         let readers = (0..READERS)
             .map(|_| {
@@ -95,7 +99,9 @@ impl SqliteStore {
         std::thread::Builder::new()
             .name("herald-writer".into())
             .spawn(move || writer.run(receiver))
-            .map_err(|error| StoreError::Unavailable(format!("cannot start the writer: {error}")))?;
+            .map_err(|error| {
+                StoreError::Unavailable(format!("cannot start the writer: {error}"))
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 commands,
@@ -164,11 +170,13 @@ impl SqliteStore {
     }
 
     pub async fn mark_read(&self, user: UserId, id: String) -> Result<MarkedRead, StoreError> {
-        self.write(|reply| Command::MarkRead { user, id, reply }).await
+        self.write(|reply| Command::MarkRead { user, id, reply })
+            .await
     }
 
     pub async fn mark_all_read(&self, user: UserId) -> Result<u64, StoreError> {
-        self.write(|reply| Command::MarkAllRead { user, reply }).await
+        self.write(|reply| Command::MarkAllRead { user, reply })
+            .await
     }
 
     pub async fn sweep(&self) -> Result<(), StoreError> {
@@ -177,7 +185,13 @@ impl SqliteStore {
 
     pub async fn close(&self) {
         let (reply, done) = oneshot::channel();
-        if self.inner.commands.send(Command::Close { reply }).await.is_ok() {
+        if self
+            .inner
+            .commands
+            .send(Command::Close { reply })
+            .await
+            .is_ok()
+        {
             let _ = done.await;
         }
     }

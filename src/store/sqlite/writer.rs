@@ -50,7 +50,9 @@ pub(super) enum Command {
         reply: Reply<()>,
     },
     /// Stop after everything queued before this; the reply comes once the files are tidy.
-    Close { reply: oneshot::Sender<()> },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 /// A command's result, held until its group commits.
@@ -204,7 +206,10 @@ impl Writer {
         if done.iter().any(|d| matches!(d, Done::Sweep(..))) {
             sweep(&tx, now_ms, retention)?;
             // A sweep may remove any number of rows: count again (once a minute at most).
-            retained = tx.query_row("SELECT COUNT(*) FROM events", [], |row| row.get::<_, i64>(0))?
+            retained = tx
+                .query_row("SELECT COUNT(*) FROM events", [], |row| {
+                    row.get::<_, i64>(0)
+                })?
                 .max(0) as u64;
         }
         tx.commit()?;
@@ -273,8 +278,12 @@ fn apply(tx: &Connection, log: &mut Log<'_>, command: Command, retention: Retent
             announcement,
             reply,
         } => Done::Broadcast(reply, broadcast(tx, log, announcement)),
-        Command::MarkRead { user, id, reply } => Done::MarkRead(reply, mark_read(tx, log, user, &id)),
-        Command::MarkAllRead { user, reply } => Done::MarkAllRead(reply, mark_all_read(tx, log, user)),
+        Command::MarkRead { user, id, reply } => {
+            Done::MarkRead(reply, mark_read(tx, log, user, &id))
+        }
+        Command::MarkAllRead { user, reply } => {
+            Done::MarkAllRead(reply, mark_all_read(tx, log, user))
+        }
         Command::Sweep { reply } => Done::Sweep(reply, Ok(())),
         Command::Close { .. } => unreachable!("Close ends the group before it is applied"),
     }
@@ -295,7 +304,9 @@ fn publish(
                 "SELECT notification FROM idempotency_keys
                  WHERE user_id = ?1 AND key = ?2 AND created_ms >= ?3",
             )?
-            .query_row(params![user.as_str(), key.as_str(), since], |row| row.get(0))
+            .query_row(params![user.as_str(), key.as_str(), since], |row| {
+                row.get(0)
+            })
             .optional()?;
         if let Some(earlier) = earlier {
             return Ok(PublishOutcome::Repeated(serde_json::from_str(&earlier)?));
@@ -311,9 +322,21 @@ fn publish(
         read: false,
     };
     let body = serde_json::to_string(&notification)?;
-    let id = log.append(tx, Audience::User(user.clone()), EventName::Notification, body.clone())?;
-    tx.prepare_cached("INSERT INTO notifications (id, user_id, seq, body) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![notification.id, user.as_str(), id.major as i64, body])?;
+    let id = log.append(
+        tx,
+        Audience::User(user.clone()),
+        EventName::Notification,
+        body.clone(),
+    )?;
+    tx.prepare_cached(
+        "INSERT INTO notifications (id, user_id, seq, body) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        notification.id,
+        user.as_str(),
+        id.major as i64,
+        body
+    ])?;
     if let Some(key) = &key {
         tx.prepare_cached(
             "INSERT OR REPLACE INTO idempotency_keys (user_id, key, notification, created_ms)
@@ -354,7 +377,9 @@ fn mark_read(
     id: &str,
 ) -> Result<MarkedRead, StoreError> {
     let changed = tx
-        .prepare_cached("UPDATE notifications SET read = 1 WHERE id = ?1 AND user_id = ?2 AND read = 0")?
+        .prepare_cached(
+            "UPDATE notifications SET read = 1 WHERE id = ?1 AND user_id = ?2 AND read = 0",
+        )?
         .execute(params![id, user.as_str()])?;
     if changed == 0 {
         let exists = tx
@@ -412,7 +437,10 @@ fn sweep(tx: &Connection, now_ms: i64, retention: Retention) -> Result<(), Store
         note_pruned_through(tx, newest_removed)?;
     }
     let key_cutoff = now_ms - retention.idempotency_window.as_millis() as i64;
-    tx.execute("DELETE FROM idempotency_keys WHERE created_ms < ?1", [key_cutoff])?;
+    tx.execute(
+        "DELETE FROM idempotency_keys WHERE created_ms < ?1",
+        [key_cutoff],
+    )?;
     Ok(())
 }
 

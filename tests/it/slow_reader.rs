@@ -1,0 +1,191 @@
+//! SPEC §2: a reader that never reads costs the server a bounded amount of memory; its stream
+//! is closed (and counted), and a reconnect with the last id it saw replays the rest.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{ServerProcess, SseClient, WAIT};
+
+const PUBLISHES: usize = 12_000;
+const MESSAGE_CHARS: usize = 3_900;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_that_never_reads_is_closed_with_bounded_memory_and_replays_on_reconnect() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let server = ServerProcess::start(
+        &dir.path().join("data"),
+        &["--sync", "normal", "--max-queued-bytes", "262144"],
+    );
+    let client = reqwest::Client::new();
+    let addr = server.url.trim_start_matches("http://").to_owned();
+
+    // A subscriber that asks and then never reads, with a tiny receive buffer. HTTP/1.0 keeps
+    // the body free of chunk framing so the bytes it did get can be read back simply.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stalled = socket.connect(addr.parse().unwrap()).await.unwrap();
+    stalled
+        .write_all(b"GET /events/slowpoke HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    wait_for_streams(&client, &server.url, 1).await;
+    let rss_before = server.rss_kib();
+
+    // Far more than any buffer: 12,000 x ~4 KB = ~47 MB for one user.
+    let message = "m".repeat(MESSAGE_CHARS);
+    let url = format!("{}/api/notifications/slowpoke", server.url);
+    let mut publishers = Vec::new();
+    for worker in 0..8 {
+        let (client, url, message) = (client.clone(), url.clone(), message.clone());
+        publishers.push(tokio::spawn(async move {
+            for n in (worker..PUBLISHES).step_by(8) {
+                let response = client
+                    .post(&url)
+                    .json(&json!({ "title": format!("{n}"), "message": message }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::CREATED);
+            }
+        }));
+    }
+    // Sample the server's memory while the flood goes on.
+    let mut rss_peak = rss_before;
+    while !publishers.iter().all(|p| p.is_finished()) {
+        rss_peak = rss_peak.max(server.rss_kib());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+    rss_peak = rss_peak.max(server.rss_kib());
+    let growth_mib = (rss_peak.saturating_sub(rss_before)) / 1024;
+    eprintln!("server RSS before {rss_before} KiB, peak {rss_peak} KiB");
+    assert!(
+        growth_mib < 16,
+        "server memory grew by {growth_mib} MiB while ~47 MB queued for a stalled reader"
+    );
+
+    let stats: serde_json::Value = client
+        .get(format!("{}/api/stats", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(stats["slowReaderCloses"].as_u64().unwrap() >= 1, "{stats}");
+    let metrics = client
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("herald_slow_reader_closes_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+
+    // The stalled client now reads what reached it before the close, up to the end.
+    let mut received = Vec::new();
+    tokio::time::timeout(WAIT, stalled.read_to_end(&mut received))
+        .await
+        .expect("the closed stream ends")
+        .ok();
+    let text = String::from_utf8_lossy(&received);
+    let (seen, last_id) = complete_notifications(&text);
+    assert!(
+        seen.len() < PUBLISHES,
+        "the stalled reader cannot have had everything"
+    );
+
+    // Reconnect with the last id seen: everything after it arrives, once, in id order.
+    let mut resumed = SseClient::open(
+        &client,
+        &format!("{}/events/slowpoke", server.url),
+        last_id.as_deref(),
+    )
+    .await;
+    resumed.expect_connected().await;
+    let mut titles: Vec<usize> = seen.iter().map(|(_, title)| *title).collect();
+    let mut previous_id = seen.last().map_or(0, |(id, _)| *id);
+    while titles.len() < PUBLISHES {
+        let event = resumed.next_event().await;
+        assert_eq!(event.event, "notification");
+        let id: u64 = event.id.parse().unwrap();
+        assert!(id > previous_id, "ids increase across the reconnect");
+        previous_id = id;
+        titles.push(event.data["title"].as_str().unwrap().parse().unwrap());
+    }
+    titles.sort_unstable();
+    assert_eq!(
+        titles,
+        (0..PUBLISHES).collect::<Vec<_>>(),
+        "every notification exactly once"
+    );
+}
+
+/// Polls `/api/stats` until the node holds `n` streams.
+async fn wait_for_streams(client: &reqwest::Client, url: &str, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let stats: serde_json::Value = client
+            .get(format!("{url}/api/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["totalConnections"] == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stream not open: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `(id, title)` of the complete notification events in a raw SSE body (ids checked to
+/// increase), and the id of the last one.
+fn complete_notifications(raw: &str) -> (Vec<(u64, usize)>, Option<String>) {
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let mut titles = Vec::new();
+    let mut last_id = None;
+    let mut blocks: Vec<&str> = body.split("\n\n").collect();
+    blocks.pop(); // whatever follows the last blank line is incomplete
+    for block in blocks {
+        let mut id = None;
+        let mut data = None;
+        let mut is_notification = false;
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.to_owned());
+            } else if line == "event: notification" {
+                is_notification = true;
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(v);
+            }
+        }
+        if is_notification {
+            let data: serde_json::Value = serde_json::from_str(data.unwrap()).unwrap();
+            let id = id.expect("a notification has an id");
+            let numeric: u64 = id.parse().unwrap();
+            if let Some((previous, _)) = titles.last() {
+                assert!(numeric > *previous, "ids increase on the stream");
+            }
+            titles.push((numeric, data["title"].as_str().unwrap().parse().unwrap()));
+            last_id = Some(id);
+        }
+    }
+    (titles, last_id)
+}
