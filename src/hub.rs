@@ -223,3 +223,113 @@ impl EventSink for Hub {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::task::{Context, Poll};
+
+    use futures::task::noop_waker;
+
+    use super::*;
+    use crate::sse::encode::EventName;
+    use crate::sse::outbox::Popped;
+
+    fn hub(max_streams: usize, per_user: usize) -> Arc<Hub> {
+        Hub::new(
+            HubLimits {
+                max_streams,
+                max_streams_per_user: per_user,
+                queue: QueueBounds {
+                    max_frames: 8,
+                    max_bytes: 1 << 20,
+                },
+            },
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).expect("valid user")
+    }
+
+    fn event(id: u64, audience: Audience) -> CommittedEvent {
+        CommittedEvent {
+            id: EventId::from_seq(id),
+            audience,
+            name: EventName::Notification,
+            data: format!("{{\"n\":{id}}}"),
+        }
+    }
+
+    fn pop(admission: &Admission) -> Option<Frame> {
+        let waker = noop_waker();
+        match admission.outbox.poll_pop(&mut Context::from_waker(&waker)) {
+            Poll::Ready(Popped::Frame(frame)) => Some(frame),
+            Poll::Ready(Popped::Closed(closing)) => panic!("closed: {closing:?}"),
+            Poll::Pending => None,
+        }
+    }
+
+    #[test]
+    fn an_event_is_encoded_once_and_its_bytes_shared_by_every_receiving_stream() {
+        let hub = hub(10, 10);
+        let streams: Vec<Admission> = (0..3).map(|_| hub.admit(&user("ann")).unwrap()).collect();
+        hub.dispatch(&[event(1, Audience::User(user("ann")))]);
+        let frames: Vec<Frame> = streams.iter().map(|s| pop(s).expect("frame")).collect();
+        let first = frames[0].bytes.as_ptr();
+        assert!(frames.iter().all(|f| f.bytes.as_ptr() == first), "one buffer, shared");
+        assert_eq!(&frames[0].bytes[..], b"id: 1\nevent: notification\ndata: {\"n\":1}\n\n");
+    }
+
+    #[test]
+    fn a_users_event_reaches_only_that_users_streams_and_announcements_reach_all() {
+        let hub = hub(10, 10);
+        let ann = hub.admit(&user("ann")).unwrap();
+        let bob = hub.admit(&user("bob")).unwrap();
+        hub.dispatch(&[
+            event(1, Audience::User(user("ann"))),
+            event(2, Audience::Everyone),
+        ]);
+        assert_eq!(pop(&ann).and_then(|f| f.id), Some(EventId::from_seq(1)));
+        assert_eq!(pop(&ann).and_then(|f| f.id), Some(EventId::from_seq(2)));
+        assert_eq!(pop(&bob).and_then(|f| f.id), Some(EventId::from_seq(2)));
+        assert!(pop(&bob).is_none());
+        assert_eq!(hub.metrics.events_delivered.get(), 3);
+    }
+
+    #[test]
+    fn admission_records_the_newest_dispatched_id_and_dropping_frees_the_place() {
+        let hub = hub(2, 1);
+        hub.resume_after(EventId::from_seq(40));
+        let first = hub.admit(&user("ann")).unwrap();
+        assert_eq!(first.dispatched_through, EventId::from_seq(40));
+        assert_eq!(hub.admit(&user("ann")).err(), Some(AdmitError::UserFull(1)));
+        let _second = hub.admit(&user("bob")).unwrap();
+        assert_eq!(hub.admit(&user("cat")).err(), Some(AdmitError::NodeFull(2)));
+        hub.dispatch(&[event(41, Audience::Everyone)]);
+        drop(first);
+        let again = hub.admit(&user("ann")).unwrap();
+        assert_eq!(again.dispatched_through, EventId::from_seq(41));
+        let stats = hub.stats();
+        assert_eq!((stats.streams, stats.users, stats.dispatched_events), (2, 2, 1));
+    }
+
+    #[test]
+    fn a_full_queue_closes_only_the_slow_stream_and_counts_it() {
+        let hub = hub(10, 10);
+        let slow = hub.admit(&user("ann")).unwrap();
+        let fast = hub.admit(&user("ann")).unwrap();
+        for id in 1..=9 {
+            hub.dispatch(&[event(id, Audience::User(user("ann")))]);
+            while pop(&fast).is_some() {}
+        }
+        assert_eq!(hub.metrics.slow_reader_closes.get(), 1);
+        let waker = noop_waker();
+        assert!(matches!(
+            slow.outbox.poll_pop(&mut Context::from_waker(&waker)),
+            Poll::Ready(Popped::Closed(Closing::SlowReader))
+        ));
+        hub.dispatch(&[event(10, Audience::User(user("ann")))]);
+        assert_eq!(pop(&fast).and_then(|f| f.id), Some(EventId::from_seq(10)));
+    }
+}

@@ -98,6 +98,14 @@ pub(super) struct Writer {
 impl Writer {
     /// Runs until a `Close` command or until every sender is gone.
     pub fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        // However the thread ends (even by a panic), readiness must then report the store gone.
+        struct MarkClosed(Arc<Shared>);
+        impl Drop for MarkClosed {
+            fn drop(&mut self) {
+                self.0.closed.store(true, Ordering::Release);
+            }
+        }
+        let _closed_on_exit = MarkClosed(self.shared.clone());
         let mut closed_by = None;
         while let Some(first) = commands.blocking_recv() {
             let mut group = Vec::with_capacity(16);
@@ -119,7 +127,6 @@ impl Writer {
                 break;
             }
         }
-        self.shared.closed.store(true, Ordering::Release);
         commands.close();
         if let Err(error) = self
             .conn
