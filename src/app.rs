@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(http::extract::MAX_BODY_BYTES))
         .layer(cors)
+        .layer(axum::middleware::from_fn(http::access_log::log_request))
         .layer(
             // Spans name the method and path only: query strings may carry tokens.
             TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {

@@ -5,6 +5,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use crate::auth::{PublishKeys, TokenVerifier};
 use crate::sse::outbox::QueueBounds;
 use crate::store::{Retention, SyncMode};
 
@@ -33,6 +37,61 @@ pub struct ServeArgs {
     /// Run without auth on a non-loopback address
     #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
     pub allow_anonymous: bool,
+
+    /// HS256 secret for subscriber tokens
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        value_name = "S",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+
+    /// PEM public key (RS256, ES256 or EdDSA) for subscriber tokens issued elsewhere
+    #[arg(
+        long,
+        env = "HERALD_JWT_PUBLIC_KEY",
+        value_name = "FILE",
+        conflicts_with = "jwt_secret"
+    )]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// A bearer key allowed to publish, broadcast and read any history; repeatable or
+    /// comma-separated
+    #[arg(
+        long,
+        env = "HERALD_PUBLISH_KEY",
+        value_name = "K",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub publish_key: Vec<String>,
+
+    /// Serve /metrics and /api/stats without a publish key
+    #[arg(long, env = "HERALD_METRICS_PUBLIC")]
+    pub metrics_public: bool,
+
+    /// PEM certificate chain: serve HTTPS (HTTP/2 and HTTP/1.1)
+    #[arg(
+        long,
+        env = "HERALD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert
+    #[arg(
+        long,
+        env = "HERALD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Publishes per second one client address may make (e.g. 50 or 50/s); more get 429
+    #[arg(long, env = "HERALD_PUBLISH_RATE", value_name = "N/s")]
+    pub publish_rate: Option<String>,
 
     /// Seconds of silence after which a stream gets a `: heartbeat` comment
     #[arg(
@@ -147,6 +206,10 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub allow_anonymous: bool,
+    pub auth: AuthSettings,
+    pub tls: Option<TlsFiles>,
+    /// Publishes per second per client address; `None` for no limit.
+    pub publish_rate: Option<NonZeroU32>,
     pub heartbeat: Duration,
     pub retry_ms: u64,
     pub retention: Retention,
@@ -158,6 +221,21 @@ pub struct Settings {
     pub sync: SyncMode,
     /// How often retention sweeps the log by age (SPEC: at least once a minute).
     pub sweep_every: Duration,
+}
+
+/// Who may do what: `None` for a half leaves that half open.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    pub tokens: Option<Arc<TokenVerifier>>,
+    pub publish_keys: Option<Arc<PublishKeys>>,
+    pub metrics_public: bool,
+}
+
+/// The certificate and key files for HTTPS.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Which browser origins may call the API.
@@ -214,6 +292,38 @@ impl ServeArgs {
                 "must be at least 65536 (one largest event)",
             ));
         }
+        let tokens = match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(secret), _) if secret.is_empty() => {
+                return Err(invalid("jwt-secret", "must not be empty"));
+            }
+            (Some(secret), _) => Some(Arc::new(TokenVerifier::hs256(secret.as_bytes()))),
+            (None, Some(path)) => {
+                let pem = std::fs::read(path).map_err(|error| {
+                    invalid(
+                        "jwt-public-key",
+                        format!("cannot read {}: {error}", path.display()),
+                    )
+                })?;
+                Some(Arc::new(
+                    TokenVerifier::from_public_key_pem(&pem)
+                        .map_err(|problem| invalid("jwt-public-key", problem))?,
+                ))
+            }
+            (None, None) => None,
+        };
+        let keys: Vec<&str> = self
+            .publish_key
+            .iter()
+            .map(|k| k.trim())
+            .filter(|k| !k.is_empty())
+            .collect();
+        let publish_keys = (!keys.is_empty()).then(|| Arc::new(PublishKeys::new(&keys)));
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            _ => return Err(invalid("tls-cert", "--tls-cert and --tls-key go together")),
+        };
+        let publish_rate = self.publish_rate.as_deref().map(parse_rate).transpose()?;
         let retention_age: Duration = self.retention_age.into();
         if retention_age < Duration::from_secs(1) {
             return Err(invalid("retention-age", "must be at least 1s"));
@@ -222,6 +332,13 @@ impl ServeArgs {
             listen,
             data_dir: self.data_dir,
             allow_anonymous: self.allow_anonymous,
+            auth: AuthSettings {
+                tokens,
+                publish_keys,
+                metrics_public: self.metrics_public,
+            },
+            tls,
+            publish_rate,
             heartbeat: Duration::from_secs(heartbeat),
             retry_ms: self.retry_ms,
             retention: Retention {
@@ -242,6 +359,18 @@ impl ServeArgs {
             sweep_every: Duration::from_secs(30),
         })
     }
+}
+
+/// `50`, `50/s` or `50/sec`: a whole number of publishes per second, at least 1.
+fn parse_rate(raw: &str) -> Result<NonZeroU32, ConfigError> {
+    let number = raw
+        .trim()
+        .trim_end_matches("/sec")
+        .trim_end_matches("/s")
+        .trim();
+    number
+        .parse::<NonZeroU32>()
+        .map_err(|_| invalid("publish-rate", format!("{raw:?} is not a rate like 50/s")))
 }
 
 fn parse_cors(origins: &[String]) -> Result<CorsOrigins, ConfigError> {
@@ -369,6 +498,42 @@ mod tests {
                 "https://b.example".into(),
                 "http://localhost:5173".into()
             ])
+        );
+    }
+
+    #[test]
+    fn auth_flags_are_validated() {
+        assert_eq!(
+            settings(&["--jwt-secret", ""]).unwrap_err().flag,
+            "jwt-secret"
+        );
+        assert_eq!(
+            settings(&["--jwt-public-key", "/nonexistent.pem"])
+                .unwrap_err()
+                .flag,
+            "jwt-public-key"
+        );
+        let s = settings(&[
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
+            "--publish-key",
+            "k1-0123456789abcdef,k2-0123456789abcdef",
+            "--publish-rate",
+            "20/s",
+        ])
+        .expect("valid");
+        assert!(s.auth.tokens.is_some());
+        assert!(
+            s.auth
+                .publish_keys
+                .as_ref()
+                .unwrap()
+                .matches("k2-0123456789abcdef")
+        );
+        assert_eq!(s.publish_rate.map(NonZeroU32::get), Some(20));
+        assert_eq!(
+            settings(&["--publish-rate", "fast"]).unwrap_err().flag,
+            "publish-rate"
         );
     }
 

@@ -12,6 +12,12 @@ pub enum ApiError {
     /// 400: the request is malformed or a value is out of range.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: no credentials, or credentials that failed; carries `WWW-Authenticate: Bearer`.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// 403: valid credentials that do not allow this.
+    #[error("{0}")]
+    Forbidden(String),
     /// 404: no such notification, route or page.
     #[error("{0}")]
     NotFound(String),
@@ -43,6 +49,8 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -84,6 +92,12 @@ impl IntoResponse for ApiError {
         }
         let body = serde_json::json!({ "error": self.to_string() });
         let mut response = (status, Json(body)).into_response();
+        if matches!(self, Self::Unauthorized(_)) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"herald\""),
+            );
+        }
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()

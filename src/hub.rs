@@ -277,8 +277,14 @@ mod tests {
         hub.dispatch(&[event(1, Audience::User(user("ann")))]);
         let frames: Vec<Frame> = streams.iter().map(|s| pop(s).expect("frame")).collect();
         let first = frames[0].bytes.as_ptr();
-        assert!(frames.iter().all(|f| f.bytes.as_ptr() == first), "one buffer, shared");
-        assert_eq!(&frames[0].bytes[..], b"id: 1\nevent: notification\ndata: {\"n\":1}\n\n");
+        assert!(
+            frames.iter().all(|f| f.bytes.as_ptr() == first),
+            "one buffer, shared"
+        );
+        assert_eq!(
+            &frames[0].bytes[..],
+            b"id: 1\nevent: notification\ndata: {\"n\":1}\n\n"
+        );
     }
 
     #[test]
@@ -311,7 +317,10 @@ mod tests {
         let again = hub.admit(&user("ann")).unwrap();
         assert_eq!(again.dispatched_through, EventId::from_seq(41));
         let stats = hub.stats();
-        assert_eq!((stats.streams, stats.users, stats.dispatched_events), (2, 2, 1));
+        assert_eq!(
+            (stats.streams, stats.users, stats.dispatched_events),
+            (2, 2, 1)
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! - [`domain`]: user ids, event ids and notifications, parsed once at the edge.
 //! - [`config`]: `herald serve`'s flags and environment, validated into [`config::Settings`].
 //! - [`store`]: the durable event log and history; owns ids and durability ([`store::sqlite`]).
+//! - [`auth`]: subscriber tokens and publish keys, and what each may do.
 //! - [`hub`]: who is connected here; encodes each event once and fans it out by user.
 //! - [`sse`]: the wire format, the bounded per-stream queue, and the stream itself.
 //! - [`http`]: one module per resource; [`app`] merges them into a router.
@@ -14,6 +15,7 @@
 //! - [`server`]: accepting connections and draining on shutdown.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;

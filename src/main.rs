@@ -37,6 +37,8 @@ enum Command {
     Broadcast(client::BroadcastArgs),
     /// Print a user's events as JSON lines, reconnecting with Last-Event-ID
     Subscribe(client::SubscribeArgs),
+    /// Mint a subscriber token (HS256) for a user with the server's --jwt-secret
+    Token(cli::token::TokenArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Publish(args)) => client::publish(args).await,
             Some(Command::Broadcast(args)) => client::broadcast(args).await,
             Some(Command::Subscribe(args)) => client::subscribe(args).await,
+            Some(Command::Token(args)) => cli::token::mint(args),
         }
     });
     match outcome {
@@ -77,14 +80,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let settings = args.into_settings()?;
-    let open = "subscribing and publishing are open to anyone who can reach this address";
-    if !settings.listen.ip().is_loopback() && !settings.allow_anonymous {
-        anyhow::bail!(
-            "refusing to serve on {} without auth: {open}; pass --allow-anonymous to do it anyway",
-            settings.listen
-        );
+    if let Some(open) = open_halves(&settings) {
+        if !settings.listen.ip().is_loopback() && !settings.allow_anonymous {
+            anyhow::bail!(
+                "refusing to serve on {} with {open}: set the missing auth flags, or pass --allow-anonymous to serve anyway",
+                settings.listen
+            );
+        }
+        tracing::warn!("auth: {open}");
     }
-    tracing::warn!("auth is off: {open}");
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -96,6 +100,21 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     stdout.flush()?;
     herald::run(listener, settings, stop_signal()).await?;
     Ok(())
+}
+
+/// One line saying which halves of auth are open, if any.
+fn open_halves(settings: &herald::Settings) -> Option<String> {
+    let auth = &settings.auth;
+    let subscribing =
+        "subscribing (streams, own history) is open to anyone: no --jwt-secret or --jwt-public-key";
+    let publishing =
+        "publishing (publish, broadcast, any history) is open to anyone: no --publish-key";
+    match (auth.tokens.is_none(), auth.publish_keys.is_none()) {
+        (true, true) => Some(format!("{subscribing}; {publishing}")),
+        (true, false) => Some(subscribing.to_owned()),
+        (false, true) => Some(publishing.to_owned()),
+        (false, false) => None,
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

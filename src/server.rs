@@ -6,16 +6,20 @@
 //! commits what it holds and checkpoints, and `run` returns.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tower::Service;
 
 use crate::app::{AppState, router};
 use crate::config::Settings;
@@ -47,10 +51,15 @@ pub async fn run(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
     let graceful = GracefulShutdown::new();
-    let accept = |stream: tokio::net::TcpStream| {
+    let accept = |stream: tokio::net::TcpStream, remote: SocketAddr| {
         // Small writes are the whole point of SSE: send them now.
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = app.clone();
+        // Each request learns its client's address (for per-client limits).
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(remote));
+            app.clone().call(request)
+        });
         let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let connection = graceful.watch(connection.into_owned());
         tokio::spawn(async move {
@@ -66,7 +75,7 @@ pub async fn run(
         tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => accept(stream),
+                Ok((stream, remote)) => accept(stream, remote),
                 Err(error) => accept_failed(error).await,
             },
         }
@@ -84,7 +93,7 @@ pub async fn run(
         tokio::select! {
             () = &mut closing => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => accept(stream),
+                Ok((stream, remote)) => accept(stream, remote),
                 Err(error) => accept_failed(error).await,
             },
         }

@@ -1,4 +1,5 @@
 //! The command-line clients: `publish`, `broadcast` and `subscribe` talk to a running herald
-//! over HTTP exactly as any other application would.
+//! over HTTP exactly as any other application would; `token` mints subscriber tokens.
 
 pub mod client;
+pub mod token;

@@ -9,6 +9,7 @@ use axum::routing::get;
 use serde::Deserialize;
 
 use crate::app::AppState;
+use crate::auth::Caller;
 use crate::domain::EventId;
 use crate::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery, user_id};
@@ -17,7 +18,9 @@ use crate::sse::encode;
 use crate::sse::stream::{EventStream, Start};
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/events/{user_id}", get(subscribe))
+    Router::new()
+        .route("/events/me", get(subscribe_me))
+        .route("/events/{user_id}", get(subscribe))
 }
 
 #[derive(Debug, Deserialize)]
@@ -48,12 +51,66 @@ const UNREADABLE: EventId = EventId::new(u64::MAX, u64::MAX);
 )]
 pub async fn subscribe(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(raw_user): ApiPath<String>,
     ApiQuery(query): ApiQuery<StreamQuery>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let user = user_id(&raw_user)?;
-    let start = match requested_start(&headers, query.last_event_id.as_deref()) {
+    let expires_at = caller.require_subscriber_of(&state.settings.auth, &user)?;
+    open_stream(state, user, expires_at, query, &headers)
+}
+
+#[utoipa::path(
+    get,
+    path = "/events/me",
+    params(
+        ("lastEventId" = Option<String>, Query, description = "replay after this id"),
+        ("Last-Event-ID" = Option<String>, Header, description = "replay after this id"),
+    ),
+    responses(
+        (status = 200, description = "the stream of the user named by the token's `sub`", content_type = "text/event-stream"),
+        (status = 401, description = "no valid subscriber token"),
+    ),
+    tag = "streams"
+)]
+pub async fn subscribe_me(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let subscriber = match caller {
+        Caller::Subscriber(subscriber) => subscriber,
+        Caller::Rejected(reason) => return Err(ApiError::Unauthorized(reason)),
+        _ if state.settings.auth.tokens.is_none() => {
+            return Err(ApiError::bad_request(
+                "/events/me needs subscriber tokens, and this server has no --jwt-secret or --jwt-public-key",
+            ));
+        }
+        _ => {
+            return Err(ApiError::Unauthorized(
+                "a subscriber token is required".into(),
+            ));
+        }
+    };
+    open_stream(
+        state,
+        subscriber.user,
+        Some(subscriber.expires_at),
+        query,
+        &headers,
+    )
+}
+
+fn open_stream(
+    state: AppState,
+    user: crate::domain::UserId,
+    expires_at: Option<u64>,
+    query: StreamQuery,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let start = match requested_start(headers, query.last_event_id.as_deref()) {
         None => Start::Live,
         Some(raw) => Start::After(raw.parse().unwrap_or(UNREADABLE)),
     };
@@ -89,6 +146,7 @@ pub async fn subscribe(
         state.metrics.clone(),
         encode::preamble(retry_ms, &client_id),
         start,
+        expires_at,
     );
     Ok(event_stream_response(Body::from_stream(stream)))
 }

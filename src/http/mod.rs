@@ -1,5 +1,6 @@
 //! The HTTP edge, one file per resource, each with its own `router()`.
 
+pub mod access_log;
 pub mod events;
 pub mod extract;
 pub mod notifications;

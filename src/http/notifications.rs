@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::auth::{Caller, Publisher};
 use crate::domain::{IdempotencyKey, NewAnnouncement, NewNotification, Notification};
 use crate::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery, JsonBody, user_id};
@@ -62,6 +63,7 @@ pub struct BroadcastBody {
 )]
 pub async fn publish(
     State(state): State<AppState>,
+    _: Publisher,
     ApiPath(raw_user): ApiPath<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<PublishBody>,
@@ -136,10 +138,12 @@ pub struct HistoryResponse {
 )]
 pub async fn history(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(raw_user): ApiPath<String>,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     let user = user_id(&raw_user)?;
+    caller.require_reader_of(&state.settings.auth, &user)?;
     let limit = match params.limit.as_deref() {
         None => 20,
         Some(raw) => raw
@@ -192,9 +196,11 @@ pub async fn history(
 )]
 pub async fn mark_read(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath((raw_user, id)): ApiPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = user_id(&raw_user)?;
+    caller.require_reader_of(&state.settings.auth, &user)?;
     if state.store.mark_read(user, id.clone()).await? == MarkedRead::Changed {
         state.metrics.events_published.inc();
     }
@@ -210,9 +216,11 @@ pub async fn mark_read(
 )]
 pub async fn mark_all_read(
     State(state): State<AppState>,
+    caller: Caller,
     ApiPath(raw_user): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = user_id(&raw_user)?;
+    caller.require_reader_of(&state.settings.auth, &user)?;
     let updated = state.store.mark_all_read(user).await?;
     if updated > 0 {
         state.metrics.events_published.inc();
@@ -232,6 +240,7 @@ pub async fn mark_all_read(
 )]
 pub async fn broadcast(
     State(state): State<AppState>,
+    _: Publisher,
     JsonBody(body): JsonBody<BroadcastBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let announcement = NewAnnouncement::parse(body.title.as_deref(), body.message.as_deref())

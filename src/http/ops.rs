@@ -9,6 +9,7 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::app::AppState;
+use crate::auth::Operator;
 use crate::error::ApiError;
 use crate::http::openapi;
 
@@ -47,7 +48,7 @@ async fn page() -> Response {
     responses((status = 200, description = "totalConnections, uniqueUsers, eventsBuffered, totalEventsSent, and more")),
     tag = "operations"
 )]
-pub async fn stats(State(state): State<AppState>) -> Json<serde_json::Value> {
+pub async fn stats(State(state): State<AppState>, _: Operator) -> Json<serde_json::Value> {
     let hub = state.hub.stats();
     Json(json!({
         "totalConnections": hub.streams,
@@ -93,7 +94,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
 }
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")), tag = "operations")]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub async fn metrics(State(state): State<AppState>, _: Operator) -> Response {
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -41,6 +41,9 @@ pub enum StreamAborted {
 
 pub struct EventStream {
     admission: Admission,
+    /// When the stream's token expires: then `reauth` is sent and the stream ends. Boxed so
+    /// that streams without a token pay one pointer for it.
+    expiry: Option<Pin<Box<tokio::time::Sleep>>>,
     user: UserId,
     store: Store,
     metrics: Arc<Metrics>,
@@ -64,6 +67,7 @@ impl EventStream {
         metrics: Arc<Metrics>,
         preamble: Bytes,
         start: Start,
+        expires_at: Option<u64>,
     ) -> Self {
         let last_sent = match start {
             Start::Live => admission.dispatched_through,
@@ -71,6 +75,7 @@ impl EventStream {
         };
         Self {
             admission,
+            expiry: expires_at.map(|exp| Box::pin(tokio::time::sleep_until(instant_of(exp)))),
             user,
             store,
             metrics,
@@ -127,11 +132,31 @@ impl EventStream {
     }
 }
 
+/// The monotonic instant at which Unix time reaches `unix_secs`.
+fn instant_of(unix_secs: u64) -> tokio::time::Instant {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let left = std::time::Duration::from_secs(unix_secs).saturating_sub(now_unix);
+    let now = tokio::time::Instant::now();
+    // A token may claim to live for ever; a century is as good.
+    now.checked_add(left)
+        .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 impl Stream for EventStream {
     type Item = Result<Bytes, StreamAborted>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if let Some(expiry) = &mut this.expiry {
+            if !matches!(this.phase, Phase::Ended) && expiry.as_mut().poll(cx).is_ready() {
+                // No leeway on an open stream: the token is over, and so is the stream.
+                this.phase = Phase::Ended;
+                let data = r#"{"reason":"token expired"}"#;
+                return Poll::Ready(Some(Ok(encode::event(None, EventName::Reauth, data))));
+            }
+        }
         loop {
             match &mut this.phase {
                 Phase::Preamble(preamble, start) => {
