@@ -42,7 +42,18 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print and exit 0 as usual.
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            // One line, like every other failure (clap would add a blank line and a hint).
+            let text = error.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!("herald: {}", first.trim_start_matches("error: "));
+            return std::process::ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,6 +100,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         }
         tracing::warn!("auth: {open}");
     }
+    // Watch the signals before anything else, so a stop at any moment from here drains.
+    let stop = stop_signal().context("cannot watch SIGTERM and SIGINT")?;
+    if let Some(files) = &settings.tls {
+        // `run` loads these again; checking first means a bad file fails before the port is
+        // bound or any `listening on` line is printed.
+        herald::tls::acceptor(files)?;
+    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -96,9 +114,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .local_addr()
         .context("cannot read the bound address")?;
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "listening on http://{address}")?;
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    writeln!(stdout, "listening on {scheme}://{address}")?;
     stdout.flush()?;
-    herald::run(listener, settings, stop_signal()).await?;
+    herald::run(listener, settings, stop).await?;
     Ok(())
 }
 
@@ -117,25 +140,15 @@ fn open_halves(settings: &herald::Settings) -> Option<String> {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn stop_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(error) => {
-                    tracing::error!(%error, "cannot watch SIGTERM; only SIGINT stops herald");
-                    let _ = interrupt.await;
-                    return;
-                }
-            };
+/// Watches SIGTERM and SIGINT from now on; the future completes on the first of them.
+fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            _ = interrupt => {}
+            _ = interrupt.recv() => {}
             _ = terminate.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+    })
 }

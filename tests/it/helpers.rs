@@ -93,7 +93,12 @@ impl TestApp {
     /// Stops this server and starts another on the same data directory (and a new port).
     pub async fn restart(mut self, configure: impl FnOnce(&mut Settings)) -> Self {
         self.shutdown().await;
-        Self::spawn_in(self.data_dir.clone(), "127.0.0.1:0".parse().unwrap(), configure).await
+        Self::spawn_in(
+            self.data_dir.clone(),
+            "127.0.0.1:0".parse().unwrap(),
+            configure,
+        )
+        .await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -157,7 +162,12 @@ impl TestApp {
 
     /// Opens `/events/{user}`, optionally with a `Last-Event-ID` header, and asserts `200`.
     pub async fn subscribe(&self, user: &str, last_event_id: Option<&str>) -> SseClient {
-        SseClient::open(&self.client, &self.url(&format!("/events/{user}")), last_event_id).await
+        SseClient::open(
+            &self.client,
+            &self.url(&format!("/events/{user}")),
+            last_event_id,
+        )
+        .await
     }
 }
 
@@ -188,8 +198,7 @@ pub struct Received {
     pub data: Value,
 }
 
-type EventStream =
-    Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, String>> + Send>>;
+type EventStream = Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, String>> + Send>>;
 
 /// A reader of one SSE response; every wait fails the test after [`WAIT`].
 pub struct SseClient {
@@ -312,17 +321,26 @@ impl ServerProcess {
     }
 
     pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["--listen", listen];
+        args.extend_from_slice(extra);
+        Self::start_with(data_dir, &args, &[])
+    }
+
+    /// Starts `herald serve --data-dir DIR ARGS...` with `envs` set and waits for its
+    /// `listening on` line. Nothing else is passed: without `--listen` in `args` or `envs`, the
+    /// address comes from `PORT` or the default. `PORT` and `HERALD_*` (but `HERALD_LOG`) are
+    /// not inherited from the test's environment.
+    pub fn start_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let stderr_log = data_dir.with_extension(format!("{}.log", std::process::id()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&stderr_log)
             .expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(["serve", "--listen", listen, "--data-dir"])
+        let mut child = herald_command(envs)
+            .args(["serve", "--data-dir"])
             .arg(data_dir)
-            .args(extra)
-            .env_remove("PORT")
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()
@@ -407,6 +425,47 @@ impl Drop for ServerProcess {
     }
 }
 
+/// The `herald` binary with `envs` set and none of the test's own `PORT` or `HERALD_*`
+/// variables (but `HERALD_LOG`), so what a test passes is all the binary sees.
+pub fn herald_command(envs: &[(&str, &str)]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    command.env_remove("PORT");
+    for (name, _) in std::env::vars_os() {
+        let inherited = name.to_string_lossy();
+        if inherited.starts_with("HERALD_") && inherited != "HERALD_LOG" {
+            command.env_remove(&name);
+        }
+    }
+    command.envs(envs.iter().copied());
+    command
+}
+
+/// Every stored notification of `user`, newest first, read page by page (`limit=100`, then
+/// `before=` the last id of each page). Asserts each page's `count` and `total`.
+pub async fn full_history(client: &reqwest::Client, base_url: &str, user: &str) -> Vec<Value> {
+    let mut all: Vec<Value> = Vec::new();
+    loop {
+        let mut url = format!("{base_url}/api/notifications/{user}?limit=100");
+        if let Some(last) = all.last() {
+            url.push_str(&format!("&before={}", last["id"].as_str().expect("an id")));
+        }
+        let response = tokio::time::timeout(WAIT, client.get(&url).send())
+            .await
+            .expect("history answered in time")
+            .expect("history request sent");
+        let (status, page) = read_json(response).await;
+        assert_eq!(status, StatusCode::OK, "{url}: {page}");
+        let notifications = page["notifications"].as_array().expect("notifications");
+        assert_eq!(page["count"], notifications.len(), "{url}");
+        let total = page["total"].as_u64().expect("total");
+        all.extend(notifications.iter().cloned());
+        if notifications.len() < 100 {
+            assert_eq!(total, all.len() as u64, "every page together holds `total`");
+            return all;
+        }
+    }
+}
+
 /// A client of a [`ServerProcess`] with the same helpers as [`TestApp`].
 pub fn app_client(url: &str) -> (reqwest::Client, String) {
     (reqwest::Client::new(), url.to_owned())
@@ -418,5 +477,85 @@ fn init_test_log() {
             .with_env_filter(tracing_subscriber::EnvFilter::new("herald=debug"))
             .with_test_writer()
             .try_init();
+    }
+}
+
+impl TestApp {
+    /// Sends one request exactly as written, on a fresh socket: for targets a URL parser would
+    /// normalise (`%2E`, `..`) before they reach the server. Reads the response to its end.
+    pub async fn raw_request(
+        &self,
+        method: &str,
+        target: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> (StatusCode, Value) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut head = format!(
+            "{method} {target} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            self.addr,
+            body.len()
+        );
+        if let Some(content_type) = content_type {
+            head.push_str(&format!("Content-Type: {content_type}\r\n"));
+        }
+        head.push_str("\r\n");
+        let exchange = async {
+            let mut socket = tokio::net::TcpStream::connect(self.addr).await?;
+            socket.write_all(head.as_bytes()).await?;
+            socket.write_all(body).await?;
+            let mut response = Vec::new();
+            socket.read_to_end(&mut response).await?;
+            Ok::<_, std::io::Error>(response)
+        };
+        let response = tokio::time::timeout(WAIT, exchange)
+            .await
+            .expect("raw response in time")
+            .expect("raw exchange");
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a complete response head");
+        let head = String::from_utf8_lossy(&response[..split]).into_owned();
+        let mut body = response[split + 4..].to_vec();
+        let status = head
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse::<u16>().ok())
+            .and_then(|code| StatusCode::from_u16(code).ok())
+            .unwrap_or_else(|| panic!("no status line in {head:?}"));
+        if head
+            .to_ascii_lowercase()
+            .contains("\r\ntransfer-encoding: chunked")
+        {
+            body = dechunk(&body);
+        }
+        let text = String::from_utf8(body).expect("utf8 body");
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+        };
+        (status, value)
+    }
+}
+
+/// Joins the chunks of a `Transfer-Encoding: chunked` body.
+fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size_text = String::from_utf8_lossy(&raw[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .expect("hex chunk size");
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return body;
+        }
+        body.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
     }
 }

@@ -2,6 +2,9 @@
 //! server over loopback HTTP with a real SQLite file in its own temporary directory.
 
 mod cli;
+mod config;
+mod durability;
 mod helpers;
+mod shutdown;
 mod slow_reader;
 mod streams;
