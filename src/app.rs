@@ -13,6 +13,7 @@ use tower_http::trace::TraceLayer;
 use crate::config::{CorsOrigins, Settings};
 use crate::error::ApiError;
 use crate::http;
+use crate::http::rate_limit::PublishLimiter;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub store: Store,
     pub hub: Arc<Hub>,
     pub metrics: Arc<Metrics>,
+    /// The per-client budget of publishes and broadcasts; `None` without `--publish-rate`.
+    pub publish_limiter: Option<Arc<PublishLimiter>>,
     /// Cancelled when the node starts draining: `/readyz` fails, new streams are turned away.
     pub draining: CancellationToken,
 }

@@ -13,6 +13,7 @@
 //! - [`error`]: the single `{"error"}` response type.
 //! - [`metrics`]: the node's Prometheus registry.
 //! - [`server`]: accepting connections and draining on shutdown.
+//! - [`tls`]: HTTPS with HTTP/2 from `--tls-cert` and `--tls-key`.
 
 pub mod app;
 pub mod auth;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod server;
 pub mod sse;
 pub mod store;
+pub mod tls;
 
 pub use config::Settings;
 pub use server::run;

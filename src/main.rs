@@ -91,6 +91,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let settings = args.into_settings()?;
+    if let Some(files) = &settings.tls {
+        // `run` loads these again; checking first means a bad file fails before the port is
+        // bound or any `listening on` line is printed.
+        herald::tls::acceptor(files)?;
+    }
     if let Some(open) = open_halves(&settings) {
         if !settings.listen.ip().is_loopback() && !settings.allow_anonymous {
             anyhow::bail!(
@@ -102,11 +107,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     // Watch the signals before anything else, so a stop at any moment from here drains.
     let stop = stop_signal().context("cannot watch SIGTERM and SIGINT")?;
-    if let Some(files) = &settings.tls {
-        // `run` loads these again; checking first means a bad file fails before the port is
-        // bound or any `listening on` line is printed.
-        herald::tls::acceptor(files)?;
-    }
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

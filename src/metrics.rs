@@ -27,6 +27,8 @@ pub struct Metrics {
     pub streams_refused: Counter,
     /// Time from a publish request's arrival to its durable commit and dispatch.
     pub publish_latency: Histogram,
+    /// TCP connections accepted, before any TLS handshake: with HTTP/2 many streams share one.
+    pub connections_accepted: Counter,
 }
 
 impl Metrics {
@@ -74,6 +76,11 @@ impl Metrics {
             "streams_refused",
             "Stream requests refused for the node's or a user's connection limit",
         );
+        let connections_accepted = counter(
+            &mut registry,
+            "connections_accepted",
+            "TCP connections accepted",
+        );
         let publish_latency = Histogram::new([
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ]);
@@ -93,6 +100,7 @@ impl Metrics {
             resyncs,
             streams_refused,
             publish_latency,
+            connections_accepted,
         }
     }
 

@@ -23,15 +23,23 @@ use tower::Service;
 
 use crate::app::{AppState, router};
 use crate::config::Settings;
+use crate::http::rate_limit::{self, PublishLimiter};
 use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::tls::{self, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot open the store: {0}")]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
 }
+
+/// How often an idle HTTP/2 connection is pinged, and how long the answer may take: an SSE
+/// stream on a dead connection is otherwise found only when its send window fills.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// Serves on `listener` until `stop` completes, then drains within the shutdown timeout.
 pub async fn run(
@@ -39,10 +47,18 @@ pub async fn run(
     settings: Settings,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
+    // Before the store opens, so a bad certificate leaves the data directory untouched.
+    let tls = settings.tls.as_ref().map(tls::acceptor).transpose()?;
     let state = build_state(settings)?;
     let background = CancellationToken::new();
     tokio::spawn(send_heartbeats(state.clone(), background.clone()));
     tokio::spawn(sweep_retention(state.clone(), background.clone()));
+    if let Some(limiter) = &state.publish_limiter {
+        tokio::spawn(rate_limit::forget_quiet_clients(
+            limiter.clone(),
+            background.clone(),
+        ));
+    }
 
     let app = router(state.clone());
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -50,8 +66,16 @@ pub async fn run(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(30));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(HTTP2_KEEP_ALIVE)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE);
     let graceful = GracefulShutdown::new();
+    // Ends TLS handshakes still in progress when the connections drain.
+    let handshakes = CancellationToken::new();
     let accept = |stream: tokio::net::TcpStream, remote: SocketAddr| {
+        state.metrics.connections_accepted.inc();
         // Small writes are the whole point of SSE: send them now.
         let _ = stream.set_nodelay(true);
         let app = app.clone();
@@ -60,11 +84,32 @@ pub async fn run(
             request.extensions_mut().insert(ConnectInfo(remote));
             app.clone().call(request)
         });
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let connection = graceful.watch(connection.into_owned());
+        let Some(acceptor) = &tls else {
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection.into_owned());
+            tokio::spawn(async move {
+                // Errors here are clients going away or slow readers being cut off.
+                if let Err(error) = connection.await {
+                    tracing::trace!(%error, "connection ended");
+                }
+            });
+            return;
+        };
+        // The handshake runs in the connection's own task: a slow client never holds up the
+        // accept loop. The watcher is taken now so the drain waits for (or ends) the handshake.
+        let (acceptor, builder) = (acceptor.clone(), builder.clone());
+        let (watcher, handshakes) = (graceful.watcher(), handshakes.clone());
         tokio::spawn(async move {
-            // Errors here are clients going away or slow readers being cut off.
-            if let Err(error) = connection.await {
+            let stream = tokio::select! {
+                () = handshakes.cancelled() => return,
+                stream = tls::handshake(acceptor, stream) => match stream {
+                    Some(stream) => stream,
+                    None => return,
+                },
+            };
+            // The auto builder reads the HTTP/2 preface that ALPN `h2` promised.
+            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::trace!(%error, "connection ended");
             }
         });
@@ -106,6 +151,7 @@ pub async fn run(
     // Leave a little of the window for the store's final commit.
     let margin = (timeout / 10).min(Duration::from_secs(1));
     let connections_deadline = deadline.checked_sub(margin).unwrap_or(deadline);
+    handshakes.cancel();
     if tokio::time::timeout_at(connections_deadline, graceful.shutdown())
         .await
         .is_err()
@@ -134,11 +180,15 @@ fn build_state(settings: Settings) -> Result<AppState, StartError> {
         settings.retention,
         hub.clone(),
     )?);
+    let publish_limiter = settings
+        .publish_rate
+        .map(|rate| Arc::new(PublishLimiter::per_second(rate)));
     Ok(AppState {
         settings: Arc::new(settings),
         store,
         hub,
         metrics,
+        publish_limiter,
         draining: CancellationToken::new(),
     })
 }

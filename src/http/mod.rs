@@ -6,3 +6,4 @@ pub mod extract;
 pub mod notifications;
 pub mod openapi;
 pub mod ops;
+pub mod rate_limit;

@@ -15,6 +15,7 @@ use crate::auth::{Caller, Publisher};
 use crate::domain::{IdempotencyKey, NewAnnouncement, NewNotification, Notification};
 use crate::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery, JsonBody, user_id};
+use crate::http::rate_limit::WithinPublishRate;
 use crate::store::{HistoryQuery, MarkedRead, PublishOutcome};
 
 pub fn router() -> Router<AppState> {
@@ -57,12 +58,14 @@ pub struct BroadcastBody {
         (status = 400, description = "invalid input"),
         (status = 413, description = "body over 64 KiB"),
         (status = 415, description = "not JSON"),
+        (status = 429, description = "over --publish-rate for this client address; nothing stored (see Retry-After)"),
         (status = 503, description = "the store is unavailable; nothing stored"),
     ),
     tag = "notifications"
 )]
 pub async fn publish(
     State(state): State<AppState>,
+    _: WithinPublishRate,
     _: Publisher,
     ApiPath(raw_user): ApiPath<String>,
     headers: HeaderMap,
@@ -235,11 +238,13 @@ pub async fn mark_all_read(
     responses(
         (status = 200, description = "{\"sent\": true, \"connections\": n} (this node's streams)"),
         (status = 400, description = "invalid input"),
+        (status = 429, description = "over --publish-rate for this client address; nothing sent (see Retry-After)"),
     ),
     tag = "notifications"
 )]
 pub async fn broadcast(
     State(state): State<AppState>,
+    _: WithinPublishRate,
     _: Publisher,
     JsonBody(body): JsonBody<BroadcastBody>,
 ) -> Result<Json<serde_json::Value>, ApiError> {

@@ -8,3 +8,4 @@ mod helpers;
 mod shutdown;
 mod slow_reader;
 mod streams;
+mod tls;
