@@ -1,9 +1,11 @@
 //! Extractors that turn raw path, query and body into domain values, and turn every
 //! rejection into the app's own `{"error"}` response.
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::domain::UserId;
@@ -19,26 +21,46 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::UnsupportedMediaType),
-            Err(JsonRejection::BytesRejection(rejection))
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                Err(ApiError::TooLarge(MAX_BODY_BYTES))
-            }
-            Err(JsonRejection::JsonSyntaxError(_)) => {
-                Err(ApiError::bad_request("request body is not valid JSON"))
-            }
-            Err(JsonRejection::JsonDataError(error)) => Err(ApiError::bad_request(format!(
-                "request body has the wrong shape: {}",
-                error.body_text().trim_start_matches(
-                    "Failed to deserialize the JSON body into the target type: "
-                )
-            ))),
-            Err(other) => Err(ApiError::bad_request(other.body_text())),
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
         }
+        let body = match Bytes::from_request(req, state).await {
+            Ok(body) => body,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::TooLarge(MAX_BODY_BYTES));
+            }
+            Err(rejection) => return Err(ApiError::bad_request(rejection.body_text())),
+        };
+        // Only an object: serde would otherwise fill a struct from an array, by position.
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::bad_request("request body must be a JSON object"));
+        }
+        serde_json::from_slice(&body).map(Self).map_err(|error| {
+            if error.is_data() {
+                ApiError::bad_request(format!("request body has the wrong shape: {error}"))
+            } else {
+                ApiError::bad_request("request body is not valid JSON")
+            }
+        })
     }
+}
+
+/// `application/json` or any `application/*+json`, parameters aside.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
 /// Query parameters; anything unreadable is `400`.

@@ -1,0 +1,371 @@
+//! Broadcasts and the operational routes: stats, health, metrics, the OpenAPI document, and
+//! what an unknown route or a wrong method gets.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::{assert_error, padded_body, post_bytes, stats};
+use crate::helpers::{TestApp, WAIT, read_json, titles};
+
+#[tokio::test]
+async fn a_broadcast_answers_sent_and_the_number_of_this_nodes_streams() {
+    let app = TestApp::spawn().await;
+    let (status, answer) = app
+        .post_json("/api/broadcast", &json!({ "title": "t", "message": "m" }))
+        .await;
+    assert_eq!(
+        (status, answer),
+        (StatusCode::OK, json!({ "sent": true, "connections": 0 }))
+    );
+    let mut streams = Vec::new();
+    for user in ["alice", "alice", "bob"] {
+        let mut stream = app.subscribe(user, None).await;
+        stream.expect_connected().await;
+        streams.push(stream);
+    }
+    let (status, answer) = app
+        .post_json(
+            "/api/broadcast",
+            &json!({ "title": "  Maintenance ", "message": " at noon " }),
+        )
+        .await;
+    assert_eq!(
+        (status, answer),
+        (StatusCode::OK, json!({ "sent": true, "connections": 3 }))
+    );
+    for stream in &mut streams {
+        let got = stream.next_event().await;
+        assert_eq!(got.event, "announcement");
+        assert_eq!(
+            (&got.data["title"], &got.data["message"], &got.data["type"]),
+            (&json!("Maintenance"), &json!("at noon"), &json!("info"))
+        );
+    }
+}
+
+/// Broadcast bodies that break one rule of §3 each, sent as `application/json`: each is a `400`.
+#[rustfmt::skip]
+const BAD_BROADCASTS: &[(&str, &str)] = &[
+    ("no title", r#"{"message":"m"}"#),
+    ("no message", r#"{"title":"t"}"#),
+    ("a blank title", r#"{"title":"  ","message":"m"}"#),
+    ("an empty message", r#"{"title":"t","message":""}"#),
+    ("a numeric title", r#"{"title":1,"message":"m"}"#),
+    ("a null message", r#"{"title":"t","message":null}"#),
+    ("malformed JSON", r#"{"title":"#),
+];
+
+#[tokio::test]
+async fn an_invalid_broadcast_is_refused_with_an_error_and_reaches_no_stream() {
+    let app = TestApp::spawn().await;
+    let mut stream = app.subscribe("alice", None).await;
+    stream.expect_connected().await;
+    let json = Some("application/json");
+    for &(case, body) in BAD_BROADCASTS {
+        let (status, answer) = post_bytes(&app, "/api/broadcast", json, body).await;
+        assert_error(case, StatusCode::BAD_REQUEST, status, &answer);
+    }
+    let cases: Vec<(&str, Option<&str>, String, StatusCode)> = vec![
+        (
+            "a title of 201",
+            json,
+            json!({ "title": "é".repeat(201), "message": "m" }).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "a message of 4001",
+            json,
+            json!({ "title": "t", "message": "m".repeat(4001) }).to_string(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "text/plain",
+            Some("text/plain"),
+            r#"{"title":"t","message":"m"}"#.into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "no content type",
+            None,
+            r#"{"title":"t","message":"m"}"#.into(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (
+            "64 KiB + 1",
+            json,
+            String::from_utf8(padded_body(64 * 1024 + 1)).unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ];
+    for (case, content_type, body, expected) in cases {
+        let (status, answer) = post_bytes(&app, "/api/broadcast", content_type, body).await;
+        assert_error(case, expected, status, &answer);
+    }
+    assert_eq!(stats(&app).await["eventsBuffered"], 0);
+    let answer = app.broadcast("the marker").await;
+    assert_eq!(answer["connections"], 1);
+    let next = stream.next_event().await;
+    assert_eq!(
+        (next.event.as_str(), &next.data["title"]),
+        ("announcement", &json!("the marker"))
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operations.
+
+#[tokio::test]
+async fn stats_count_streams_users_buffered_and_sent_events() {
+    let app = TestApp::spawn().await;
+    let four = |s: &Value| {
+        (
+            s["totalConnections"].clone(),
+            s["uniqueUsers"].clone(),
+            s["eventsBuffered"].clone(),
+            s["totalEventsSent"].clone(),
+        )
+    };
+    assert_eq!(
+        four(&stats(&app).await),
+        (json!(0), json!(0), json!(0), json!(0))
+    );
+
+    let mut alice_phone = app.subscribe("alice", None).await;
+    let mut alice_tab = app.subscribe("alice", None).await;
+    let mut bob = app.subscribe("bob", None).await;
+    for stream in [&mut alice_phone, &mut alice_tab, &mut bob] {
+        stream.expect_connected().await;
+    }
+    assert_eq!(
+        four(&stats(&app).await),
+        (json!(3), json!(2), json!(0), json!(0))
+    );
+
+    // Three for alice, one for bob, one for carol (no stream), one broadcast: each event is
+    // counted once however many streams receive it.
+    for title in ["a1", "a2", "a3"] {
+        app.publish("alice", title).await;
+    }
+    app.publish("bob", "b1").await;
+    app.publish("carol", "c1").await;
+    app.broadcast("all").await;
+    assert_eq!(
+        titles(&alice_phone.next_events(4).await),
+        ["a1", "a2", "a3", "all"]
+    );
+    assert_eq!(
+        titles(&alice_tab.next_events(4).await),
+        ["a1", "a2", "a3", "all"]
+    );
+    assert_eq!(titles(&bob.next_events(2).await), ["b1", "all"]);
+    assert_eq!(
+        four(&stats(&app).await),
+        (json!(3), json!(2), json!(6), json!(6))
+    );
+
+    // A closed stream leaves the counts once the server notices.
+    drop(bob);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let now = stats(&app).await;
+        if now["totalConnections"] == 2 {
+            assert_eq!(four(&now), (json!(2), json!(1), json!(6), json!(6)));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed stream is still counted: {now}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn healthz_and_readyz_are_200_while_serving() {
+    let app = TestApp::spawn().await;
+    for path in ["/healthz", "/readyz"] {
+        let (status, body) = app.get_json(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert!(body.is_object(), "{path}: {body}");
+    }
+}
+
+/// The value of one series (`name` or `name{labels}`) in Prometheus text.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            (name == series).then(|| value.parse::<f64>().expect("a number"))
+        })
+        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+async fn metrics(app: &TestApp) -> String {
+    let response = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::OK);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    response.text().await.expect("text")
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text_whose_values_follow_the_traffic() {
+    let app = TestApp::spawn().await;
+    let text = metrics(&app).await;
+    for series in [
+        "herald_streams",
+        "herald_events_published_total",
+        "herald_events_delivered_total",
+        "herald_slow_reader_closes_total",
+        "herald_events_replayed_total",
+        "herald_publish_latency_seconds_count",
+        "herald_publish_latency_seconds_bucket{le=\"+Inf\"}",
+    ] {
+        assert_eq!(sample(&text, series), 0.0, "{series} starts at 0");
+    }
+    for family in [
+        "# TYPE herald_streams gauge",
+        "# TYPE herald_events_published counter",
+        "# TYPE herald_publish_latency_seconds histogram",
+    ] {
+        assert!(text.lines().any(|l| l == family), "{family} in:\n{text}");
+    }
+
+    let mut a1 = app.subscribe("alice", None).await;
+    let mut a2 = app.subscribe("alice", None).await;
+    a1.expect_connected().await;
+    a2.expect_connected().await;
+    for title in ["m1", "m2", "m3"] {
+        app.publish("alice", title).await;
+    }
+    let first = a1.next_events(3).await;
+    a2.next_events(3).await;
+    app.broadcast("b").await;
+    a1.next_event().await;
+    a2.next_event().await;
+
+    let text = metrics(&app).await;
+    assert_eq!(sample(&text, "herald_streams"), 2.0);
+    assert_eq!(sample(&text, "herald_events_published_total"), 4.0);
+    assert_eq!(
+        sample(&text, "herald_events_delivered_total"),
+        8.0,
+        "4 events x 2 streams"
+    );
+    assert_eq!(sample(&text, "herald_events_replayed_total"), 0.0);
+    assert_eq!(sample(&text, "herald_publish_latency_seconds_count"), 3.0);
+    let buckets: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with("herald_publish_latency_seconds_bucket{"))
+        .map(|l| l.rsplit_once(' ').unwrap().1.parse().unwrap())
+        .collect();
+    assert!(buckets.len() > 2, "{text}");
+    assert!(
+        buckets.windows(2).all(|w| w[0] <= w[1]),
+        "cumulative: {buckets:?}"
+    );
+    assert_eq!(buckets.last(), Some(&3.0), "+Inf holds every publish");
+
+    // A reconnect from the first event replays the other two and the announcement.
+    let mut again = app.subscribe("alice", Some(&first[0].id)).await;
+    again.expect_connected().await;
+    assert_eq!(titles(&again.next_events(3).await), ["m2", "m3", "b"]);
+    let text = metrics(&app).await;
+    assert_eq!(sample(&text, "herald_events_replayed_total"), 3.0);
+    assert_eq!(sample(&text, "herald_streams"), 3.0);
+    assert_eq!(sample(&text, "herald_slow_reader_closes_total"), 0.0);
+
+    // A queue too small for one event: the first push closes that stream as a slow reader.
+    let tiny = TestApp::spawn_with(|s| s.queue.max_bytes = 64).await;
+    let mut slow = tiny.subscribe("sam", None).await;
+    slow.expect_connected().await;
+    tiny.publish("sam", "too big for the queue").await;
+    slow.expect_end().await;
+    assert_eq!(
+        sample(&metrics(&tiny).await, "herald_slow_reader_closes_total"),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn the_openapi_document_is_openapi_3_and_lists_the_api() {
+    let app = TestApp::spawn().await;
+    let (status, doc) = app.get_json("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.")),
+        "{}",
+        doc["openapi"]
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/api/notifications/{userId}", "post"),
+        ("/api/notifications/{userId}", "get"),
+        ("/api/notifications/{userId}/{id}/read", "post"),
+        ("/api/notifications/{userId}/read-all", "post"),
+        ("/api/broadcast", "post"),
+        ("/api/stats", "get"),
+        ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/events/{userId}", "get"),
+    ] {
+        assert!(
+            paths.get(path).is_some_and(|p| p.get(method).is_some()),
+            "{method} {path} is missing; paths: {:?}",
+            paths.keys().collect::<Vec<_>>()
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_route_is_404_and_a_wrong_method_is_405_both_with_an_error() {
+    let app = TestApp::spawn().await;
+    for path in [
+        "/nope",
+        "/api",
+        "/api/nope",
+        "/api/notifications",
+        "/events",
+        "/api/notifications/alice/x/y/z",
+    ] {
+        let (status, answer) = app.get_json(path).await;
+        assert_error(path, StatusCode::NOT_FOUND, status, &answer);
+    }
+    let wrong = [
+        (reqwest::Method::DELETE, "/api/broadcast"),
+        (reqwest::Method::GET, "/api/broadcast"),
+        (reqwest::Method::PUT, "/api/notifications/alice"),
+        (reqwest::Method::DELETE, "/api/notifications/alice"),
+        (reqwest::Method::GET, "/api/notifications/alice/read-all"),
+        (reqwest::Method::POST, "/api/stats"),
+        (reqwest::Method::POST, "/events/alice"),
+        (reqwest::Method::PATCH, "/healthz"),
+    ];
+    for (method, path) in wrong {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .expect("sent");
+        let (status, answer) = read_json(response).await;
+        assert_error(
+            &format!("{method} {path}"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            status,
+            &answer,
+        );
+    }
+}
