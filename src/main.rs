@@ -10,8 +10,6 @@ use clap::{Parser, Subcommand};
 use herald::config::ServeArgs;
 use tracing_subscriber::EnvFilter;
 
-use cli::client;
-
 #[derive(Parser)]
 #[command(
     name = "herald",
@@ -32,11 +30,11 @@ enum Command {
     /// Run the notification server
     Serve(ServeArgs),
     /// Send a notification to one user and print it as stored
-    Publish(client::PublishArgs),
+    Publish(cli::publish::PublishArgs),
     /// Send an announcement to every open stream
-    Broadcast(client::BroadcastArgs),
+    Broadcast(cli::publish::BroadcastArgs),
     /// Print a user's events as JSON lines, reconnecting with Last-Event-ID
-    Subscribe(client::SubscribeArgs),
+    Subscribe(cli::subscribe::SubscribeArgs),
     /// Mint a subscriber token (HS256) for a user with the server's --jwt-secret
     Token(cli::token::TokenArgs),
 }
@@ -65,9 +63,9 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             None => serve(cli.serve).await,
             Some(Command::Serve(args)) => serve(args).await,
-            Some(Command::Publish(args)) => client::publish(args).await,
-            Some(Command::Broadcast(args)) => client::broadcast(args).await,
-            Some(Command::Subscribe(args)) => client::subscribe(args).await,
+            Some(Command::Publish(args)) => cli::publish::publish(args).await,
+            Some(Command::Broadcast(args)) => cli::publish::broadcast(args).await,
+            Some(Command::Subscribe(args)) => cli::subscribe::subscribe(args).await,
             Some(Command::Token(args)) => cli::token::mint(args),
         }
     });

@@ -1,37 +1,22 @@
-//! HTTP clients for `herald publish`, `herald broadcast` and `herald subscribe`.
-//!
-//! They use the public API (SPEC §2–§3) like any other application. `subscribe` never loses its
-//! place: it remembers the id of the last event it printed and reconnects with `Last-Event-ID`,
-//! so a closed stream or a server restart costs a pause, never an event.
+//! What every client command shares: where the server is, how a request carries its key or
+//! token, and how a refusal becomes a one-line error. The commands themselves are in
+//! [`super::publish`] and [`super::subscribe`]; they use the public API (SPEC §2-§3) like any
+//! other application.
 
-use std::hash::{BuildHasher, RandomState};
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
-use eventsource_stream::{Event, EventStreamError, Eventsource};
-use futures::StreamExt;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
-use reqwest::{Client, RequestBuilder, Response, StatusCode};
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::{Client, RequestBuilder, Response};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use url::Url;
 
 /// How long to wait for the TCP (and TLS) connection to the server.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Whole-request limit for `publish` and `broadcast`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// A stream silent for this long is treated as dead and reopened: the server sends a heartbeat
-/// every 30 s by default, so this is three missed heartbeats. Without it a peer that vanished
-/// without closing the connection would leave `subscribe` waiting forever.
-const STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-/// The reconnection delay until the server sends its own `retry:` value.
-const DEFAULT_RETRY: Duration = Duration::from_millis(3000);
-/// Backoff after failed attempts never grows past this.
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Backoff after failed attempts never shrinks below this, even if the server sends `retry: 0`.
-const MIN_BACKOFF: Duration = Duration::from_millis(250);
-
 /// Where to find the herald server; shared by every client command.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServerArgs {
@@ -46,336 +31,8 @@ pub struct ServerArgs {
     pub url: Url,
 }
 
-/// Send a notification to one user and print the stored notification as one line of JSON.
-#[derive(clap::Args, Debug)]
-pub struct PublishArgs {
-    /// User who receives the notification
-    #[arg(value_name = "USER_ID")]
-    user_id: String,
-    /// Headline of the notification (1 to 200 characters)
-    #[arg(long)]
-    title: String,
-    /// Body of the notification (1 to 4000 characters)
-    #[arg(long)]
-    message: String,
-    /// How the notification is presented
-    #[arg(long = "type", value_name = "TYPE", value_enum, default_value = "info")]
-    kind: NotificationKind,
-    /// Where the notification leads: an http(s) URL or a path starting with `/`
-    #[arg(long, value_name = "URL")]
-    link: Option<String>,
-    /// Makes retries safe: the same key for the same user within 24 h returns the first
-    /// notification instead of sending another
-    #[arg(long, value_name = "KEY")]
-    idempotency_key: Option<HeaderValue>,
-    #[command(flatten)]
-    server: ServerArgs,
-    /// Publish key, sent as `Authorization: Bearer KEY` (needed when the server has publish keys)
-    #[arg(long = "key", env = "HERALD_PUBLISH_KEY", hide_env_values = true, value_name = "KEY", value_parser = bearer)]
-    publish_key: Option<HeaderValue>,
-}
-
-/// Send an announcement to every connected user and print the server's answer as JSON.
-#[derive(clap::Args, Debug)]
-pub struct BroadcastArgs {
-    /// Headline of the announcement (1 to 200 characters)
-    #[arg(long)]
-    title: String,
-    /// Body of the announcement (1 to 4000 characters)
-    #[arg(long)]
-    message: String,
-    #[command(flatten)]
-    server: ServerArgs,
-    /// Publish key, sent as `Authorization: Bearer KEY` (needed when the server has publish keys)
-    #[arg(long = "key", env = "HERALD_PUBLISH_KEY", hide_env_values = true, value_name = "KEY", value_parser = bearer)]
-    publish_key: Option<HeaderValue>,
-}
-
-/// Print a user's events as JSON lines, reconnecting with `Last-Event-ID` whenever the stream
-/// ends, so that no event is missed or printed twice.
-#[derive(clap::Args, Debug)]
-pub struct SubscribeArgs {
-    /// User whose events to print (`me` means the user named by the token)
-    #[arg(value_name = "USER_ID")]
-    user_id: String,
-    #[command(flatten)]
-    server: ServerArgs,
-    /// Subscriber token (a JWT whose `sub` is the user), sent as `Authorization: Bearer TOKEN`
-    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = bearer)]
-    token: Option<HeaderValue>,
-    /// Start after this event id: replay every retained event newer than it, then go on live
-    #[arg(long, value_name = "ID", value_parser = parse_event_id)]
-    last_event_id: Option<String>,
-    /// Exit successfully after printing N events that carry an id (notification, announcement,
-    /// read, resync); for scripts and tests
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    count: Option<u64>,
-}
-
-/// The `type` of a notification, as the server spells it.
-#[derive(clap::ValueEnum, Serialize, Clone, Copy, Debug)]
-#[serde(rename_all = "lowercase")]
-enum NotificationKind {
-    Info,
-    Success,
-    Warning,
-    Error,
-}
-
-/// The body of `POST /api/notifications/{userId}`.
-#[derive(Serialize)]
-struct NewNotification<'a> {
-    #[serde(rename = "type")]
-    kind: NotificationKind,
-    title: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    link: Option<&'a str>,
-}
-
-/// One line of `subscribe` output.
-#[derive(Serialize)]
-struct PrintedEvent<'a> {
-    event: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id: Option<&'a str>,
-    /// The event's data as JSON, or as a string when it is not JSON.
-    data: Value,
-}
-
-/// Sends one notification and prints the stored notification.
-pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
-    let url = endpoint(&args.server.url, &["api", "notifications", &args.user_id])?;
-    let notification = NewNotification {
-        kind: args.kind,
-        title: &args.title,
-        message: &args.message,
-        link: args.link.as_deref(),
-    };
-    let mut request = one_shot_client()?.post(url).json(&notification);
-    if let Some(key) = args.idempotency_key {
-        request = request.header("Idempotency-Key", key);
-    }
-    send_and_print(with_credential(request, args.publish_key), &args.server.url).await
-}
-
-/// Sends one announcement to everyone and prints the server's answer.
-pub async fn broadcast(args: BroadcastArgs) -> anyhow::Result<()> {
-    let url = endpoint(&args.server.url, &["api", "broadcast"])?;
-    let announcement = json!({ "title": args.title, "message": args.message });
-    let request = one_shot_client()?.post(url).json(&announcement);
-    send_and_print(with_credential(request, args.publish_key), &args.server.url).await
-}
-
-/// Prints a user's events until `--count` is reached, the token expires, or the server refuses
-/// the subscription; every other interruption is followed by a reconnect.
-pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
-    let url = endpoint(&args.server.url, &["events", &args.user_id])?;
-    let client = Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .read_timeout(STREAM_IDLE_TIMEOUT)
-        .build()
-        .context("could not set up the HTTP client")?;
-    let mut subscription = Subscription {
-        client,
-        url,
-        token: args.token,
-        last_event_id: args.last_event_id,
-        retry: DEFAULT_RETRY,
-        failed_attempts: 0,
-        events_left: args.count,
-    };
-    loop {
-        let (reason, retry_after) = match subscription.follow_stream().await? {
-            StreamEnd::CountReached => return Ok(()),
-            StreamEnd::Interrupted {
-                reason,
-                retry_after,
-            } => (reason, retry_after),
-        };
-        let delay = retry_after
-            .unwrap_or_else(|| reconnect_delay(subscription.retry, subscription.failed_attempts));
-        subscription.failed_attempts = subscription.failed_attempts.saturating_add(1);
-        let resume = match &subscription.last_event_id {
-            Some(id) => format!(" after event {id}"),
-            None => String::new(),
-        };
-        eprintln!(
-            "herald: {reason}; reconnecting in {:.1}s{resume}",
-            delay.as_secs_f64()
-        );
-        tokio::time::sleep(delay).await;
-    }
-}
-
-/// The state `subscribe` carries from one connection to the next.
-struct Subscription {
-    client: Client,
-    url: Url,
-    /// `Authorization` header value, if a token was given.
-    token: Option<HeaderValue>,
-    /// Id of the last event printed: sent as `Last-Event-ID` on the next connection.
-    last_event_id: Option<String>,
-    /// The server's latest `retry:` value.
-    retry: Duration,
-    /// Connection attempts that failed since the server last accepted a stream.
-    failed_attempts: u32,
-    /// Events with an id still to print before exiting, if `--count` was given.
-    events_left: Option<u64>,
-}
-
-/// How one connection ended, short of an error that ends the command.
-enum StreamEnd {
-    CountReached,
-    /// A passing failure, followed by a reconnect; `retry_after` is the server's `Retry-After`,
-    /// which replaces the backoff for this attempt.
-    Interrupted {
-        reason: String,
-        retry_after: Option<Duration>,
-    },
-}
-
-impl StreamEnd {
-    fn interrupted(reason: String) -> Self {
-        Self::Interrupted {
-            reason,
-            retry_after: None,
-        }
-    }
-}
-
-impl Subscription {
-    /// Opens one stream and prints its events until it ends. `Err` means give up for good.
-    async fn follow_stream(&mut self) -> anyhow::Result<StreamEnd> {
-        let mut request = self
-            .client
-            .get(self.url.clone())
-            .header(ACCEPT, "text/event-stream");
-        request = with_credential(request, self.token.clone());
-        if let Some(id) = &self.last_event_id {
-            let header = HeaderValue::from_str(id)
-                .with_context(|| format!("event id {id:?} cannot be sent as Last-Event-ID"))?;
-            request = request.header("Last-Event-ID", header);
-        }
-        let response = match request.send().await {
-            Ok(response) => response,
-            Err(error) => {
-                let reason = with_root_cause(format!("could not reach {}", self.url), &error);
-                return Ok(StreamEnd::interrupted(reason));
-            }
-        };
-        let status = response.status();
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            let retry_after = retry_after(&response);
-            let reason = error_from_response(response).await.to_string();
-            return Ok(StreamEnd::Interrupted {
-                reason,
-                retry_after,
-            });
-        }
-        if !status.is_success() {
-            return Err(error_from_response(response).await);
-        }
-        let content_type = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok());
-        if !content_type.is_some_and(|value| value.starts_with("text/event-stream")) {
-            let content_type = content_type.unwrap_or("none");
-            bail!(
-                "{} answered {status} with {content_type}, not an event stream",
-                self.url
-            );
-        }
-        self.failed_attempts = 0;
-
-        let mut events = response.bytes_stream().eventsource();
-        // eventsource-stream reports each event with the connection's *last* id (the HTML
-        // `lastEventId`), so an event without an `id:` line repeats its predecessor's. Ids
-        // strictly increase on one connection (SPEC §2), so an id that changed is the event's own.
-        let mut previous_id = String::new();
-        while let Some(item) = events.next().await {
-            let event = match item {
-                Ok(event) => event,
-                Err(EventStreamError::Transport(error)) => {
-                    return Ok(StreamEnd::interrupted(with_root_cause(
-                        "the stream broke",
-                        &error,
-                    )));
-                }
-                Err(error) => {
-                    return Ok(StreamEnd::interrupted(format!("the stream broke: {error}")));
-                }
-            };
-            let carries_id = !event.id.is_empty() && event.id != previous_id;
-            previous_id.clone_from(&event.id);
-            if self.handle_event(event, carries_id)? {
-                return Ok(StreamEnd::CountReached);
-            }
-        }
-        Ok(StreamEnd::interrupted(
-            "the server closed the stream".to_owned(),
-        ))
-    }
-
-    /// Prints one event and records its id; returns whether `--count` is now reached.
-    fn handle_event(&mut self, event: Event, carries_id: bool) -> anyhow::Result<bool> {
-        if let Some(retry) = event.retry {
-            self.retry = retry;
-        }
-        let data =
-            serde_json::from_str(&event.data).unwrap_or_else(|_| Value::String(event.data.clone()));
-        let id = carries_id.then_some(event.id.as_str());
-        print_line(&PrintedEvent {
-            event: &event.event,
-            id,
-            data,
-        })?;
-        if event.event == "reauth" {
-            bail!("token expired; get a fresh token");
-        }
-        if !carries_id {
-            return Ok(false);
-        }
-        self.last_event_id = Some(event.id);
-        let Some(left) = &mut self.events_left else {
-            return Ok(false);
-        };
-        *left -= 1;
-        Ok(*left == 0)
-    }
-}
-
-/// The delay before the next connection attempt. The first reconnect waits the server's
-/// `retry:`; each further failed attempt doubles it up to [`MAX_BACKOFF`], with jitter so that
-/// clients cut off together do not all come back in the same instant.
-fn reconnect_delay(retry: Duration, failed_attempts: u32) -> Duration {
-    if failed_attempts == 0 {
-        return retry;
-    }
-    let ceiling = retry
-        .max(MIN_BACKOFF)
-        .saturating_mul(1 << failed_attempts.min(16))
-        .min(MAX_BACKOFF);
-    let random_fraction = RandomState::new().hash_one(failed_attempts) as f64 / u64::MAX as f64;
-    ceiling / 2 + ceiling.mul_f64(random_fraction / 2.0)
-}
-
-/// The `Retry-After` header in seconds, if the server sent one.
-fn retry_after(response: &Response) -> Option<Duration> {
-    let seconds = response
-        .headers()
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    Some(Duration::from_secs(seconds))
-}
-
 /// `context: cause`, naming only the innermost cause: reqwest's outer layers repeat the URL.
-fn with_root_cause(
+pub(super) fn with_root_cause(
     context: impl std::fmt::Display,
     error: &(dyn std::error::Error + 'static),
 ) -> String {
@@ -387,7 +44,7 @@ fn with_root_cause(
 }
 
 /// A client for one short request.
-fn one_shot_client() -> anyhow::Result<Client> {
+pub(super) fn one_shot_client() -> anyhow::Result<Client> {
     Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
@@ -396,32 +53,19 @@ fn one_shot_client() -> anyhow::Result<Client> {
 }
 
 /// Adds `Authorization` when a key or token was given.
-fn with_credential(request: RequestBuilder, credential: Option<HeaderValue>) -> RequestBuilder {
+pub(super) fn with_credential(
+    request: RequestBuilder,
+    credential: Option<HeaderValue>,
+) -> RequestBuilder {
     match credential {
         Some(credential) => request.header(AUTHORIZATION, credential),
         None => request,
     }
 }
 
-/// Sends a request whose answer is one JSON document and prints that document on one line.
-async fn send_and_print(request: RequestBuilder, server: &Url) -> anyhow::Result<()> {
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("could not reach the herald server at {server}"))?;
-    if !response.status().is_success() {
-        return Err(error_from_response(response).await);
-    }
-    let answer: Value = response
-        .json()
-        .await
-        .context("the server's answer is not JSON")?;
-    print_line(&answer)
-}
-
 /// Turns a non-success answer into a one-line error: `server answered STATUS: REASON`, where
 /// REASON is the `error` field of a JSON body, or the body itself.
-async fn error_from_response(response: Response) -> anyhow::Error {
+pub(super) async fn error_from_response(response: Response) -> anyhow::Error {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     let reason = serde_json::from_str::<Value>(&body)
@@ -440,7 +84,7 @@ async fn error_from_response(response: Response) -> anyhow::Error {
 
 /// `server` with `segments` appended, each percent-encoded (a base path such as `/herald/` is
 /// kept).
-fn endpoint(server: &Url, segments: &[&str]) -> anyhow::Result<Url> {
+pub(super) fn endpoint(server: &Url, segments: &[&str]) -> anyhow::Result<Url> {
     // The url crate silently drops `.` and `..` segments, which would send the request elsewhere.
     if let Some(segment) = segments
         .iter()
@@ -457,7 +101,7 @@ fn endpoint(server: &Url, segments: &[&str]) -> anyhow::Result<Url> {
 }
 
 /// Writes one compact JSON line to stdout and flushes it, so pipes see each line at once.
-fn print_line(value: &impl Serialize) -> anyhow::Result<()> {
+pub(super) fn print_line(value: &impl Serialize) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     serde_json::to_writer(&mut stdout, value).context("could not write to stdout")?;
     stdout
@@ -466,7 +110,7 @@ fn print_line(value: &impl Serialize) -> anyhow::Result<()> {
         .context("could not write to stdout")
 }
 
-fn parse_server_url(raw: &str) -> Result<Url, String> {
+pub(super) fn parse_server_url(raw: &str) -> Result<Url, String> {
     let url = Url::parse(raw)
         .map_err(|error| format!("{error} (expected e.g. http://127.0.0.1:3000)"))?;
     match url.scheme() {
@@ -476,7 +120,7 @@ fn parse_server_url(raw: &str) -> Result<Url, String> {
 }
 
 /// A key or token as a ready `Authorization` value, marked sensitive so `Debug` never shows it.
-fn bearer(credential: &str) -> Result<HeaderValue, String> {
+pub(super) fn bearer(credential: &str) -> Result<HeaderValue, String> {
     if credential.is_empty() {
         return Err("must not be empty".to_owned());
     }
@@ -484,13 +128,4 @@ fn bearer(credential: &str) -> Result<HeaderValue, String> {
         .map_err(|_| "must not contain control characters".to_owned())?;
     header.set_sensitive(true);
     Ok(header)
-}
-
-/// Event ids are printable ASCII without whitespace (SPEC §2).
-fn parse_event_id(raw: &str) -> Result<String, String> {
-    if !raw.is_empty() && raw.bytes().all(|byte| byte.is_ascii_graphic()) {
-        Ok(raw.to_owned())
-    } else {
-        Err("an event id is printable ASCII without spaces".to_owned())
-    }
 }

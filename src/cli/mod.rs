@@ -2,4 +2,6 @@
 //! over HTTP exactly as any other application would; `token` mints subscriber tokens.
 
 pub mod client;
+pub mod publish;
+pub mod subscribe;
 pub mod token;
