@@ -57,6 +57,13 @@ impl TokenVerifier {
 
     /// RS256, ES256 or EdDSA, chosen by the kind of public key in `pem`.
     pub fn from_public_key_pem(pem: &[u8]) -> Result<Self, String> {
+        // jsonwebtoken reads an RSA *private* key as if it were the public one; every token
+        // would then fail. Say so at startup instead.
+        if String::from_utf8_lossy(pem).contains("PRIVATE KEY-----") {
+            return Err(
+                "this is a private key; give the public key (openssl pkey -in KEY -pubout)".into(),
+            );
+        }
         if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
             return Ok(Self::new(key, Algorithm::RS256));
         }
@@ -73,6 +80,8 @@ impl TokenVerifier {
         let mut validation = Validation::new(algorithm);
         validation.set_required_spec_claims(&["exp", "sub"]);
         validation.leeway = 0;
+        // A token must not be used before its `nbf`, when it has one (RFC 7519 §4.1.5).
+        validation.validate_nbf = true;
         validation.validate_aud = false;
         Self { key, validation }
     }
@@ -93,6 +102,15 @@ impl TokenVerifier {
                 _ => "the token is not valid".to_string(),
             },
         )?;
+        // jsonwebtoken still accepts a token in the second of its `exp`; RFC 7519 says "on or
+        // after" `exp` it is over, and an open stream ends at `exp`, so a reconnect then must
+        // not be let in again for up to a second.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        if data.claims.exp <= now {
+            return Err("the token has expired".to_string());
+        }
         let user = UserId::parse(&data.claims.sub)
             .map_err(|_| "the token's `sub` is not a valid user id".to_string())?;
         Ok(Subscriber {
@@ -319,6 +337,39 @@ fn looks_like_jwt(candidate: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_is_over_in_the_second_of_its_exp() {
+        let secret = b"unit-test-secret";
+        let verifier = TokenVerifier::hs256(secret);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = |exp: u64| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &serde_json::json!({ "sub": "alice", "exp": exp }),
+                &jsonwebtoken::EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        assert_eq!(
+            verifier.verify(&token(now)),
+            Err("the token has expired".to_string())
+        );
+        assert_eq!(
+            verifier.verify(&token(now + 60)).unwrap().expires_at,
+            now + 60
+        );
+    }
+
+    #[test]
+    fn a_private_key_is_not_taken_for_a_public_one() {
+        let pem = b"-----BEGIN RSA PRIVATE KEY-----\nMIIB\n-----END RSA PRIVATE KEY-----\n";
+        let error = TokenVerifier::from_public_key_pem(pem).unwrap_err();
+        assert!(error.contains("private key"), "{error}");
+    }
 
     #[test]
     fn publish_keys_match_exactly() {

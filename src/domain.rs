@@ -294,6 +294,7 @@ pub fn timestamp_now() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn user_ids_follow_the_spec_alphabet() {
@@ -373,6 +374,258 @@ mod tests {
             "data:text/html,x",
         ] {
             assert!(parse_link(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// SPEC §3's user id rule, written out independently of [`UserId::parse`].
+    fn spec_allows_user_id(raw: &str) -> bool {
+        let alphabet = |c: char| c.is_ascii_alphanumeric() || "._~@+-".contains(c);
+        (1..=128).contains(&raw.chars().count())
+            && raw.chars().all(alphabet)
+            && !matches!(raw, "." | ".." | "me")
+    }
+
+    /// What `raw` means as an event id, if it is one: `N` or `N-M`, each a u64, around which
+    /// whitespace is ignored.
+    fn spec_event_id(raw: &str) -> Option<EventId> {
+        fn number(digits: &str) -> Option<u64> {
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let significant = digits.trim_start_matches('0');
+            if significant.len() > 20 {
+                return None;
+            }
+            let value: u128 = if significant.is_empty() {
+                0
+            } else {
+                significant.parse().ok()?
+            };
+            u64::try_from(value).ok()
+        }
+        let raw = raw.trim();
+        let mut parts = raw.splitn(2, '-');
+        let major = number(parts.next()?)?;
+        let minor = match parts.next() {
+            None => 0,
+            Some(minor) => number(minor)?,
+        };
+        Some(EventId::new(major, minor))
+    }
+
+    /// Any string at all, and strings near the rules: the alphabet, digits and dashes, the
+    /// reserved words, whitespace and lengths around the bounds.
+    fn near(alphabet: &'static str, max: usize) -> impl Strategy<Value = String> {
+        prop_oneof![
+            2 => prop::collection::vec(any::<char>(), 0..max).prop_map(String::from_iter),
+            3 => {
+                let alphabet: Vec<char> = alphabet.chars().collect();
+                prop::collection::vec(prop::sample::select(alphabet), 0..max)
+                    .prop_map(String::from_iter)
+            },
+            1 => prop::sample::select(vec![".", "..", "me", "", " ", "-", "0", "\u{0}", "é"])
+                .prop_map(str::to_owned),
+        ]
+    }
+
+    /// Text with whitespace of several kinds around a core whose length is often at a bound.
+    fn padded_text(bound: usize) -> impl Strategy<Value = Option<String>> {
+        let core_len = prop_oneof![
+            Just(0),
+            Just(1),
+            Just(bound - 1),
+            Just(bound),
+            Just(bound + 1),
+            0..bound + 2
+        ];
+        // Long cores repeat a few characters: random ones throughout would make thousands of
+        // cases slow without finding more.
+        let core = core_len.prop_flat_map(|n| {
+            prop_oneof![
+                Just("é".repeat(n)),
+                (any::<char>(), any::<char>()).prop_map(move |(a, b)| {
+                    std::iter::once(a)
+                        .chain(std::iter::repeat_n(b, n.saturating_sub(1)))
+                        .take(n)
+                        .collect()
+                }),
+                prop::collection::vec(any::<char>(), n.min(64)).prop_map(move |mut chars| {
+                    chars.resize(n, 'x');
+                    String::from_iter(chars)
+                }),
+            ]
+        });
+        let space = prop::collection::vec(
+            prop::sample::select(vec![
+                ' ', '\t', '\n', '\r', '\u{a0}', '\u{3000}', '\u{2028}',
+            ]),
+            0..3,
+        )
+        .prop_map(String::from_iter);
+        prop::option::weighted(
+            0.95,
+            (space.clone(), core, space).prop_map(|(a, b, c)| a + &b + &c),
+        )
+    }
+
+    fn kind() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![
+            prop::sample::select(vec![
+                "info", "success", "warning", "error", "Info", "fatal", ""
+            ])
+            .prop_map(str::to_owned),
+            any::<String>(),
+        ])
+    }
+
+    fn link() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![
+            "/[a-z0-9/?#=&._-]{0,30}",
+            "(https?|ftp|javascript|data):(//)?[a-z.]{0,12}(/[a-z]{0,8})?",
+            "[ \t]{0,2}(//|/\\\\)[a-z.]{0,12}",
+            prop::collection::vec(any::<char>(), 0..40).prop_map(String::from_iter),
+            Just("/".repeat(MAX_LINK_LEN + 1)),
+        ])
+    }
+
+    /// Whether `raw`, trimmed, is 1..=`max` characters (SPEC §3 for title and message).
+    fn trimmed_within(raw: Option<&str>, max: usize) -> bool {
+        raw.map(str::trim)
+            .is_some_and(|text| (1..=max).contains(&text.chars().count()))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn a_user_id_is_accepted_exactly_when_the_spec_allows_it(
+            raw in near("abzAZ09._~@+-/ %", 140),
+        ) {
+            match UserId::parse(&raw) {
+                Ok(user) => {
+                    prop_assert!(spec_allows_user_id(&raw), "accepted {raw:?}");
+                    prop_assert_eq!(user.as_str(), raw.as_str());
+                }
+                Err(message) => {
+                    prop_assert!(!spec_allows_user_id(&raw), "refused {raw:?}");
+                    prop_assert!(!message.is_empty());
+                }
+            }
+        }
+
+        #[test]
+        fn an_event_id_is_accepted_exactly_when_it_is_n_or_n_dash_m(raw in prop_oneof![
+            near("0123456789- ", 48),
+            "[ \t]{0,2}[0-9]{1,21}(-[0-9]{1,21})?[ \t]{0,2}",
+        ]) {
+            let parsed = raw.parse::<EventId>();
+            prop_assert_eq!(parsed.as_ref().ok().copied(), spec_event_id(&raw), "{:?}", raw);
+            if let Ok(id) = parsed {
+                // Whatever was accepted prints canonically and reads back as itself.
+                prop_assert_eq!(id.to_string().parse::<EventId>(), Ok(id));
+            }
+        }
+
+        #[test]
+        fn every_event_id_round_trips_through_its_canonical_text(
+            major: u64,
+            minor in prop_oneof![Just(0u64), any::<u64>()],
+        ) {
+            let id = EventId::new(major, minor);
+            let text = id.to_string();
+            let canonical = match minor {
+                0 => major.to_string(),
+                _ => format!("{major}-{minor}"),
+            };
+            prop_assert_eq!(&text, &canonical);
+            prop_assert_eq!(text.parse::<EventId>(), Ok(id));
+        }
+    }
+
+    proptest! {
+        // Fewer cases: each builds texts of up to 4000 characters.
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        #[test]
+        fn a_notification_is_accepted_exactly_when_its_fields_follow_the_spec(
+            kind in kind(),
+            title in padded_text(MAX_TITLE_CHARS),
+            message in padded_text(MAX_MESSAGE_CHARS),
+            link in link(),
+        ) {
+            let (kind, title, message, link) =
+                (kind.as_deref(), title.as_deref(), message.as_deref(), link.as_deref());
+            let kind_ok =
+                kind.is_none_or(|k| ["info", "success", "warning", "error"].contains(&k));
+            // Links have a property of their own below; here they only pass or fail.
+            let link_ok = link.is_none_or(|l| parse_link(l).is_ok());
+            let valid = kind_ok
+                && trimmed_within(title, MAX_TITLE_CHARS)
+                && trimmed_within(message, MAX_MESSAGE_CHARS)
+                && link_ok;
+            let result = NewNotification::parse(kind, title, message, link);
+            prop_assert_eq!(result.is_ok(), valid, "{:?}", result);
+            if let Ok(n) = result {
+                prop_assert_eq!(n.kind.as_str(), kind.unwrap_or("info"));
+                prop_assert_eq!(Some(n.title.as_str()), title.map(str::trim));
+                prop_assert_eq!(Some(n.message.as_str()), message.map(str::trim));
+                prop_assert_eq!(n.link.as_deref(), link.map(str::trim));
+                if let Some(kept) = &n.link {
+                    prop_assert!(kept.len() <= MAX_LINK_LEN);
+                    prop_assert!(
+                        !kept.chars().any(|c| c.is_control() || c.is_whitespace()),
+                        "{kept:?}"
+                    );
+                    if kept.starts_with('/') {
+                        prop_assert!(
+                            !kept.starts_with("//") && !kept.starts_with("/\\"),
+                            "{kept:?}"
+                        );
+                    } else {
+                        let url = url::Url::parse(kept).expect("an absolute URL");
+                        prop_assert!(matches!(url.scheme(), "http" | "https"), "{kept:?}");
+                        prop_assert!(url.has_host(), "{kept:?}");
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_single_slash_path_or_an_http_url_with_a_host_is_a_link_and_nothing_near_it_is(
+            path in "/[a-z0-9?#=&._-][a-z0-9/?#=&._-]{0,30}",
+            host in "[a-z]{1,10}(\\.[a-z]{2,5})?",
+            scheme in prop::sample::select(vec!["http", "https", "HTTPS"]),
+        ) {
+            prop_assert_eq!(parse_link(&path), Ok(path.clone()));
+            let url = format!("{scheme}://{host}{path}");
+            prop_assert_eq!(parse_link(&url), Ok(url.clone()));
+            for bad in [
+                format!("/{path}"),
+                format!("/\\{host}{path}"),
+                format!("javascript:{host}{path}"),
+                format!("ftp://{host}{path}"),
+                format!("{host}{path}"),
+                format!("{scheme}://{host}{path} x"),
+                format!("{path}\u{0}"),
+            ] {
+                prop_assert!(parse_link(&bad).is_err(), "{bad:?}");
+            }
+        }
+
+        #[test]
+        fn an_announcement_is_accepted_exactly_when_title_and_message_are_within_bounds(
+            title in padded_text(MAX_TITLE_CHARS),
+            message in padded_text(MAX_MESSAGE_CHARS),
+        ) {
+            let (title, message) = (title.as_deref(), message.as_deref());
+            let valid = trimmed_within(title, MAX_TITLE_CHARS)
+                && trimmed_within(message, MAX_MESSAGE_CHARS);
+            let result = NewAnnouncement::parse(title, message);
+            prop_assert_eq!(result.is_ok(), valid);
+            if let Ok(a) = result {
+                prop_assert_eq!(Some(a.title.as_str()), title.map(str::trim));
+                prop_assert_eq!(Some(a.message.as_str()), message.map(str::trim));
+            }
         }
     }
 

@@ -150,7 +150,10 @@ impl Stream for EventStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         if let Some(expiry) = &mut this.expiry {
-            if !matches!(this.phase, Phase::Ended) && expiry.as_mut().poll(cx).is_ready() {
+            // The preamble goes first even for a token that expires at once, so the client
+            // always learns its `retry:` and sees `connected` before `reauth`.
+            let started = !matches!(this.phase, Phase::Preamble(..) | Phase::Ended);
+            if started && expiry.as_mut().poll(cx).is_ready() {
                 // No leeway on an open stream: the token is over, and so is the stream.
                 this.phase = Phase::Ended;
                 let data = r#"{"reason":"token expired"}"#;

@@ -2,11 +2,16 @@
 //! server over loopback HTTP with a real SQLite file in its own temporary directory.
 
 mod api;
+mod auth;
 mod cli;
 mod config;
+mod cors;
 mod durability;
 mod fuzz;
 mod helpers;
+mod isolation;
+mod limits;
+mod logs;
 mod retention;
 mod shutdown;
 mod slow_reader;
