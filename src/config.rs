@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::auth::{PublishKeys, TokenVerifier};
 use crate::sse::outbox::QueueBounds;
+use crate::store::RedisSettings;
 use crate::store::{Retention, SyncMode};
 
 /// The listen address when neither `--listen` nor `PORT` says otherwise.
@@ -33,6 +34,20 @@ pub struct ServeArgs {
         default_value = "./data"
     )]
     pub data_dir: PathBuf,
+
+    /// Cluster mode: the event log, history and fan-out live in this Redis (redis://HOST:PORT/DB);
+    /// every node with the same URL and prefix is one cluster
+    #[arg(long, env = "HERALD_REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Prefix of every Redis key (several clusters can share one Redis)
+    #[arg(
+        long,
+        env = "HERALD_REDIS_PREFIX",
+        value_name = "PREFIX",
+        default_value = "herald"
+    )]
+    pub redis_prefix: String,
 
     /// Run without auth on a non-loopback address
     #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
@@ -205,6 +220,8 @@ pub struct ServeArgs {
 pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Cluster mode; `None` for the embedded SQLite store in `data_dir`.
+    pub redis: Option<RedisSettings>,
     pub allow_anonymous: bool,
     pub auth: AuthSettings,
     pub tls: Option<TlsFiles>,
@@ -324,6 +341,21 @@ impl ServeArgs {
             _ => return Err(invalid("tls-cert", "--tls-cert and --tls-key go together")),
         };
         let publish_rate = self.publish_rate.as_deref().map(parse_rate).transpose()?;
+        let redis = match self.redis_url {
+            None => None,
+            Some(url) => {
+                let parsed = url::Url::parse(&url)
+                    .map_err(|error| invalid("redis-url", format!("{url:?}: {error}")))?;
+                if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+                    return Err(invalid("redis-url", "expected redis://HOST:PORT[/DB]"));
+                }
+                let prefix = self.redis_prefix.trim().to_owned();
+                if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+                    return Err(invalid("redis-prefix", "must be non-empty, without spaces"));
+                }
+                Some(RedisSettings { url, prefix })
+            }
+        };
         let retention_age: Duration = self.retention_age.into();
         if retention_age < Duration::from_secs(1) {
             return Err(invalid("retention-age", "must be at least 1s"));
@@ -331,6 +363,7 @@ impl ServeArgs {
         Ok(Settings {
             listen,
             data_dir: self.data_dir,
+            redis,
             allow_anonymous: self.allow_anonymous,
             auth: AuthSettings {
                 tokens,

@@ -35,6 +35,8 @@ pub enum AdmitError {
 
 pub struct Hub {
     limits: HubLimits,
+    /// The newest id dispatched, for callers that wait until their event went out here.
+    dispatched: tokio::sync::watch::Sender<EventId>,
     metrics: Arc<Metrics>,
     /// Every lock holder does only in-memory work (no I/O, no await), so a blocking mutex is
     /// the cheap and correct choice.
@@ -81,6 +83,7 @@ impl Hub {
     pub fn new(limits: HubLimits, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             limits,
+            dispatched: tokio::sync::watch::Sender::new(EventId::ZERO),
             metrics,
             state: Mutex::new(HubState::default()),
         })
@@ -137,6 +140,15 @@ impl Hub {
         }
     }
 
+    /// Waits until the event `id` has been dispatched to this node's streams, so that a `201`
+    /// means "sent here" on every backend (with Redis, this node's reader dispatches it). Gives
+    /// up after a while: the event is stored either way and will go out.
+    pub async fn wait_dispatched(&self, id: EventId) {
+        let mut dispatched = self.dispatched.subscribe();
+        let reached = dispatched.wait_for(|newest| *newest >= id);
+        let _ = tokio::time::timeout(Duration::from_secs(2), reached).await;
+    }
+
     /// Queues a heartbeat on every stream that has been quiet for `idle`.
     pub fn send_heartbeats(&self, idle: Duration) {
         let now = Instant::now();
@@ -175,6 +187,7 @@ impl EventSink for Hub {
     fn resume_after(&self, newest: EventId) {
         let mut state = self.state.lock();
         state.dispatched_through = state.dispatched_through.max(newest);
+        self.dispatched.send_replace(state.dispatched_through);
     }
 
     fn dispatch(&self, events: &[CommittedEvent]) {
@@ -211,6 +224,7 @@ impl EventSink for Hub {
             }
         }
         state.dispatched_events += events.len() as u64;
+        self.dispatched.send_replace(state.dispatched_through);
         drop(state);
         self.metrics.events_delivered.inc_by(delivered);
         self.metrics.events_dispatched.inc_by(events.len() as u64);

@@ -26,7 +26,7 @@ use crate::config::Settings;
 use crate::http::rate_limit::{self, PublishLimiter};
 use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{RedisStore, SqliteStore, Store, StoreError};
 use crate::tls::{self, TlsError};
 
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +49,7 @@ pub async fn run(
 ) -> Result<(), StartError> {
     // Before the store opens, so a bad certificate leaves the data directory untouched.
     let tls = settings.tls.as_ref().map(tls::acceptor).transpose()?;
-    let state = build_state(settings)?;
+    let state = build_state(settings).await?;
     let background = CancellationToken::new();
     tokio::spawn(send_heartbeats(state.clone(), background.clone()));
     tokio::spawn(sweep_retention(state.clone(), background.clone()));
@@ -164,7 +164,7 @@ pub async fn run(
     Ok(())
 }
 
-fn build_state(settings: Settings) -> Result<AppState, StartError> {
+async fn build_state(settings: Settings) -> Result<AppState, StartError> {
     let metrics = Arc::new(Metrics::new());
     let hub = Hub::new(
         HubLimits {
@@ -174,12 +174,18 @@ fn build_state(settings: Settings) -> Result<AppState, StartError> {
         },
         metrics.clone(),
     );
-    let store = Store::Sqlite(SqliteStore::open(
-        &settings.data_dir,
-        settings.sync,
-        settings.retention,
-        hub.clone(),
-    )?);
+    // The one place the backend is chosen.
+    let store = match &settings.redis {
+        Some(redis) => {
+            Store::Redis(RedisStore::open(redis, settings.retention, hub.clone()).await?)
+        }
+        None => Store::Sqlite(SqliteStore::open(
+            &settings.data_dir,
+            settings.sync,
+            settings.retention,
+            hub.clone(),
+        )?),
+    };
     let publish_limiter = settings
         .publish_rate
         .map(|rate| Arc::new(PublishLimiter::per_second(rate)));

@@ -91,7 +91,8 @@ pub async fn publish(
         .publish_latency
         .observe(started.elapsed().as_secs_f64());
     Ok(match outcome {
-        PublishOutcome::Created(notification) => {
+        PublishOutcome::Created(notification, id) => {
+            state.hub.wait_dispatched(id).await;
             state.metrics.events_published.inc();
             (StatusCode::CREATED, Json(notification)).into_response()
         }
@@ -250,7 +251,8 @@ pub async fn broadcast(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let announcement = NewAnnouncement::parse(body.title.as_deref(), body.message.as_deref())
         .map_err(ApiError::BadRequest)?;
-    state.store.broadcast(announcement).await?;
+    let id = state.store.broadcast(announcement).await?;
+    state.hub.wait_dispatched(id).await;
     state.metrics.events_published.inc();
     let connections = state.hub.stats().streams;
     Ok(Json(json!({ "sent": true, "connections": connections })))

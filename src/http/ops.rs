@@ -48,19 +48,23 @@ async fn page() -> Response {
     responses((status = 200, description = "totalConnections, uniqueUsers, eventsBuffered, totalEventsSent, and more")),
     tag = "operations"
 )]
-pub async fn stats(State(state): State<AppState>, _: Operator) -> Json<serde_json::Value> {
+pub async fn stats(
+    State(state): State<AppState>,
+    _: Operator,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let buffered = state.store.retained_events().await?;
     let hub = state.hub.stats();
-    Json(json!({
+    Ok(Json(json!({
         "totalConnections": hub.streams,
         "uniqueUsers": hub.users,
-        "eventsBuffered": state.store.retained_events(),
+        "eventsBuffered": buffered,
         "totalEventsSent": hub.dispatched_events,
         "eventsDelivered": state.metrics.events_delivered.get(),
         "eventsReplayed": state.metrics.events_replayed.get(),
         "slowReaderCloses": state.metrics.slow_reader_closes.get(),
         "maxConnections": state.settings.max_streams,
         "draining": state.is_draining(),
-    }))
+    })))
 }
 
 #[utoipa::path(get, path = "/healthz", responses((status = 200, description = "the process is alive")), tag = "operations")]

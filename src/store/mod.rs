@@ -2,6 +2,7 @@
 //! an operation's reply is sent only after it is committed, and committed events are handed to
 //! an [`EventSink`] (the hub) in id order, exactly once, after the commit.
 
+pub mod redis;
 pub mod sqlite;
 
 use std::time::Duration;
@@ -11,6 +12,7 @@ use crate::domain::{
 };
 use crate::sse::encode::EventName;
 
+pub use self::redis::{RedisSettings, RedisStore};
 pub use sqlite::SqliteStore;
 
 /// Who may see an event.
@@ -39,8 +41,8 @@ pub trait EventSink: Send + Sync + 'static {
 /// What a publish did.
 #[derive(Debug, Clone)]
 pub enum PublishOutcome {
-    /// Stored and sent now.
-    Created(Notification),
+    /// Stored, as the event with this id.
+    Created(Notification, EventId),
     /// The Idempotency-Key was seen within 24 h: this is the notification it made then.
     Repeated(Notification),
 }
@@ -127,6 +129,7 @@ pub enum MarkedRead {
 #[derive(Clone)]
 pub enum Store {
     Sqlite(SqliteStore),
+    Redis(RedisStore),
 }
 
 impl Store {
@@ -138,24 +141,28 @@ impl Store {
     ) -> Result<PublishOutcome, StoreError> {
         match self {
             Self::Sqlite(store) => store.publish(user, notification, key).await,
+            Self::Redis(store) => store.publish(user, notification, key).await,
         }
     }
 
     pub async fn broadcast(&self, announcement: NewAnnouncement) -> Result<EventId, StoreError> {
         match self {
             Self::Sqlite(store) => store.broadcast(announcement).await,
+            Self::Redis(store) => store.broadcast(announcement).await,
         }
     }
 
     pub async fn mark_read(&self, user: UserId, id: String) -> Result<MarkedRead, StoreError> {
         match self {
             Self::Sqlite(store) => store.mark_read(user, id).await,
+            Self::Redis(store) => store.mark_read(user, id).await,
         }
     }
 
     pub async fn mark_all_read(&self, user: UserId) -> Result<u64, StoreError> {
         match self {
             Self::Sqlite(store) => store.mark_all_read(user).await,
+            Self::Redis(store) => store.mark_all_read(user).await,
         }
     }
 
@@ -166,6 +173,7 @@ impl Store {
     ) -> Result<HistoryPage, StoreError> {
         match self {
             Self::Sqlite(store) => store.history(user, query).await,
+            Self::Redis(store) => store.history(user, query).await,
         }
     }
 
@@ -179,6 +187,7 @@ impl Store {
     ) -> Result<ReplayPage, StoreError> {
         match self {
             Self::Sqlite(store) => store.replay_page(user, after, upto, limit).await,
+            Self::Redis(store) => store.replay_page(user, after, upto, limit).await,
         }
     }
 
@@ -186,13 +195,15 @@ impl Store {
     pub async fn sweep(&self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(store) => store.sweep().await,
+            Self::Redis(store) => store.sweep().await,
         }
     }
 
     /// How many events the log holds now.
-    pub fn retained_events(&self) -> u64 {
+    pub async fn retained_events(&self) -> Result<u64, StoreError> {
         match self {
-            Self::Sqlite(store) => store.retained_events(),
+            Self::Sqlite(store) => Ok(store.retained_events()),
+            Self::Redis(store) => store.retained_events().await,
         }
     }
 
@@ -200,6 +211,7 @@ impl Store {
     pub fn is_healthy(&self) -> bool {
         match self {
             Self::Sqlite(store) => store.is_healthy(),
+            Self::Redis(store) => store.is_healthy(),
         }
     }
 
@@ -207,6 +219,7 @@ impl Store {
     pub async fn close(&self) {
         match self {
             Self::Sqlite(store) => store.close().await,
+            Self::Redis(store) => store.close().await,
         }
     }
 }

@@ -358,7 +358,7 @@ fn publish(
              ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
     )?
     .execute(params![user.as_str(), retention.history_per_user as i64])?;
-    Ok(PublishOutcome::Created(notification))
+    Ok(PublishOutcome::Created(notification, id))
 }
 
 fn broadcast(
