@@ -11,6 +11,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use herald::domain::EventId;
+
 use crate::helpers::{Received, ServerProcess, SseClient, WAIT, full_history, read_json};
 
 const PUBLISHERS: usize = 4;
@@ -85,7 +87,7 @@ async fn publish(base: &str, user: &str, title: &str) -> Value {
     body
 }
 
-fn numeric_ids(events: &[Received]) -> Vec<u64> {
+fn numeric_ids(events: &[Received]) -> Vec<EventId> {
     events
         .iter()
         .map(|event| {
@@ -97,7 +99,7 @@ fn numeric_ids(events: &[Received]) -> Vec<u64> {
         .collect()
 }
 
-fn assert_strictly_increasing(ids: &[u64]) {
+fn assert_strictly_increasing(ids: &[EventId]) {
     assert!(
         ids.windows(2).all(|w| w[0] < w[1]),
         "ids must strictly increase: {ids:?}"

@@ -18,6 +18,8 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::redis_server::{Backend, backend, prefix_for};
+
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -52,6 +54,12 @@ impl TestApp {
     ) -> Self {
         init_test_log();
         let mut settings = Settings::new(addr, data_dir.path().to_path_buf());
+        if let Backend::Redis { url } = backend() {
+            settings.redis = Some(herald::store::RedisSettings {
+                url: url.clone(),
+                prefix: prefix_for(data_dir.path()),
+            });
+        }
         configure(&mut settings);
         let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
@@ -337,10 +345,19 @@ impl ServerProcess {
             .append(true)
             .open(&stderr_log)
             .expect("log file");
-        let mut child = herald_command(envs)
+        let mut command = herald_command(envs);
+        command
             .args(["serve", "--data-dir"])
             .arg(data_dir)
-            .args(args)
+            .args(args);
+        if let Backend::Redis { url } = backend() {
+            if !args.contains(&"--redis-url") {
+                command
+                    .args(["--redis-url", url, "--redis-prefix"])
+                    .arg(prefix_for(data_dir));
+            }
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(stderr)
             .spawn()

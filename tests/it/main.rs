@@ -12,6 +12,7 @@ mod helpers;
 mod isolation;
 mod limits;
 mod logs;
+mod redis_server;
 mod retention;
 mod shutdown;
 mod slow_reader;

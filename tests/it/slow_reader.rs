@@ -7,6 +7,8 @@ use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use herald::domain::EventId;
+
 use crate::helpers::{ServerProcess, SseClient, WAIT};
 
 const PUBLISHES: usize = 12_000;
@@ -115,11 +117,11 @@ async fn a_stream_that_never_reads_is_closed_with_bounded_memory_and_replays_on_
     .await;
     resumed.expect_connected().await;
     let mut titles: Vec<usize> = seen.iter().map(|(_, title)| *title).collect();
-    let mut previous_id = seen.last().map_or(0, |(id, _)| *id);
+    let mut previous_id = seen.last().map_or(EventId::ZERO, |(id, _)| *id);
     while titles.len() < PUBLISHES {
         let event = resumed.next_event().await;
         assert_eq!(event.event, "notification");
-        let id: u64 = event.id.parse().unwrap();
+        let id: EventId = event.id.parse().unwrap();
         assert!(id > previous_id, "ids increase across the reconnect");
         previous_id = id;
         titles.push(event.data["title"].as_str().unwrap().parse().unwrap());
@@ -157,7 +159,7 @@ async fn wait_for_streams(client: &reqwest::Client, url: &str, n: u64) {
 
 /// `(id, title)` of the complete notification events in a raw SSE body (ids checked to
 /// increase), and the id of the last one.
-fn complete_notifications(raw: &str) -> (Vec<(u64, usize)>, Option<String>) {
+fn complete_notifications(raw: &str) -> (Vec<(EventId, usize)>, Option<String>) {
     let body = raw.split_once("\r\n\r\n").map_or("", |(_, body)| body);
     let mut titles = Vec::new();
     let mut last_id = None;
@@ -179,7 +181,7 @@ fn complete_notifications(raw: &str) -> (Vec<(u64, usize)>, Option<String>) {
         if is_notification {
             let data: serde_json::Value = serde_json::from_str(data.unwrap()).unwrap();
             let id = id.expect("a notification has an id");
-            let numeric: u64 = id.parse().unwrap();
+            let numeric: EventId = id.parse().unwrap();
             if let Some((previous, _)) = titles.last() {
                 assert!(numeric > *previous, "ids increase on the stream");
             }

@@ -7,6 +7,8 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use herald::domain::EventId;
+
 use crate::helpers::{SseClient, TestApp, WAIT, titles};
 
 #[tokio::test]
@@ -111,7 +113,7 @@ async fn ids_increase_strictly_and_replay_by_header_sends_exactly_what_was_misse
         app.publish("carol", &format!("n{n}")).await;
     }
     let seen = first.next_events(3).await;
-    let ids: Vec<u64> = seen.iter().map(|e| e.id.parse().unwrap()).collect();
+    let ids: Vec<EventId> = seen.iter().map(|e| e.id.parse().unwrap()).collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
     drop(first);
 
@@ -189,7 +191,7 @@ async fn a_reconnect_during_concurrent_publishing_has_no_gap_and_no_duplicate() 
         })
     };
     let mut received: Vec<usize> = Vec::new();
-    let mut ids: Vec<u64> = Vec::new();
+    let mut ids: Vec<EventId> = Vec::new();
     let mut last_id: Option<String> = None;
     let mut reconnects = 0;
     // Connect, read a handful, drop, reconnect with the last id: again and again while the
@@ -225,32 +227,35 @@ async fn a_reconnect_during_concurrent_publishing_has_no_gap_and_no_duplicate() 
 
 #[tokio::test]
 async fn an_id_the_server_never_issued_gets_resync_with_the_newest_id_then_live() {
+    // Ids beyond anything issued (on either backend), or not ids at all.
     for bogus in [
-        "999999",
+        "99999999999999999",
         "not-an-id",
-        "12-5",
+        "99999999999999999-5",
         "-1",
         "99999999999999999999999",
     ] {
         let app = TestApp::spawn().await;
         app.publish("gina", "old").await;
+        let (_, page) = app.get_json("/api/notifications/gina").await;
+        let newest = page["lastEventId"].as_str().unwrap().to_owned();
         let mut stream = app.subscribe("gina", Some(bogus)).await;
         stream.expect_connected().await;
         let resync = stream.next_event().await;
         assert_eq!(resync.event, "resync", "for {bogus}");
-        assert_eq!(resync.id, "1", "the newest id at that moment");
+        assert_eq!(resync.id, newest, "the newest id at that moment");
         assert!(
             resync.data["reason"]
                 .as_str()
                 .unwrap()
                 .contains("never issued")
         );
-        assert_eq!(resync.data["oldestId"], "1");
+        assert_eq!(resync.data["oldestId"], newest.as_str());
         // The stream goes on live, and the next id is above the resync's.
         app.publish("gina", "after").await;
         let live = stream.next_event().await;
         assert_eq!(titles(std::slice::from_ref(&live)), ["after"]);
-        assert_eq!(live.id, "2");
+        assert!(live.id.parse::<EventId>().unwrap() > newest.parse::<EventId>().unwrap());
     }
 }
 
@@ -311,7 +316,7 @@ async fn read_events_reach_the_users_other_streams() {
         (all.event.as_str(), all.data),
         ("read", json!({ "all": true }))
     );
-    assert!(all.id.parse::<u64>().unwrap() > read.id.parse::<u64>().unwrap());
+    assert!(all.id.parse::<EventId>().unwrap() > read.id.parse::<EventId>().unwrap());
 }
 
 #[tokio::test]
@@ -388,7 +393,7 @@ async fn ids_and_replay_survive_a_restart() {
     assert_eq!(titles(std::slice::from_ref(&missed)), ["missed"]);
     app.publish("nia", "after").await;
     let after = stream.next_event().await;
-    assert!(after.id.parse::<u64>().unwrap() > missed.id.parse::<u64>().unwrap());
+    assert!(after.id.parse::<EventId>().unwrap() > missed.id.parse::<EventId>().unwrap());
 }
 
 #[tokio::test]

@@ -239,7 +239,9 @@ impl RedisStore {
             .query_async(&mut conn)
             .await
             .map_err(unavailable)?;
-        let newest = newest.as_deref().map_or(Ok(EventId::ZERO), parse_stream_id)?;
+        let newest = newest
+            .as_deref()
+            .map_or(Ok(EventId::ZERO), parse_stream_id)?;
         sink.resume_after(newest);
         let healthy = Arc::new(AtomicBool::new(true));
         let stop = tokio_util::sync::CancellationToken::new();
@@ -294,9 +296,10 @@ impl RedisStore {
             None => 0,
         };
         // Without a key the script never touches KEYS[8]; any name will do.
-        let idempotency_key = key
-            .as_ref()
-            .map_or_else(|| keys.user(&user, "none"), |key| keys.idempotency(&user, key));
+        let idempotency_key = key.as_ref().map_or_else(
+            || keys.user(&user, "none"),
+            |key| keys.idempotency(&user, key),
+        );
         let reply: (String, String) = self
             .inner
             .scripts
@@ -321,7 +324,10 @@ impl RedisStore {
             .map_err(unavailable)?;
         match reply.0.as_str() {
             "repeat" => Ok(PublishOutcome::Repeated(serde_json::from_str(&reply.1)?)),
-            _ => Ok(PublishOutcome::Created(notification, parse_stream_id(&reply.1)?)),
+            _ => Ok(PublishOutcome::Created(
+                notification,
+                parse_stream_id(&reply.1)?,
+            )),
         }
     }
 
@@ -423,8 +429,10 @@ impl RedisStore {
         };
         let _: String = redis::from_redis_value(status.clone()).map_err(corrupt)?;
         let last: String = redis::from_redis_value(last.clone()).map_err(corrupt)?;
-        let bodies: Vec<Option<String>> = redis::from_redis_value(bodies.clone()).map_err(corrupt)?;
-        let unread_flags: Vec<i64> = redis::from_redis_value(unread_flags.clone()).map_err(corrupt)?;
+        let bodies: Vec<Option<String>> =
+            redis::from_redis_value(bodies.clone()).map_err(corrupt)?;
+        let unread_flags: Vec<i64> =
+            redis::from_redis_value(unread_flags.clone()).map_err(corrupt)?;
         let notifications = bodies
             .into_iter()
             .zip(unread_flags)
@@ -477,7 +485,9 @@ impl RedisStore {
                 .transpose()
                 .map_err(corrupt)?
                 .unwrap_or_default();
-            (!first.is_empty()).then(|| parse_stream_id(&first)).transpose()
+            (!first.is_empty())
+                .then(|| parse_stream_id(&first))
+                .transpose()
         };
         match status.as_str() {
             "never" => Ok(ReplayPage::Gone {
@@ -552,7 +562,8 @@ fn entries(value: Option<&Value>) -> Result<Vec<StoredEvent>, StoreError> {
     let Some(value) = value else {
         return Ok(Vec::new());
     };
-    let raw: Vec<(String, Vec<String>)> = redis::from_redis_value(value.clone()).map_err(corrupt)?;
+    let raw: Vec<(String, Vec<String>)> =
+        redis::from_redis_value(value.clone()).map_err(corrupt)?;
     raw.into_iter()
         .map(|(id, fields)| {
             let field = |name: &str| {

@@ -215,8 +215,10 @@ pub(super) async fn check_stream(
         let want: Vec<&Received> = recorded
             .iter()
             .filter(|e| {
-                e.id.parse::<u64>()
-                    .is_ok_and(|id| id > after && id <= newest)
+                e.id.parse::<herald::domain::EventId>().is_ok_and(|id| {
+                    id > herald::domain::EventId::from_seq(after)
+                        && id <= herald::domain::EventId::from_seq(newest)
+                })
             })
             .collect();
         let got: Vec<&Received> = before_marker.iter().collect();
