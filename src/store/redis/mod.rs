@@ -231,6 +231,7 @@ impl RedisStore {
         let mut conn = ConnectionManager::new_with_config(client.clone(), config)
             .await
             .map_err(unavailable)?;
+        warn_unless_durable(&mut conn).await;
         let keys = Keys {
             prefix: settings.prefix.clone(),
         };
@@ -544,6 +545,34 @@ impl RedisStore {
 
     pub async fn close(&self) {
         self.inner.stop.cancel();
+    }
+}
+
+/// A `201` is only as durable as Redis makes it: say so at start when Redis would lose
+/// acknowledged writes in a crash (managed Redis may refuse CONFIG; then say nothing).
+async fn warn_unless_durable(conn: &mut ConnectionManager) {
+    let setting = |name: &'static str| {
+        let mut conn = conn.clone();
+        async move {
+            let reply: Result<Vec<String>, _> = redis::cmd("CONFIG")
+                .arg("GET")
+                .arg(name)
+                .query_async(&mut conn)
+                .await;
+            reply.ok().and_then(|pair| pair.get(1).cloned())
+        }
+    };
+    let (Some(aof), Some(fsync)) = (setting("appendonly").await, setting("appendfsync").await)
+    else {
+        return;
+    };
+    if aof != "yes" || fsync != "always" {
+        tracing::warn!(
+            appendonly = %aof,
+            appendfsync = %fsync,
+            "Redis may lose acknowledged notifications if it crashes; \
+             use appendonly yes and appendfsync always for every 201 to survive"
+        );
     }
 }
 
