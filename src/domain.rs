@@ -181,6 +181,21 @@ impl NewNotification {
     }
 }
 
+impl NewNotification {
+    /// The notification as stored: a fresh id, the time now, unread.
+    pub fn into_notification(self) -> Notification {
+        Notification {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: self.kind,
+            title: self.title,
+            message: self.message,
+            link: self.link,
+            timestamp: timestamp_now(),
+            read: false,
+        }
+    }
+}
+
 /// An announcement as a publisher asked for it, validated and trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewAnnouncement {
@@ -194,6 +209,19 @@ impl NewAnnouncement {
             title: bounded_text("title", title, MAX_TITLE_CHARS)?,
             message: bounded_text("message", message, MAX_MESSAGE_CHARS)?,
         })
+    }
+}
+
+impl NewAnnouncement {
+    /// The announcement as sent: a fresh id and the time now.
+    pub fn into_announcement(self) -> Announcement {
+        Announcement {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: NotificationKind::Info,
+            title: self.title,
+            message: self.message,
+            timestamp: timestamp_now(),
+        }
     }
 }
 

@@ -89,6 +89,24 @@ pub enum ReplayPage {
     },
 }
 
+impl ReplayPage {
+    /// The id asked for is above every id issued (or not an id at all).
+    pub fn never_issued(oldest: Option<EventId>) -> Self {
+        Self::Gone {
+            reason: "unknown event id: this server never issued it",
+            oldest,
+        }
+    }
+
+    /// Retention has removed events after the id asked for.
+    pub fn past_retention(oldest: Option<EventId>) -> Self {
+        Self::Gone {
+            reason: "the events after this id are past retention",
+            oldest,
+        }
+    }
+}
+
 /// Limits the store enforces on what it keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {

@@ -25,8 +25,7 @@ use super::{
     StoreError, StoredEvent,
 };
 use crate::domain::{
-    Announcement, EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
-    NotificationKind, UserId, timestamp_now,
+    EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
 };
 use crate::sse::encode::EventName;
 
@@ -282,15 +281,7 @@ impl RedisStore {
         key: Option<IdempotencyKey>,
     ) -> Result<PublishOutcome, StoreError> {
         let keys = &self.inner.keys;
-        let notification = Notification {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind: new.kind,
-            title: new.title,
-            message: new.message,
-            link: new.link,
-            timestamp: timestamp_now(),
-            read: false,
-        };
+        let notification = new.into_notification();
         let body = serde_json::to_string(&notification)?;
         let idempotency_ttl = match &key {
             Some(_) => self.inner.retention.idempotency_window.as_secs().max(1),
@@ -334,13 +325,7 @@ impl RedisStore {
 
     pub async fn broadcast(&self, new: NewAnnouncement) -> Result<EventId, StoreError> {
         let keys = &self.inner.keys;
-        let announcement = Announcement {
-            id: uuid::Uuid::new_v4().to_string(),
-            kind: NotificationKind::Info,
-            title: new.title,
-            message: new.message,
-            timestamp: timestamp_now(),
-        };
+        let announcement = new.into_announcement();
         let id: String = self
             .inner
             .scripts
@@ -491,14 +476,8 @@ impl RedisStore {
                 .transpose()
         };
         match status.as_str() {
-            "never" => Ok(ReplayPage::Gone {
-                reason: "unknown event id: this server never issued it",
-                oldest: oldest()?,
-            }),
-            "pruned" => Ok(ReplayPage::Gone {
-                reason: "the events after this id are past retention",
-                oldest: oldest()?,
-            }),
+            "never" => Ok(ReplayPage::never_issued(oldest()?)),
+            "pruned" => Ok(ReplayPage::past_retention(oldest()?)),
             _ => {
                 let mut own = entries(reply.get(1))?;
                 let announcements = entries(reply.get(2))?;

@@ -269,16 +269,10 @@ impl SqliteStore {
                 Ok(seq.map(|seq| EventId::from_seq(seq.max(0) as u64)))
             };
             if after.minor != 0 || after.major > last_seq {
-                return Ok(ReplayPage::Gone {
-                    reason: "unknown event id: this server never issued it",
-                    oldest: oldest()?,
-                });
+                return Ok(ReplayPage::never_issued(oldest()?));
             }
             if after.major < pruned_through {
-                return Ok(ReplayPage::Gone {
-                    reason: "the events after this id are past retention",
-                    oldest: oldest()?,
-                });
+                return Ok(ReplayPage::past_retention(oldest()?));
             }
             if after >= upto {
                 return Ok(ReplayPage::Events {

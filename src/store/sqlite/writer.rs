@@ -11,10 +11,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
-use crate::domain::{
-    Announcement, EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
-    NotificationKind, UserId, timestamp_now,
-};
+use crate::domain::{EventId, IdempotencyKey, NewAnnouncement, NewNotification, UserId};
 use crate::sse::encode::EventName;
 use crate::store::{
     Audience, CommittedEvent, EventSink, MarkedRead, PublishOutcome, Retention, StoreError,
@@ -319,15 +316,7 @@ fn publish(
             return Ok(PublishOutcome::Repeated(serde_json::from_str(&earlier)?));
         }
     }
-    let notification = Notification {
-        id: uuid::Uuid::new_v4().to_string(),
-        kind: new.kind,
-        title: new.title,
-        message: new.message,
-        link: new.link,
-        timestamp: timestamp_now(),
-        read: false,
-    };
+    let notification = new.into_notification();
     let body = serde_json::to_string(&notification)?;
     let id = log.append(
         tx,
@@ -366,13 +355,7 @@ fn broadcast(
     log: &mut Log<'_>,
     new: NewAnnouncement,
 ) -> Result<EventId, StoreError> {
-    let announcement = Announcement {
-        id: uuid::Uuid::new_v4().to_string(),
-        kind: NotificationKind::Info,
-        title: new.title,
-        message: new.message,
-        timestamp: timestamp_now(),
-    };
+    let announcement = new.into_announcement();
     let data = serde_json::to_string(&announcement)?;
     log.append(tx, Audience::Everyone, EventName::Announcement, data)
 }
