@@ -4,6 +4,7 @@
 mod api;
 mod auth;
 mod cli;
+mod cluster;
 mod config;
 mod cors;
 mod durability;

@@ -74,6 +74,8 @@ pub fn shared() -> &'static RedisServer {
 /// A `redis-server` child process.
 pub struct RedisServer {
     child: Option<Child>,
+    /// Removed on drop when this server made it.
+    owned_dir: Option<tempfile::TempDir>,
     pub port: u16,
     pub dir: PathBuf,
     args: Vec<String>,
@@ -82,14 +84,17 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts one in a fresh directory with `extra` arguments (e.g. `--appendonly yes`).
     pub fn start(extra: &[&str]) -> Self {
-        let dir = tempfile::TempDir::new().expect("temp dir").keep();
-        Self::start_in(&dir, extra)
+        let dir = tempfile::TempDir::new().expect("temp dir");
+        let mut server = Self::start_in(dir.path(), extra);
+        server.owned_dir = Some(dir);
+        server
     }
 
     pub fn start_in(dir: &Path, extra: &[&str]) -> Self {
         let port = free_port();
         let mut server = Self {
             child: None,
+            owned_dir: None,
             port,
             dir: dir.to_path_buf(),
             args: extra.iter().map(|s| s.to_string()).collect(),

@@ -1,13 +1,15 @@
 //! Each node reads the shared log once, with one blocking `XREAD`, and hands what it reads to
 //! the hub in id order. When Redis goes away the node keeps its streams open, retries, and on
 //! return goes on from the last id it dispatched, so its streams catch up on what other nodes
-//! took in meanwhile.
+//! took in meanwhile. It also owns the node's health: ready only once both its own connection
+//! and the store's command connection work again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::AsyncConnectionConfig;
+use redis::aio::ConnectionManager;
 use redis::streams::{StreamReadOptions, StreamReadReply};
 use redis::{AsyncCommands, Value};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +28,8 @@ const RETRY: Duration = Duration::from_millis(250);
 
 pub(super) struct Follower {
     pub client: redis::Client,
+    /// The store's command connection, probed before the node calls itself ready again.
+    pub commands: ConnectionManager,
     pub log_key: String,
     pub pruned_key: String,
     /// The newest id dispatched; reading goes on after it.
@@ -66,6 +70,18 @@ impl Follower {
             Ok(conn) => conn,
             Err(error) => return error,
         };
+        if !self.healthy.load(Ordering::Acquire) {
+            // The command connection reconnects only after a command failed on it, so without
+            // this probe the first publish after an outage would get a 503 from a ready node.
+            // A data command, so that a Redis still loading its AOF does not count as back.
+            let probe: Result<u64, _> = self.commands.xlen(&self.log_key).await;
+            if let Err(error) = probe {
+                return error;
+            }
+            self.healthy.store(true, Ordering::Release);
+            tracing::info!("Redis is back; catching up from {}", self.after);
+            self.warn_if_retention_overtook(&mut conn).await;
+        }
         let options = StreamReadOptions::default()
             .block(BLOCK.as_millis() as usize)
             .count(BATCH);
@@ -77,10 +93,6 @@ impl Follower {
                 Ok(reply) => reply,
                 Err(error) => return error,
             };
-            if !self.healthy.swap(true, Ordering::AcqRel) {
-                tracing::info!("Redis is back; catching up from {}", self.after);
-                self.warn_if_retention_overtook(&mut conn).await;
-            }
             let Some(reply) = reply else { continue };
             let events: Vec<CommittedEvent> = reply
                 .keys

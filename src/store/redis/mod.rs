@@ -247,6 +247,7 @@ impl RedisStore {
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(follow::follow_log(follow::Follower {
             client,
+            commands: conn.clone(),
             log_key: keys.log(),
             pruned_key: keys.pruned(),
             after: newest,
