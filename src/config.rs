@@ -19,7 +19,7 @@ pub const DEFAULT_PORT: u16 = 3000;
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
     /// Address to bind; port 0 picks a free one [default: 127.0.0.1:3000, or 127.0.0.1:$PORT]
-    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
 
     /// Port to bind on 127.0.0.1 when --listen is not given (as in the original design)
@@ -50,7 +50,7 @@ pub struct ServeArgs {
     pub redis_prefix: String,
 
     /// Run without auth on a non-loopback address
-    #[arg(long, env = "HERALD_ALLOW_ANONYMOUS")]
+    #[arg(long, env = "HERALD_ALLOW_ANONYMOUS", value_parser = clap::builder::FalseyValueParser::new())]
     pub allow_anonymous: bool,
 
     /// HS256 secret for subscriber tokens
@@ -83,7 +83,7 @@ pub struct ServeArgs {
     pub publish_key: Vec<String>,
 
     /// Serve /metrics and /api/stats without a publish key
-    #[arg(long, env = "HERALD_METRICS_PUBLIC")]
+    #[arg(long, env = "HERALD_METRICS_PUBLIC", value_parser = clap::builder::FalseyValueParser::new())]
     pub metrics_public: bool,
 
     /// PEM certificate chain: serve HTTPS (HTTP/2 and HTTP/1.1)
@@ -238,6 +238,8 @@ pub struct Settings {
     pub sync: SyncMode,
     /// How often retention sweeps the log by age (SPEC: at least once a minute).
     pub sweep_every: Duration,
+    /// Settings that work but deserve a word in the log.
+    pub warnings: Vec<String>,
 }
 
 /// Who may do what: `None` for a half leaves that half open.
@@ -308,6 +310,20 @@ impl ServeArgs {
                 "max-queued-bytes",
                 "must be at least 65536 (one largest event)",
             ));
+        }
+        let mut warnings = Vec::new();
+        if self
+            .jwt_secret
+            .as_ref()
+            .is_some_and(|s| !s.is_empty() && s.len() < 32)
+        {
+            warnings.push(
+                "--jwt-secret is shorter than 32 bytes: tokens signed with it are easier to forge"
+                    .to_owned(),
+            );
+        }
+        if self.publish_key.iter().any(|k| k.trim().is_empty()) {
+            return Err(invalid("publish-key", "must not be empty"));
         }
         let tokens = match (&self.jwt_secret, &self.jwt_public_key) {
             (Some(secret), _) if secret.is_empty() => {
@@ -390,8 +406,21 @@ impl ServeArgs {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             sync: self.sync,
             sweep_every: Duration::from_secs(30),
+            warnings,
         })
     }
+}
+
+/// `IP:PORT`, or `HOST:PORT` resolved now (e.g. `localhost:3000`).
+fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(address) = raw.parse() {
+        return Ok(address);
+    }
+    raw.to_socket_addrs()
+        .map_err(|error| format!("{raw:?} is not an address like 127.0.0.1:3000 ({error})"))?
+        .next()
+        .ok_or_else(|| format!("{raw:?} resolves to no address"))
 }
 
 /// `50`, `50/s` or `50/sec`: a whole number of publishes per second, at least 1.

@@ -252,8 +252,17 @@ fn parse_link(raw: &str) -> Result<String, String> {
         }
         return Ok(link.to_owned());
     }
+    // The text itself must read `http://host...` or `https://host...`: the URL parser would
+    // also accept and repair `http:/x`, `http:x` or `https:\\host`, which browsers read otherwise.
+    let lower = link.to_ascii_lowercase();
+    let spelled_out = lower.starts_with("http://") || lower.starts_with("https://");
     match url::Url::parse(link) {
-        Ok(url) if matches!(url.scheme(), "http" | "https") && url.has_host() => {
+        Ok(url)
+            if spelled_out
+                && !link.contains('\\')
+                && matches!(url.scheme(), "http" | "https")
+                && url.has_host() =>
+        {
             Ok(link.to_owned())
         }
         _ => Err(RULE.into()),
@@ -400,6 +409,10 @@ mod tests {
             "https://",
             "/a b",
             "data:text/html,x",
+            "http:/x",
+            "http:x",
+            "https:\\\\evil.com",
+            "https://evil.com\\@good.com",
         ] {
             assert!(parse_link(bad).is_err(), "{bad}");
         }

@@ -1,5 +1,6 @@
-//! The `herald` command: `serve` (the default) and the HTTP clients `publish`, `broadcast` and
-//! `subscribe`. Errors end the process with one line on stderr and a non-zero status.
+//! The `herald` command: `serve` (the default), the HTTP clients `publish`, `broadcast` and
+//! `subscribe`, and `bench`, a load generator for any SSE server. Errors end the process with
+//! one line on stderr and a non-zero status.
 
 mod cli;
 
@@ -37,6 +38,8 @@ enum Command {
     Subscribe(cli::subscribe::SubscribeArgs),
     /// Mint a subscriber token (HS256) for a user with the server's --jwt-secret
     Token(cli::token::TokenArgs),
+    /// Measure an SSE server (herald or another) under load: hold, fanout, targeted, replay
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,8 +50,16 @@ fn main() -> std::process::ExitCode {
         Err(error) => {
             // One line, like every other failure (clap would add a blank line and a hint).
             let text = error.render().to_string();
-            let first = text.lines().next().unwrap_or_default();
-            eprintln!("herald: {}", first.trim_start_matches("error: "));
+            let message: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more"))
+                .filter(|line| !line.is_empty())
+                .collect();
+            eprintln!(
+                "herald: {}",
+                message.join(" ").trim_start_matches("error: ")
+            );
             return std::process::ExitCode::from(2);
         }
     };
@@ -67,6 +78,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Broadcast(args)) => cli::publish::broadcast(args).await,
             Some(Command::Subscribe(args)) => cli::subscribe::subscribe(args).await,
             Some(Command::Token(args)) => cli::token::mint(args),
+            Some(Command::Bench(args)) => cli::bench::bench(args).await,
         }
     });
     match outcome {
@@ -83,44 +95,63 @@ fn fail(error: anyhow::Error) -> std::process::ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("HERALD_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("HERALD_LOG")
+                .or_else(|_| EnvFilter::try_from_default_env())
+                .unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
     let settings = args.into_settings()?;
-    if let Some(files) = &settings.tls {
-        // `run` loads these again; checking first means a bad file fails before the port is
-        // bound or any `listening on` line is printed.
-        herald::tls::acceptor(files)?;
-    }
-    if let Some(open) = open_halves(&settings) {
+    let open = open_halves(&settings);
+    if let Some(open) = &open {
         if !settings.listen.ip().is_loopback() && !settings.allow_anonymous {
             anyhow::bail!(
                 "refusing to serve on {} with {open}: set the missing auth flags, or pass --allow-anonymous to serve anyway",
                 settings.listen
             );
         }
-        tracing::warn!("auth: {open}");
     }
     // Watch the signals before anything else, so a stop at any moment from here drains.
     let stop = stop_signal().context("cannot watch SIGTERM and SIGINT")?;
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listener =
+        listen(settings.listen).with_context(|| format!("cannot listen on {}", settings.listen))?;
     let address = listener
         .local_addr()
         .context("cannot read the bound address")?;
-    let mut stdout = std::io::stdout();
     let scheme = if settings.tls.is_some() {
         "https"
     } else {
         "http"
     };
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    // Everything that can fail at start (certificate, store) does so before the address is
+    // announced: a script that waits for this line may use the server at once.
+    let node = herald::server::Node::start(settings).await?;
+    if let Some(open) = open {
+        tracing::warn!("auth: {open}");
+    }
+    let mut stdout = std::io::stdout();
     writeln!(stdout, "listening on {scheme}://{address}")?;
     stdout.flush()?;
-    herald::run(listener, settings, stop).await?;
+    node.serve(listener, stop).await?;
     Ok(())
+}
+
+/// Binds with a deep accept queue: a reconnect storm (thousands of clients after a restart)
+/// must queue, not be refused and retried seconds later. The kernel caps it at somaxconn.
+fn listen(address: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    const BACKLOG: u32 = 4096;
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
 }
 
 /// One line saying which halves of auth are open, if any.

@@ -31,7 +31,7 @@ use crate::tls::{self, TlsError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the store: {0}")]
+    #[error("cannot open the store")]
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -47,9 +47,40 @@ pub async fn run(
     settings: Settings,
     stop: impl Future<Output = ()> + Send,
 ) -> Result<(), StartError> {
-    // Before the store opens, so a bad certificate leaves the data directory untouched.
-    let tls = settings.tls.as_ref().map(tls::acceptor).transpose()?;
-    let state = build_state(settings).await?;
+    Node::start(settings).await?.serve(listener, stop).await
+}
+
+/// A node whose certificate is loaded and whose store is open: everything that can fail at
+/// start has, so the caller may announce its address before serving.
+pub struct Node {
+    state: AppState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Node {
+    pub async fn start(settings: Settings) -> Result<Self, StartError> {
+        // Before the store opens, so a bad certificate leaves the data directory untouched.
+        let tls = settings.tls.as_ref().map(tls::acceptor).transpose()?;
+        let state = build_state(settings).await?;
+        Ok(Self { state, tls })
+    }
+
+    /// Serves on `listener` until `stop` completes, then drains within the shutdown timeout.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        stop: impl Future<Output = ()> + Send,
+    ) -> Result<(), StartError> {
+        serve(self.state, self.tls, listener, stop).await
+    }
+}
+
+async fn serve(
+    state: AppState,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    listener: TcpListener,
+    stop: impl Future<Output = ()> + Send,
+) -> Result<(), StartError> {
     let background = CancellationToken::new();
     tokio::spawn(send_heartbeats(state.clone(), background.clone()));
     tokio::spawn(sweep_retention(state.clone(), background.clone()));

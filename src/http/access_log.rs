@@ -37,23 +37,28 @@ pub fn redacted_target(uri: &Uri) -> String {
     };
     let query: Vec<String> = query
         .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if is_secret(name) => format!("{name}={REDACTED}"),
-            _ => pair.to_owned(),
+        .map(|pair| {
+            let name = pair.split_once('=').map_or(pair, |(name, _)| name);
+            // The name is judged decoded, so `%74oken=` and `token%3D...` are caught too.
+            if is_secret(name) {
+                format!("{}={REDACTED}", name.split("%3D").next().unwrap_or(name))
+            } else {
+                pair.to_owned()
+            }
         })
         .collect();
     format!("{path}?{}", query.join("&"))
 }
 
 fn is_secret(name: &str) -> bool {
+    // Decoded, `token%3Dabc` reads `token=abc`: judge only what precedes the `=`.
     let decoded = url::form_urlencoded::parse(name.as_bytes())
         .next()
         .map(|(name, _)| name.into_owned())
-        .unwrap_or_default();
-    matches!(
-        decoded.to_ascii_lowercase().as_str(),
-        "token" | "access_token" | "key"
-    )
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let name = decoded.split('=').next().unwrap_or_default();
+    matches!(name, "token" | "access_token" | "key")
 }
 
 #[cfg(test)]
@@ -75,6 +80,9 @@ mod tests {
             !line.contains("secret") && !line.contains("again"),
             "{line}"
         );
+        let smuggled: Uri = "/events/a?token%3Deyj.secret.sig&x=1".parse().unwrap();
+        let line = redacted_target(&smuggled);
+        assert!(!line.contains("secret"), "{line}");
         assert_eq!(redacted_target(&"/healthz".parse().unwrap()), "/healthz");
     }
 }

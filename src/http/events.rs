@@ -44,6 +44,8 @@ const UNREADABLE: EventId = EventId::new(u64::MAX, u64::MAX);
     responses(
         (status = 200, description = "an SSE stream (text/event-stream)", content_type = "text/event-stream"),
         (status = 400, description = "bad userId"),
+        (status = 401, description = "no valid subscriber token (when --jwt-secret or --jwt-public-key is set)"),
+        (status = 403, description = "the token belongs to another user"),
         (status = 429, description = "this user holds too many streams"),
         (status = 503, description = "this node holds too many streams"),
     ),

@@ -13,6 +13,7 @@ use crate::http::{events, notifications, ops};
     ),
     paths(
         events::subscribe,
+        events::subscribe_me,
         notifications::publish,
         notifications::history,
         notifications::mark_read,

@@ -1,0 +1,309 @@
+//! `herald bench`: a load generator for any SSE notification server, given URL templates, so
+//! the same tool measures herald and the reference design. Scenarios are in [`scenarios`]; the
+//! streams ([`fleet`], [`conn`], [`sse`]) use a hand-written HTTP/1.1 + SSE client so that tens
+//! of thousands of idle streams stay cheap; publishes go through reqwest with keep-alive
+//! ([`publish`]). It only ever targets loopback addresses (127.0.0.0/8, checked in [`parse`]).
+
+mod conn;
+mod fleet;
+mod parse;
+mod publish;
+mod report;
+mod scenarios;
+mod sse;
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use conn::SseEndpoint;
+use fleet::{FleetConfig, StreamSpec};
+use parse::{
+    SourceAddrs, parse_body, parse_header, parse_pub_url, parse_source_addrs, parse_sub_url,
+};
+use publish::Publisher;
+
+/// Streams one source address carries by default: its ephemeral ports (about 28,000) then
+/// cover a run's streams, their reconnects and the closed sockets waiting in TIME_WAIT.
+const STREAMS_PER_SOURCE: usize = 5_000;
+/// Descriptors the bench keeps for itself beyond streams and publishers.
+const SPARE_FILES: u64 = 64;
+
+/// Measure an SSE server: open streams, publish, and time what arrives
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Prints a table, then one JSON line with every figure. Targets loopback only."
+)]
+pub struct BenchArgs {
+    /// hold: open idle streams; fanout: broadcasts to every stream; targeted: publishes to
+    /// random users; replay: drop every stream, publish, reconnect with Last-Event-ID
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// Stream URL template (`{user}` is each stream's user); repeat to spread streams
+    /// round-robin over several nodes
+    #[arg(long = "sub-url", value_name = "URL", default_value = "http://127.0.0.1:3000/events/{user}", value_parser = parse_sub_url)]
+    sub_urls: Vec<SseEndpoint>,
+    /// Publish URL template
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000/api/notifications/{user}", value_parser = parse_pub_url)]
+    pub_url: String,
+    /// Broadcast URL
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000/api/broadcast", value_parser = parse_pub_url)]
+    broadcast_url: String,
+    /// Body of publishes and broadcasts: `{ts}` becomes the send time (ns since the Unix
+    /// epoch, 19 digits), which each stream finds in the event's data; `{user}` the user
+    #[arg(long, value_name = "JSON", default_value = r#"{"title":"bench","message":"{ts}"}"#, value_parser = parse_body)]
+    pub_body: String,
+    /// Extra request header, e.g. `Authorization: Bearer K` (repeatable; sent on every request)
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    /// Server process whose memory and CPU to report (repeatable: figures are summed)
+    #[arg(long = "server-pid", value_name = "PID")]
+    server_pids: Vec<u32>,
+    /// Loopback source addresses for stream sockets, e.g. 127.0.0.2-127.0.0.41 [default: one
+    /// per 5,000 streams from 127.0.0.2]
+    #[arg(long, value_name = "RANGE", value_parser = parse_source_addrs)]
+    source_addrs: Option<SourceAddrs>,
+    /// Streams (one user each)
+    #[arg(
+        long,
+        visible_alias = "users",
+        value_name = "N",
+        default_value_t = 1000
+    )]
+    streams: usize,
+    /// fanout: broadcasts; replay: events published to each user while it is away
+    #[arg(long, value_name = "K", default_value_t = 10)]
+    events: u64,
+    /// Publishes per second (fanout: default 10; targeted and replay: unpaced by default)
+    #[arg(long, value_name = "R")]
+    rate: Option<f64>,
+    /// targeted: publishes to random users
+    #[arg(long, value_name = "M", default_value_t = 10_000)]
+    publishes: u64,
+    /// Concurrent keep-alive publishers (targeted and replay)
+    #[arg(long, value_name = "C", default_value_t = 32)]
+    concurrency: usize,
+    /// Streams connecting at once
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    connect_concurrency: usize,
+    /// replay: `user` publishes K notifications to each user; `broadcast` sends K broadcasts
+    #[arg(long, value_enum, default_value = "user")]
+    replay_with: ReplayWith,
+    /// How long to wait for events after the last publish before counting the rest as lost
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
+    deadline: Duration,
+    /// How long one stream may take to open (connect to first event)
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    open_timeout: Duration,
+    /// Prefix of user ids [default: `b` and a number from the clock, so runs never share users]
+    #[arg(long, value_name = "PREFIX")]
+    user_prefix: Option<String>,
+    /// A name for the server under test, copied into the report
+    #[arg(long)]
+    label: Option<String>,
+    /// Print only the JSON line
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Scenario {
+    Hold,
+    Fanout,
+    Targeted,
+    Replay,
+}
+
+/// What replay publishes while the streams are away.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplayWith {
+    User,
+    Broadcast,
+}
+
+/// A run's validated settings and shared clients.
+pub struct Setup {
+    pub args: BenchArgs,
+    pub sources: Vec<Ipv4Addr>,
+    pub users: Vec<Arc<str>>,
+    pub endpoints: Vec<Arc<SseEndpoint>>,
+    pub publisher: Arc<Publisher>,
+    pub headers: Arc<Vec<(String, String)>>,
+    /// Send times from before this (ns since the epoch) are not from this run.
+    pub send_time_floor: u64,
+}
+
+/// Runs the chosen scenario and prints its report.
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let setup = Setup::new(args)?;
+    let report = match setup.args.scenario {
+        Scenario::Hold => scenarios::hold(&setup).await,
+        Scenario::Fanout => scenarios::fanout(&setup).await,
+        Scenario::Targeted => scenarios::targeted(&setup).await,
+        Scenario::Replay => scenarios::replay(&setup).await,
+    };
+    report.print(setup.args.json)
+}
+
+impl Setup {
+    fn new(args: BenchArgs) -> anyhow::Result<Self> {
+        if args.streams == 0 {
+            bail!("--streams must be at least 1");
+        }
+        if args
+            .rate
+            .is_some_and(|rate| !(rate > 0.0 && rate.is_finite()))
+        {
+            bail!("--rate must be a positive number");
+        }
+        let files_needed = args.streams as u64 + args.concurrency as u64 + SPARE_FILES;
+        if let Some(limit) = open_files_limit() {
+            if files_needed > limit {
+                bail!(
+                    "{} streams need about {files_needed} open files, over this process's limit of {limit} (ulimit -n)",
+                    args.streams
+                );
+            }
+        }
+        let sources = match &args.source_addrs {
+            Some(SourceAddrs(sources)) => sources.clone(),
+            None => (0..args.streams.div_ceil(STREAMS_PER_SOURCE) as u32)
+                .map(|offset| Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 2)) + offset))
+                .collect(),
+        };
+        let prefix = args.user_prefix.clone().unwrap_or_else(|| {
+            let clock = fleet::now_ns() / 1_000_000 % 100_000_000;
+            format!("b{clock}-")
+        });
+        let users = (0..args.streams)
+            .map(|index| Arc::from(format!("{prefix}{index}")))
+            .collect();
+        let publisher = Arc::new(Publisher::new(&args.headers, args.pub_body.clone())?);
+        Ok(Self {
+            sources,
+            users,
+            endpoints: args.sub_urls.iter().cloned().map(Arc::new).collect(),
+            publisher,
+            headers: Arc::new(args.headers.clone()),
+            send_time_floor: fleet::now_ns().saturating_sub(1_000_000_000),
+            args,
+        })
+    }
+
+    /// One stream per user: stream `i` goes to node `i % nodes` from source `i % sources`.
+    pub fn specs(&self, last_event_ids: Option<Vec<Vec<u8>>>) -> Vec<StreamSpec> {
+        let mut last_event_ids = last_event_ids.map(Vec::into_iter);
+        self.users
+            .iter()
+            .enumerate()
+            .map(|(index, user)| StreamSpec {
+                endpoint: self.endpoints[index % self.endpoints.len()].clone(),
+                source: Some(self.sources[index % self.sources.len()]),
+                user: user.clone(),
+                last_event_id: last_event_ids.as_mut().and_then(Iterator::next),
+            })
+            .collect()
+    }
+
+    pub fn fleet_config(&self) -> FleetConfig {
+        FleetConfig {
+            headers: self.headers.clone(),
+            connect_concurrency: self.args.connect_concurrency,
+            open_timeout: self.args.open_timeout,
+            send_time_floor: self.send_time_floor,
+        }
+    }
+
+    /// The longest a fleet can take to open: each wave of `--connect-concurrency` streams
+    /// opens or fails within `--open-timeout`.
+    pub fn open_limit(&self) -> Duration {
+        let waves = self
+            .args
+            .streams
+            .div_ceil(self.args.connect_concurrency.max(1)) as u32;
+        self.args.open_timeout * (waves + 1)
+    }
+}
+
+/// The soft `Max open files` limit of this process.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_flag_parses_from_a_command_line() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: BenchArgs,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "bench",
+            "replay",
+            "--sub-url",
+            "http://127.0.0.1:1/e/{user}",
+            "--sub-url",
+            "http://127.0.0.2:1/e/{user}",
+            "--pub-url",
+            "http://127.0.0.1:1/p/{user}",
+            "--broadcast-url",
+            "http://localhost:1/b",
+            "--pub-body",
+            "{\"m\":\"{ts}\"}",
+            "--header",
+            "Authorization: Bearer k",
+            "--header",
+            "X-A: b",
+            "--server-pid",
+            "1",
+            "--server-pid",
+            "2",
+            "--source-addrs",
+            "127.0.0.2-127.0.0.41",
+            "--users",
+            "5",
+            "--events",
+            "2",
+            "--rate",
+            "3.5",
+            "--publishes",
+            "7",
+            "--concurrency",
+            "2",
+            "--connect-concurrency",
+            "3",
+            "--replay-with",
+            "broadcast",
+            "--deadline",
+            "2s",
+            "--open-timeout",
+            "1s",
+            "--user-prefix",
+            "x-",
+            "--label",
+            "l",
+            "--json",
+        ])
+        .expect("parses");
+        let args = cli.args;
+        assert_eq!(args.sub_urls.len(), 2);
+        assert_eq!(args.headers.len(), 2);
+        assert_eq!(args.server_pids, [1, 2]);
+        assert_eq!(
+            args.source_addrs.map(|SourceAddrs(addrs)| addrs.len()),
+            Some(40)
+        );
+        assert_eq!((args.streams, args.replay_with), (5, ReplayWith::Broadcast));
+        assert_eq!(args.deadline, Duration::from_secs(2));
+    }
+}

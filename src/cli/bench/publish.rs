@@ -1,0 +1,247 @@
+//! The publishing side: a keep-alive HTTP client posting the body template with `{user}` and
+//! `{ts}` filled in, from a bounded set of concurrent publishers, optionally paced. Each send is
+//! stamped from [`SendClock`], so a send time is unique in a run and names its event.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::fleet::now_ns;
+
+/// Whole-request limit for one publish.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Hands out send times: nanoseconds since the epoch, strictly increasing, so no two events of
+/// a run share one.
+#[derive(Default)]
+pub struct SendClock {
+    last: AtomicU64,
+}
+
+impl SendClock {
+    pub fn stamp(&self) -> u64 {
+        let now = now_ns();
+        let previous = self
+            .last
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+                Some(now.max(last + 1))
+            })
+            .unwrap_or(now);
+        now.max(previous + 1)
+    }
+}
+
+/// Which user each publish of a batch goes to.
+#[derive(Clone, Copy)]
+pub enum Pick {
+    /// No user: the URL and body have no `{user}` (broadcasts).
+    Nobody,
+    /// A user drawn at random (a fixed seed, so runs are comparable).
+    Random,
+    /// Publish `i` goes to user `i % users`, so every user gets the same number.
+    RoundRobin,
+}
+
+/// A batch of publishes.
+pub struct Plan<'a> {
+    pub url_template: &'a str,
+    pub users: &'a [Arc<str>],
+    pub pick: Pick,
+    pub count: u64,
+    pub concurrency: usize,
+    /// Publishes per second across all publishers; `None` sends as fast as answers come.
+    pub rate: Option<f64>,
+}
+
+/// One acknowledged publish.
+#[derive(Debug, Clone, Copy)]
+pub struct Sent {
+    /// Index into the plan's users, `None` for a broadcast.
+    pub user: Option<u32>,
+    pub send_time: u64,
+}
+
+/// What a batch did.
+#[derive(Debug, Default)]
+pub struct BatchOutcome {
+    pub sent: Vec<Sent>,
+    /// Request round trips of the acknowledged publishes.
+    pub latencies_ns: Vec<u64>,
+    pub failures: HashMap<String, u64>,
+    /// From the first send to the last answer.
+    pub elapsed: Duration,
+}
+
+/// Posts notifications or broadcasts over keep-alive connections.
+pub struct Publisher {
+    client: reqwest::Client,
+    body_template: String,
+    pub clock: SendClock,
+}
+
+impl Publisher {
+    pub fn new(headers: &[(String, String)], body_template: String) -> anyhow::Result<Self> {
+        let mut defaults = HeaderMap::new();
+        defaults.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        for (name, value) in headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .with_context(|| format!("bad header name {name:?}"))?;
+            let mut value = HeaderValue::from_str(value)
+                .with_context(|| format!("bad value for header {name}"))?;
+            value.set_sensitive(true);
+            defaults.insert(name, value);
+        }
+        let client = reqwest::Client::builder()
+            .default_headers(defaults)
+            .no_proxy()
+            .tcp_nodelay(true)
+            .timeout(REQUEST_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build()
+            .context("could not set up the HTTP client")?;
+        Ok(Self {
+            client,
+            body_template,
+            clock: SendClock::default(),
+        })
+    }
+
+    /// Sends one publish to `url` for `user`; returns its send time and round trip.
+    async fn post(&self, url: &str, user: &str) -> Result<(u64, Duration), String> {
+        let send_time = self.clock.stamp();
+        let body = self
+            .body_template
+            .replace("{user}", user)
+            .replace("{ts}", &send_time.to_string());
+        let began = Instant::now();
+        let response = self
+            .client
+            .post(url)
+            .body(body)
+            .send()
+            .await
+            .map_err(|error| root_cause(&error))?;
+        let status = response.status();
+        // Read the answer to its end so the connection goes back to the pool.
+        let read = response.bytes().await;
+        let round_trip = began.elapsed();
+        if !status.is_success() {
+            return Err(format!("status {}", status.as_u16()));
+        }
+        read.map_err(|error| root_cause(&error))?;
+        Ok((send_time, round_trip))
+    }
+
+    /// Runs `plan` with `plan.concurrency` publishers sharing one counter of publishes left.
+    pub async fn run(self: &Arc<Self>, plan: Plan<'_>) -> BatchOutcome {
+        let next = Arc::new(AtomicU64::new(0));
+        let began = Instant::now();
+        let users: Arc<[Arc<str>]> = plan.users.into();
+        let url_template: Arc<str> = plan.url_template.into();
+        let workers: Vec<_> = (0..plan.concurrency.max(1))
+            .map(|_| {
+                let (publisher, next, users, url_template) = (
+                    self.clone(),
+                    next.clone(),
+                    users.clone(),
+                    url_template.clone(),
+                );
+                let (count, rate, pick) = (plan.count, plan.rate, plan.pick);
+                tokio::spawn(async move {
+                    let mut outcome = BatchOutcome::default();
+                    loop {
+                        let index = next.fetch_add(1, Ordering::Relaxed);
+                        if index >= count {
+                            return outcome;
+                        }
+                        if let Some(rate) = rate {
+                            let due = began + Duration::from_secs_f64(index as f64 / rate);
+                            tokio::time::sleep_until(due.into()).await;
+                        }
+                        let user = pick_user(pick, index, users.len());
+                        let name = user.map_or("", |user| &*users[user as usize]);
+                        let url = url_template.replace("{user}", name);
+                        match publisher.post(&url, name).await {
+                            Ok((send_time, round_trip)) => {
+                                outcome.sent.push(Sent { user, send_time });
+                                outcome.latencies_ns.push(round_trip.as_nanos() as u64);
+                            }
+                            Err(reason) => *outcome.failures.entry(reason).or_insert(0) += 1,
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut total = BatchOutcome::default();
+        for worker in workers {
+            let Ok(outcome) = worker.await else {
+                *total
+                    .failures
+                    .entry("publisher panicked".into())
+                    .or_insert(0) += 1;
+                continue;
+            };
+            total.sent.extend(outcome.sent);
+            total.latencies_ns.extend(outcome.latencies_ns);
+            for (reason, count) in outcome.failures {
+                *total.failures.entry(reason).or_insert(0) += count;
+            }
+        }
+        total.elapsed = began.elapsed();
+        total
+    }
+}
+
+fn pick_user(pick: Pick, index: u64, users: usize) -> Option<u32> {
+    let users = users.max(1) as u64;
+    match pick {
+        Pick::Nobody => None,
+        Pick::RoundRobin => Some((index % users) as u32),
+        Pick::Random => Some((splitmix64(index) % users) as u32),
+    }
+}
+
+/// A fixed, well-mixed pseudo-random sequence (SplitMix64): good enough to spread publishes.
+fn splitmix64(index: u64) -> u64 {
+    let mut z = index.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The innermost cause of a reqwest error (its outer layers repeat the URL).
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    if error.to_string().contains("timed out") {
+        return "timed out".into();
+    }
+    cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_times_are_unique_and_increasing_even_within_one_nanosecond() {
+        let clock = SendClock::default();
+        let stamps: Vec<u64> = (0..10_000).map(|_| clock.stamp()).collect();
+        assert!(stamps.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[test]
+    fn round_robin_gives_every_user_the_same_share() {
+        let mut counts = [0; 4];
+        for index in 0..40 {
+            counts[pick_user(Pick::RoundRobin, index, 4).unwrap() as usize] += 1;
+        }
+        assert_eq!(counts, [10; 4]);
+    }
+}

@@ -1,0 +1,372 @@
+//! The four scenarios. Each opens its streams (one user per stream), publishes, waits for the
+//! deliveries it expects or for `--deadline`, and reports what arrived: nothing waits forever,
+//! and whatever did not arrive in time is counted as lost.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::fleet::{Fleet, OpenSummary, StreamOutcome, failure_counts};
+use super::publish::{BatchOutcome, Pick, Plan};
+use super::report::{Report, Sample, add_resources, round};
+use super::{ReplayWith, Setup};
+
+/// Pause after the last stream opened before reading the server's memory, so allocations made
+/// just after the greeting are counted.
+const SETTLE: Duration = Duration::from_secs(1);
+/// fanout's pace when `--rate` is not given.
+const DEFAULT_FANOUT_RATE: f64 = 10.0;
+
+/// Opens N idle streams as fast as the connect concurrency allows.
+pub async fn hold(setup: &Setup) -> Report {
+    let mut report = new_report(setup, "hold");
+    let before = Sample::take(&setup.args.server_pids);
+    let (fleet, open) = open_fleet(setup, None).await;
+    tokio::time::sleep(SETTLE).await;
+    let after = Sample::take(&setup.args.server_pids);
+    let outcomes = fleet.close().await;
+    add_open(&mut report, "", &open, &outcomes);
+    add_resources(&mut report, before, after, Some(open.opened));
+    report
+}
+
+/// K broadcasts at R/s to N streams; every stream should receive every one.
+pub async fn fanout(setup: &Setup) -> Report {
+    let args = &setup.args;
+    let rate = args.rate.unwrap_or(DEFAULT_FANOUT_RATE);
+    let mut report = new_report(setup, "fanout");
+    report.add("events", args.events, "");
+    report.add("rate", rate, "/s");
+    let before = Sample::take(&args.server_pids);
+    let (fleet, open) = open_fleet(setup, None).await;
+    eprintln!("bench: {} broadcasts at {rate}/s", args.events);
+    let sent = setup
+        .publisher
+        .run(Plan {
+            url_template: &args.broadcast_url,
+            users: &[],
+            pick: Pick::Nobody,
+            count: args.events,
+            concurrency: 1,
+            rate: Some(rate),
+        })
+        .await;
+    let target = open.opened * sent.sent.len() as u64;
+    fleet
+        .wait_delivered(target, Instant::now() + args.deadline)
+        .await;
+    let after = Sample::take(&args.server_pids);
+    let outcomes = fleet.close().await;
+    let mut broadcast_times: Vec<u64> = sent.sent.iter().map(|sent| sent.send_time).collect();
+    broadcast_times.sort_unstable();
+    let expected = vec![broadcast_times.as_slice(); outcomes.len()];
+    add_open(&mut report, "", &open, &outcomes);
+    // A handful of broadcasts: each one's round trip, in sending order, shows a slow one.
+    let each_ms: Vec<f64> = sent
+        .latencies_ns
+        .iter()
+        .map(|ns| round(*ns as f64 / 1e6, 3))
+        .collect();
+    report.add_json_only("broadcast_latencies_ms", each_ms);
+    add_publishes(&mut report, "broadcast", sent);
+    add_tally(&mut report, &tally(&outcomes, &expected, None), true);
+    add_resources(&mut report, before, after, None);
+    report
+}
+
+/// M publishes to random users (one stream each) from C concurrent keep-alive publishers.
+pub async fn targeted(setup: &Setup) -> Report {
+    let args = &setup.args;
+    let mut report = new_report(setup, "targeted");
+    report.add("publishes", args.publishes, "");
+    report.add("concurrency", args.concurrency as u64, "");
+    report.add("rate", args.rate, "/s");
+    let before = Sample::take(&args.server_pids);
+    let (fleet, open) = open_fleet(setup, None).await;
+    eprintln!(
+        "bench: {} publishes, {} at a time",
+        args.publishes, args.concurrency
+    );
+    let sent = setup
+        .publisher
+        .run(Plan {
+            url_template: &args.pub_url,
+            users: &setup.users,
+            pick: Pick::Random,
+            count: args.publishes,
+            concurrency: args.concurrency,
+            rate: args.rate,
+        })
+        .await;
+    fleet
+        .wait_delivered(sent.sent.len() as u64, Instant::now() + args.deadline)
+        .await;
+    let after = Sample::take(&args.server_pids);
+    let outcomes = fleet.close().await;
+    let per_user = send_times_per_user(&sent, outcomes.len());
+    let expected: Vec<&[u64]> = per_user.iter().map(Vec::as_slice).collect();
+    add_open(&mut report, "", &open, &outcomes);
+    add_publishes(&mut report, "publish", sent);
+    add_tally(&mut report, &tally(&outcomes, &expected, None), true);
+    add_resources(&mut report, before, after, None);
+    report
+}
+
+/// N streams get one event each (so they have an id), all drop, K events per user (or K
+/// broadcasts) are published, and all reconnect at once with `Last-Event-ID`.
+pub async fn replay(setup: &Setup) -> Report {
+    let args = &setup.args;
+    let mut report = new_report(setup, "replay");
+    report.add("events", args.events, "");
+    let replay_with = match args.replay_with {
+        ReplayWith::User => "user",
+        ReplayWith::Broadcast => "broadcast",
+    };
+    report.add("replay_with", replay_with, "");
+    let before = Sample::take(&args.server_pids);
+    let (fleet, open) = open_fleet(setup, None).await;
+    // The warm-up gives every stream an id to come back with.
+    let warm_up = match args.replay_with {
+        ReplayWith::User => {
+            setup
+                .publisher
+                .run(user_plan(setup, args.streams as u64))
+                .await
+        }
+        ReplayWith::Broadcast => setup.publisher.run(broadcast_plan(setup, 1)).await,
+    };
+    let warm_target = match args.replay_with {
+        ReplayWith::User => warm_up.sent.len() as u64,
+        ReplayWith::Broadcast => open.opened * warm_up.sent.len() as u64,
+    };
+    let warmed = fleet
+        .wait_delivered(warm_target, Instant::now() + args.deadline)
+        .await;
+    report.add("warmup_delivered", fleet.delivered(), "");
+    if warmed.is_none() {
+        eprintln!(
+            "bench: warm-up incomplete: {} of {warm_target} arrived",
+            fleet.delivered()
+        );
+    }
+    let first = fleet.close().await;
+    add_open(&mut report, "", &open, &first);
+    eprintln!(
+        "bench: every stream dropped; publishing {} events each",
+        args.events
+    );
+    let sent = match args.replay_with {
+        ReplayWith::User => {
+            let count = args.streams as u64 * args.events;
+            setup.publisher.run(user_plan(setup, count)).await
+        }
+        ReplayWith::Broadcast => {
+            setup
+                .publisher
+                .run(broadcast_plan(setup, args.events))
+                .await
+        }
+    };
+    let per_user = match args.replay_with {
+        ReplayWith::User => send_times_per_user(&sent, first.len()),
+        ReplayWith::Broadcast => {
+            let mut times: Vec<u64> = sent.sent.iter().map(|sent| sent.send_time).collect();
+            times.sort_unstable();
+            vec![times; first.len()]
+        }
+    };
+    let target: u64 = per_user.iter().map(|times| times.len() as u64).sum();
+    let last_ids: Vec<Vec<u8>> = first
+        .iter()
+        .map(|outcome| outcome.last_event_id.clone())
+        .collect();
+    let earlier: Vec<Vec<u64>> = first
+        .iter()
+        .map(|outcome| outcome.deliveries.iter().map(|d| d.send_time).collect())
+        .collect();
+    add_publishes(&mut report, "publish", sent);
+
+    eprintln!(
+        "bench: reconnecting {} streams with Last-Event-ID",
+        args.streams
+    );
+    let reconnect_began = Instant::now();
+    let (fleet, reopen) = open_fleet(setup, Some(last_ids)).await;
+    let caught_up = fleet
+        .wait_delivered(target, Instant::now() + args.deadline)
+        .await;
+    let after = Sample::take(&args.server_pids);
+    let second = fleet.close().await;
+    add_open(&mut report, "reconnect_", &reopen, &second);
+    report.add(
+        "catchup_s",
+        caught_up.map(|at| round((at - reconnect_began).as_secs_f64(), 3)),
+        "s",
+    );
+    let expected: Vec<&[u64]> = per_user.iter().map(Vec::as_slice).collect();
+    add_tally(
+        &mut report,
+        &tally(&second, &expected, Some(&earlier)),
+        false,
+    );
+    add_resources(&mut report, before, after, None);
+    report
+}
+
+fn new_report(setup: &Setup, scenario: &str) -> Report {
+    let args = &setup.args;
+    let mut report = Report::new(scenario, args.label.as_deref());
+    report.add("streams", args.streams as u64, "");
+    report.add("users", args.streams as u64, "(one stream each)");
+    report.add("nodes", setup.endpoints.len() as u64, "");
+    report.add("source_addrs", setup.sources.len() as u64, "");
+    report.add("connect_concurrency", args.connect_concurrency as u64, "");
+    report
+}
+
+/// One notification to each user in turn, `count` in all.
+fn user_plan(setup: &Setup, count: u64) -> Plan<'_> {
+    Plan {
+        url_template: &setup.args.pub_url,
+        users: &setup.users,
+        pick: Pick::RoundRobin,
+        count,
+        concurrency: setup.args.concurrency,
+        rate: setup.args.rate,
+    }
+}
+
+fn broadcast_plan(setup: &Setup, count: u64) -> Plan<'_> {
+    Plan {
+        url_template: &setup.args.broadcast_url,
+        users: &[],
+        pick: Pick::Nobody,
+        count,
+        concurrency: 1,
+        rate: setup.args.rate,
+    }
+}
+
+/// Opens a stream per user (with these `Last-Event-ID`s, if any) and waits until each opened
+/// or failed.
+async fn open_fleet(setup: &Setup, last_ids: Option<Vec<Vec<u8>>>) -> (Fleet, OpenSummary) {
+    eprintln!("bench: opening {} streams", setup.args.streams);
+    let fleet = Fleet::open(setup.specs(last_ids), &setup.fleet_config());
+    let open = fleet.wait_open(setup.open_limit()).await;
+    eprintln!(
+        "bench: {} open, {} failed in {:.2}s",
+        open.opened,
+        open.failed,
+        open.elapsed.as_secs_f64()
+    );
+    (fleet, open)
+}
+
+fn add_open(report: &mut Report, prefix: &str, open: &OpenSummary, outcomes: &[StreamOutcome]) {
+    report.add(&format!("{prefix}opened"), open.opened, "");
+    report.add(&format!("{prefix}open_failures"), open.failed, "");
+    report.seconds(&format!("{prefix}connect_s"), open.elapsed);
+    let rate = open.opened as f64 / open.elapsed.as_secs_f64().max(1e-9);
+    report.add(&format!("{prefix}streams_per_s"), round(rate, 1), "/s");
+    let mut latencies: Vec<u64> = outcomes
+        .iter()
+        .filter_map(|outcome| outcome.open_latency)
+        .map(|latency| latency.as_nanos() as u64)
+        .collect();
+    report.percentiles(&format!("{prefix}open"), &mut latencies);
+    report.reasons(
+        &format!("{prefix}failure_reasons"),
+        &failure_counts(outcomes),
+    );
+    let ended: u64 = outcomes.iter().filter(|o| o.ended_early.is_some()).count() as u64;
+    report.add(&format!("{prefix}ended_by_server"), ended, "");
+}
+
+fn add_publishes(report: &mut Report, what: &str, mut sent: BatchOutcome) {
+    let ok = sent.sent.len() as u64;
+    report.add(&format!("{what}_ok"), ok, "");
+    let failed: u64 = sent.failures.values().sum();
+    report.add(&format!("{what}_failed"), failed, "");
+    report.seconds(&format!("{what}_s"), sent.elapsed);
+    let rate = ok as f64 / sent.elapsed.as_secs_f64().max(1e-9);
+    report.add(&format!("{what}_per_s"), round(rate, 1), "/s");
+    report.percentiles(&format!("{what}_latency"), &mut sent.latencies_ns);
+    report.reasons(&format!("{what}_failure_reasons"), &sent.failures);
+}
+
+/// Send times of the acknowledged publishes, grouped by user and sorted.
+fn send_times_per_user(sent: &BatchOutcome, users: usize) -> Vec<Vec<u64>> {
+    let mut per_user = vec![Vec::new(); users];
+    for sent in &sent.sent {
+        if let Some(user) = sent.user {
+            per_user[user as usize].push(sent.send_time);
+        }
+    }
+    per_user.iter_mut().for_each(|times| times.sort_unstable());
+    per_user
+}
+
+/// What arrived compared with what should have.
+#[derive(Debug, Default)]
+struct Tally {
+    expected: u64,
+    /// Expected events that arrived (each counted once per stream).
+    delivered: u64,
+    /// Arrivals of an event the stream already had (on this connection or an earlier one).
+    duplicates: u64,
+    /// Arrivals of events this stream should not have had.
+    unexpected: u64,
+    /// Receive minus send time of each first arrival.
+    latencies_ns: Vec<u64>,
+    events_without_send_time: u64,
+    comments: u64,
+}
+
+/// Compares each stream's deliveries with its expected send times (sorted), counting as
+/// duplicates anything already received on an `earlier` connection.
+fn tally(outcomes: &[StreamOutcome], expected: &[&[u64]], earlier: Option<&[Vec<u64>]>) -> Tally {
+    let mut tally = Tally::default();
+    for (index, outcome) in outcomes.iter().enumerate() {
+        let expected = expected.get(index).copied().unwrap_or_default();
+        tally.expected += expected.len() as u64;
+        tally.events_without_send_time += outcome.other_events;
+        tally.comments += outcome.comments;
+        let earlier = earlier.and_then(|earlier| earlier.get(index));
+        let mut counts: HashMap<u64, (u64, u64)> = HashMap::new();
+        for delivery in &outcome.deliveries {
+            let entry = counts.entry(delivery.send_time).or_insert((0, u64::MAX));
+            entry.0 += 1;
+            entry.1 = entry.1.min(delivery.latency_ns);
+        }
+        for (send_time, (count, latency)) in counts {
+            let seen_before = earlier.is_some_and(|earlier| earlier.contains(&send_time));
+            if seen_before {
+                tally.duplicates += count;
+            } else if expected.binary_search(&send_time).is_ok() {
+                tally.delivered += 1;
+                tally.duplicates += count - 1;
+                tally.latencies_ns.push(latency);
+            } else {
+                tally.unexpected += count;
+            }
+        }
+    }
+    tally
+}
+
+fn add_tally(report: &mut Report, tally: &Tally, with_latency: bool) {
+    report.add("expected", tally.expected, "deliveries");
+    report.add("delivered", tally.delivered, "");
+    report.add("lost", tally.expected - tally.delivered, "");
+    report.add("duplicates", tally.duplicates, "");
+    report.add("unexpected", tally.unexpected, "");
+    report.add(
+        "events_without_send_time",
+        tally.events_without_send_time,
+        "",
+    );
+    report.add("comments", tally.comments, "(heartbeats)");
+    if with_latency {
+        let mut latencies = tally.latencies_ns.clone();
+        report.percentiles("delivery_latency", &mut latencies);
+    }
+}

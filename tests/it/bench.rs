@@ -1,0 +1,149 @@
+//! `herald bench` run as the real binary against a real herald child process: each scenario,
+//! with a handful of streams, runs to its end by itself, loses nothing, duplicates nothing and
+//! prints its JSON line. Timings are never asserted: they belong to the machine, not the code.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::process::Command;
+use tokio::time::timeout;
+
+use crate::helpers::ServerProcess;
+
+/// A scenario of this size finishes in a few seconds; this is the ceiling before the test fails.
+const BENCH_WAIT: Duration = Duration::from_secs(60);
+
+/// A herald child process to measure, and the directory it keeps its data in.
+struct Target {
+    server: ServerProcess,
+    _data: TempDir,
+}
+
+impl Target {
+    fn start() -> Self {
+        let data = TempDir::new().expect("temp dir");
+        let server = ServerProcess::start(&data.path().join("data"), &[]);
+        Self {
+            server,
+            _data: data,
+        }
+    }
+
+    /// Runs `herald bench ARGS` against this server and returns its last stdout line as JSON.
+    async fn bench(&self, args: &[&str]) -> Value {
+        let base = &self.server.url;
+        let output = timeout(
+            BENCH_WAIT,
+            Command::new(env!("CARGO_BIN_EXE_herald"))
+                .arg("bench")
+                .args(args)
+                .args(["--sub-url", &format!("{base}/events/{{user}}")])
+                .args(["--pub-url", &format!("{base}/api/notifications/{{user}}")])
+                .args(["--broadcast-url", &format!("{base}/api/broadcast")])
+                .args(["--server-pid", &self.server.child.id().to_string()])
+                .args(["--deadline", "10s"])
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("the bench ended by itself in time")
+        .expect("the bench ran");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "bench failed: {stderr}\n{stdout}");
+        let last = stdout.lines().last().expect("a JSON line");
+        serde_json::from_str(last).unwrap_or_else(|_| panic!("the last line is JSON: {last}"))
+    }
+}
+
+fn assert_every_event_arrived_once(report: &Value, expected: u64) {
+    assert_eq!(report["open_failures"], 0, "{report}");
+    assert_eq!(report["expected"], expected, "{report}");
+    assert_eq!(report["delivered"], expected, "{report}");
+    assert_eq!(report["lost"], 0, "{report}");
+    assert_eq!(report["duplicates"], 0, "{report}");
+    assert_eq!(report["unexpected"], 0, "{report}");
+}
+
+#[tokio::test]
+async fn hold_opens_every_stream_and_reports_the_servers_memory() {
+    let target = Target::start();
+    let report = target.bench(&["hold", "--streams", "20"]).await;
+    assert_eq!(report["scenario"], "hold");
+    assert_eq!(report["opened"], 20, "{report}");
+    assert_eq!(report["open_failures"], 0, "{report}");
+    assert!(report["server_rss_after_kib"].is_u64(), "{report}");
+    assert!(report["streams_per_s"].is_number(), "{report}");
+}
+
+#[tokio::test]
+async fn fanout_delivers_every_broadcast_to_every_stream() {
+    let target = Target::start();
+    let report = target
+        .bench(&["fanout", "--streams", "10", "--events", "3", "--rate", "20"])
+        .await;
+    assert_every_event_arrived_once(&report, 30);
+    assert!(report["delivery_latency_p99_ms"].is_number(), "{report}");
+}
+
+#[tokio::test]
+async fn targeted_delivers_every_publish_to_its_user_once() {
+    let target = Target::start();
+    let report = target
+        .bench(&[
+            "targeted",
+            "--users",
+            "10",
+            "--publishes",
+            "50",
+            "--concurrency",
+            "4",
+        ])
+        .await;
+    assert_eq!(report["publish_ok"], 50, "{report}");
+    assert_every_event_arrived_once(&report, 50);
+}
+
+#[tokio::test]
+async fn replay_after_every_stream_dropped_delivers_each_missed_event_once() {
+    let target = Target::start();
+    for replay_with in ["user", "broadcast"] {
+        let report = target
+            .bench(&[
+                "replay",
+                "--streams",
+                "10",
+                "--events",
+                "3",
+                "--replay-with",
+                replay_with,
+            ])
+            .await;
+        assert_eq!(report["reconnect_open_failures"], 0, "{report}");
+        assert!(report["catchup_s"].is_number(), "{report}");
+        assert_every_event_arrived_once(&report, 30);
+    }
+}
+
+#[tokio::test]
+async fn bench_refuses_targets_outside_loopback() {
+    let output = timeout(
+        BENCH_WAIT,
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args([
+                "bench",
+                "hold",
+                "--sub-url",
+                "http://192.0.2.1:3000/events/{user}",
+            ])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("refused at once")
+    .expect("the bench ran");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("loopback"), "{stderr}");
+}
