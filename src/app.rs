@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(http::events::router())
         .merge(http::notifications::router())
         .merge(http::ops::router())
+        .merge(http::assets::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(http::extract::MAX_BODY_BYTES))

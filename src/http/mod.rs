@@ -1,6 +1,7 @@
 //! The HTTP edge, one file per resource, each with its own `router()`.
 
 pub mod access_log;
+pub mod assets;
 pub mod events;
 pub mod extract;
 pub mod notifications;

@@ -2,6 +2,7 @@
 //! server over loopback HTTP with a real SQLite file in its own temporary directory.
 
 mod api;
+mod assets;
 mod auth;
 mod bench;
 mod cli;

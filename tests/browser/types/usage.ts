@@ -1,0 +1,70 @@
+// Compiled (never run) by types.test.mjs against web/herald.d.ts: the uses a web app would
+// write type-check, and the mistakes marked @ts-expect-error are caught (an expectation that no
+// longer fails is itself an error).
+
+import Herald, {
+  subscribe, backoffDelay, HeraldError, SseParser,
+  type Notification, type HeraldEvent, type ConnectionState, type Subscription,
+} from '../../../web/herald.js';
+
+const shown: Notification[] = [];
+let state: ConnectionState = 'connecting';
+
+const sub: Subscription = subscribe({
+  user: 'alice',
+  server: 'https://herald.example.com',
+  lastEventId: '42',
+  backoff: { baseMs: 500, maxMs: 20_000 },
+  onNotification(n, event) {
+    shown.push(n);
+    const kind: 'info' | 'success' | 'warning' | 'error' = n.type;
+    const link: string | undefined = n.link;
+    const id: string | null = event.id;
+    void kind; void link; void id;
+  },
+  onAnnouncement(a) { const t: 'info' = a.type; void t; },
+  onRead(change) {
+    if (change.all) return;
+    const ids: string[] = change.ids;
+    void ids;
+  },
+  onResync(r) { const oldest: string | null = r.oldestId; void oldest; },
+  onStateChange(next, info) { state = next; void info.delayMs; },
+  onError(err) { if (err instanceof HeraldError) void err.status; },
+  onEvent(event: HeraldEvent) {
+    if (event.type === 'notification') {
+      const title: string = event.data.title;
+      void title;
+    }
+  },
+});
+const last: string | null = sub.lastEventId;
+void last;
+sub.close();
+
+// /events/me with a token that is refreshed on expiry.
+subscribe({
+  token: async () => 'jwt',
+  onReauth: async () => 'fresh-jwt',
+});
+subscribe({ url: new URL('https://h.example/events/bob'), transport: 'eventsource', withCredentials: true });
+
+const delay: number = backoffDelay(3, 1000, 30_000, Math.random);
+const parser = new SseParser({ onEvent: (e) => void e.data, onRetry: (ms) => void ms });
+parser.push('data: x\n\n');
+Herald.subscribe({ user: 'carol' });
+window.Herald.subscribe({ user: 'dave' });
+void delay; void state;
+
+// @ts-expect-error: a subscription needs a url, a user or a token
+subscribe({});
+// @ts-expect-error: a user's stream and a full URL at once is ambiguous
+subscribe({ user: 'a', url: '/events/b' });
+// @ts-expect-error: no such transport
+subscribe({ user: 'a', transport: 'websocket' });
+// @ts-expect-error: ids are strings
+subscribe({ user: 'a', onRead: (change) => { if (!change.all) { const n: number[] = change.ids; void n; } } });
+// @ts-expect-error: onReauth hands back a token string, not a number
+subscribe({ token: 't', onReauth: () => 42 });
+// @ts-expect-error: notifications have no `body`
+subscribe({ user: 'a', onNotification: (n) => n.body });
