@@ -13,6 +13,8 @@
 //! - [`error`]: the single `{"error"}` response type.
 //! - [`metrics`]: the node's Prometheus registry.
 //! - [`server`]: accepting connections and draining on shutdown.
+//! - [`http1_streams`]: plain HTTP/1.x connections, with SSE streams written by hand so an idle
+//!   one stays small; everything else is handed to hyper.
 //! - [`tls`]: HTTPS with HTTP/2 from `--tls-cert` and `--tls-key`.
 
 pub mod app;
@@ -21,6 +23,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod http1_streams;
 pub mod hub;
 pub mod metrics;
 pub mod server;

@@ -1,4 +1,6 @@
-//! Running a node: build the parts, accept connections, and drain on the stop signal.
+//! Running a node: build the parts, accept connections, and drain on the stop signal. Plain
+//! connections go to [`crate::http1_streams`], which writes SSE streams itself and hands the
+//! rest to hyper; TLS connections go to hyper (HTTP/2 by ALPN).
 //!
 //! The drain follows SPEC §6: `/readyz` turns 503 and new streams get only a `retry:` line;
 //! open streams are ended one by one, spread over the first half of the shutdown window so
@@ -24,6 +26,7 @@ use tower::Service;
 use crate::app::{AppState, router};
 use crate::config::Settings;
 use crate::http::rate_limit::{self, PublishLimiter};
+use crate::http1_streams::Http1Streams;
 use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
 use crate::store::{RedisStore, SqliteStore, Store, StoreError};
@@ -40,6 +43,9 @@ pub enum StartError {
 /// How often an idle HTTP/2 connection is pinged, and how long the answer may take: an SSE
 /// stream on a dead connection is otherwise found only when its send window fills.
 const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// How long a client may take to send a request head, idle keep-alive waits included.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Serves on `listener` until `stop` completes, then drains within the shutdown timeout.
 pub async fn run(
@@ -96,43 +102,36 @@ async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(HEAD_TIMEOUT);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(HTTP2_KEEP_ALIVE)
         .keep_alive_timeout(HTTP2_KEEP_ALIVE);
     let graceful = GracefulShutdown::new();
-    // Ends TLS handshakes still in progress when the connections drain.
-    let handshakes = CancellationToken::new();
+    // Ends what still waits for a client when the connections drain: TLS handshakes, and
+    // request heads on plain connections.
+    let waiting = CancellationToken::new();
+    let plain = Http1Streams::new(app.clone(), builder.clone(), waiting.clone(), HEAD_TIMEOUT);
     let accept = |stream: tokio::net::TcpStream, remote: SocketAddr| {
         state.metrics.connections_accepted.inc();
         // Small writes are the whole point of SSE: send them now.
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        // Each request learns its client's address (for per-client limits).
-        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(remote));
-            app.clone().call(request)
-        });
         let Some(acceptor) = &tls else {
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let connection = graceful.watch(connection.into_owned());
-            tokio::spawn(async move {
-                // Errors here are clients going away or slow readers being cut off.
-                if let Err(error) = connection.await {
-                    tracing::trace!(%error, "connection ended");
-                }
-            });
+            tokio::spawn(plain.clone().serve(stream, remote, graceful.watcher()));
             return;
+        };
+        let service = WithClientAddress {
+            app: app.clone(),
+            remote,
         };
         // The handshake runs in the connection's own task: a slow client never holds up the
         // accept loop. The watcher is taken now so the drain waits for (or ends) the handshake.
         let (acceptor, builder) = (acceptor.clone(), builder.clone());
-        let (watcher, handshakes) = (graceful.watcher(), handshakes.clone());
+        let (watcher, waiting) = (graceful.watcher(), waiting.clone());
         tokio::spawn(async move {
             let stream = tokio::select! {
-                () = handshakes.cancelled() => return,
+                () = waiting.cancelled() => return,
                 stream = tls::handshake(acceptor, stream) => match stream {
                     Some(stream) => stream,
                     None => return,
@@ -182,7 +181,7 @@ async fn serve(
     // Leave a little of the window for the store's final commit.
     let margin = (timeout / 10).min(Duration::from_secs(1));
     let connections_deadline = deadline.checked_sub(margin).unwrap_or(deadline);
-    handshakes.cancel();
+    waiting.cancel();
     if tokio::time::timeout_at(connections_deadline, graceful.shutdown())
         .await
         .is_err()
@@ -193,6 +192,25 @@ async fn serve(
     state.store.close().await;
     tracing::info!("drained");
     Ok(())
+}
+
+/// The hyper service of one connection: each request learns its client's address (for
+/// per-client limits).
+#[derive(Clone)]
+pub(crate) struct WithClientAddress {
+    pub app: axum::Router,
+    pub remote: SocketAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for WithClientAddress {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.remote));
+        self.app.clone().call(request)
+    }
 }
 
 async fn build_state(settings: Settings) -> Result<AppState, StartError> {

@@ -12,6 +12,7 @@ mod cors;
 mod durability;
 mod fuzz;
 mod helpers;
+mod http1;
 mod isolation;
 mod limits;
 mod logs;

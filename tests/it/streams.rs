@@ -178,7 +178,22 @@ async fn a_reconnect_during_concurrent_publishing_has_no_gap_and_no_duplicate() 
     let publisher = {
         let client = app.client.clone();
         let url = app.url("/api/notifications/frank");
+        let stats = app.url("/api/stats");
         tokio::spawn(async move {
+            // Not before the first stream is in: it starts live, so it would never see an
+            // event published ahead of it, and the test would wait for it forever.
+            while client
+                .get(&stats)
+                .send()
+                .await
+                .expect("stats sent")
+                .json::<serde_json::Value>()
+                .await
+                .expect("stats")["totalConnections"]
+                != 1
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             for n in 0..TOTAL {
                 let response = client
                     .post(&url)

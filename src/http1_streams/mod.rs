@@ -1,0 +1,168 @@
+//! A lean HTTP/1.x path for SSE streams, because idle streams are what a node holds by the ten
+//! thousand. hyper keeps its read and write buffers (8 KiB or more each) and a 1.7 KiB
+//! connection future for a connection's whole life: ~20 KiB per idle stream. Here a plain
+//! connection's request head is read into a small buffer that is gone before the answer, the
+//! same router answers it (auth, CORS, limits, replay and every status are unchanged), and an
+//! event stream is written straight from its body to the socket, so an idle stream costs its
+//! task, its queue and its socket (~2 KiB). Everything else (other requests, bodies, upgrades,
+//! HTTP/2 by prior knowledge, odd or oversized heads) is handed to hyper with the bytes
+//! already read.
+
+mod head;
+mod rewind;
+mod write;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tower::Service;
+
+use self::head::Head;
+use self::rewind::Rewind;
+use crate::server::WithClientAddress;
+
+/// What every plain connection shares.
+pub struct Http1Streams {
+    app: Router,
+    /// Serves the connections this path hands over.
+    hyper: auto::Builder<TokioExecutor>,
+    /// Cancelled when the drain ends connections: one waiting for a request head closes.
+    closing: CancellationToken,
+    /// How long a client may take to send a whole request head (and an idle keep-alive
+    /// connection may wait for its next one), as hyper's `header_read_timeout`.
+    head_timeout: Duration,
+}
+
+impl Http1Streams {
+    pub fn new(
+        app: Router,
+        hyper: auto::Builder<TokioExecutor>,
+        closing: CancellationToken,
+        head_timeout: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            app,
+            hyper,
+            closing,
+            head_timeout,
+        })
+    }
+
+    /// Serves one plain connection to its end. `watcher` keeps the drain waiting until then.
+    pub fn serve(
+        self: Arc<Self>,
+        socket: TcpStream,
+        remote: SocketAddr,
+        watcher: Watcher,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        // What an idle stream costs is mostly this task, which lives as long as the stream: so
+        // everything before the stream starts runs in a box that is gone by then, and the
+        // block ends each value's storage before the long await.
+        let answering = Box::pin(self.answer_until_stream(socket, remote, watcher));
+        async move {
+            let (stream, watcher) = {
+                let Some(Opened {
+                    socket,
+                    response,
+                    version,
+                    watcher,
+                }) = answering.await
+                else {
+                    return;
+                };
+                (write::event_stream(socket, response, version), watcher)
+            };
+            stream.await;
+            drop(watcher);
+        }
+    }
+
+    /// Answers requests until one opens an event stream (returned unwritten), or hands the
+    /// connection to hyper and serves it there, or the connection ends.
+    async fn answer_until_stream(
+        self: Arc<Self>,
+        mut socket: TcpStream,
+        remote: SocketAddr,
+        watcher: Watcher,
+    ) -> Option<Opened> {
+        let mut read = Vec::new();
+        loop {
+            let head = tokio::select! {
+                () = self.closing.cancelled() => return None,
+                head = tokio::time::timeout(self.head_timeout, head::read(&socket, &mut read, remote)) => head,
+            };
+            // A client that never finishes its head is closed, as hyper's timeout does.
+            let Ok(head) = head else {
+                return None;
+            };
+            let (request, keep_alive) = match head {
+                Head::Stream {
+                    request,
+                    keep_alive,
+                    rest,
+                } => {
+                    read = rest;
+                    (request, keep_alive)
+                }
+                Head::Other(read) => {
+                    self.hand_to_hyper(socket, remote, read, watcher).await;
+                    return None;
+                }
+                Head::Closed => return None,
+            };
+            let version = request.version();
+            let Ok(response) = self.app.clone().call(request).await;
+            if write::is_event_stream(&response) {
+                return Some(Opened {
+                    socket,
+                    response,
+                    version,
+                    watcher,
+                });
+            }
+            if !write::whole(&mut socket, response, version, keep_alive).await {
+                return None;
+            }
+        }
+    }
+
+    async fn hand_to_hyper(
+        &self,
+        socket: TcpStream,
+        remote: SocketAddr,
+        read: bytes::Bytes,
+        watcher: Watcher,
+    ) {
+        let io = TokioIo::new(Rewind::new(read, socket));
+        let service = WithClientAddress {
+            app: self.app.clone(),
+            remote,
+        };
+        let connection = self
+            .hyper
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        if let Err(error) = watcher.watch(connection).await {
+            // Clients going away, or slow readers being cut off.
+            tracing::trace!(%error, "connection ended");
+        }
+    }
+}
+
+/// A connection whose request opened an event stream, not yet written.
+struct Opened {
+    socket: TcpStream,
+    response: axum::response::Response,
+    version: axum::http::Version,
+    watcher: Watcher,
+}
+
+#[cfg(test)]
+mod tests;

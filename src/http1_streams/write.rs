@@ -1,0 +1,387 @@
+//! Writing the router's answer onto a plain HTTP/1.x connection. An event stream goes out frame
+//! by frame straight from the body, with nothing buffered while it idles; then the connection
+//! closes. Any other answer is collected and written whole, and the connection may go on.
+
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, Version, header};
+use axum::response::Response;
+use bytes::Bytes;
+use http_body::Body as _;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A body this path writes whole: router error answers are a few hundred bytes.
+const MAX_WHOLE_BODY: usize = 1 << 20;
+/// Reads of unexpected client bytes per wake-up before the stream yields to other tasks.
+const DISCARDS_PER_WAKE: usize = 16;
+
+/// Whether `response` is an SSE stream, which this path writes itself.
+pub fn is_event_stream(response: &Response) -> bool {
+    response.status() == StatusCode::OK
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"))
+}
+
+/// Writes an event stream until its body ends (a clean end), fails (the stream was aborted:
+/// the connection is cut without a clean end, so the client knows to reconnect) or the client
+/// goes away. HTTP/1.1 gets chunks (which keep-alive clients need to find the end); HTTP/1.0
+/// gets a body that ends when the connection closes. The connection closes either way.
+pub fn event_stream(
+    socket: TcpStream,
+    response: Response,
+    version: Version,
+) -> impl Future<Output = ()> + Send {
+    let (parts, body) = response.into_parts();
+    let chunked = version == Version::HTTP_11;
+    let framing: &[u8] = if chunked {
+        b"transfer-encoding: chunked\r\n"
+    } else {
+        b""
+    };
+    let head = encode_head(version, parts.status, &parts.headers, framing, true);
+    // Only what the stream needs crosses into its future, which lives as long as the stream.
+    copy_stream(
+        socket,
+        body,
+        Out {
+            head,
+            chunked,
+            ..Out::default()
+        },
+    )
+}
+
+/// Writes `head` with the first frame (the preamble is ready at once: one write, not two),
+/// then each frame as it comes.
+// Not an `async fn`: one would keep its arguments and its own copies of them side by side for
+// the stream's whole life; the block's captures are the only copies.
+#[allow(clippy::manual_async_fn)]
+fn copy_stream(
+    mut socket: TcpStream,
+    mut body: Body,
+    mut out: Out,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        loop {
+            let then = match next_data(&socket, &mut body).await {
+                Next::Data(data) => {
+                    out.frame(data);
+                    Then::More
+                }
+                Next::End => {
+                    out.end();
+                    Then::Finish
+                }
+                Next::Aborted => Then::Cut,
+                Next::ClientGone => return,
+            };
+            if std::future::poll_fn(|cx| out.poll_write(&mut socket, cx))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            match then {
+                Then::More => {}
+                Then::Finish => {
+                    let _ = socket.shutdown().await;
+                    return;
+                }
+                Then::Cut => return,
+            }
+        }
+    }
+}
+
+/// What follows a write of an event stream.
+enum Then {
+    More,
+    /// The body ended: the connection closes cleanly.
+    Finish,
+    /// The body failed: the connection is dropped at once.
+    Cut,
+}
+
+/// The bytes of one write on an event stream: the head (first write only), a chunk-size line,
+/// the frame and a tail. Kept as parts, not copied together, and small: it lives in the
+/// stream's task for the stream's whole life.
+#[derive(Default)]
+struct Out {
+    /// HTTP/1.1 frames are chunks; HTTP/1.0 ones are written as they are.
+    chunked: bool,
+    head: Vec<u8>,
+    size: ChunkSize,
+    data: Bytes,
+    tail: &'static [u8],
+    /// How much of the parts the socket has taken.
+    written: usize,
+}
+
+impl Out {
+    fn frame(&mut self, data: Bytes) {
+        if self.chunked {
+            self.size.set(data.len());
+            self.tail = b"\r\n";
+        }
+        self.data = data;
+    }
+
+    fn end(&mut self) {
+        if self.chunked {
+            self.tail = b"0\r\n\r\n";
+        }
+    }
+
+    /// Ready once every part is written; then `self` is empty again.
+    fn poll_write(&mut self, socket: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let mut slices = [
+                IoSlice::new(&self.head),
+                IoSlice::new(self.size.line()),
+                IoSlice::new(&self.data),
+                IoSlice::new(self.tail),
+            ];
+            let mut parts = &mut slices[..];
+            IoSlice::advance_slices(&mut parts, self.written);
+            if parts.is_empty() {
+                *self = Out {
+                    chunked: self.chunked,
+                    ..Out::default()
+                };
+                return Poll::Ready(Ok(()));
+            }
+            let written = ready!(Pin::new(&mut *socket).poll_write_vectored(cx, parts))?;
+            if written == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.written += written;
+        }
+    }
+}
+
+/// Writes `response` whole; returns whether the connection stays open for another request.
+pub async fn whole(
+    socket: &mut TcpStream,
+    response: Response,
+    version: Version,
+    keep_alive: bool,
+) -> bool {
+    let (parts, body) = response.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_WHOLE_BODY).await else {
+        tracing::warn!(status = %parts.status, "could not collect a response body; closing");
+        return false;
+    };
+    let keep_alive = keep_alive
+        && !parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
+    let bodiless = parts.status.is_informational()
+        || parts.status == StatusCode::NO_CONTENT
+        || parts.status == StatusCode::NOT_MODIFIED;
+    let (framing, body) = if bodiless {
+        (String::new(), Bytes::new())
+    } else {
+        (format!("content-length: {}\r\n", body.len()), body)
+    };
+    let head = encode_head(
+        version,
+        parts.status,
+        &parts.headers,
+        framing.as_bytes(),
+        !keep_alive,
+    );
+    let mut parts = [IoSlice::new(&head), IoSlice::new(&body)];
+    write_all(socket, &mut parts).await.is_ok() && keep_alive
+}
+
+/// The status line and headers as hyper writes them (lower-case names, a `date`), with the
+/// body `framing` and, when the connection ends after this answer, `connection: close`.
+fn encode_head(
+    version: Version,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: &[u8],
+    close: bool,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(128 + headers.len() * 40);
+    head.extend_from_slice(if version == Version::HTTP_10 {
+        b"HTTP/1.0 "
+    } else {
+        b"HTTP/1.1 "
+    });
+    head.extend_from_slice(status.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        // This path owns the framing and the connection's fate.
+        if matches!(
+            *name,
+            header::CONTENT_LENGTH | header::TRANSFER_ENCODING | header::CONNECTION
+        ) {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(framing);
+    if close {
+        head.extend_from_slice(b"connection: close\r\n");
+    }
+    if !headers.contains_key(header::DATE) {
+        head.extend_from_slice(b"date: ");
+        head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+enum Next {
+    Data(Bytes),
+    End,
+    Aborted,
+    ClientGone,
+}
+
+/// The body's next bytes, while watching the client: a stream whose client has gone must end
+/// now, not at its next write (which may be a heartbeat away).
+async fn next_data(socket: &TcpStream, body: &mut Body) -> Next {
+    std::future::poll_fn(|cx| {
+        if poll_client_gone(socket, cx).is_ready() {
+            return Poll::Ready(Next::ClientGone);
+        }
+        loop {
+            let frame = match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                None => return Poll::Ready(Next::End),
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "event stream aborted; closing the connection");
+                    return Poll::Ready(Next::Aborted);
+                }
+            };
+            // Trailers and empty frames have nothing to write.
+            match frame.into_data() {
+                Ok(data) if !data.is_empty() => return Poll::Ready(Next::Data(data)),
+                _ => {}
+            }
+        }
+    })
+    .await
+}
+
+/// Ready when the client has closed its side or the connection failed. Bytes it sends after
+/// its request are dropped: this answer ends the connection, so there is no next request.
+fn poll_client_gone(socket: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
+    for _ in 0..DISCARDS_PER_WAKE {
+        match socket.poll_read_ready(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Err(_)) => return Poll::Ready(()),
+            Poll::Ready(Ok(())) => {}
+        }
+        let mut discard = [0u8; 512];
+        match socket.try_read(&mut discard) {
+            Ok(0) => return Poll::Ready(()),
+            Ok(_) => {}
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Poll::Ready(()),
+        }
+    }
+    // A client that keeps sending gets no more of this task's time than anyone else.
+    cx.waker().wake_by_ref();
+    Poll::Pending
+}
+
+async fn write_all(socket: &mut TcpStream, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+    IoSlice::advance_slices(&mut parts, 0);
+    while !parts.is_empty() {
+        let written = socket.write_vectored(parts).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut parts, written);
+    }
+    Ok(())
+}
+
+/// A chunk-size line (`1a2\r\n`) without allocating; empty until set.
+#[derive(Default)]
+struct ChunkSize {
+    line: [u8; 18],
+    len: u8,
+}
+
+impl ChunkSize {
+    fn set(&mut self, size: usize) {
+        let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
+        for (i, slot) in self.line[..digits].iter_mut().enumerate() {
+            let nibble = (size >> (4 * (digits - 1 - i))) & 0xf;
+            *slot = b"0123456789abcdef"[nibble];
+        }
+        self.line[digits..digits + 2].copy_from_slice(b"\r\n");
+        self.len = digits as u8 + 2;
+    }
+
+    fn line(&self) -> &[u8] {
+        &self.line[..self.len as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_size_lines_are_lower_case_hex() {
+        assert_eq!(ChunkSize::default().line(), b"");
+        for (len, line) in [
+            (0, "0\r\n"),
+            (9, "9\r\n"),
+            (10, "a\r\n"),
+            (0x1a2, "1a2\r\n"),
+            (usize::MAX, "ffffffffffffffff\r\n"),
+        ] {
+            let mut size = ChunkSize::default();
+            size.set(len);
+            assert_eq!(size.line(), line.as_bytes());
+        }
+    }
+
+    #[test]
+    fn heads_carry_the_framing_and_the_close_and_drop_the_apps_own() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "text/event-stream".parse().unwrap());
+        headers.insert(header::CONNECTION, "keep-alive".parse().unwrap());
+        let head = encode_head(
+            Version::HTTP_11,
+            StatusCode::OK,
+            &headers,
+            b"transfer-encoding: chunked\r\n",
+            true,
+        );
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"));
+        assert!(head.contains("\r\ntransfer-encoding: chunked\r\nconnection: close\r\ndate: "));
+        assert!(!head.contains("keep-alive"));
+        assert!(head.ends_with(" GMT\r\n\r\n"));
+
+        let head = encode_head(
+            Version::HTTP_10,
+            StatusCode::TOO_MANY_REQUESTS,
+            &HeaderMap::new(),
+            b"",
+            false,
+        );
+        assert!(head.starts_with(b"HTTP/1.0 429 Too Many Requests\r\ndate: "));
+    }
+}

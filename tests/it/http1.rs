@@ -1,0 +1,282 @@
+//! Plain HTTP/1.x clients on the wire: streams are written by herald's own HTTP/1 path
+//! (`herald::http1_streams`), everything else by hyper, and a client cannot tell the seam.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{SseClient, TestApp, WAIT};
+
+/// A client that writes requests as given and reads the raw bytes back.
+struct RawClient {
+    socket: TcpStream,
+    /// Everything read so far that the test has not taken yet.
+    unread: Vec<u8>,
+}
+
+impl RawClient {
+    async fn connect(app: &TestApp) -> Self {
+        Self {
+            socket: TcpStream::connect(app.addr).await.expect("connect"),
+            unread: Vec::new(),
+        }
+    }
+
+    async fn send(&mut self, raw: &str) {
+        self.socket.write_all(raw.as_bytes()).await.expect("send");
+    }
+
+    /// Reads until `needle` has arrived; returns everything up to and including it.
+    async fn read_through(&mut self, needle: &str) -> String {
+        loop {
+            let text = String::from_utf8_lossy(&self.unread).into_owned();
+            if let Some(at) = text.find(needle) {
+                let end = at + needle.len();
+                self.unread.drain(..end);
+                return text[..end].to_owned();
+            }
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.socket.read(&mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("no {needle:?} in time after {text:?}"))
+                .expect("read");
+            assert!(n > 0, "closed before {needle:?}; got {text:?}");
+            self.unread.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    /// Everything until the server closes the connection.
+    async fn read_to_end(&mut self) -> String {
+        let mut rest = std::mem::take(&mut self.unread);
+        tokio::time::timeout(WAIT, self.socket.read_to_end(&mut rest))
+            .await
+            .expect("the server closed the connection in time")
+            .expect("a clean close");
+        String::from_utf8(rest).expect("utf8")
+    }
+
+    /// One whole response with a `content-length` body: its head and its body.
+    async fn read_whole_response(&mut self) -> (String, String) {
+        let head = self.read_through("\r\n\r\n").await;
+        let length: usize = head
+            .lines()
+            .find_map(|line| {
+                line.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("no content-length in {head:?}"))
+            .parse()
+            .unwrap();
+        while self.unread.len() < length {
+            let mut buf = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.socket.read(&mut buf))
+                .await
+                .expect("body in time")
+                .expect("read");
+            assert!(n > 0, "closed inside a body");
+            self.unread.extend_from_slice(&buf[..n]);
+        }
+        let body = self.unread.drain(..length).collect();
+        (head, String::from_utf8(body).expect("utf8"))
+    }
+}
+
+fn get(target: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: herald.test\r\nAccept: text/event-stream\r\n\r\n")
+}
+
+async fn stream_count(app: &TestApp) -> u64 {
+    let (_, stats) = app.get_json("/api/stats").await;
+    stats["totalConnections"].as_u64().expect("a count")
+}
+
+async fn wait_for_stream_count(app: &TestApp, want: u64) {
+    let deadline = Instant::now() + WAIT;
+    while stream_count(app).await != want {
+        assert!(Instant::now() < deadline, "never {want} streams");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_http_1_1_stream_is_chunked_says_it_will_close_and_ends_with_the_last_chunk() {
+    let app = TestApp::spawn().await;
+    let mut client = RawClient::connect(&app).await;
+    client.send(&get("/events/ann")).await;
+    let head = client.read_through("\r\n\r\n").await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    for line in [
+        "content-type: text/event-stream",
+        "cache-control: no-cache",
+        "x-accel-buffering: no",
+        "transfer-encoding: chunked",
+        "connection: close",
+        "date: ",
+    ] {
+        assert!(head.contains(&format!("\r\n{line}")), "{line} in {head}");
+    }
+    client.read_through("event: connected\n").await;
+    client.read_through("\n\r\n").await;
+
+    app.publish("ann", "over the wire").await;
+    let chunk = client.read_through("\n\n\r\n").await;
+    let (size, event) = chunk.split_once("\r\n").expect("a chunk-size line");
+    assert_eq!(
+        usize::from_str_radix(size, 16).unwrap(),
+        event.len() - 2,
+        "{chunk:?}"
+    );
+    assert!(event.contains("event: notification\n") && event.contains("over the wire"));
+
+    app.stop().await;
+    assert_eq!(client.read_to_end().await, "0\r\n\r\n");
+}
+
+#[tokio::test]
+async fn an_http_1_0_stream_is_the_bare_event_stream_ended_by_the_close() {
+    let app = TestApp::spawn().await;
+    let mut client = RawClient::connect(&app).await;
+    client
+        .send("GET /events/ann HTTP/1.0\r\nAccept: text/event-stream\r\n\r\n")
+        .await;
+    let head = client.read_through("\r\n\r\n").await.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.0 200 ok\r\n"), "{head}");
+    assert!(!head.contains("transfer-encoding"), "{head}");
+    let preamble = client.read_through("\n\n").await;
+    assert!(
+        preamble.starts_with("retry: 3000\nevent: connected\ndata: "),
+        "{preamble:?}"
+    );
+
+    app.publish("ann", "plain").await;
+    let event = client.read_through("\n\n").await;
+    assert!(
+        event.starts_with("id: ") && event.contains("\"title\":\"plain\""),
+        "{event:?}"
+    );
+    app.stop().await;
+    assert_eq!(client.read_to_end().await, "");
+}
+
+#[tokio::test]
+async fn a_refused_stream_is_answered_whole_and_its_connection_goes_on_to_the_next_request() {
+    let app = TestApp::spawn().await;
+    let mut client = RawClient::connect(&app).await;
+    // Pipelined: a refusal, a stream on the same connection after it.
+    client
+        .send(&format!(
+            "{}{}",
+            get("/events/no!such!user"),
+            get("/events/ann")
+        ))
+        .await;
+    let (head, body) = client.read_whole_response().await;
+    assert!(head.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    let error: Value = serde_json::from_str(&body).expect("a JSON error");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("userId")),
+        "{error}"
+    );
+    let head = client.read_through("\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    client.read_through("event: connected\n").await;
+    wait_for_stream_count(&app, 1).await;
+
+    // And a refusal followed by a request for hyper.
+    let mut client = RawClient::connect(&app).await;
+    client
+        .send(&format!(
+            "{}{}",
+            get("/events/no!such!user"),
+            get("/healthz")
+        ))
+        .await;
+    let (head, _) = client.read_whole_response().await;
+    assert!(head.starts_with("HTTP/1.1 400 "), "{head}");
+    let (head, _) = client.read_whole_response().await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_that_began_with_another_request_still_opens_a_stream() {
+    let app = TestApp::spawn().await;
+    let mut client = RawClient::connect(&app).await;
+    client.send(&get("/healthz")).await;
+    let (head, _) = client.read_whole_response().await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    client.send(&get("/events/ann")).await;
+    let head = client.read_through("\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    client.read_through("event: connected\n").await;
+    app.publish("ann", "same connection").await;
+    client.read_through("same connection").await;
+}
+
+#[tokio::test]
+async fn a_stream_whose_client_leaves_gives_back_its_place_without_waiting_for_a_write() {
+    let app = TestApp::spawn().await;
+    let mut client = RawClient::connect(&app).await;
+    client.send(&get("/events/ann")).await;
+    client.read_through("event: connected\n").await;
+    wait_for_stream_count(&app, 1).await;
+    drop(client);
+    // Heartbeats are 30 s apart: the place comes back because the close was seen.
+    wait_for_stream_count(&app, 0).await;
+}
+
+#[tokio::test]
+async fn http2_by_prior_knowledge_and_an_oversized_head_are_served_by_hyper() {
+    let app = TestApp::spawn().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut stream = SseClient::open(&h2, &app.url("/events/ann"), None).await;
+    stream.expect_connected().await;
+
+    let mut client = RawClient::connect(&app).await;
+    let padding = "p".repeat(10_000);
+    client
+        .send(&format!(
+            "GET /events/bob HTTP/1.1\r\nHost: herald.test\r\nX-Padding: {padding}\r\n\r\n"
+        ))
+        .await;
+    let head = client.read_through("\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    client.read_through("event: connected\n").await;
+
+    app.publish("ann", "to h2").await;
+    let event = stream.next_event().await;
+    assert_eq!(event.data["title"], "to h2");
+    wait_for_stream_count(&app, 2).await;
+}
+
+#[tokio::test]
+async fn a_client_that_sends_half_a_head_holds_up_neither_other_clients_nor_the_drain() {
+    let app = TestApp::spawn().await;
+    let mut stalled = RawClient::connect(&app).await;
+    stalled.send("GET /events/ann HTTP/1.1\r\nHost: her").await;
+    let mut stream = SseClient::open(&app.client, &app.url("/events/bob"), None).await;
+    stream.expect_connected().await;
+    let (status, _) = app.get_json("/api/stats").await;
+    assert_eq!(status, StatusCode::OK);
+
+    let started = Instant::now();
+    app.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the drain waited {:?} for a head that never came",
+        started.elapsed()
+    );
+    assert_eq!(stalled.read_to_end().await, "");
+}
