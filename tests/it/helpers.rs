@@ -1,8 +1,6 @@
 //! Test helpers: a server in this process on port 0 ([`TestApp`]), the real binary as a child
 //! process ([`ServerProcess`]), and an SSE client whose waits all have timeouts ([`SseClient`]).
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -317,7 +315,6 @@ pub fn titles(events: &[Received]) -> Vec<String> {
 pub struct ServerProcess {
     pub child: Child,
     pub url: String,
-    pub data_dir: PathBuf,
     pub stderr_log: PathBuf,
 }
 
@@ -382,7 +379,6 @@ impl ServerProcess {
         Self {
             child,
             url,
-            data_dir: data_dir.to_path_buf(),
             stderr_log,
         }
     }
@@ -481,11 +477,6 @@ pub async fn full_history(client: &reqwest::Client, base_url: &str, user: &str) 
             return all;
         }
     }
-}
-
-/// A client of a [`ServerProcess`] with the same helpers as [`TestApp`].
-pub fn app_client(url: &str) -> (reqwest::Client, String) {
-    (reqwest::Client::new(), url.to_owned())
 }
 
 fn init_test_log() {
