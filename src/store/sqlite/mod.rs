@@ -2,6 +2,7 @@
 //! ([`writer`]) that commits in groups; reads run on a small set of read-only connections, each
 //! inside one transaction so a page and its counts come from the same snapshot.
 
+mod checkpoint;
 mod schema;
 mod writer;
 
@@ -65,7 +66,7 @@ impl SqliteStore {
         let path = data_dir.join("herald.db");
         let conn = Connection::open(&path)?;
         schema::prepare_writer(&conn, sync)?;
-        let last_seq = schema::meta(&conn, "last_seq")?;
+        let last_seq = schema::last_seq(&conn)?;
         let retained = conn
             .query_row("SELECT COUNT(*) FROM events", [], |row| {
                 row.get::<_, i64>(0)
@@ -95,6 +96,7 @@ impl SqliteStore {
             retention,
             next_seq: last_seq + 1,
             retained,
+            checkpointer: checkpoint::Checkpointer::start(&path)?,
         };
         std::thread::Builder::new()
             .name("herald-writer".into())
@@ -211,7 +213,7 @@ impl SqliteStore {
         query: HistoryQuery,
     ) -> Result<HistoryPage, StoreError> {
         self.read(move |tx| {
-            let last_seq = schema::meta(tx, "last_seq")?;
+            let last_seq = schema::last_seq(tx)?;
             let before_seq = match &query.before {
                 None => i64::MAX,
                 Some(id) => tx
@@ -261,7 +263,7 @@ impl SqliteStore {
         limit: u32,
     ) -> Result<ReplayPage, StoreError> {
         self.read(move |tx| {
-            let last_seq = schema::meta(tx, "last_seq")?;
+            let last_seq = schema::last_seq(tx)?;
             let pruned_through = schema::meta(tx, "pruned_through")?;
             let oldest = || -> Result<Option<EventId>, StoreError> {
                 let seq: Option<i64> =

@@ -6,8 +6,10 @@ use crate::store::SyncMode;
 
 /// Tables: `events` is the replay log (`user_id` NULL for announcements); `notifications` is
 /// the per-user history with read state; `idempotency_keys` remembers recent publish keys;
-/// `meta` holds `last_seq` (the newest id ever issued, so ids never repeat even when retention
-/// empties the log) and `pruned_through` (the newest id retention has removed).
+/// `meta` holds `last_seq` (at least the newest id issued before events were last removed, so
+/// ids never repeat even when retention empties the log; see [`last_seq`]) and
+/// `pruned_through` (the newest id retention has removed). Events are found by age through
+/// `seq`, which grows with time, so the log needs no index on `created_ms`.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq        INTEGER PRIMARY KEY,
@@ -17,7 +19,7 @@ CREATE TABLE IF NOT EXISTS events (
     created_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq);
-CREATE INDEX IF NOT EXISTS events_by_age ON events (created_ms);
+DROP INDEX IF EXISTS events_by_age;
 
 CREATE TABLE IF NOT EXISTS notifications (
     id      TEXT    PRIMARY KEY,
@@ -52,6 +54,10 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // Checkpoints run on their own thread (`checkpoint`), not inside a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // A log started over is cut back to this size rather than kept at its largest.
+    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)
 }
@@ -60,6 +66,15 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
 pub fn prepare_reader(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.pragma_update(None, "query_only", "ON")
+}
+
+/// The newest id ever issued: the log's largest `seq`, or what `meta` remembers from before
+/// retention removed it.
+pub fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
+    let newest: Option<i64> = conn
+        .prepare_cached("SELECT MAX(seq) FROM events")?
+        .query_row([], |row| row.get(0))?;
+    Ok(meta(conn, "last_seq")?.max(newest.unwrap_or(0).max(0) as u64))
 }
 
 /// Reads one `meta` value inside the caller's transaction.

@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
+use super::checkpoint::Checkpointer;
 use crate::domain::{EventId, IdempotencyKey, NewAnnouncement, NewNotification, UserId};
 use crate::sse::encode::EventName;
 use crate::store::{
@@ -90,6 +91,8 @@ pub(super) struct Writer {
     pub next_seq: u64,
     /// How many events the log holds (kept here so stats never count rows).
     pub retained: u64,
+    /// Copies the WAL into the database file off this thread.
+    pub checkpointer: Checkpointer,
 }
 
 impl Writer {
@@ -125,6 +128,7 @@ impl Writer {
             }
         }
         commands.close();
+        self.checkpointer.stop();
         if let Err(error) = self
             .conn
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA optimize;")
@@ -150,6 +154,8 @@ impl Writer {
                 for result in done {
                     result.send(None);
                 }
+                self.checkpointer.nudge();
+                self.checkpointer.finish_if_asked(&self.conn);
             }
             Err(error) => {
                 tracing::error!(%error, "a group of writes failed to commit");
@@ -172,7 +178,7 @@ impl Writer {
     ) -> Result<u64, StoreError> {
         let now_ms = unix_ms();
         let retention = self.retention;
-        let mut tx = self
+        let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut log = Log {
@@ -181,33 +187,31 @@ impl Writer {
             now_ms,
         };
         for command in group {
-            // Each command in its own savepoint: one failing leaves the others standing.
-            let mut savepoint = tx.savepoint()?;
+            // Each command in its own savepoint: one failing leaves the others standing. (The
+            // statements are prepared once: rusqlite's `Savepoint` parses its SQL every time.)
+            tx.prepare_cached("SAVEPOINT command")?.execute([])?;
             let mark = (log.next_seq, log.events.len());
-            let result = apply(&savepoint, &mut log, command, retention);
-            let failed = result.failed();
-            if failed {
-                savepoint.rollback()?;
+            let result = apply(&tx, &mut log, command, retention);
+            if result.failed() {
+                tx.prepare_cached("ROLLBACK TO command")?.execute([])?;
                 log.next_seq = mark.0;
                 log.events.truncate(mark.1);
-            } else {
-                savepoint.commit()?;
             }
+            tx.prepare_cached("RELEASE command")?.execute([])?;
             done.push(result);
         }
         let next_seq = log.next_seq;
         let appended = next_seq - self.next_seq;
         let mut retained = self.retained + appended;
-        if appended > 0 {
-            tx.execute(
-                "UPDATE meta SET value = ?1 WHERE name = 'last_seq'",
-                [next_seq as i64 - 1],
-            )?;
-            if retained > retention.max_events {
-                retained -= prune_oldest(&tx, retained - retention.max_events)?;
-            }
+        // The newest id is the log's largest `seq`; `meta.last_seq` only has to remember it
+        // when events are removed (they might be the newest), which saves a page per commit.
+        let mut removing = false;
+        if appended > 0 && retained > retention.max_events {
+            removing = true;
+            retained -= prune_oldest(&tx, retained - retention.max_events)?;
         }
         if done.iter().any(|d| matches!(d, Done::Sweep(..))) {
+            removing = true;
             sweep(&tx, now_ms, retention)?;
             // A sweep may remove any number of rows: count again (once a minute at most).
             retained = tx
@@ -215,6 +219,10 @@ impl Writer {
                     row.get::<_, i64>(0)
                 })?
                 .max(0) as u64;
+        }
+        if removing {
+            tx.prepare_cached("UPDATE meta SET value = MAX(value, ?1) WHERE name = 'last_seq'")?
+                .execute([next_seq as i64 - 1])?;
         }
         tx.commit()?;
         self.next_seq = next_seq;
@@ -417,12 +425,7 @@ fn prune_oldest(tx: &Connection, count: u64) -> Result<u64, StoreError> {
 /// Removes events older than the retention age and idempotency keys past their window.
 fn sweep(tx: &Connection, now_ms: i64, retention: Retention) -> Result<(), StoreError> {
     let cutoff = now_ms - retention.max_age.as_millis() as i64;
-    let newest_removed: Option<i64> = tx.query_row(
-        "SELECT MAX(seq) FROM events WHERE created_ms < ?1",
-        [cutoff],
-        |row| row.get(0),
-    )?;
-    if let Some(newest_removed) = newest_removed {
+    if let Some(newest_removed) = newest_older_than(tx, cutoff)? {
         tx.execute("DELETE FROM events WHERE seq <= ?1", [newest_removed])?;
         note_pruned_through(tx, newest_removed)?;
     }
@@ -432,6 +435,43 @@ fn sweep(tx: &Connection, now_ms: i64, retention: Retention) -> Result<(), Store
         [key_cutoff],
     )?;
     Ok(())
+}
+
+/// The newest event created before `cutoff`. Ids grow with time, so this bisects `seq` with
+/// a few primary-key lookups instead of keeping an index on `created_ms`. (Should the clock
+/// step back, the order of ids is the true order, and events go by it.)
+fn newest_older_than(tx: &Connection, cutoff: i64) -> rusqlite::Result<Option<i64>> {
+    let first_from = |seq: i64| -> rusqlite::Result<Option<(i64, i64)>> {
+        tx.prepare_cached(
+            "SELECT seq, created_ms FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+        )?
+        .query_row([seq], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()
+    };
+    let (oldest, newest): (Option<i64>, Option<i64>) =
+        tx.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    let (Some(oldest), Some(newest)) = (oldest, newest) else {
+        return Ok(None);
+    };
+    let created = |seq| Ok::<_, rusqlite::Error>(first_from(seq)?.map_or(i64::MAX, |(_, at)| at));
+    if created(oldest)? >= cutoff {
+        return Ok(None);
+    }
+    if created(newest)? < cutoff {
+        return Ok(Some(newest));
+    }
+    // `old` is an event before the cutoff; no event at or after `young` is.
+    let (mut old, mut young) = (oldest, newest);
+    while young - old > 1 {
+        let mid = old + (young - old) / 2;
+        match first_from(mid)? {
+            Some((seq, at)) if seq < young && at < cutoff => old = seq,
+            _ => young = mid,
+        }
+    }
+    Ok(Some(old))
 }
 
 fn note_pruned_through(tx: &Connection, seq: i64) -> rusqlite::Result<()> {
@@ -447,4 +487,43 @@ fn unix_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .unwrap_or(Duration::ZERO)
         .as_millis() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(created: &[(i64, i64)]) -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE events (seq INTEGER PRIMARY KEY, created_ms INTEGER)")
+            .expect("schema");
+        for (seq, at) in created {
+            conn.execute("INSERT INTO events VALUES (?1, ?2)", [seq, at])
+                .expect("insert");
+        }
+        conn
+    }
+
+    #[test]
+    fn the_newest_event_before_a_cutoff_is_found_by_bisecting_ids() {
+        // Ids 5..=104 with gaps; ten events per millisecond from 1000 on.
+        let created: Vec<(i64, i64)> = (5..=104)
+            .filter(|seq| seq % 7 != 0)
+            .map(|seq| (seq, 1000 + seq / 10))
+            .collect();
+        let conn = log_with(&created);
+        for cutoff in 990..1020 {
+            let want = created
+                .iter()
+                .filter(|(_, at)| *at < cutoff)
+                .map(|(seq, _)| *seq)
+                .max();
+            assert_eq!(
+                newest_older_than(&conn, cutoff).expect("query"),
+                want,
+                "cutoff {cutoff}"
+            );
+        }
+        assert_eq!(newest_older_than(&log_with(&[]), 5).expect("query"), None);
+    }
 }

@@ -1,0 +1,222 @@
+//! Copies the write-ahead log back into the database file without making publishes wait.
+//! SQLite's automatic checkpoint runs inside the commit that crosses its threshold, so every
+//! thousand pages or so one publish waited for the copy and an fsync of the database file.
+//!
+//! Here the copying happens in two parts. A thread of its own runs passive checkpoints beside
+//! the writer (WAL lets the two proceed at once), at most once per [`MIN_GAP`]. Under steady
+//! writes no such pass reaches the log's end, which moves on while it runs, so the log would
+//! never start over and would only grow. So once the log is long and a pass shows that the
+//! writer appended little meanwhile, the thread asks the writer to finish the job: between two
+//! of its commits the writer copies that short tail itself (nothing can append during it), and
+//! its next commit starts the log from the beginning.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use crate::store::StoreError;
+
+/// The least time between two background checkpoints: each one fsyncs the database file.
+const MIN_GAP: Duration = Duration::from_secs(1);
+/// WAL frames (pages, 4 KiB by default) past which the log should start over: 16 MiB.
+const RESTART_FRAMES: i64 = 4_096;
+/// What the writer may have appended during a pass for the tail to count as short: 4 MiB.
+const SHORT_TAIL: i64 = 1_024;
+/// Passes per background checkpoint before leaving the rest for the next one.
+const MAX_PASSES: u32 = 8;
+
+/// The writer's end: [`Checkpointer::nudge`] after commits, then
+/// [`Checkpointer::finish_if_asked`]; [`Checkpointer::stop`] on close.
+pub(super) struct Checkpointer {
+    nudges: Option<SyncSender<()>>,
+    /// Set by the thread when the writer should copy the log's short tail.
+    tail_is_short: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// Opens a connection of its own to `path` and starts the thread.
+    pub fn start(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let (nudges, received) = mpsc::sync_channel(1);
+        let tail_is_short = Arc::new(AtomicBool::new(false));
+        let ask_writer = tail_is_short.clone();
+        let thread = std::thread::Builder::new()
+            .name("herald-checkpoint".into())
+            .spawn(move || run(&conn, &received, &ask_writer))
+            .map_err(|error| {
+                StoreError::Unavailable(format!("cannot start the checkpoint thread: {error}"))
+            })?;
+        Ok(Self {
+            nudges: Some(nudges),
+            tail_is_short,
+            thread: Some(thread),
+        })
+    }
+
+    /// Asks for a checkpoint soon; never blocks (one pending nudge is as good as many).
+    pub fn nudge(&self) {
+        if let Some(nudges) = &self.nudges {
+            match nudges.try_send(()) {
+                Ok(()) | Err(TrySendError::Full(())) => {}
+                Err(TrySendError::Disconnected(())) => {
+                    tracing::warn!("the checkpoint thread has stopped; the WAL will grow");
+                }
+            }
+        }
+    }
+
+    /// On the writer's connection, between commits: copies the log's short tail when the
+    /// thread asked for it, so that the next commit starts the log over.
+    pub fn finish_if_asked(&self, writer: &Connection) {
+        if self.tail_is_short.swap(false, Ordering::AcqRel) {
+            if let Err(error) = passive(writer) {
+                tracing::warn!(%error, "could not copy the end of the WAL; the next try will");
+            }
+        }
+    }
+
+    /// Ends the thread after any checkpoint under way.
+    pub fn stop(&mut self) {
+        self.nudges = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn run(conn: &Connection, nudges: &Receiver<()>, tail_is_short: &AtomicBool) {
+    let mut pending = false;
+    loop {
+        if !pending && nudges.recv().is_err() {
+            return;
+        }
+        match copy_most(conn) {
+            Ok(true) => tail_is_short.store(true, Ordering::Release),
+            Ok(false) => {}
+            Err(error) => {
+                tracing::warn!(%error, "a WAL checkpoint failed; the next one will retry")
+            }
+        }
+        // Wait out the gap, remembering nudges and leaving at once when the writer stops.
+        let finished = Instant::now();
+        pending = false;
+        loop {
+            let left = MIN_GAP.saturating_sub(finished.elapsed());
+            if left.is_zero() {
+                break;
+            }
+            match nudges.recv_timeout(left) {
+                Ok(()) => pending = true,
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// Copies the log in passes; answers whether it is long and what is left of it is short.
+fn copy_most(conn: &Connection) -> rusqlite::Result<bool> {
+    let mut frames = passive(conn)?;
+    for _ in 1..MAX_PASSES {
+        if frames <= RESTART_FRAMES {
+            return Ok(false);
+        }
+        // A pass copies only the newest version of each page, faster than the writer appends,
+        // so each pass leaves a shorter tail than the one before.
+        let before = frames;
+        frames = passive(conn)?;
+        if frames > RESTART_FRAMES && frames - before <= SHORT_TAIL {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// One passive pass: copies what no reader still needs, up to where the log ended when the
+/// pass began, without blocking the writer; answers how many frames the log then held.
+fn passive(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames_after_a_small_write(writer: &Connection) -> i64 {
+        writer
+            .execute("INSERT INTO t (v) VALUES (randomblob(100))", [])
+            .expect("insert");
+        writer
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+            .expect("checkpoint")
+    }
+
+    #[test]
+    fn a_long_log_is_copied_in_the_background_and_the_writer_starts_it_over() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.db");
+        let writer = Connection::open(&path).expect("open");
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+                 CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+            )
+            .expect("schema");
+        // About 40 MiB of log: well past RESTART_FRAMES.
+        writer.execute_batch("BEGIN").expect("begin");
+        for _ in 0..10_000 {
+            writer
+                .execute("INSERT INTO t (v) VALUES (randomblob(4000))", [])
+                .expect("insert");
+        }
+        writer.execute_batch("COMMIT").expect("commit");
+
+        let background = Connection::open(&path).expect("open");
+        assert!(
+            copy_most(&background).expect("copy"),
+            "nothing was appended meanwhile, so the tail is short"
+        );
+        let checkpointer = Checkpointer {
+            nudges: None,
+            tail_is_short: Arc::new(AtomicBool::new(true)),
+            thread: None,
+        };
+        checkpointer.finish_if_asked(&writer);
+        assert!(!checkpointer.tail_is_short.load(Ordering::Acquire));
+        let frames = frames_after_a_small_write(&writer);
+        assert!(frames < 10, "the log started over, {frames} frames");
+        let rows: i64 = writer
+            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+            .expect("count");
+        assert_eq!(rows, 10_001);
+    }
+
+    #[test]
+    fn a_short_log_is_left_alone() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("t.db");
+        let writer = Connection::open(&path).expect("open");
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+                 CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+            )
+            .expect("schema");
+        frames_after_a_small_write(&writer);
+        let background = Connection::open(&path).expect("open");
+        assert!(!copy_most(&background).expect("copy"));
+    }
+}
