@@ -85,6 +85,7 @@ async fn fanout_delivers_every_broadcast_to_every_stream() {
         .await;
     assert_every_event_arrived_once(&report, 30);
     assert!(report["delivery_latency_p99_ms"].is_number(), "{report}");
+    assert!(report["all_received_p50_ms"].is_number(), "{report}");
 }
 
 #[tokio::test]

@@ -2,7 +2,8 @@
 //! the same tool measures herald and the reference design. Scenarios are in [`scenarios`]; the
 //! streams ([`fleet`], [`conn`], [`sse`]) use a hand-written HTTP/1.1 + SSE client so that tens
 //! of thousands of idle streams stay cheap; publishes go through reqwest with keep-alive
-//! ([`publish`]). It only ever targets loopback addresses (127.0.0.0/8, checked in [`parse`]).
+//! ([`publish`]), and [`tally`] checks what arrived. It only ever targets loopback addresses
+//! (127.0.0.0/8, checked in [`parse`]).
 
 mod conn;
 mod fleet;
@@ -11,6 +12,7 @@ mod publish;
 mod report;
 mod scenarios;
 mod sse;
+mod tally;
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;

@@ -2,12 +2,12 @@
 //! deliveries it expects or for `--deadline`, and reports what arrived: nothing waits forever,
 //! and whatever did not arrive in time is counted as lost.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::fleet::{Fleet, OpenSummary, StreamOutcome, failure_counts};
 use super::publish::{BatchOutcome, Pick, Plan};
 use super::report::{Report, Sample, add_resources, round};
+use super::tally::{add_tally, all_received_latencies, tally};
 use super::{ReplayWith, Setup};
 
 /// Pause after the last stream opened before reading the server's memory, so allocations made
@@ -50,15 +50,8 @@ pub async fn fanout(setup: &Setup) -> Report {
             rate: Some(rate),
         })
         .await;
-    let target = open.opened * sent.sent.len() as u64;
-    fleet
-        .wait_delivered(target, Instant::now() + args.deadline)
-        .await;
-    let after = Sample::take(&args.server_pids);
-    let outcomes = fleet.close().await;
-    let mut broadcast_times: Vec<u64> = sent.sent.iter().map(|sent| sent.send_time).collect();
-    broadcast_times.sort_unstable();
-    let expected = vec![broadcast_times.as_slice(); outcomes.len()];
+    let send_times: Vec<u64> = sent.sent.iter().map(|sent| sent.send_time).collect();
+    let (outcomes, after) = collect_broadcasts(setup, fleet, &open, send_times.len()).await;
     add_open(&mut report, "", &open, &outcomes);
     // A handful of broadcasts: each one's round trip, in sending order, shows a slow one.
     let each_ms: Vec<f64> = sent
@@ -68,7 +61,7 @@ pub async fn fanout(setup: &Setup) -> Report {
         .collect();
     report.add_json_only("broadcast_latencies_ms", each_ms);
     add_publishes(&mut report, "broadcast", sent);
-    add_tally(&mut report, &tally(&outcomes, &expected, None), true);
+    add_broadcast_deliveries(&mut report, &outcomes, send_times);
     add_resources(&mut report, before, after, None);
     report
 }
@@ -261,6 +254,36 @@ async fn open_fleet(setup: &Setup, last_ids: Option<Vec<Vec<u8>>>) -> (Fleet, Op
     (fleet, open)
 }
 
+/// Waits until every opened stream has had each of `broadcasts` (or `--deadline`), reads the
+/// server's figures, and closes the fleet.
+async fn collect_broadcasts(
+    setup: &Setup,
+    fleet: Fleet,
+    open: &OpenSummary,
+    broadcasts: usize,
+) -> (Vec<StreamOutcome>, Sample) {
+    let target = open.opened * broadcasts as u64;
+    fleet
+        .wait_delivered(target, Instant::now() + setup.args.deadline)
+        .await;
+    let after = Sample::take(&setup.args.server_pids);
+    (fleet.close().await, after)
+}
+
+/// What the streams made of a run's broadcasts: the tally, and per broadcast the time until
+/// every opened stream had it (`all_received`).
+fn add_broadcast_deliveries(
+    report: &mut Report,
+    outcomes: &[StreamOutcome],
+    mut send_times: Vec<u64>,
+) {
+    send_times.sort_unstable();
+    let expected = vec![send_times.as_slice(); outcomes.len()];
+    add_tally(report, &tally(outcomes, &expected, None), true);
+    let mut all_received = all_received_latencies(outcomes, &send_times);
+    report.percentiles("all_received", &mut all_received);
+}
+
 fn add_open(report: &mut Report, prefix: &str, open: &OpenSummary, outcomes: &[StreamOutcome]) {
     report.add(&format!("{prefix}opened"), open.opened, "");
     report.add(&format!("{prefix}open_failures"), open.failed, "");
@@ -303,70 +326,4 @@ fn send_times_per_user(sent: &BatchOutcome, users: usize) -> Vec<Vec<u64>> {
     }
     per_user.iter_mut().for_each(|times| times.sort_unstable());
     per_user
-}
-
-/// What arrived compared with what should have.
-#[derive(Debug, Default)]
-struct Tally {
-    expected: u64,
-    /// Expected events that arrived (each counted once per stream).
-    delivered: u64,
-    /// Arrivals of an event the stream already had (on this connection or an earlier one).
-    duplicates: u64,
-    /// Arrivals of events this stream should not have had.
-    unexpected: u64,
-    /// Receive minus send time of each first arrival.
-    latencies_ns: Vec<u64>,
-    events_without_send_time: u64,
-    comments: u64,
-}
-
-/// Compares each stream's deliveries with its expected send times (sorted), counting as
-/// duplicates anything already received on an `earlier` connection.
-fn tally(outcomes: &[StreamOutcome], expected: &[&[u64]], earlier: Option<&[Vec<u64>]>) -> Tally {
-    let mut tally = Tally::default();
-    for (index, outcome) in outcomes.iter().enumerate() {
-        let expected = expected.get(index).copied().unwrap_or_default();
-        tally.expected += expected.len() as u64;
-        tally.events_without_send_time += outcome.other_events;
-        tally.comments += outcome.comments;
-        let earlier = earlier.and_then(|earlier| earlier.get(index));
-        let mut counts: HashMap<u64, (u64, u64)> = HashMap::new();
-        for delivery in &outcome.deliveries {
-            let entry = counts.entry(delivery.send_time).or_insert((0, u64::MAX));
-            entry.0 += 1;
-            entry.1 = entry.1.min(delivery.latency_ns);
-        }
-        for (send_time, (count, latency)) in counts {
-            let seen_before = earlier.is_some_and(|earlier| earlier.contains(&send_time));
-            if seen_before {
-                tally.duplicates += count;
-            } else if expected.binary_search(&send_time).is_ok() {
-                tally.delivered += 1;
-                tally.duplicates += count - 1;
-                tally.latencies_ns.push(latency);
-            } else {
-                tally.unexpected += count;
-            }
-        }
-    }
-    tally
-}
-
-fn add_tally(report: &mut Report, tally: &Tally, with_latency: bool) {
-    report.add("expected", tally.expected, "deliveries");
-    report.add("delivered", tally.delivered, "");
-    report.add("lost", tally.expected - tally.delivered, "");
-    report.add("duplicates", tally.duplicates, "");
-    report.add("unexpected", tally.unexpected, "");
-    report.add(
-        "events_without_send_time",
-        tally.events_without_send_time,
-        "",
-    );
-    report.add("comments", tally.comments, "(heartbeats)");
-    if with_latency {
-        let mut latencies = tally.latencies_ns.clone();
-        report.percentiles("delivery_latency", &mut latencies);
-    }
 }

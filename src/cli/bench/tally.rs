@@ -1,0 +1,148 @@
+//! What arrived compared with what should have: each stream's deliveries checked against the
+//! send times it was due (sorted), counted once per stream, with the latency of each first
+//! arrival. A send time a stream was not due is `unexpected`, never `delivered`.
+
+use std::collections::HashMap;
+
+use super::fleet::StreamOutcome;
+use super::report::Report;
+
+/// What arrived compared with what should have.
+#[derive(Debug, Default)]
+pub struct Tally {
+    expected: u64,
+    /// Expected events that arrived (each counted once per stream).
+    delivered: u64,
+    /// Arrivals of an event the stream already had (on this connection or an earlier one).
+    duplicates: u64,
+    /// Arrivals of events this stream should not have had.
+    unexpected: u64,
+    /// Receive minus send time of each first arrival.
+    latencies_ns: Vec<u64>,
+    events_without_send_time: u64,
+    comments: u64,
+}
+
+/// Compares each stream's deliveries with its expected send times (sorted), counting as
+/// duplicates anything already received on an `earlier` connection.
+pub fn tally(
+    outcomes: &[StreamOutcome],
+    expected: &[&[u64]],
+    earlier: Option<&[Vec<u64>]>,
+) -> Tally {
+    let mut tally = Tally::default();
+    for (index, outcome) in outcomes.iter().enumerate() {
+        let expected = expected.get(index).copied().unwrap_or_default();
+        tally.expected += expected.len() as u64;
+        tally.events_without_send_time += outcome.other_events;
+        tally.comments += outcome.comments;
+        let earlier = earlier.and_then(|earlier| earlier.get(index));
+        let mut counts: HashMap<u64, (u64, u64)> = HashMap::new();
+        for delivery in &outcome.deliveries {
+            let entry = counts.entry(delivery.send_time).or_insert((0, u64::MAX));
+            entry.0 += 1;
+            entry.1 = entry.1.min(delivery.latency_ns);
+        }
+        for (send_time, (count, latency)) in counts {
+            let seen_before = earlier.is_some_and(|earlier| earlier.contains(&send_time));
+            if seen_before {
+                tally.duplicates += count;
+            } else if expected.binary_search(&send_time).is_ok() {
+                tally.delivered += 1;
+                tally.duplicates += count - 1;
+                tally.latencies_ns.push(latency);
+            } else {
+                tally.unexpected += count;
+            }
+        }
+    }
+    tally
+}
+
+pub fn add_tally(report: &mut Report, tally: &Tally, with_latency: bool) {
+    report.add("expected", tally.expected, "deliveries");
+    report.add("delivered", tally.delivered, "");
+    report.add("lost", tally.expected - tally.delivered, "");
+    report.add("duplicates", tally.duplicates, "");
+    report.add("unexpected", tally.unexpected, "");
+    report.add(
+        "events_without_send_time",
+        tally.events_without_send_time,
+        "",
+    );
+    report.add("comments", tally.comments, "(heartbeats)");
+    if with_latency {
+        let mut latencies = tally.latencies_ns.clone();
+        report.percentiles("delivery_latency", &mut latencies);
+    }
+}
+
+/// For each event (by its send time, `send_times` sorted), how long until every opened stream
+/// had it: the latency of the last stream's first arrival. An event some opened stream never
+/// received is left out, and so is everything when no stream opened.
+pub fn all_received_latencies(outcomes: &[StreamOutcome], send_times: &[u64]) -> Vec<u64> {
+    let mut opened = outcomes
+        .iter()
+        .filter(|outcome| outcome.open_latency.is_some())
+        .peekable();
+    if opened.peek().is_none() {
+        return Vec::new();
+    }
+    // `None` once some stream lacks the event.
+    let mut slowest: Vec<Option<u64>> = vec![Some(0); send_times.len()];
+    for outcome in opened {
+        let mut first: Vec<Option<u64>> = vec![None; send_times.len()];
+        for delivery in &outcome.deliveries {
+            if let Ok(event) = send_times.binary_search(&delivery.send_time) {
+                let latency = first[event].get_or_insert(delivery.latency_ns);
+                *latency = (*latency).min(delivery.latency_ns);
+            }
+        }
+        for (slowest, first) in slowest.iter_mut().zip(first) {
+            *slowest = slowest
+                .zip(first)
+                .map(|(slowest, first)| slowest.max(first));
+        }
+    }
+    slowest.into_iter().flatten().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cli::bench::fleet::Delivery;
+
+    fn opened_with(deliveries: &[(u64, u64)]) -> StreamOutcome {
+        StreamOutcome {
+            open_latency: Some(Duration::from_millis(1)),
+            deliveries: deliveries
+                .iter()
+                .map(|&(send_time, latency_ns)| Delivery {
+                    send_time,
+                    latency_ns,
+                })
+                .collect(),
+            ..StreamOutcome::default()
+        }
+    }
+
+    #[test]
+    fn each_event_takes_its_slowest_first_arrival_and_events_someone_missed_are_left_out() {
+        let outcomes = [
+            // A duplicate of 100 arrives later; only the first arrival counts.
+            opened_with(&[(100, 5), (200, 7), (100, 50)]),
+            opened_with(&[(200, 3), (100, 9), (300, 4)]),
+            // Never opened: not waited for.
+            StreamOutcome::default(),
+        ];
+        assert_eq!(all_received_latencies(&outcomes, &[100, 200, 300]), [9, 7]);
+    }
+
+    #[test]
+    fn no_opened_stream_means_no_figure() {
+        assert!(all_received_latencies(&[StreamOutcome::default()], &[100]).is_empty());
+        assert!(all_received_latencies(&[], &[100]).is_empty());
+    }
+}
