@@ -107,6 +107,27 @@ async fn targeted_delivers_every_publish_to_its_user_once() {
 }
 
 #[tokio::test]
+async fn targeted_sends_idle_streams_nothing_and_still_delivers_every_publish() {
+    let target = Target::start();
+    let report = target
+        .bench(&[
+            "targeted",
+            "--users",
+            "10",
+            "--idle-streams",
+            "20",
+            "--publishes",
+            "50",
+            "--concurrency",
+            "4",
+        ])
+        .await;
+    assert_eq!(report["idle_streams"], 20, "{report}");
+    assert_eq!(report["opened"], 30, "{report}");
+    assert_every_event_arrived_once(&report, 50);
+}
+
+#[tokio::test]
 async fn replay_after_every_stream_dropped_delivers_each_missed_event_once() {
     let target = Target::start();
     for replay_with in ["user", "broadcast"] {

@@ -84,6 +84,10 @@ pub struct BenchArgs {
     /// targeted: publishes to random users
     #[arg(long, value_name = "M", default_value_t = 10_000)]
     publishes: u64,
+    /// targeted: extra streams, for users `{prefix}idle-{i}`, that are sent nothing; anything
+    /// they receive counts as unexpected
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    idle_streams: usize,
     /// Concurrent keep-alive publishers (targeted and replay)
     #[arg(long, value_name = "C", default_value_t = 32)]
     concurrency: usize,
@@ -130,6 +134,8 @@ pub struct Setup {
     pub args: BenchArgs,
     pub sources: Vec<Ipv4Addr>,
     pub users: Vec<Arc<str>>,
+    /// targeted's `--idle-streams` users: each gets a stream, after the users', and no publish.
+    pub idle_users: Vec<Arc<str>>,
     pub endpoints: Vec<Arc<SseEndpoint>>,
     pub publisher: Arc<Publisher>,
     pub headers: Arc<Vec<(String, String)>>,
@@ -160,18 +166,21 @@ impl Setup {
         {
             bail!("--rate must be a positive number");
         }
-        let files_needed = args.streams as u64 + args.concurrency as u64 + SPARE_FILES;
+        if args.idle_streams > 0 && !matches!(args.scenario, Scenario::Targeted) {
+            bail!("--idle-streams is for the targeted scenario only");
+        }
+        let streams = args.streams + args.idle_streams;
+        let files_needed = streams as u64 + args.concurrency as u64 + SPARE_FILES;
         if let Some(limit) = open_files_limit() {
             if files_needed > limit {
                 bail!(
-                    "{} streams need about {files_needed} open files, over this process's limit of {limit} (ulimit -n)",
-                    args.streams
+                    "{streams} streams need about {files_needed} open files, over this process's limit of {limit} (ulimit -n)"
                 );
             }
         }
         let sources = match &args.source_addrs {
             Some(SourceAddrs(sources)) => sources.clone(),
-            None => (0..args.streams.div_ceil(STREAMS_PER_SOURCE) as u32)
+            None => (0..streams.div_ceil(STREAMS_PER_SOURCE) as u32)
                 .map(|offset| Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 2)) + offset))
                 .collect(),
         };
@@ -182,10 +191,14 @@ impl Setup {
         let users = (0..args.streams)
             .map(|index| Arc::from(format!("{prefix}{index}")))
             .collect();
+        let idle_users = (0..args.idle_streams)
+            .map(|index| Arc::from(format!("{prefix}idle-{index}")))
+            .collect();
         let publisher = Arc::new(Publisher::new(&args.headers, args.pub_body.clone())?);
         Ok(Self {
             sources,
             users,
+            idle_users,
             endpoints: args.sub_urls.iter().cloned().map(Arc::new).collect(),
             publisher,
             headers: Arc::new(args.headers.clone()),
@@ -194,11 +207,13 @@ impl Setup {
         })
     }
 
-    /// One stream per user: stream `i` goes to node `i % nodes` from source `i % sources`.
+    /// One stream per user, then one per idle user: stream `i` goes to node `i % nodes` from
+    /// source `i % sources`.
     pub fn specs(&self, last_event_ids: Option<Vec<Vec<u8>>>) -> Vec<StreamSpec> {
         let mut last_event_ids = last_event_ids.map(Vec::into_iter);
         self.users
             .iter()
+            .chain(&self.idle_users)
             .enumerate()
             .map(|(index, user)| StreamSpec {
                 endpoint: self.endpoints[index % self.endpoints.len()].clone(),
@@ -218,13 +233,10 @@ impl Setup {
         }
     }
 
-    /// The longest a fleet can take to open: each wave of `--connect-concurrency` streams
-    /// opens or fails within `--open-timeout`.
-    pub fn open_limit(&self) -> Duration {
-        let waves = self
-            .args
-            .streams
-            .div_ceil(self.args.connect_concurrency.max(1)) as u32;
+    /// The longest a fleet of `streams` can take to open: each wave of `--connect-concurrency`
+    /// streams opens or fails within `--open-timeout`.
+    pub fn open_limit(&self, streams: usize) -> Duration {
+        let waves = streams.div_ceil(self.args.connect_concurrency.max(1)) as u32;
         self.args.open_timeout * (waves + 1)
     }
 }
@@ -242,13 +254,14 @@ fn open_files_limit() -> Option<u64> {
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+
     #[test]
     fn every_flag_parses_from_a_command_line() {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            args: BenchArgs,
-        }
         let cli = <Cli as clap::Parser>::try_parse_from([
             "bench",
             "replay",
@@ -280,6 +293,8 @@ mod tests {
             "3.5",
             "--publishes",
             "7",
+            "--idle-streams",
+            "9",
             "--concurrency",
             "2",
             "--connect-concurrency",
@@ -306,6 +321,23 @@ mod tests {
             Some(40)
         );
         assert_eq!((args.streams, args.replay_with), (5, ReplayWith::Broadcast));
+        assert_eq!(args.idle_streams, 9);
         assert_eq!(args.deadline, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn idle_streams_are_refused_outside_the_targeted_scenario() {
+        let parse = |scenario: &str| {
+            let line = ["bench", scenario, "--streams", "10", "--idle-streams", "3"];
+            <Cli as clap::Parser>::try_parse_from(line)
+                .expect("parses")
+                .args
+        };
+        let refused = Setup::new(parse("fanout")).err().expect("refused");
+        assert!(refused.to_string().contains("--idle-streams"), "{refused}");
+        let setup = Setup::new(parse("targeted")).expect("accepted");
+        let specs = setup.specs(None);
+        assert_eq!(specs.len(), 10 + 3);
+        assert!(specs[10].user.ends_with("idle-0"), "idle streams come last");
     }
 }

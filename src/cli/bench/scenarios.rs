@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::fleet::{Fleet, OpenSummary, StreamOutcome, failure_counts};
+use super::fleet::{Fleet, OpenSummary, StreamOutcome, StreamSpec, failure_counts};
 use super::publish::{BatchOutcome, Pick, Plan};
 use super::report::{Report, Sample, add_resources, round};
 use super::tally::{add_tally, all_received_latencies, tally};
@@ -20,7 +20,7 @@ const DEFAULT_FANOUT_RATE: f64 = 10.0;
 pub async fn hold(setup: &Setup) -> Report {
     let mut report = new_report(setup, "hold");
     let before = Sample::take(&setup.args.server_pids);
-    let (fleet, open) = open_fleet(setup, None).await;
+    let (fleet, open) = open_fleet(setup, setup.specs(None)).await;
     tokio::time::sleep(SETTLE).await;
     let after = Sample::take(&setup.args.server_pids);
     let outcomes = fleet.close().await;
@@ -37,7 +37,7 @@ pub async fn fanout(setup: &Setup) -> Report {
     report.add("events", args.events, "");
     report.add("rate", rate, "/s");
     let before = Sample::take(&args.server_pids);
-    let (fleet, open) = open_fleet(setup, None).await;
+    let (fleet, open) = open_fleet(setup, setup.specs(None)).await;
     eprintln!("bench: {} broadcasts at {rate}/s", args.events);
     let sent = setup
         .publisher
@@ -73,8 +73,9 @@ pub async fn targeted(setup: &Setup) -> Report {
     report.add("publishes", args.publishes, "");
     report.add("concurrency", args.concurrency as u64, "");
     report.add("rate", args.rate, "/s");
+    report.add("idle_streams", args.idle_streams as u64, "(no publishes)");
     let before = Sample::take(&args.server_pids);
-    let (fleet, open) = open_fleet(setup, None).await;
+    let (fleet, open) = open_fleet(setup, setup.specs(None)).await;
     eprintln!(
         "bench: {} publishes, {} at a time",
         args.publishes, args.concurrency
@@ -95,6 +96,7 @@ pub async fn targeted(setup: &Setup) -> Report {
         .await;
     let after = Sample::take(&args.server_pids);
     let outcomes = fleet.close().await;
+    // Idle streams come after the users' and are due nothing.
     let per_user = send_times_per_user(&sent, outcomes.len());
     let expected: Vec<&[u64]> = per_user.iter().map(Vec::as_slice).collect();
     add_open(&mut report, "", &open, &outcomes);
@@ -116,7 +118,7 @@ pub async fn replay(setup: &Setup) -> Report {
     };
     report.add("replay_with", replay_with, "");
     let before = Sample::take(&args.server_pids);
-    let (fleet, open) = open_fleet(setup, None).await;
+    let (fleet, open) = open_fleet(setup, setup.specs(None)).await;
     // The warm-up gives every stream an id to come back with.
     let warm_up = match args.replay_with {
         ReplayWith::User => {
@@ -183,7 +185,7 @@ pub async fn replay(setup: &Setup) -> Report {
         args.streams
     );
     let reconnect_began = Instant::now();
-    let (fleet, reopen) = open_fleet(setup, Some(last_ids)).await;
+    let (fleet, reopen) = open_fleet(setup, setup.specs(Some(last_ids))).await;
     let caught_up = fleet
         .wait_delivered(target, Instant::now() + args.deadline)
         .await;
@@ -239,12 +241,11 @@ fn broadcast_plan(setup: &Setup, count: u64) -> Plan<'_> {
     }
 }
 
-/// Opens a stream per user (with these `Last-Event-ID`s, if any) and waits until each opened
-/// or failed.
-async fn open_fleet(setup: &Setup, last_ids: Option<Vec<Vec<u8>>>) -> (Fleet, OpenSummary) {
-    eprintln!("bench: opening {} streams", setup.args.streams);
-    let fleet = Fleet::open(setup.specs(last_ids), &setup.fleet_config());
-    let open = fleet.wait_open(setup.open_limit()).await;
+/// Opens these streams and waits until each opened or failed.
+async fn open_fleet(setup: &Setup, specs: Vec<StreamSpec>) -> (Fleet, OpenSummary) {
+    eprintln!("bench: opening {} streams", specs.len());
+    let fleet = Fleet::open(specs, &setup.fleet_config());
+    let open = fleet.wait_open(setup.open_limit(fleet.len())).await;
     eprintln!(
         "bench: {} open, {} failed in {:.2}s",
         open.opened,
