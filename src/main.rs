@@ -38,7 +38,7 @@ enum Command {
     Subscribe(cli::subscribe::SubscribeArgs),
     /// Mint a subscriber token (HS256) for a user with the server's --jwt-secret
     Token(cli::token::TokenArgs),
-    /// Measure an SSE server (herald or another) under load: hold, fanout, targeted, replay
+    /// Measure an SSE server (herald or another) under load: hold, fanout, targeted, replay, floor
     Bench(cli::bench::BenchArgs),
 }
 

@@ -1,6 +1,6 @@
-//! `herald bench` run as the real binary against a real herald child process: each scenario,
-//! with a handful of streams, runs to its end by itself, loses nothing, duplicates nothing and
-//! prints its JSON line. Timings are never asserted: they belong to the machine, not the code.
+//! `herald bench` run as the real binary against a real herald child process (floor: against
+//! its own in-process server): each scenario, with a handful of streams, runs to its end by
+//! itself, loses nothing, duplicates nothing and prints its JSON line. Timings are never asserted: they belong to the machine, not the code.
 
 use std::time::Duration;
 
@@ -30,31 +30,43 @@ impl Target {
         }
     }
 
-    /// Runs `herald bench ARGS` against this server and returns its last stdout line as JSON.
+    /// Runs `herald bench ARGS` against this server and returns its JSON line.
     async fn bench(&self, args: &[&str]) -> Value {
         let base = &self.server.url;
-        let output = timeout(
-            BENCH_WAIT,
-            Command::new(env!("CARGO_BIN_EXE_herald"))
-                .arg("bench")
-                .args(args)
-                .args(["--sub-url", &format!("{base}/events/{{user}}")])
-                .args(["--pub-url", &format!("{base}/api/notifications/{{user}}")])
-                .args(["--broadcast-url", &format!("{base}/api/broadcast")])
-                .args(["--server-pid", &self.server.child.id().to_string()])
-                .args(["--deadline", "10s"])
-                .kill_on_drop(true)
-                .output(),
-        )
-        .await
-        .expect("the bench ended by itself in time")
-        .expect("the bench ran");
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "bench failed: {stderr}\n{stdout}");
-        let last = stdout.lines().last().expect("a JSON line");
-        serde_json::from_str(last).unwrap_or_else(|_| panic!("the last line is JSON: {last}"))
+        let targets = [
+            "--sub-url".to_owned(),
+            format!("{base}/events/{{user}}"),
+            "--pub-url".to_owned(),
+            format!("{base}/api/notifications/{{user}}"),
+            "--broadcast-url".to_owned(),
+            format!("{base}/api/broadcast"),
+            "--server-pid".to_owned(),
+            self.server.child.id().to_string(),
+        ];
+        let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
+        run_bench(&[args, &targets].concat()).await
     }
+}
+
+/// Runs `herald bench ARGS` and returns its last stdout line as JSON.
+async fn run_bench(args: &[&str]) -> Value {
+    let output = timeout(
+        BENCH_WAIT,
+        Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("bench")
+            .args(args)
+            .args(["--deadline", "10s"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the bench ended by itself in time")
+    .expect("the bench ran");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "bench failed: {stderr}\n{stdout}");
+    let last = stdout.lines().last().expect("a JSON line");
+    serde_json::from_str(last).unwrap_or_else(|_| panic!("the last line is JSON: {last}"))
 }
 
 fn assert_every_event_arrived_once(report: &Value, expected: u64) {
@@ -86,6 +98,21 @@ async fn fanout_delivers_every_broadcast_to_every_stream() {
     assert_every_event_arrived_once(&report, 30);
     assert!(report["delivery_latency_p99_ms"].is_number(), "{report}");
     assert!(report["all_received_p50_ms"].is_number(), "{report}");
+}
+
+#[tokio::test]
+async fn floor_delivers_every_write_of_the_ideal_server_to_every_stream() {
+    // No herald here: the ideal server runs inside the bench.
+    let report = run_bench(&["floor", "--streams", "50", "--events", "3", "--rate", "20"]).await;
+    assert_eq!(report["scenario"], "floor");
+    assert_every_event_arrived_once(&report, 150);
+    assert_eq!(report["fanout_write_failures"], 0, "{report}");
+    assert!(report["writer_threads"].is_u64(), "{report}");
+    assert!(report["fanout_write_max_ms"].is_number(), "{report}");
+    for figure in ["p50", "p99", "max"] {
+        let key = format!("all_received_{figure}_ms");
+        assert!(report[&key].is_number(), "{key}: {report}");
+    }
 }
 
 #[tokio::test]

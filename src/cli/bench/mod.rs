@@ -2,11 +2,13 @@
 //! the same tool measures herald and the reference design. Scenarios are in [`scenarios`]; the
 //! streams ([`fleet`], [`conn`], [`sse`]) use a hand-written HTTP/1.1 + SSE client so that tens
 //! of thousands of idle streams stay cheap; publishes go through reqwest with keep-alive
-//! ([`publish`]), and [`tally`] checks what arrived. It only ever targets loopback addresses
-//! (127.0.0.0/8, checked in [`parse`]).
+//! ([`publish`]), and [`tally`] checks what arrived. The `floor` scenario runs the same client
+//! against an ideal in-process server ([`floor`]) to show what any server could do here. It only
+//! ever targets loopback addresses (127.0.0.0/8, checked in [`parse`]).
 
 mod conn;
 mod fleet;
+mod floor;
 mod parse;
 mod publish;
 mod report;
@@ -40,7 +42,9 @@ const SPARE_FILES: u64 = 64;
 )]
 pub struct BenchArgs {
     /// hold: open idle streams; fanout: broadcasts to every stream; targeted: publishes to
-    /// random users; replay: drop every stream, publish, reconnect with Last-Event-ID
+    /// random users; replay: drop every stream, publish, reconnect with Last-Event-ID; floor:
+    /// fanout against an ideal server inside the bench (one write per stream per broadcast),
+    /// the best any server could do on this machine (ignores --sub-url and --broadcast-url)
     #[arg(value_enum)]
     scenario: Scenario,
     /// Stream URL template (`{user}` is each stream's user); repeat to spread streams
@@ -75,10 +79,11 @@ pub struct BenchArgs {
         default_value_t = 1000
     )]
     streams: usize,
-    /// fanout: broadcasts; replay: events published to each user while it is away
+    /// fanout and floor: broadcasts; replay: events published to each user while it is away
     #[arg(long, value_name = "K", default_value_t = 10)]
     events: u64,
-    /// Publishes per second (fanout: default 10; targeted and replay: unpaced by default)
+    /// Publishes per second (fanout and floor: default 10; targeted and replay: unpaced by
+    /// default)
     #[arg(long, value_name = "R")]
     rate: Option<f64>,
     /// targeted: publishes to random users
@@ -120,6 +125,7 @@ enum Scenario {
     Fanout,
     Targeted,
     Replay,
+    Floor,
 }
 
 /// What replay publishes while the streams are away.
@@ -151,6 +157,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Fanout => scenarios::fanout(&setup).await,
         Scenario::Targeted => scenarios::targeted(&setup).await,
         Scenario::Replay => scenarios::replay(&setup).await,
+        Scenario::Floor => scenarios::floor(&setup).await?,
     };
     report.print(setup.args.json)
 }
@@ -170,7 +177,14 @@ impl Setup {
             bail!("--idle-streams is for the targeted scenario only");
         }
         let streams = args.streams + args.idle_streams;
-        let files_needed = streams as u64 + args.concurrency as u64 + SPARE_FILES;
+        // floor's server is in this process: each stream is two sockets here.
+        let files_per_stream = if matches!(args.scenario, Scenario::Floor) {
+            2
+        } else {
+            1
+        };
+        let files_needed =
+            (streams * files_per_stream) as u64 + args.concurrency as u64 + SPARE_FILES;
         if let Some(limit) = open_files_limit() {
             if files_needed > limit {
                 bail!(

@@ -1,10 +1,14 @@
-//! The four scenarios. Each opens its streams (one user per stream), publishes, waits for the
+//! The five scenarios. Each opens its streams (one user per stream), publishes, waits for the
 //! deliveries it expects or for `--deadline`, and reports what arrived: nothing waits forever,
 //! and whatever did not arrive in time is counted as lost.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use super::fleet::{Fleet, OpenSummary, StreamOutcome, StreamSpec, failure_counts};
+use super::floor::{Broadcast, IdealServer};
 use super::publish::{BatchOutcome, Pick, Plan};
 use super::report::{Report, Sample, add_resources, round};
 use super::tally::{add_tally, all_received_latencies, tally};
@@ -13,7 +17,7 @@ use super::{ReplayWith, Setup};
 /// Pause after the last stream opened before reading the server's memory, so allocations made
 /// just after the greeting are counted.
 const SETTLE: Duration = Duration::from_secs(1);
-/// fanout's pace when `--rate` is not given.
+/// fanout's and floor's pace when `--rate` is not given.
 const DEFAULT_FANOUT_RATE: f64 = 10.0;
 
 /// Opens N idle streams as fast as the connect concurrency allows.
@@ -64,6 +68,51 @@ pub async fn fanout(setup: &Setup) -> Report {
     add_broadcast_deliveries(&mut report, &outcomes, send_times);
     add_resources(&mut report, before, after, None);
     report
+}
+
+/// fanout against the in-process ideal server of [`super::floor`]: the same streams, client,
+/// pace and figures, but each broadcast is one frame written straight to every socket.
+pub async fn floor(setup: &Setup) -> anyhow::Result<Report> {
+    let args = &setup.args;
+    let rate = args.rate.unwrap_or(DEFAULT_FANOUT_RATE);
+    let server = Arc::new(IdealServer::start().context("could not start the ideal server")?);
+    let mut report = new_report(setup, "floor");
+    report.add("events", args.events, "");
+    report.add("rate", rate, "/s");
+    report.add("writer_threads", server.writer_threads() as u64, "");
+    let before = Sample::take(&args.server_pids);
+    let endpoint = Arc::new(server.endpoint());
+    let specs = setup
+        .specs(None)
+        .into_iter()
+        .map(|spec| StreamSpec {
+            endpoint: endpoint.clone(),
+            ..spec
+        })
+        .collect();
+    let (fleet, open) = open_fleet(setup, specs).await;
+    eprintln!(
+        "bench: {} broadcasts at {rate}/s from {} writer threads",
+        args.events,
+        server.writer_threads()
+    );
+    let broadcasts = broadcast_ideal(setup, &server, rate).await;
+    let send_times: Vec<u64> = broadcasts.iter().map(|sent| sent.send_time).collect();
+    let (outcomes, after) = collect_broadcasts(setup, fleet, &open, send_times.len()).await;
+    // The streams are closed; now the server's sockets and listener go too (off the runtime's
+    // threads, as closing joins the accept thread).
+    let _ = tokio::task::spawn_blocking(move || drop(server)).await;
+    add_open(&mut report, "", &open, &outcomes);
+    let mut write_times: Vec<u64> = broadcasts
+        .iter()
+        .map(|sent| sent.write_time.as_nanos() as u64)
+        .collect();
+    report.percentiles("fanout_write", &mut write_times);
+    let failed: u64 = broadcasts.iter().map(|sent| sent.failed).sum();
+    report.add("fanout_write_failures", failed, "");
+    add_broadcast_deliveries(&mut report, &outcomes, send_times);
+    add_resources(&mut report, before, after, None);
+    Ok(report)
 }
 
 /// M publishes to random users (one stream each) from C concurrent keep-alive publishers.
@@ -253,6 +302,25 @@ async fn open_fleet(setup: &Setup, specs: Vec<StreamSpec>) -> (Fleet, OpenSummar
         open.elapsed.as_secs_f64()
     );
     (fleet, open)
+}
+
+/// `--events` broadcasts through the ideal server at `rate`, one at a time, each written on a
+/// blocking thread and stamped there just before its writes.
+async fn broadcast_ideal(setup: &Setup, server: &Arc<IdealServer>, rate: f64) -> Vec<Broadcast> {
+    let began = Instant::now();
+    let mut broadcasts = Vec::new();
+    for index in 0..setup.args.events {
+        let due = began + Duration::from_secs_f64(index as f64 / rate);
+        tokio::time::sleep_until(due.into()).await;
+        let (server, publisher) = (server.clone(), setup.publisher.clone());
+        let writing =
+            tokio::task::spawn_blocking(move || server.broadcast(publisher.clock.stamp()));
+        match writing.await {
+            Ok(broadcast) => broadcasts.push(broadcast),
+            Err(error) => eprintln!("bench: a broadcast's writers failed: {error}"),
+        }
+    }
+    broadcasts
 }
 
 /// Waits until every opened stream has had each of `broadcasts` (or `--deadline`), reads the

@@ -1,0 +1,236 @@
+//! The floor: an "ideal" SSE server on plain std threads, inside the bench process, that only
+//! greets each stream and, per broadcast, writes one pre-encoded frame to every socket. The
+//! kernel's cost of one write per stream is the floor under every server's fan-out on this
+//! machine; the `floor` scenario measures it with the same client as any other server.
+
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::conn::SseEndpoint;
+
+/// Bytes of a request head the server reads before giving up on the connection.
+const MAX_REQUEST_HEAD: usize = 16 * 1024;
+/// How long a client may take to send its request head; the accept thread waits on it.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A stream that stops reading fails its write after this, instead of stalling broadcasts.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The response head and first event every stream gets.
+const GREETING: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\nevent: connected\ndata: {}\n\n";
+/// Pause after a failed accept (out of descriptors, say) so the loop does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
+/// What one broadcast took.
+#[derive(Debug, Clone, Copy)]
+pub struct Broadcast {
+    pub send_time: u64,
+    /// From the first write to the last one finishing, over every writer thread.
+    pub write_time: Duration,
+    /// Streams whose write failed (closed, or not reading for [`WRITE_TIMEOUT`]).
+    pub failed: u64,
+}
+
+/// A running ideal server; dropping it closes the listener and every stream socket.
+pub struct IdealServer {
+    /// The listener's address (127.0.0.1, a port the kernel chose).
+    addr: SocketAddrV4,
+    /// Every greeted stream, in accept order. A std-thread lock held for a whole broadcast so
+    /// the writers' shares stay fixed; the accept thread waits that long to add a stream.
+    streams: Arc<Mutex<Vec<TcpStream>>>,
+    /// Set when the server is dropped; the accept thread checks it after each accept.
+    stopping: Arc<AtomicBool>,
+    /// The accept thread, joined on drop.
+    acceptor: Option<JoinHandle<()>>,
+    /// Threads each broadcast writes from: one per core.
+    writer_threads: usize,
+}
+
+impl IdealServer {
+    /// Binds 127.0.0.1 on a free port and starts accepting.
+    pub fn start() -> io::Result<Self> {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+        let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, listener.local_addr()?.port());
+        let streams = Arc::new(Mutex::new(Vec::new()));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let acceptor = std::thread::Builder::new()
+            .name("floor-accept".into())
+            .spawn({
+                let (streams, stopping) = (streams.clone(), stopping.clone());
+                move || accept_streams(&listener, &streams, &stopping)
+            })?;
+        let writer_threads = std::thread::available_parallelism().map_or(1, usize::from);
+        Ok(Self {
+            addr,
+            streams,
+            stopping,
+            acceptor: Some(acceptor),
+            writer_threads,
+        })
+    }
+
+    /// Where the bench's streams connect: any path, every user alike.
+    pub fn endpoint(&self) -> SseEndpoint {
+        SseEndpoint {
+            addr: self.addr,
+            authority: self.addr.to_string(),
+            path_template: "/events/{user}".into(),
+        }
+    }
+
+    pub fn writer_threads(&self) -> usize {
+        self.writer_threads
+    }
+
+    /// Encodes one frame carrying `send_time` and writes it to every stream, blocking, from
+    /// the writer threads, each taking a contiguous share of the streams.
+    pub fn broadcast(&self, send_time: u64) -> Broadcast {
+        let frame = format!("data: {{\"message\":\"{send_time}\"}}\n\n").into_bytes();
+        let streams = self.streams.lock();
+        let share = streams.len().div_ceil(self.writer_threads).max(1);
+        let began = Instant::now();
+        let failed = std::thread::scope(|scope| {
+            let writers: Vec<_> = streams
+                .chunks(share)
+                .map(|share| {
+                    (
+                        share.len() as u64,
+                        scope.spawn(|| write_to_all(share, &frame)),
+                    )
+                })
+                .collect();
+            // A writer that panicked wrote to none of its share, as far as anyone can tell.
+            writers
+                .into_iter()
+                .map(|(share_len, writer)| writer.join().unwrap_or(share_len))
+                .sum()
+        });
+        Broadcast {
+            send_time,
+            write_time: began.elapsed(),
+            failed,
+        }
+    }
+}
+
+impl Drop for IdealServer {
+    fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        // A connection of our own wakes the accept thread, which then sees `stopping`. If
+        // even that fails the thread is left detached: it ends at its next accept.
+        let woken = TcpStream::connect(self.addr).is_ok();
+        if let Some(acceptor) = self.acceptor.take().filter(|_| woken) {
+            let _ = acceptor.join();
+        }
+        self.streams.lock().clear();
+    }
+}
+
+/// The accept thread: greets each connection and keeps it, until `stopping`.
+fn accept_streams(listener: &TcpListener, streams: &Mutex<Vec<TcpStream>>, stopping: &AtomicBool) {
+    loop {
+        let accepted = listener.accept();
+        if stopping.load(Ordering::Relaxed) {
+            return;
+        }
+        match accepted {
+            Ok((stream, _)) => {
+                // A client that sends a bad head or goes away is dropped: it sees the close.
+                if greet(&stream).is_ok() {
+                    streams.lock().push(stream);
+                }
+            }
+            Err(_) => std::thread::sleep(ACCEPT_RETRY),
+        }
+    }
+}
+
+/// Reads the request head (bounded in size and time) and sends the greeting.
+fn greet(mut stream: &TcpStream) -> io::Result<()> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(HEAD_TIMEOUT))?;
+    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 2048];
+    while !head.windows(4).any(|window| window == b"\r\n\r\n") {
+        if head.len() > MAX_REQUEST_HEAD {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "head too large"));
+        }
+        match stream.read(&mut buffer)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            read => head.extend_from_slice(&buffer[..read]),
+        }
+    }
+    stream.write_all(GREETING)
+}
+
+/// One writer thread's share: the frame to each stream in turn; returns how many failed.
+fn write_to_all(streams: &[TcpStream], frame: &[u8]) -> u64 {
+    let mut failed = 0;
+    for mut stream in streams {
+        if stream.write_all(frame).is_err() {
+            failed += 1;
+        }
+    }
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Opens a stream to `server` the way any client would and reads its greeting.
+    fn open_stream(server: &IdealServer) -> TcpStream {
+        let mut stream = TcpStream::connect(server.addr).expect("connects");
+        stream
+            .write_all(b"GET /events/u HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("sends");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut greeting = vec![0; GREETING.len()];
+        stream.read_exact(&mut greeting).expect("greeted");
+        assert_eq!(greeting, GREETING);
+        stream
+    }
+
+    /// Waits (a few seconds at most) until the accept thread has kept `count` streams: it
+    /// keeps each one just after greeting it.
+    fn wait_until_kept(server: &IdealServer, count: usize) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while server.streams.lock().len() < count {
+            assert!(Instant::now() < deadline, "streams were not kept");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_broadcast_writes_one_frame_with_the_send_time_to_every_stream() {
+        let server = IdealServer::start().expect("starts");
+        let mut streams: Vec<TcpStream> = (0..5).map(|_| open_stream(&server)).collect();
+        wait_until_kept(&server, streams.len());
+        let broadcast = server.broadcast(1_234);
+        assert_eq!(broadcast.failed, 0);
+        let frame = b"data: {\"message\":\"1234\"}\n\n";
+        for stream in &mut streams {
+            let mut received = vec![0; frame.len()];
+            stream.read_exact(&mut received).expect("frame");
+            assert_eq!(received, frame);
+        }
+    }
+
+    #[test]
+    fn dropping_the_server_closes_every_stream_and_the_listener() {
+        let server = IdealServer::start().expect("starts");
+        let mut stream = open_stream(&server);
+        wait_until_kept(&server, 1);
+        let addr = server.addr;
+        drop(server);
+        assert_eq!(stream.read(&mut [0; 16]).expect("closed, not reset"), 0);
+        assert!(TcpStream::connect(addr).is_err(), "the listener is closed");
+    }
+}
