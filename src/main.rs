@@ -40,6 +40,9 @@ enum Command {
     Token(cli::token::TokenArgs),
     /// Measure an SSE server (herald or another) under load: hold, fanout, targeted, replay, floor
     Bench(cli::bench::BenchArgs),
+    /// The ideal server of `herald bench floor`, which starts it as its child
+    #[command(name = cli::bench::floor::SERVER_COMMAND, hide = true)]
+    BenchFloorServer,
 }
 
 fn main() -> std::process::ExitCode {
@@ -79,6 +82,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Subscribe(args)) => cli::subscribe::subscribe(args).await,
             Some(Command::Token(args)) => cli::token::mint(args),
             Some(Command::Bench(args)) => cli::bench::bench(args).await,
+            Some(Command::BenchFloorServer) => cli::bench::floor::serve_over_stdio(),
         }
     });
     match outcome {

@@ -1,5 +1,5 @@
 //! `herald bench` run as the real binary against a real herald child process (floor: against
-//! its own in-process server): each scenario, with a handful of streams, runs to its end by
+//! its own ideal server): each scenario, with a handful of streams, runs to its end by
 //! itself, loses nothing, duplicates nothing and prints its JSON line. Timings are never asserted: they belong to the machine, not the code.
 
 use std::time::Duration;

@@ -1,15 +1,20 @@
-//! The floor: an "ideal" SSE server on plain std threads, inside the bench process, that only
-//! greets each stream and, per broadcast, writes one pre-encoded frame to every socket. The
-//! kernel's cost of one write per stream is the floor under every server's fan-out on this
-//! machine; the `floor` scenario measures it with the same client as any other server.
+//! The floor: an "ideal" SSE server on plain std threads that only greets each stream and, per
+//! broadcast, writes one pre-encoded frame to every socket. The kernel's cost of one write per
+//! stream is the floor under every server's fan-out on this machine; the `floor` scenario
+//! measures it with the same client as any other server. The ideal server runs in a child
+//! process ([`FloorProcess`], the hidden `herald bench-floor-server`), as a real server would:
+//! its sockets do not count against the bench's file limit, and its CPU and memory are read
+//! from `/proc` like any server's. The two talk over the child's stdin and stdout, a line each.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use anyhow::{Context, bail};
 use parking_lot::Mutex;
 
 use super::conn::SseEndpoint;
@@ -36,7 +41,7 @@ pub struct Broadcast {
 }
 
 /// A running ideal server; dropping it closes the listener and every stream socket.
-pub struct IdealServer {
+struct IdealServer {
     /// The listener's address (127.0.0.1, a port the kernel chose).
     addr: SocketAddrV4,
     /// Every greeted stream, in accept order. A std-thread lock held for a whole broadcast so
@@ -52,7 +57,7 @@ pub struct IdealServer {
 
 impl IdealServer {
     /// Binds 127.0.0.1 on a free port and starts accepting.
-    pub fn start() -> io::Result<Self> {
+    fn start() -> io::Result<Self> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
         let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, listener.local_addr()?.port());
         let streams = Arc::new(Mutex::new(Vec::new()));
@@ -73,22 +78,9 @@ impl IdealServer {
         })
     }
 
-    /// Where the bench's streams connect: any path, every user alike.
-    pub fn endpoint(&self) -> SseEndpoint {
-        SseEndpoint {
-            addr: self.addr,
-            authority: self.addr.to_string(),
-            path_template: "/events/{user}".into(),
-        }
-    }
-
-    pub fn writer_threads(&self) -> usize {
-        self.writer_threads
-    }
-
     /// Encodes one frame carrying `send_time` and writes it to every stream, blocking, from
     /// the writer threads, each taking a contiguous share of the streams.
-    pub fn broadcast(&self, send_time: u64) -> Broadcast {
+    fn broadcast(&self, send_time: u64) -> Broadcast {
         let frame = format!("data: {{\"message\":\"{send_time}\"}}\n\n").into_bytes();
         let streams = self.streams.lock();
         let share = streams.len().div_ceil(self.writer_threads).max(1);
@@ -146,6 +138,145 @@ fn accept_streams(listener: &TcpListener, streams: &Mutex<Vec<TcpStream>>, stopp
             }
             Err(_) => std::thread::sleep(ACCEPT_RETRY),
         }
+    }
+}
+
+/// The hidden subcommand that runs the ideal server in its own process.
+pub const SERVER_COMMAND: &str = "bench-floor-server";
+
+/// The child's side: starts the server, says `listening PORT THREADS`, then answers each
+/// `broadcast SEND_TIME` line with `WRITE_NS FAILED` until stdin closes.
+pub fn serve_over_stdio() -> anyhow::Result<()> {
+    let server = IdealServer::start().context("could not start the ideal server")?;
+    let mut out = io::stdout().lock();
+    writeln!(
+        out,
+        "listening {} {}",
+        server.addr.port(),
+        server.writer_threads
+    )?;
+    out.flush()?;
+    for line in io::stdin().lock().lines() {
+        let line = line?;
+        let Some(send_time) = line
+            .strip_prefix("broadcast ")
+            .and_then(|time| time.parse().ok())
+        else {
+            bail!("unexpected request {line:?}");
+        };
+        let broadcast = server.broadcast(send_time);
+        writeln!(
+            out,
+            "{} {}",
+            broadcast.write_time.as_nanos(),
+            broadcast.failed
+        )?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+/// The bench's side: the ideal server running as a child of this process.
+pub struct FloorProcess {
+    child: Child,
+    requests: Option<ChildStdin>,
+    answers: BufReader<ChildStdout>,
+    addr: SocketAddrV4,
+    writer_threads: usize,
+}
+
+impl FloorProcess {
+    /// Starts this same binary as the ideal server and waits until it listens.
+    pub fn start() -> anyhow::Result<Self> {
+        let exe =
+            std::env::current_exe().context("cannot find this binary to start the ideal server")?;
+        let mut child = Command::new(exe)
+            .arg(SERVER_COMMAND)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("could not start the ideal server")?;
+        let (Some(requests), Some(answers)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("the ideal server has no pipes");
+        };
+        let mut process = Self {
+            child,
+            requests: Some(requests),
+            answers: BufReader::new(answers),
+            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
+            writer_threads: 0,
+        };
+        let line = process.answer()?;
+        let mut words = line.split_whitespace().skip(1).map(str::parse::<usize>);
+        let (Some(Ok(port)), Some(Ok(threads))) = (words.next(), words.next()) else {
+            bail!("the ideal server said {line:?}, not where it listens");
+        };
+        process
+            .addr
+            .set_port(u16::try_from(port).context("a port out of range")?);
+        process.writer_threads = threads;
+        Ok(process)
+    }
+
+    /// Where the bench's streams connect: any path, every user alike.
+    pub fn endpoint(&self) -> SseEndpoint {
+        SseEndpoint {
+            addr: self.addr,
+            authority: self.addr.to_string(),
+            path_template: "/events/{user}".into(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn writer_threads(&self) -> usize {
+        self.writer_threads
+    }
+
+    /// Has the child write one frame carrying `send_time` to every stream; blocks until done.
+    pub fn broadcast(&mut self, send_time: u64) -> anyhow::Result<Broadcast> {
+        let requests = self
+            .requests
+            .as_mut()
+            .context("the ideal server is stopping")?;
+        writeln!(requests, "broadcast {send_time}")?;
+        requests.flush()?;
+        let line = self.answer()?;
+        let mut words = line.split_whitespace().map(str::parse::<u64>);
+        let (Some(Ok(write_ns)), Some(Ok(failed))) = (words.next(), words.next()) else {
+            bail!("the ideal server answered {line:?}");
+        };
+        Ok(Broadcast {
+            send_time,
+            write_time: Duration::from_nanos(write_ns),
+            failed,
+        })
+    }
+
+    fn answer(&mut self) -> anyhow::Result<String> {
+        let mut line = String::new();
+        if self.answers.read_line(&mut line)? == 0 {
+            bail!("the ideal server exited");
+        }
+        Ok(line.trim_end().to_owned())
+    }
+}
+
+impl Drop for FloorProcess {
+    /// Closing stdin ends the child; one that does not go within a few seconds is killed.
+    fn drop(&mut self) {
+        self.requests = None;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

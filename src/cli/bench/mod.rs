@@ -3,12 +3,12 @@
 //! streams ([`fleet`], [`conn`], [`sse`]) use a hand-written HTTP/1.1 + SSE client so that tens
 //! of thousands of idle streams stay cheap; publishes go through reqwest with keep-alive
 //! ([`publish`]), and [`tally`] checks what arrived. The `floor` scenario runs the same client
-//! against an ideal in-process server ([`floor`]) to show what any server could do here. It only
+//! against an ideal server in a child process ([`floor`]) to show what any server could do here. It only
 //! ever targets loopback addresses (127.0.0.0/8, checked in [`parse`]).
 
 mod conn;
 mod fleet;
-mod floor;
+pub mod floor;
 mod parse;
 mod publish;
 mod report;
@@ -43,8 +43,9 @@ const SPARE_FILES: u64 = 64;
 pub struct BenchArgs {
     /// hold: open idle streams; fanout: broadcasts to every stream; targeted: publishes to
     /// random users; replay: drop every stream, publish, reconnect with Last-Event-ID; floor:
-    /// fanout against an ideal server inside the bench (one write per stream per broadcast),
-    /// the best any server could do on this machine (ignores --sub-url and --broadcast-url)
+    /// fanout against an ideal server the bench starts (one write per stream per broadcast),
+    /// the best any server could do on this machine (ignores --sub-url, --broadcast-url and
+    /// --server-pid)
     #[arg(value_enum)]
     scenario: Scenario,
     /// Stream URL template (`{user}` is each stream's user); repeat to spread streams
@@ -177,14 +178,7 @@ impl Setup {
             bail!("--idle-streams is for the targeted scenario only");
         }
         let streams = args.streams + args.idle_streams;
-        // floor's server is in this process: each stream is two sockets here.
-        let files_per_stream = if matches!(args.scenario, Scenario::Floor) {
-            2
-        } else {
-            1
-        };
-        let files_needed =
-            (streams * files_per_stream) as u64 + args.concurrency as u64 + SPARE_FILES;
+        let files_needed = streams as u64 + args.concurrency as u64 + SPARE_FILES;
         if let Some(limit) = open_files_limit() {
             if files_needed > limit {
                 bail!(

@@ -5,10 +5,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-
 use super::fleet::{Fleet, OpenSummary, StreamOutcome, StreamSpec, failure_counts};
-use super::floor::{Broadcast, IdealServer};
+use super::floor::{Broadcast, FloorProcess};
 use super::publish::{BatchOutcome, Pick, Plan};
 use super::report::{Report, Sample, add_resources, round};
 use super::tally::{add_tally, all_received_latencies, tally};
@@ -55,7 +53,8 @@ pub async fn fanout(setup: &Setup) -> Report {
         })
         .await;
     let send_times: Vec<u64> = sent.sent.iter().map(|sent| sent.send_time).collect();
-    let (outcomes, after) = collect_broadcasts(setup, fleet, &open, send_times.len()).await;
+    let (outcomes, after) =
+        collect_broadcasts(setup, fleet, &open, send_times.len(), &args.server_pids).await;
     add_open(&mut report, "", &open, &outcomes);
     // A handful of broadcasts: each one's round trip, in sending order, shows a slow one.
     let each_ms: Vec<f64> = sent
@@ -70,17 +69,19 @@ pub async fn fanout(setup: &Setup) -> Report {
     report
 }
 
-/// fanout against the in-process ideal server of [`super::floor`]: the same streams, client,
-/// pace and figures, but each broadcast is one frame written straight to every socket.
+/// fanout against the ideal server of [`super::floor`] (a child process): the same streams,
+/// client, pace and figures, but each broadcast is one frame written straight to every socket.
 pub async fn floor(setup: &Setup) -> anyhow::Result<Report> {
     let args = &setup.args;
     let rate = args.rate.unwrap_or(DEFAULT_FANOUT_RATE);
-    let server = Arc::new(IdealServer::start().context("could not start the ideal server")?);
+    let server = FloorProcess::start()?;
+    // The figures are the ideal server's, whatever --server-pid says.
+    let server_pids = [server.pid()];
     let mut report = new_report(setup, "floor");
     report.add("events", args.events, "");
     report.add("rate", rate, "/s");
     report.add("writer_threads", server.writer_threads() as u64, "");
-    let before = Sample::take(&args.server_pids);
+    let before = Sample::take(&server_pids);
     let endpoint = Arc::new(server.endpoint());
     let specs = setup
         .specs(None)
@@ -96,11 +97,13 @@ pub async fn floor(setup: &Setup) -> anyhow::Result<Report> {
         args.events,
         server.writer_threads()
     );
-    let broadcasts = broadcast_ideal(setup, &server, rate).await;
+    let server = Arc::new(parking_lot::Mutex::new(server));
+    let broadcasts = broadcast_ideal(setup, &server, rate).await?;
     let send_times: Vec<u64> = broadcasts.iter().map(|sent| sent.send_time).collect();
-    let (outcomes, after) = collect_broadcasts(setup, fleet, &open, send_times.len()).await;
-    // The streams are closed; now the server's sockets and listener go too (off the runtime's
-    // threads, as closing joins the accept thread).
+    let (outcomes, after) =
+        collect_broadcasts(setup, fleet, &open, send_times.len(), &server_pids).await;
+    // The streams are closed; now the server goes (off the runtime's threads: it waits for
+    // the child to exit).
     let _ = tokio::task::spawn_blocking(move || drop(server)).await;
     add_open(&mut report, "", &open, &outcomes);
     let mut write_times: Vec<u64> = broadcasts
@@ -304,9 +307,13 @@ async fn open_fleet(setup: &Setup, specs: Vec<StreamSpec>) -> (Fleet, OpenSummar
     (fleet, open)
 }
 
-/// `--events` broadcasts through the ideal server at `rate`, one at a time, each written on a
-/// blocking thread and stamped there just before its writes.
-async fn broadcast_ideal(setup: &Setup, server: &Arc<IdealServer>, rate: f64) -> Vec<Broadcast> {
+/// `--events` broadcasts through the ideal server at `rate`, one at a time, each stamped on a
+/// blocking thread just before the child is asked to write it.
+async fn broadcast_ideal(
+    setup: &Setup,
+    server: &Arc<parking_lot::Mutex<FloorProcess>>,
+    rate: f64,
+) -> anyhow::Result<Vec<Broadcast>> {
     let began = Instant::now();
     let mut broadcasts = Vec::new();
     for index in 0..setup.args.events {
@@ -314,13 +321,10 @@ async fn broadcast_ideal(setup: &Setup, server: &Arc<IdealServer>, rate: f64) ->
         tokio::time::sleep_until(due.into()).await;
         let (server, publisher) = (server.clone(), setup.publisher.clone());
         let writing =
-            tokio::task::spawn_blocking(move || server.broadcast(publisher.clock.stamp()));
-        match writing.await {
-            Ok(broadcast) => broadcasts.push(broadcast),
-            Err(error) => eprintln!("bench: a broadcast's writers failed: {error}"),
-        }
+            tokio::task::spawn_blocking(move || server.lock().broadcast(publisher.clock.stamp()));
+        broadcasts.push(writing.await??);
     }
-    broadcasts
+    Ok(broadcasts)
 }
 
 /// Waits until every opened stream has had each of `broadcasts` (or `--deadline`), reads the
@@ -330,12 +334,13 @@ async fn collect_broadcasts(
     fleet: Fleet,
     open: &OpenSummary,
     broadcasts: usize,
+    server_pids: &[u32],
 ) -> (Vec<StreamOutcome>, Sample) {
     let target = open.opened * broadcasts as u64;
     fleet
         .wait_delivered(target, Instant::now() + setup.args.deadline)
         .await;
-    let after = Sample::take(&setup.args.server_pids);
+    let after = Sample::take(server_pids);
     (fleet.close().await, after)
 }
 
