@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -38,6 +39,8 @@ pub struct Hub {
     /// The newest id dispatched, for callers that wait until their event went out here.
     dispatched: tokio::sync::watch::Sender<EventId>,
     metrics: Arc<Metrics>,
+    /// `state.total`, readable without the lock (which a broadcast's dispatch holds a while).
+    stream_count: AtomicUsize,
     /// Every lock holder does only in-memory work (no I/O, no await), so a blocking mutex is
     /// the cheap and correct choice.
     state: Mutex<HubState>,
@@ -85,6 +88,7 @@ impl Hub {
             limits,
             dispatched: tokio::sync::watch::Sender::new(EventId::ZERO),
             metrics,
+            stream_count: AtomicUsize::new(0),
             state: Mutex::new(HubState::default()),
         })
     }
@@ -107,6 +111,7 @@ impl Hub {
             .or_default()
             .push(outbox.clone());
         state.total += 1;
+        self.stream_count.store(state.total, Ordering::Relaxed);
         self.metrics.streams.set(state.total as i64);
         Ok(Admission {
             hub: self.clone(),
@@ -128,7 +133,13 @@ impl Hub {
             state.streams.remove(user);
         }
         state.total -= removed;
+        self.stream_count.store(state.total, Ordering::Relaxed);
         self.metrics.streams.set(state.total as i64);
+    }
+
+    /// Open streams now, without waiting for the lock.
+    pub fn stream_count(&self) -> usize {
+        self.stream_count.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> HubStats {
@@ -206,9 +217,20 @@ impl EventSink for Hub {
         let mut delivered = 0u64;
         let mut overflowed = 0u64;
         let mut state = self.state.lock();
+        debug_assert!(
+            events
+                .first()
+                .is_some_and(|e| e.id > state.dispatched_through)
+                && events.windows(2).all(|pair| pair[0].id < pair[1].id),
+            "ids must increase"
+        );
+        // Told before the pushes, which happen under this same lock (so nothing can see the
+        // hub between): a publisher waiting on its id is then woken ahead of the streams.
+        if let Some(newest) = events.last() {
+            state.dispatched_through = newest.id;
+            self.dispatched.send_replace(newest.id);
+        }
         for (event, frame) in events.iter().zip(frames) {
-            debug_assert!(event.id > state.dispatched_through, "ids must increase");
-            state.dispatched_through = event.id;
             let mut push = |outbox: &Arc<Outbox>| match outbox.push(frame.clone(), bounds) {
                 Pushed::Queued => delivered += 1,
                 Pushed::Ignored => {}
@@ -224,7 +246,6 @@ impl EventSink for Hub {
             }
         }
         state.dispatched_events += events.len() as u64;
-        self.dispatched.send_replace(state.dispatched_through);
         drop(state);
         self.metrics.events_delivered.inc_by(delivered);
         self.metrics.events_dispatched.inc_by(events.len() as u64);

@@ -254,6 +254,6 @@ pub async fn broadcast(
     let id = state.store.broadcast(announcement).await?;
     state.hub.wait_dispatched(id).await;
     state.metrics.events_published.inc();
-    let connections = state.hub.stats().streams;
+    let connections = state.hub.stream_count();
     Ok(Json(json!({ "sent": true, "connections": connections })))
 }

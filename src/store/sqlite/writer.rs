@@ -1,7 +1,8 @@
 //! The single writer: one thread owns the writing connection, takes commands from a bounded
 //! channel, and commits them in groups (one transaction, one fsync for everything that queued
 //! up meanwhile). Ids are assigned here, so they are dense and increasing; committed events go
-//! to the sink in id order before any reply is sent, so a `201` means stored and dispatched.
+//! to the sink in id order right after the group's replies (a `201` still waits for its
+//! dispatch, in [`crate::hub::Hub::wait_dispatched`]).
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -150,10 +151,12 @@ impl Writer {
                 self.retained = retained;
                 self.shared.retained.store(self.retained, Ordering::Relaxed);
                 self.shared.healthy.store(true, Ordering::Release);
-                self.sink.dispatch(&events);
+                // Replies first: the publishers' tasks are then queued ahead of the thousands
+                // of streams a broadcast wakes, instead of answering after all of them.
                 for result in done {
                     result.send(None);
                 }
+                self.sink.dispatch(&events);
                 self.checkpointer.nudge();
                 self.checkpointer.finish_if_asked(&self.conn);
             }
