@@ -1,33 +1,72 @@
-"""Turns `herald bench --json` lines of herald and reference runs into a Markdown table of
-medians with ratios (herald / reference). Used by scripts/bench-vs-reference.sh."""
+"""Turns the tagged `herald bench --json` lines of a driver run into the Markdown tables of
+BENCHMARKS.md (medians over the runs of each case).
+
+  summarize.py vs-reference RESULTS RUNS MACHINE VERSIONS CASE...   herald, reference, floor
+  summarize.py scaling RESULTS RUNS MACHINE VERSIONS CASE...        herald and floor as N grows
+"""
 import json
 import statistics
 import sys
 
 FIGURES = {
     "hold": ["streams_per_s", "open_p99_ms", "open_failures", "server_rss_per_stream_kib"],
-    "fanout": ["delivery_latency_p50_ms", "delivery_latency_p99_ms", "delivery_latency_max_ms", "lost", "duplicates"],
+    "fanout": ["delivery_latency_p50_ms", "delivery_latency_p99_ms", "delivery_latency_max_ms",
+               "all_received_p50_ms", "broadcast_latency_p50_ms", "lost", "duplicates"],
     "targeted": ["publish_per_s", "publish_latency_p50_ms", "publish_latency_p99_ms",
                  "delivery_latency_p50_ms", "delivery_latency_p99_ms", "lost"],
     "replay": ["catchup_s", "delivered", "lost", "duplicates"],
 }
 
-path, runs, machine, versions, *scenarios = sys.argv[1:]
+
+def median(rows, case, label, figure):
+    found = [r[figure] for r in rows if r.get("case") == case and r.get("label") == label
+             and isinstance(r.get(figure), (int, float))]
+    return statistics.median(found) if found else None
+
+
+def show(value):
+    if value is None:
+        return "-"
+    return f"{value:.2f}" if isinstance(value, float) else str(value)
+
+
+def header(runs, machine, versions):
+    print(f"Machine: {machine}. Versions: {versions}. Medians of {runs} run(s) each.\n")
+
+
+def vs_reference(rows, cases):
+    print("| case | figure | herald | reference | herald / reference | floor |")
+    print("|---|---|---|---|---|---|")
+    for case in cases:
+        for figure in FIGURES[case.split()[0]]:
+            h, r, f = (median(rows, case, label, figure) for label in ("herald", "reference", "floor"))
+            ratio = f"{h / r:.2f}" if h is not None and r not in (None, 0) else "-"
+            print(f"| `{case}` | {figure} | {show(h)} | {show(r)} | {ratio} | {show(f)} |")
+
+
+def scaling(rows, cases):
+    print("| case | figure | herald | x previous row | floor | x previous row |")
+    print("|---|---|---|---|---|---|")
+    scaled = {"fanout": ["all_received_p50_ms", "delivery_latency_p99_ms"],
+              "targeted": ["publish_per_s", "publish_latency_p99_ms", "delivery_latency_p99_ms", "lost"]}
+    previous = {}
+    for case in cases:
+        kind = case.split()[0]
+        for figure in scaled[kind]:
+            cells = []
+            for label in ("herald", "floor"):
+                value = median(rows, case, label, figure)
+                before = previous.get((kind, figure, label))
+                growth = f"{value / before:.2f}" if value is not None and before else "-"
+                cells += [show(value), growth]
+                previous[(kind, figure, label)] = value
+            print(f"| `{case}` | {figure} | " + " | ".join(cells) + " |")
+
+
+mode, path, runs, machine, versions, *cases = sys.argv[1:]
 rows = [json.loads(line) for line in open(path) if line.strip().startswith("{")]
-print(f"Machine: {machine}. Versions: {versions}. Medians of {runs} run(s) each.\n")
-print("| scenario | figure | herald | reference | herald / reference |")
-print("|---|---|---|---|---|")
-for name, figures in FIGURES.items():
-    for figure in figures:
-        values = {}
-        for label in ("herald", "reference"):
-            found = [r[figure] for r in rows if r.get("scenario") == name and r.get("label") == label
-                     and isinstance(r.get(figure), (int, float))]
-            values[label] = statistics.median(found) if found else None
-        h, r = values["herald"], values["reference"]
-        ratio = f"{h / r:.2f}" if h is not None and r not in (None, 0) else "-"
-        show = lambda v: "-" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
-        print(f"| {name} | {figure} | {show(h)} | {show(r)} | {ratio} |")
-print("\nCommands: `scripts/bench-vs-reference.sh`, which runs, for each server:")
-for scenario in scenarios:
-    print(f"- `herald bench {scenario}`")
+header(runs, machine, versions)
+{"vs-reference": vs_reference, "scaling": scaling}[mode](rows, cases)
+print("\nEach case is `herald bench CASE` with the server's URLs, `--server-pid`, a fresh")
+print("`--source-addrs` range and `--pub-body '{\"title\":\"t\",\"message\":\"{ts}\"}'`; a fresh server per run.")
+print("floor: `herald bench floor` with the same flags (an ideal server: one write per stream).")

@@ -1,12 +1,14 @@
-//! A lean HTTP/1.x path for SSE streams, because idle streams are what a node holds by the ten
-//! thousand. hyper keeps its read and write buffers (8 KiB or more each) and a 1.7 KiB
-//! connection future for a connection's whole life: ~20 KiB per idle stream. Here a plain
-//! connection's request head is read into a small buffer that is gone before the answer, the
-//! same router answers it (auth, CORS, limits, replay and every status are unchanged), and an
-//! event stream is written straight from its body to the socket, so an idle stream costs its
-//! task, its queue and its socket (~2 KiB). Everything else (other requests, bodies, upgrades,
-//! HTTP/2 by prior knowledge, odd or oversized heads) is handed to hyper with the bytes
-//! already read.
+//! A lean HTTP/1.x path, because idle streams are what a node holds by the ten thousand.
+//! hyper keeps its read and write buffers (8 KiB or more each) and a 1.7 KiB connection future
+//! for a connection's whole life: ~20 KiB per idle stream. Here each request on a plain
+//! connection (a `GET`, an `OPTIONS`, a `POST` with a `Content-Length` body) is read into a
+//! small buffer that is gone before the answer, the same router answers it (auth, CORS,
+//! limits, replay and every status are unchanged), and an answer is written whole, or, for an
+//! event stream, straight from its body to the socket, so an idle stream costs its task, its
+//! queue and its socket (~2 KiB) however many requests came before it on the connection.
+//! Everything else (`HEAD`, chunked bodies, upgrades, HTTP/2 by prior knowledge, odd or
+//! oversized requests) is handed to hyper with the bytes already read, and hyper serves the
+//! rest of that connection.
 
 mod head;
 mod rewind;
@@ -35,8 +37,8 @@ pub struct Http1Streams {
     hyper: auto::Builder<TokioExecutor>,
     /// Cancelled when the drain ends connections: one waiting for a request head closes.
     closing: CancellationToken,
-    /// How long a client may take to send a whole request head (and an idle keep-alive
-    /// connection may wait for its next one), as hyper's `header_read_timeout`.
+    /// How long a client may take to send a whole request (and an idle keep-alive connection
+    /// may wait for its next one), as hyper's `header_read_timeout`.
     head_timeout: Duration,
 }
 
@@ -103,7 +105,7 @@ impl Http1Streams {
                 return None;
             };
             let (request, keep_alive) = match head {
-                Head::Stream {
+                Head::Request {
                     request,
                     keep_alive,
                     rest,

@@ -14,8 +14,6 @@ use http_body::Body as _;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A body this path writes whole: router error answers are a few hundred bytes.
-const MAX_WHOLE_BODY: usize = 1 << 20;
 /// Reads of unexpected client bytes per wake-up before the stream yields to other tasks.
 const DISCARDS_PER_WAKE: usize = 16;
 
@@ -173,7 +171,9 @@ pub async fn whole(
     keep_alive: bool,
 ) -> bool {
     let (parts, body) = response.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, MAX_WHOLE_BODY).await else {
+    // Every answer but a stream is built in memory (JSON, the page, its assets): collecting it
+    // only joins its pieces.
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
         tracing::warn!(status = %parts.status, "could not collect a response body; closing");
         return false;
     };

@@ -1,5 +1,7 @@
-//! Plain HTTP/1.x clients on the wire: streams are written by herald's own HTTP/1 path
-//! (`herald::http1_streams`), everything else by hyper, and a client cannot tell the seam.
+//! Plain HTTP/1.x clients on the wire: the API, the page and the streams are answered by
+//! herald's own HTTP/1 path (`herald::http1_streams`), the odd rest by hyper, and a client
+//! cannot tell the seam. A stream on herald's path says `connection: close` (hyper's would
+//! not), which is how these tests see which path served it.
 
 use std::time::{Duration, Instant};
 
@@ -207,6 +209,25 @@ async fn a_refused_stream_is_answered_whole_and_its_connection_goes_on_to_the_ne
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
 }
 
+fn post(target: &str, body: &str) -> String {
+    format!(
+        "POST {target} HTTP/1.1\r\nHost: herald.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Opens a stream on `client` and checks it went out on herald's own path.
+async fn expect_lean_stream(client: &mut RawClient, user: &str) {
+    client.send(&get(&format!("/events/{user}"))).await;
+    let head = client.read_through("\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.contains("\r\ntransfer-encoding: chunked\r\nconnection: close\r\n"),
+        "not herald's stream path: {head}"
+    );
+    client.read_through("event: connected\n").await;
+}
+
 #[tokio::test]
 async fn a_keep_alive_connection_that_began_with_another_request_still_opens_a_stream() {
     let app = TestApp::spawn().await;
@@ -214,12 +235,75 @@ async fn a_keep_alive_connection_that_began_with_another_request_still_opens_a_s
     client.send(&get("/healthz")).await;
     let (head, _) = client.read_whole_response().await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    client.send(&get("/events/ann")).await;
-    let head = client.read_through("\r\n\r\n").await;
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    client.read_through("event: connected\n").await;
+    expect_lean_stream(&mut client, "ann").await;
     app.publish("ann", "same connection").await;
     client.read_through("same connection").await;
+}
+
+#[tokio::test]
+async fn a_browser_like_connection_reads_the_page_history_and_posts_then_streams_on_the_lean_path()
+{
+    let app = TestApp::spawn().await;
+    let published = app.publish("ann", "before").await;
+    let mut client = RawClient::connect(&app).await;
+    // What a page does before its EventSource: the page, a preflight, the history, a mark-read,
+    // and a publish with a body (pipelined: two requests in one write).
+    client.send(&get("/")).await;
+    let (head, page) = client.read_whole_response().await;
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\n") && page.contains("<html"),
+        "{head}"
+    );
+    client
+        .send("OPTIONS /api/notifications/ann HTTP/1.1\r\nHost: herald.test\r\nOrigin: http://herald.test\r\nAccess-Control-Request-Method: POST\r\n\r\n")
+        .await;
+    let (head, _) = client.read_whole_response().await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    client.send(&get("/api/notifications/ann")).await;
+    let (head, history) = client.read_whole_response().await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    let history: Value = serde_json::from_str(&history).expect("JSON");
+    assert_eq!(history["count"], 1);
+    let id = published["id"].as_str().expect("an id");
+    client
+        .send(&format!(
+            "{}{}",
+            post(&format!("/api/notifications/ann/{id}/read"), ""),
+            post(
+                "/api/notifications/ann",
+                r#"{"title":"over the same connection","message":"m"}"#
+            )
+        ))
+        .await;
+    let (head, read) = client.read_whole_response().await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(serde_json::from_str::<Value>(&read).unwrap()["read"], true);
+    let (head, created) = client.read_whole_response().await;
+    assert!(head.starts_with("HTTP/1.1 201 Created\r\n"), "{head}");
+    let created: Value = serde_json::from_str(&created).expect("JSON");
+    assert_eq!(created["title"], "over the same connection");
+
+    expect_lean_stream(&mut client, "ann").await;
+    app.publish("ann", "live after all that").await;
+    client.read_through("live after all that").await;
+}
+
+#[tokio::test]
+async fn a_body_too_large_is_refused_by_hyper_and_changes_nothing() {
+    let app = TestApp::spawn().await;
+    let mut client = RawClient::connect(&app).await;
+    let message = "m".repeat(70_000);
+    client
+        .send(&post(
+            "/api/notifications/ann",
+            &format!(r#"{{"title":"t","message":"{message}"}}"#),
+        ))
+        .await;
+    let (head, body) = client.read_whole_response().await;
+    assert!(head.starts_with("HTTP/1.1 413 "), "{head}");
+    assert!(body.contains("error"), "{body}");
+    let (_, history) = app.get_json("/api/notifications/ann").await;
+    assert_eq!(history["total"], 0);
 }
 
 #[tokio::test]

@@ -1,0 +1,99 @@
+# Shared by the benchmark drivers (scripts/bench-*.sh): start a fresh server (herald or the
+# reference design), run one `herald bench` case against it, record its JSON line, stop the
+# server by its PID, and write a table into BENCHMARKS.md between markers. Loopback only.
+# Source it from a driver that has `cd`ed to the repository root.
+
+ulimit -n 20000
+WORK=${WORK:?set WORK before sourcing lib.sh}
+RESULTS=$WORK/results.jsonl
+BIN=$PWD/target/release/herald
+REFERENCE=${REFERENCE:-../shared/reference/seed-node}
+SERVER_PID=
+SERVER_PORT=
+range=0
+
+build_herald() {
+  cargo build --release --quiet
+}
+
+build_reference() {
+  rm -rf "$WORK/ref"
+  cp -r "$REFERENCE" "$WORK/ref"
+  (cd "$WORK/ref" && npm install --silent --no-audit --no-fund && npx tsc)
+}
+
+wait_for_port() { # PORT
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+start_server() { # herald|reference
+  if [ "$1" = herald ]; then
+    SERVER_PORT=3000
+    rm -rf "$WORK/data"
+    "$BIN" serve --listen 127.0.0.1:$SERVER_PORT --data-dir "$WORK/data" \
+      --max-connections 20000 --max-connections-per-user 100000 >/dev/null 2>"$WORK/herald.log" &
+  else
+    SERVER_PORT=3999
+    (cd "$WORK/ref" && PORT=$SERVER_PORT exec node dist/server.js >"$WORK/ref.log" 2>&1) &
+  fi
+  SERVER_PID=$!
+  wait_for_port $SERVER_PORT
+}
+
+stop_server() {
+  kill "$SERVER_PID" 2>/dev/null
+  wait "$SERVER_PID" 2>/dev/null || true
+  sleep 2   # let the closed sockets of this run leave TIME_WAIT
+}
+
+# Runs `herald bench ARGS` and appends its JSON line, tagged with CASE and LABEL, to RESULTS.
+record() { # LABEL CASE ARGS...
+  local label=$1 case=$2; shift 2
+  range=$((range % 250 + 1))
+  "$BIN" bench "$@" --label "$label" --json --source-addrs 127.$range.0.1-127.$range.0.4 \
+    --pub-body '{"title":"t","message":"{ts}"}' 2>>"$WORK/bench.log" | tail -1 |
+    python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["case"]=sys.argv[1]; print(json.dumps(d))' "$case" \
+    >>"$RESULTS" || echo "bench: $label $case produced no figures" >&2
+}
+
+# One case against a fresh server of KIND: herald or reference.
+run_case() { # KIND CASE
+  local kind=$1 case=$2 base
+  start_server "$kind"
+  base=http://127.0.0.1:$SERVER_PORT
+  # shellcheck disable=SC2086
+  record "$kind" "$case" $case --server-pid "$SERVER_PID" --sub-url "$base/events/{user}" \
+    --pub-url "$base/api/notifications/{user}" --broadcast-url "$base/api/broadcast"
+  stop_server
+}
+
+# The same client against the ideal server of `herald bench floor` (no server to start).
+run_floor() { # CASE (a fanout case: its flags are the floor's)
+  # shellcheck disable=SC2086
+  record floor "$1" floor ${1#fanout }
+  sleep 2
+}
+
+machine() {
+  echo "$(uname -srm); $(nproc) cores; $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+}
+
+# Replaces what lies between `<!-- NAME:start -->` and `<!-- NAME:end -->` in BENCHMARKS.md
+# with the contents of FILE (appending the block if the markers are not there yet).
+write_block() { # NAME FILE
+  python3 - "$1" "$2" <<'PY'
+import re, sys
+name, table = sys.argv[1], open(sys.argv[2]).read()
+doc = open("BENCHMARKS.md").read()
+start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+block = f"{start}\n{table}\n{end}"
+doc = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, doc, flags=re.S) \
+    if start in doc else doc + "\n" + block + "\n"
+open("BENCHMARKS.md", "w").write(doc)
+PY
+}
