@@ -22,13 +22,13 @@ use rusqlite::Connection;
 use crate::store::StoreError;
 
 /// The least time between two background checkpoints: each one fsyncs the database file.
-const MIN_GAP: Duration = Duration::from_secs(1);
+const MIN_GAP: Duration = Duration::from_secs(2);
 /// WAL frames (pages, 4 KiB by default) past which the log should start over: 16 MiB.
 const RESTART_FRAMES: i64 = 4_096;
-/// What the writer may have appended during a pass for the tail to count as short: 4 MiB.
-const SHORT_TAIL: i64 = 1_024;
+/// What the writer may have appended during a pass for the tail to count as short: 1 MiB.
+const SHORT_TAIL: i64 = 256;
 /// Passes per background checkpoint before leaving the rest for the next one.
-const MAX_PASSES: u32 = 8;
+const MAX_PASSES: u32 = 12;
 
 /// The writer's end: [`Checkpointer::nudge`] after commits, then
 /// [`Checkpointer::finish_if_asked`]; [`Checkpointer::stop`] on close.

@@ -56,8 +56,9 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     // Checkpoints run on their own thread (`checkpoint`), not inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-    // A log started over is cut back to this size rather than kept at its largest.
-    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
+    // A log started over keeps its file (reusing it costs nothing; cutting it back stalls the
+    // commit that does it), unless an unusual burst grew it past this.
+    conn.pragma_update(None, "journal_size_limit", 256 << 20)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)
 }
