@@ -134,6 +134,9 @@ pub struct Sample {
     pub server_cpu_s: Option<f64>,
     /// This process's `VmRSS`, in KiB.
     pub client_rss_kib: Option<u64>,
+    /// This process's CPU time, in seconds: a bench near one core per core it has is the
+    /// limit of what it measures, not the server.
+    pub client_cpu_s: Option<f64>,
 }
 
 impl Sample {
@@ -151,6 +154,7 @@ impl Sample {
             server_rss_kib: sum(|pid| rss_kib(pid).map(|kib| kib as f64)).map(|kib| kib as u64),
             server_cpu_s: sum(cpu_seconds),
             client_rss_kib: rss_kib("self"),
+            client_cpu_s: cpu_seconds("self"),
         }
     }
 }
@@ -168,6 +172,9 @@ pub fn add_resources(report: &mut Report, before: Sample, after: Sample, per: Op
     }
     if let (Some(before), Some(after)) = (before.server_cpu_s, after.server_cpu_s) {
         report.add("server_cpu_s", round(after - before, 2), "s");
+    }
+    if let (Some(before), Some(after)) = (before.client_cpu_s, after.client_cpu_s) {
+        report.add("client_cpu_s", round(after - before, 2), "s");
     }
     report.add("client_rss_kib", after.client_rss_kib, "KiB");
     if let (Some(per), Some(before), Some(after)) =
@@ -216,5 +223,6 @@ mod tests {
         assert!(sample.server_rss_kib.is_some_and(|kib| kib > 0));
         assert!(sample.server_cpu_s.is_some());
         assert!(sample.client_rss_kib.is_some());
+        assert!(sample.client_cpu_s.is_some());
     }
 }
