@@ -1,20 +1,22 @@
 //! Who is connected to this node: an index from user to that user's open streams. The hub
-//! encodes each committed event once and pushes the same bytes to exactly the streams that
-//! may see it (one user's streams for a notification, every stream for an announcement),
-//! and it remembers the newest id it has dispatched so a new stream knows where replay ends
-//! and live delivery begins.
+//! encodes each committed event once and decides, under its lock and in id order, exactly the
+//! streams that may see it (one user's streams for a notification, every stream for an
+//! announcement); the pushes themselves run on the delivery threads ([`crate::fanout`]). It
+//! remembers the newest id it has dispatched so a new stream knows where replay ends and live
+//! delivery begins.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 
 use crate::domain::{EventId, UserId};
+use crate::fanout::{Deliveries, FanOut};
 use crate::metrics::Metrics;
 use crate::sse::encode::{self, HEARTBEAT};
-use crate::sse::outbox::{Closing, Frame, Outbox, Pushed, QueueBounds};
+use crate::sse::outbox::{Closing, Frame, Outbox, QueueBounds};
 use crate::store::{Audience, CommittedEvent, EventSink};
 
 /// Connection limits of this node.
@@ -41,6 +43,8 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     /// `state.total`, readable without the lock (which a broadcast's dispatch holds a while).
     stream_count: AtomicUsize,
+    /// Pushes each dispatched frame to its streams.
+    fanout: FanOut,
     /// Every lock holder does only in-memory work (no I/O, no await), so a blocking mutex is
     /// the cheap and correct choice.
     state: Mutex<HubState>,
@@ -83,14 +87,16 @@ pub struct HubStats {
 }
 
 impl Hub {
-    pub fn new(limits: HubLimits, metrics: Arc<Metrics>) -> Arc<Self> {
-        Arc::new(Self {
+    /// A hub and its delivery threads; fails only if the threads cannot be started.
+    pub fn new(limits: HubLimits, metrics: Arc<Metrics>) -> std::io::Result<Arc<Self>> {
+        Ok(Arc::new(Self {
             limits,
             dispatched: tokio::sync::watch::Sender::new(EventId::ZERO),
+            fanout: FanOut::start(limits.queue, metrics.clone())?,
             metrics,
             stream_count: AtomicUsize::new(0),
             state: Mutex::new(HubState::default()),
-        })
+        }))
     }
 
     /// Adds a stream for `user`, within the node's and the user's limits.
@@ -160,13 +166,17 @@ impl Hub {
         let _ = tokio::time::timeout(Duration::from_secs(2), reached).await;
     }
 
-    /// Queues a heartbeat on every stream that has been quiet for `idle`.
+    /// Sends a heartbeat to every stream that has been quiet for `idle`.
     pub fn send_heartbeats(&self, idle: Duration) {
-        let now = Instant::now();
-        let state = self.state.lock();
-        for outbox in state.streams.values().flatten() {
-            outbox.heartbeat_if_idle(now, idle, &HEARTBEAT);
-        }
+        let outboxes: Vec<Arc<Outbox>> = self
+            .state
+            .lock()
+            .streams
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        self.fanout.heartbeat(outboxes, idle, &HEARTBEAT);
     }
 
     /// Every open stream, for the drain to close one by one.
@@ -213,9 +223,8 @@ impl EventSink for Hub {
                 bytes: encode::event(Some(event.id), event.name, &event.data),
             })
             .collect();
-        let bounds = self.limits.queue;
-        let mut delivered = 0u64;
-        let mut overflowed = 0u64;
+        let mut deliveries = Deliveries::default();
+        let single_frame = events.len() == 1;
         let mut state = self.state.lock();
         debug_assert!(
             events
@@ -224,38 +233,27 @@ impl EventSink for Hub {
                 && events.windows(2).all(|pair| pair[0].id < pair[1].id),
             "ids must increase"
         );
-        // Told before the pushes, which happen under this same lock (so nothing can see the
-        // hub between): a publisher waiting on its id is then woken ahead of the streams.
+        // Who receives what is settled here, under the lock: a stream admitted from now on
+        // replays these events from the store, and one admitted before gets them pushed.
         if let Some(newest) = events.last() {
             state.dispatched_through = newest.id;
             self.dispatched.send_replace(newest.id);
         }
-        for (event, frame) in events.iter().zip(frames) {
-            let mut push = |outbox: &Arc<Outbox>| match outbox.push(frame.clone(), bounds) {
-                Pushed::Queued => delivered += 1,
-                Pushed::Ignored => {}
-                Pushed::Overflowed => overflowed += 1,
-            };
+        for (frame, event) in events.iter().enumerate() {
+            let mut add = |outbox: &Arc<Outbox>| deliveries.add(frame, outbox, single_frame);
             match &event.audience {
                 Audience::User(user) => {
                     if let Some(outboxes) = state.streams.get(user) {
-                        outboxes.iter().for_each(&mut push);
+                        outboxes.iter().for_each(&mut add);
                     }
                 }
-                Audience::Everyone => state.streams.values().flatten().for_each(&mut push),
+                Audience::Everyone => state.streams.values().flatten().for_each(&mut add),
             }
         }
         state.dispatched_events += events.len() as u64;
         drop(state);
-        self.metrics.events_delivered.inc_by(delivered);
         self.metrics.events_dispatched.inc_by(events.len() as u64);
-        if overflowed > 0 {
-            self.metrics.slow_reader_closes.inc_by(overflowed);
-            tracing::info!(
-                streams = overflowed,
-                "closed slow readers whose queues were full"
-            );
-        }
+        self.fanout.deliver(frames, deliveries);
     }
 }
 
@@ -281,6 +279,13 @@ mod tests {
             },
             Arc::new(Metrics::new()),
         )
+        .expect("delivery threads")
+    }
+
+    /// Dispatches and waits until the delivery threads have pushed everything.
+    fn dispatch(hub: &Hub, events: &[CommittedEvent]) {
+        hub.dispatch(events);
+        hub.fanout.flush();
     }
 
     fn user(name: &str) -> UserId {
@@ -298,7 +303,10 @@ mod tests {
 
     fn pop(admission: &Admission) -> Option<Frame> {
         let waker = noop_waker();
-        match admission.outbox.poll_pop(&mut Context::from_waker(&waker)) {
+        match admission
+            .outbox
+            .poll_pop(&mut Context::from_waker(&waker), EventId::ZERO)
+        {
             Poll::Ready(Popped::Frame(frame)) => Some(frame),
             Poll::Ready(Popped::Closed(closing)) => panic!("closed: {closing:?}"),
             Poll::Pending => None,
@@ -309,7 +317,7 @@ mod tests {
     fn an_event_is_encoded_once_and_its_bytes_shared_by_every_receiving_stream() {
         let hub = hub(10, 10);
         let streams: Vec<Admission> = (0..3).map(|_| hub.admit(&user("ann")).unwrap()).collect();
-        hub.dispatch(&[event(1, Audience::User(user("ann")))]);
+        dispatch(&hub, &[event(1, Audience::User(user("ann")))]);
         let frames: Vec<Frame> = streams.iter().map(|s| pop(s).expect("frame")).collect();
         let first = frames[0].bytes.as_ptr();
         assert!(
@@ -327,10 +335,13 @@ mod tests {
         let hub = hub(10, 10);
         let ann = hub.admit(&user("ann")).unwrap();
         let bob = hub.admit(&user("bob")).unwrap();
-        hub.dispatch(&[
-            event(1, Audience::User(user("ann"))),
-            event(2, Audience::Everyone),
-        ]);
+        dispatch(
+            &hub,
+            &[
+                event(1, Audience::User(user("ann"))),
+                event(2, Audience::Everyone),
+            ],
+        );
         assert_eq!(pop(&ann).and_then(|f| f.id), Some(EventId::from_seq(1)));
         assert_eq!(pop(&ann).and_then(|f| f.id), Some(EventId::from_seq(2)));
         assert_eq!(pop(&bob).and_then(|f| f.id), Some(EventId::from_seq(2)));
@@ -347,7 +358,7 @@ mod tests {
         assert_eq!(hub.admit(&user("ann")).err(), Some(AdmitError::UserFull(1)));
         let _second = hub.admit(&user("bob")).unwrap();
         assert_eq!(hub.admit(&user("cat")).err(), Some(AdmitError::NodeFull(2)));
-        hub.dispatch(&[event(41, Audience::Everyone)]);
+        dispatch(&hub, &[event(41, Audience::Everyone)]);
         drop(first);
         let again = hub.admit(&user("ann")).unwrap();
         assert_eq!(again.dispatched_through, EventId::from_seq(41));
@@ -364,16 +375,59 @@ mod tests {
         let slow = hub.admit(&user("ann")).unwrap();
         let fast = hub.admit(&user("ann")).unwrap();
         for id in 1..=9 {
-            hub.dispatch(&[event(id, Audience::User(user("ann")))]);
+            dispatch(&hub, &[event(id, Audience::User(user("ann")))]);
             while pop(&fast).is_some() {}
         }
         assert_eq!(hub.metrics.slow_reader_closes.get(), 1);
         let waker = noop_waker();
         assert!(matches!(
-            slow.outbox.poll_pop(&mut Context::from_waker(&waker)),
+            slow.outbox
+                .poll_pop(&mut Context::from_waker(&waker), EventId::ZERO),
             Poll::Ready(Popped::Closed(Closing::SlowReader))
         ));
-        hub.dispatch(&[event(10, Audience::User(user("ann")))]);
+        dispatch(&hub, &[event(10, Audience::User(user("ann")))]);
         assert_eq!(pop(&fast).and_then(|f| f.id), Some(EventId::from_seq(10)));
+    }
+
+    #[test]
+    fn a_group_of_events_reaches_every_stream_whole_and_in_order_however_the_threads_share_it() {
+        // Enough streams for the delivery threads to split each job between them.
+        let hub = Hub::new(
+            HubLimits {
+                max_streams: 1000,
+                max_streams_per_user: 10,
+                queue: QueueBounds {
+                    max_frames: 100,
+                    max_bytes: 1 << 20,
+                },
+            },
+            Arc::new(Metrics::new()),
+        )
+        .expect("delivery threads");
+        let streams: Vec<Admission> = (0..400)
+            .map(|n| hub.admit(&user(&format!("u{}", n % 50))).unwrap())
+            .collect();
+        let mut next = 0;
+        for _ in 0..20 {
+            let group: Vec<CommittedEvent> = (0..3)
+                .map(|k| {
+                    next += 1;
+                    let audience = if k == 1 {
+                        Audience::User(user("u7"))
+                    } else {
+                        Audience::Everyone
+                    };
+                    event(next, audience)
+                })
+                .collect();
+            dispatch(&hub, &group);
+        }
+        for (n, stream) in streams.iter().enumerate() {
+            let ids: Vec<u64> = std::iter::from_fn(|| pop(stream))
+                .map(|frame| frame.id.expect("an event").major)
+                .collect();
+            let want: Vec<u64> = (1..=60).filter(|id| n % 50 == 7 || id % 3 != 2).collect();
+            assert_eq!(ids, want, "stream {n}");
+        }
     }
 }

@@ -38,6 +38,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("cannot start the delivery threads")]
+    Threads(#[source] std::io::Error),
 }
 
 /// How often an idle HTTP/2 connection is pinged, and how long the answer may take: an SSE
@@ -222,7 +224,8 @@ async fn build_state(settings: Settings) -> Result<AppState, StartError> {
             queue: settings.queue,
         },
         metrics.clone(),
-    );
+    )
+    .map_err(StartError::Threads)?;
     // The one place the backend is chosen.
     let store = match &settings.redis {
         Some(redis) => {

@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery, user_id};
 use crate::hub::AdmitError;
 use crate::sse::encode;
+use crate::sse::outbox::LiveOutbox;
 use crate::sse::stream::{EventStream, Start};
 
 pub fn router() -> Router<AppState> {
@@ -141,6 +142,7 @@ fn open_stream(
         admission.outbox.stream_id,
         uuid::Uuid::new_v4().simple()
     );
+    let outbox = LiveOutbox(admission.outbox.clone());
     let stream = EventStream::new(
         admission,
         user,
@@ -150,7 +152,9 @@ fn open_stream(
         start,
         expires_at,
     );
-    Ok(event_stream_response(Body::from_stream(stream)))
+    let mut response = event_stream_response(Body::from_stream(stream));
+    response.extensions_mut().insert(outbox);
+    Ok(response)
 }
 
 /// The header wins over the query parameter; an empty value means none (as EventSource sends).

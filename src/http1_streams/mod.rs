@@ -10,6 +10,7 @@
 //! oversized requests) is handed to hyper with the bytes already read, and hyper serves the
 //! rest of that connection.
 
+mod direct;
 mod head;
 mod rewind;
 mod write;

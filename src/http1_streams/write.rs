@@ -1,9 +1,11 @@
 //! Writing the router's answer onto a plain HTTP/1.x connection. An event stream goes out frame
-//! by frame straight from the body, with nothing buffered while it idles; then the connection
-//! closes. Any other answer is collected and written whole, and the connection may go on.
+//! by frame straight from the body, with nothing buffered while it idles, and once it is live
+//! its outbox may write it directly ([`super::direct`]); then the connection closes. Any other
+//! answer is collected and written whole, and the connection may go on.
 
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
@@ -11,8 +13,11 @@ use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::Body as _;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+
+use super::direct::{ChunkSize, Detach, LiveSocket, poll_write_parts};
+use crate::sse::outbox::{LiveOutbox, Outbox};
 
 /// Reads of unexpected client bytes per wake-up before the stream yields to other tasks.
 const DISCARDS_PER_WAKE: usize = 16;
@@ -35,7 +40,11 @@ pub fn event_stream(
     response: Response,
     version: Version,
 ) -> impl Future<Output = ()> + Send {
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
+    let outbox = parts
+        .extensions
+        .remove::<LiveOutbox>()
+        .map(|LiveOutbox(outbox)| outbox);
     let chunked = version == Version::HTTP_11;
     let framing: &[u8] = if chunked {
         b"transfer-encoding: chunked\r\n"
@@ -52,22 +61,37 @@ pub fn event_stream(
             chunked,
             ..Out::default()
         },
+        outbox,
     )
 }
 
 /// Writes `head` with the first frame (the preamble is ready at once: one write, not two),
-/// then each frame as it comes.
+/// then each frame as it comes. With the stream's `outbox`, the socket is shared with it for
+/// direct writes while the stream is live and idle.
 // Not an `async fn`: one would keep its arguments and its own copies of them side by side for
 // the stream's whole life; the block's captures are the only copies.
 #[allow(clippy::manual_async_fn)]
 fn copy_stream(
-    mut socket: TcpStream,
+    socket: TcpStream,
     mut body: Body,
     mut out: Out,
+    outbox: Option<Arc<Outbox>>,
 ) -> impl Future<Output = ()> + Send {
     async move {
+        let socket = Arc::new(socket);
+        if let Some(outbox) = &outbox {
+            outbox.attach(Arc::new(LiveSocket {
+                socket: socket.clone(),
+                chunked: out.chunked,
+            }));
+        }
+        let detach = Detach(outbox);
         loop {
-            let then = match next_data(&socket, &mut body).await {
+            let then = match next_data(&socket, &mut body, detach.0.as_deref()).await {
+                Next::Unwritten(framed) => {
+                    out.framed(framed);
+                    Then::More
+                }
                 Next::Data(data) => {
                     out.frame(data);
                     Then::More
@@ -79,7 +103,7 @@ fn copy_stream(
                 Next::Aborted => Then::Cut,
                 Next::ClientGone => return,
             };
-            if std::future::poll_fn(|cx| out.poll_write(&mut socket, cx))
+            if std::future::poll_fn(|cx| out.poll_write(&socket, cx))
                 .await
                 .is_err()
             {
@@ -88,7 +112,11 @@ fn copy_stream(
             match then {
                 Then::More => {}
                 Then::Finish => {
-                    let _ = socket.shutdown().await;
+                    // The outbox gives back its share of the socket; then it is ours to close.
+                    drop(detach);
+                    if let Ok(mut socket) = Arc::try_unwrap(socket) {
+                        let _ = socket.shutdown().await;
+                    }
                     return;
                 }
                 Then::Cut => return,
@@ -130,6 +158,11 @@ impl Out {
         self.data = data;
     }
 
+    /// Bytes already framed for the wire (what a direct write left unwritten).
+    fn framed(&mut self, framed: Bytes) {
+        self.data = framed;
+    }
+
     fn end(&mut self) {
         if self.chunked {
             self.tail = b"0\r\n\r\n";
@@ -137,7 +170,7 @@ impl Out {
     }
 
     /// Ready once every part is written; then `self` is empty again.
-    fn poll_write(&mut self, socket: &mut TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_write(&mut self, socket: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let mut slices = [
                 IoSlice::new(&self.head),
@@ -154,36 +187,13 @@ impl Out {
                 };
                 return Poll::Ready(Ok(()));
             }
-            let written = ready!(write_parts(socket, cx, parts))?;
+            let written = ready!(poll_write_parts(socket, cx, parts))?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             self.written += written;
         }
     }
-}
-
-/// Bytes of a write gathered into one buffer rather than handed to `writev` as parts: the
-/// kernel's `write` of one buffer is cheaper than `writev` of four, and most frames are small.
-const GATHER: usize = 1024;
-
-/// One write of `parts`: copied together on the stack when small, else vectored.
-fn write_parts(
-    socket: &mut TcpStream,
-    cx: &mut Context<'_>,
-    parts: &[IoSlice<'_>],
-) -> Poll<io::Result<usize>> {
-    let total: usize = parts.iter().map(|part| part.len()).sum();
-    if total > GATHER {
-        return Pin::new(socket).poll_write_vectored(cx, parts);
-    }
-    let mut gathered = [0u8; GATHER];
-    let mut filled = 0;
-    for part in parts {
-        gathered[filled..filled + part.len()].copy_from_slice(part);
-        filled += part.len();
-    }
-    Pin::new(socket).poll_write(cx, &gathered[..filled])
 }
 
 /// Writes `response` whole; returns whether the connection stays open for another request.
@@ -271,6 +281,8 @@ fn encode_head(
 }
 
 enum Next {
+    /// The end of a direct write, already framed.
+    Unwritten(Bytes),
     Data(Bytes),
     End,
     Aborted,
@@ -279,10 +291,14 @@ enum Next {
 
 /// The body's next bytes, while watching the client: a stream whose client has gone must end
 /// now, not at its next write (which may be a heartbeat away).
-async fn next_data(socket: &TcpStream, body: &mut Body) -> Next {
+async fn next_data(socket: &TcpStream, body: &mut Body, outbox: Option<&Outbox>) -> Next {
     std::future::poll_fn(|cx| {
         if poll_client_gone(socket, cx).is_ready() {
             return Poll::Ready(Next::ClientGone);
+        }
+        // Before anything the body has: the outbox holds its frames back until then.
+        if let Some(framed) = outbox.and_then(Outbox::take_unwritten) {
+            return Poll::Ready(Next::Unwritten(framed));
         }
         loop {
             let frame = match ready!(Pin::new(&mut *body).poll_frame(cx)) {
@@ -337,48 +353,9 @@ async fn write_all(socket: &mut TcpStream, mut parts: &mut [IoSlice<'_>]) -> io:
     Ok(())
 }
 
-/// A chunk-size line (`1a2\r\n`) without allocating; empty until set.
-#[derive(Default)]
-struct ChunkSize {
-    line: [u8; 18],
-    len: u8,
-}
-
-impl ChunkSize {
-    fn set(&mut self, size: usize) {
-        let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
-        for (i, slot) in self.line[..digits].iter_mut().enumerate() {
-            let nibble = (size >> (4 * (digits - 1 - i))) & 0xf;
-            *slot = b"0123456789abcdef"[nibble];
-        }
-        self.line[digits..digits + 2].copy_from_slice(b"\r\n");
-        self.len = digits as u8 + 2;
-    }
-
-    fn line(&self) -> &[u8] {
-        &self.line[..self.len as usize]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunk_size_lines_are_lower_case_hex() {
-        assert_eq!(ChunkSize::default().line(), b"");
-        for (len, line) in [
-            (0, "0\r\n"),
-            (9, "9\r\n"),
-            (10, "a\r\n"),
-            (0x1a2, "1a2\r\n"),
-            (usize::MAX, "ffffffffffffffff\r\n"),
-        ] {
-            let mut size = ChunkSize::default();
-            size.set(len);
-            assert_eq!(size.line(), line.as_bytes());
-        }
-    }
 
     #[test]
     fn heads_carry_the_framing_and_the_close_and_drop_the_apps_own() {

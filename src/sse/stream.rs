@@ -1,7 +1,7 @@
 //! One open SSE response: the preamble, then what the log holds after the client's
 //! `Last-Event-ID` (read in pages), then live frames from the outbox. Ids only ever increase on
-//! a stream: a live frame the replay already sent is skipped, so the switch from replay to live
-//! has no gap and no duplicate.
+//! a stream: the outbox holds back a live frame the replay already sent, so the switch from
+//! replay to live has no gap and no duplicate.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -154,6 +154,12 @@ impl Stream for EventStream {
             // always learns its `retry:` and sees `connected` before `reauth`.
             let started = !matches!(this.phase, Phase::Preamble(..) | Phase::Ended);
             if started && expiry.as_mut().poll(cx).is_ready() {
+                // Nothing may go out directly after this; the end of a direct write that is
+                // still unwritten goes first (the connection's writer takes it), then this.
+                if !this.admission.outbox.pause_direct() {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
                 // No leeway on an open stream: the token is over, and so is the stream.
                 this.phase = Phase::Ended;
                 let data = r#"{"reason":"token expired"}"#;
@@ -185,12 +191,10 @@ impl Stream for EventStream {
                         return Poll::Ready(Some(Err(error.into())));
                     }
                 },
-                Phase::Live => match ready!(this.admission.outbox.poll_pop(cx)) {
+                Phase::Live => match ready!(this.admission.outbox.poll_pop(cx, this.last_sent)) {
+                    // The outbox holds back what this stream has sent already.
                     Popped::Frame(frame) => {
                         if let Some(id) = frame.id {
-                            if id <= this.last_sent {
-                                continue;
-                            }
                             this.last_sent = id;
                         }
                         return Poll::Ready(Some(Ok(frame.bytes)));

@@ -191,3 +191,153 @@ fn complete_notifications(raw: &str) -> (Vec<(EventId, usize)>, Option<String>) 
     }
     (titles, last_id)
 }
+
+/// A reader that stops reading for a while, then reads on, below the queue bound: its socket
+/// fills (direct writes stop part-way through a frame), frames queue, and when it reads again
+/// it gets every notification exactly once, in id order, with the chunked framing intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_pauses_gets_everything_intact_when_it_reads_again() {
+    const PAUSED_PUBLISHES: usize = 3_000;
+    let dir = tempfile::TempDir::new().unwrap();
+    let server = ServerProcess::start(
+        &dir.path().join("data"),
+        &[
+            "--sync",
+            "normal",
+            "--max-queued-bytes",
+            "67108864",
+            "--max-queued-events",
+            "100000",
+        ],
+    );
+    let client = reqwest::Client::new();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let addr = server.url.trim_start_matches("http://").parse().unwrap();
+    let mut paused = socket.connect(addr).await.unwrap();
+    paused
+        .write_all(b"GET /events/pauser HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reader = ChunkedSse::default();
+    while !reader.text.contains("event: connected") {
+        reader.read_some(&mut paused).await;
+    }
+
+    // ~12 MB while it does not read: more than the socket buffers on both sides hold.
+    let message = "m".repeat(MESSAGE_CHARS);
+    let url = format!("{}/api/notifications/pauser", server.url);
+    let mut publishers = Vec::new();
+    for worker in 0..4 {
+        let (client, url, message) = (client.clone(), url.clone(), message.clone());
+        publishers.push(tokio::spawn(async move {
+            for n in (worker..PAUSED_PUBLISHES).step_by(4) {
+                let response = client
+                    .post(&url)
+                    .json(&json!({ "title": format!("{n}"), "message": message }))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::CREATED);
+            }
+        }));
+    }
+    for publisher in publishers {
+        publisher.await.unwrap();
+    }
+
+    let deadline = tokio::time::Instant::now() + WAIT * 4;
+    let (mut titles, mut previous_id) = (Vec::new(), EventId::ZERO);
+    while titles.len() < PAUSED_PUBLISHES {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} arrived",
+            titles.len()
+        );
+        reader.read_some(&mut paused).await;
+        for (id, title) in reader.take_notifications() {
+            assert!(id > previous_id, "ids increase on the stream");
+            previous_id = id;
+            titles.push(title);
+        }
+    }
+    titles.sort_unstable();
+    assert_eq!(
+        titles,
+        (0..PAUSED_PUBLISHES).collect::<Vec<_>>(),
+        "every one exactly once"
+    );
+    let stats: serde_json::Value = client
+        .get(format!("{}/api/stats", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["slowReaderCloses"], 0, "{stats}");
+}
+
+/// A strict reader of one chunked SSE response: every chunk's size line, data and CRLF must
+/// be exactly right, or the test fails.
+#[derive(Default)]
+struct ChunkedSse {
+    raw: Vec<u8>,
+    head_done: bool,
+    /// The decoded body not yet taken as events.
+    text: String,
+}
+
+impl ChunkedSse {
+    async fn read_some(&mut self, socket: &mut tokio::net::TcpStream) {
+        let mut buf = [0u8; 65536];
+        let n = tokio::time::timeout(WAIT, socket.read(&mut buf))
+            .await
+            .expect("bytes in time")
+            .unwrap();
+        assert!(n > 0, "the server closed the stream");
+        self.raw.extend_from_slice(&buf[..n]);
+        self.decode();
+    }
+
+    fn decode(&mut self) {
+        if !self.head_done {
+            let Some(end) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return;
+            };
+            let head = String::from_utf8_lossy(&self.raw[..end]).to_ascii_lowercase();
+            assert!(head.contains("transfer-encoding: chunked"), "{head}");
+            self.raw.drain(..end + 4);
+            self.head_done = true;
+        }
+        loop {
+            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let size_line = std::str::from_utf8(&self.raw[..line_end]).expect("a size line");
+            let size = usize::from_str_radix(size_line, 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
+            assert!(size > 0, "the stream ended");
+            let start = line_end + 2;
+            if self.raw.len() < start + size + 2 {
+                return;
+            }
+            assert_eq!(
+                &self.raw[start + size..start + size + 2],
+                b"\r\n",
+                "chunk end"
+            );
+            self.text
+                .push_str(std::str::from_utf8(&self.raw[start..start + size]).expect("UTF-8"));
+            self.raw.drain(..start + size + 2);
+        }
+    }
+
+    /// `(id, title)` of each complete notification decoded so far.
+    fn take_notifications(&mut self) -> Vec<(EventId, usize)> {
+        let complete = self.text.rfind("\n\n").map_or(0, |at| at + 2);
+        let blocks: String = self.text.drain(..complete).collect();
+        let (seen, _) = complete_notifications(&format!("\r\n\r\n{blocks}"));
+        seen
+    }
+}

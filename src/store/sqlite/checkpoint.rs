@@ -155,6 +155,19 @@ fn passive(conn: &Connection) -> rusqlite::Result<i64> {
 mod tests {
     use super::*;
 
+    /// A database in WAL mode without automatic checkpoints, and its writing connection.
+    fn wal_database() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let writer = Connection::open(dir.path().join("t.db")).expect("open");
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+                 CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
+            )
+            .expect("schema");
+        (dir, writer)
+    }
+
     fn frames_after_a_small_write(writer: &Connection) -> i64 {
         writer
             .execute("INSERT INTO t (v) VALUES (randomblob(100))", [])
@@ -166,15 +179,7 @@ mod tests {
 
     #[test]
     fn a_long_log_is_copied_in_the_background_and_the_writer_starts_it_over() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("t.db");
-        let writer = Connection::open(&path).expect("open");
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
-                 CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
-            )
-            .expect("schema");
+        let (dir, writer) = wal_database();
         // About 40 MiB of log: well past RESTART_FRAMES.
         writer.execute_batch("BEGIN").expect("begin");
         for _ in 0..10_000 {
@@ -184,7 +189,7 @@ mod tests {
         }
         writer.execute_batch("COMMIT").expect("commit");
 
-        let background = Connection::open(&path).expect("open");
+        let background = Connection::open(dir.path().join("t.db")).expect("open");
         assert!(
             copy_most(&background).expect("copy"),
             "nothing was appended meanwhile, so the tail is short"
@@ -206,17 +211,9 @@ mod tests {
 
     #[test]
     fn a_short_log_is_left_alone() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("t.db");
-        let writer = Connection::open(&path).expect("open");
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
-                 CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB);",
-            )
-            .expect("schema");
+        let (dir, writer) = wal_database();
         frames_after_a_small_write(&writer);
-        let background = Connection::open(&path).expect("open");
+        let background = Connection::open(dir.path().join("t.db")).expect("open");
         assert!(!copy_most(&background).expect("copy"));
     }
 }

@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::{assert_error, padded_body, post_bytes, stats};
-use crate::helpers::{TestApp, WAIT, read_json, titles};
+use crate::helpers::{SseClient, TestApp, WAIT, read_json, titles};
 
 #[tokio::test]
 async fn a_broadcast_answers_sent_and_the_number_of_this_nodes_streams() {
@@ -286,9 +286,15 @@ async fn metrics_are_prometheus_text_whose_values_follow_the_traffic() {
     assert_eq!(sample(&text, "herald_streams"), 3.0);
     assert_eq!(sample(&text, "herald_slow_reader_closes_total"), 0.0);
 
-    // A queue too small for one event: the first push closes that stream as a slow reader.
+    // A queue too small for one event: the first push queued closes that stream as a slow
+    // reader. (Over HTTP/2 every frame is queued; on the HTTP/1 path an idle stream's frame
+    // goes straight to its socket, and only a full socket makes frames queue: slow_reader.rs.)
     let tiny = TestApp::spawn_with(|s| s.queue.max_bytes = 64).await;
-    let mut slow = tiny.subscribe("sam", None).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let mut slow = SseClient::open(&h2, &tiny.url("/events/sam"), None).await;
     slow.expect_connected().await;
     tiny.publish("sam", "too big for the queue").await;
     slow.expect_end().await;
