@@ -17,9 +17,10 @@ use crate::sse::outbox::{DirectSink, Outbox};
 /// small.
 const GATHER: usize = 1024;
 
-/// The socket of one stream, framing as its response does.
+/// The socket of one stream, framing as its response does; the stream's task and its outbox
+/// each hold an `Arc` of it.
 pub struct LiveSocket {
-    pub socket: Arc<TcpStream>,
+    pub socket: TcpStream,
     /// HTTP/1.1 frames are chunks; HTTP/1.0 ones go as they are.
     pub chunked: bool,
 }
@@ -154,7 +155,7 @@ mod tests {
     async fn frames_go_out_chunked_or_bare_and_a_full_socket_hands_back_the_rest() {
         let (server, mut client) = pair().await;
         let chunked = LiveSocket {
-            socket: Arc::new(server),
+            socket: server,
             chunked: true,
         };
         assert!(chunked.write_now(b"data: 1\n\n").unwrap().is_none());
@@ -177,7 +178,7 @@ mod tests {
 
         let (server, mut client) = pair().await;
         let bare = LiveSocket {
-            socket: Arc::new(server),
+            socket: server,
             chunked: false,
         };
         assert!(bare.write_now(b"data: 2\n\n").unwrap().is_none());

@@ -78,16 +78,17 @@ fn copy_stream(
     outbox: Option<Arc<Outbox>>,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let socket = Arc::new(socket);
+        let live = Arc::new(LiveSocket {
+            socket,
+            chunked: out.chunked,
+        });
         if let Some(outbox) = &outbox {
-            outbox.attach(Arc::new(LiveSocket {
-                socket: socket.clone(),
-                chunked: out.chunked,
-            }));
+            outbox.attach(live.clone());
         }
         let detach = Detach(outbox);
+        let socket = &live.socket;
         loop {
-            let then = match next_data(&socket, &mut body, detach.0.as_deref()).await {
+            let then = match next_data(socket, &mut body, detach.0.as_deref()).await {
                 Next::Unwritten(framed) => {
                     out.framed(framed);
                     Then::More
@@ -103,7 +104,7 @@ fn copy_stream(
                 Next::Aborted => Then::Cut,
                 Next::ClientGone => return,
             };
-            if std::future::poll_fn(|cx| out.poll_write(&socket, cx))
+            if std::future::poll_fn(|cx| out.poll_write(socket, cx))
                 .await
                 .is_err()
             {
@@ -114,8 +115,8 @@ fn copy_stream(
                 Then::Finish => {
                     // The outbox gives back its share of the socket; then it is ours to close.
                     drop(detach);
-                    if let Ok(mut socket) = Arc::try_unwrap(socket) {
-                        let _ = socket.shutdown().await;
+                    if let Ok(mut live) = Arc::try_unwrap(live) {
+                        let _ = live.socket.shutdown().await;
                     }
                     return;
                 }
