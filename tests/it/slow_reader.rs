@@ -37,23 +37,8 @@ async fn a_stream_that_never_reads_is_closed_with_bounded_memory_and_replays_on_
     let rss_before = server.rss_kib();
 
     // Far more than any buffer: 12,000 x ~4 KB = ~47 MB for one user.
-    let message = "m".repeat(MESSAGE_CHARS);
     let url = format!("{}/api/notifications/slowpoke", server.url);
-    let mut publishers = Vec::new();
-    for worker in 0..8 {
-        let (client, url, message) = (client.clone(), url.clone(), message.clone());
-        publishers.push(tokio::spawn(async move {
-            for n in (worker..PUBLISHES).step_by(8) {
-                let response = client
-                    .post(&url)
-                    .json(&json!({ "title": format!("{n}"), "message": message }))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), StatusCode::CREATED);
-            }
-        }));
-    }
+    let publishers = publish_numbered(&client, &url, PUBLISHES, 8);
     // Sample the server's memory while the flood goes on.
     let mut rss_peak = rss_before;
     while !publishers.iter().all(|p| p.is_finished()) {
@@ -71,14 +56,7 @@ async fn a_stream_that_never_reads_is_closed_with_bounded_memory_and_replays_on_
         "server memory grew by {growth_mib} MiB while ~47 MB queued for a stalled reader"
     );
 
-    let stats: serde_json::Value = client
-        .get(format!("{}/api/stats", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = stats(&client, &server.url).await;
     assert!(stats["slowReaderCloses"].as_u64().unwrap() >= 1, "{stats}");
     let metrics = client
         .get(format!("{}/metrics", server.url))
@@ -134,18 +112,49 @@ async fn a_stream_that_never_reads_is_closed_with_bounded_memory_and_replays_on_
     );
 }
 
+/// Notifications titled `0..total`, ~4 KB each, posted to `url` by `workers` tasks at once;
+/// each task asserts every answer is `201`.
+fn publish_numbered(
+    client: &reqwest::Client,
+    url: &str,
+    total: usize,
+    workers: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let message = "m".repeat(MESSAGE_CHARS);
+    (0..workers)
+        .map(|worker| {
+            let (client, url, message) = (client.clone(), url.to_owned(), message.clone());
+            tokio::spawn(async move {
+                for n in (worker..total).step_by(workers) {
+                    let response = client
+                        .post(&url)
+                        .json(&json!({ "title": format!("{n}"), "message": message }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), StatusCode::CREATED);
+                }
+            })
+        })
+        .collect()
+}
+
+async fn stats(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .get(format!("{url}/api/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Polls `/api/stats` until the node holds `n` streams.
 async fn wait_for_streams(client: &reqwest::Client, url: &str, n: u64) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let stats: serde_json::Value = client
-            .get(format!("{url}/api/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = stats(client, url).await;
         if stats["totalConnections"] == n {
             return;
         }
@@ -225,24 +234,8 @@ async fn a_reader_that_pauses_gets_everything_intact_when_it_reads_again() {
     }
 
     // ~12 MB while it does not read: more than the socket buffers on both sides hold.
-    let message = "m".repeat(MESSAGE_CHARS);
     let url = format!("{}/api/notifications/pauser", server.url);
-    let mut publishers = Vec::new();
-    for worker in 0..4 {
-        let (client, url, message) = (client.clone(), url.clone(), message.clone());
-        publishers.push(tokio::spawn(async move {
-            for n in (worker..PAUSED_PUBLISHES).step_by(4) {
-                let response = client
-                    .post(&url)
-                    .json(&json!({ "title": format!("{n}"), "message": message }))
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(response.status(), StatusCode::CREATED);
-            }
-        }));
-    }
-    for publisher in publishers {
+    for publisher in publish_numbered(&client, &url, PAUSED_PUBLISHES, 4) {
         publisher.await.unwrap();
     }
 
@@ -267,14 +260,7 @@ async fn a_reader_that_pauses_gets_everything_intact_when_it_reads_again() {
         (0..PAUSED_PUBLISHES).collect::<Vec<_>>(),
         "every one exactly once"
     );
-    let stats: serde_json::Value = client
-        .get(format!("{}/api/stats", server.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = stats(&client, &server.url).await;
     assert_eq!(stats["slowReaderCloses"], 0, "{stats}");
 }
 
