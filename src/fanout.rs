@@ -54,24 +54,30 @@ impl FrameIndexes {
 }
 
 /// Builds a job's deliveries: frames must be added in id order.
-#[derive(Default)]
 pub struct Deliveries {
     deliveries: Vec<Delivery>,
-    /// Where each stream's delivery is, once a second frame may come (groups of events).
-    by_stream: HashMap<u64, usize>,
+    /// Where each stream's delivery is, for a job of several frames (a group of events); a job
+    /// of one frame adds each stream once and needs no lookup.
+    by_stream: Option<HashMap<u64, usize>>,
 }
 
 impl Deliveries {
-    /// `frame` (an index into the job's frames) is for `outbox`. With `single_frame`, the job
-    /// has one frame only and each stream is added once, so nothing needs looking up.
-    pub fn add(&mut self, frame: usize, outbox: &Arc<Outbox>, single_frame: bool) {
-        if !single_frame {
-            if let Some(&at) = self.by_stream.get(&outbox.stream_id) {
+    /// For a job of `frames` frames.
+    pub fn for_frames(frames: usize) -> Self {
+        Self {
+            deliveries: Vec::new(),
+            by_stream: (frames > 1).then(HashMap::new),
+        }
+    }
+
+    /// `frame` (an index into the job's frames) is for `outbox`.
+    pub fn add(&mut self, frame: usize, outbox: &Arc<Outbox>) {
+        if let Some(by_stream) = &mut self.by_stream {
+            if let Some(&at) = by_stream.get(&outbox.stream_id) {
                 self.deliveries[at].frames.push(frame);
                 return;
             }
-            self.by_stream
-                .insert(outbox.stream_id, self.deliveries.len());
+            by_stream.insert(outbox.stream_id, self.deliveries.len());
         }
         self.deliveries.push(Delivery {
             outbox: outbox.clone(),
@@ -130,20 +136,23 @@ pub struct FanOut {
 impl FanOut {
     /// Starts one thread per core (at least one).
     pub fn start(bounds: QueueBounds, metrics: Arc<Metrics>) -> std::io::Result<Self> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            changed: Condvar::new(),
-            bounds,
-            metrics,
-        });
+        let fanout = Self {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                changed: Condvar::new(),
+                bounds,
+                metrics,
+            }),
+        };
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
         for index in 0..threads {
-            let shared = shared.clone();
+            let shared = fanout.shared.clone();
+            // Should one not start, dropping `fanout` ends those that did.
             std::thread::Builder::new()
                 .name(format!("herald-fanout-{index}"))
                 .spawn(move || run(&shared))?;
         }
-        Ok(Self { shared })
+        Ok(fanout)
     }
 
     /// Pushes each delivery's frames to its outbox, after every job handed over before.
@@ -288,9 +297,9 @@ mod tests {
     #[test]
     fn a_group_gives_each_stream_one_delivery_with_its_frames_in_order() {
         let (a, b) = (Arc::new(Outbox::new(1)), Arc::new(Outbox::new(2)));
-        let mut deliveries = Deliveries::default();
+        let mut deliveries = Deliveries::for_frames(4);
         for (frame, outbox) in [(0, &a), (0, &b), (1, &a), (2, &b), (3, &a)] {
-            deliveries.add(frame, outbox, false);
+            deliveries.add(frame, outbox);
         }
         let got: Vec<(u64, Vec<usize>)> = deliveries
             .deliveries
@@ -316,9 +325,9 @@ mod tests {
                 id: Some(crate::domain::EventId::from_seq(id)),
                 bytes: Bytes::from(format!("{id}")),
             };
-            let mut deliveries = Deliveries::default();
+            let mut deliveries = Deliveries::for_frames(1);
             for outbox in &outboxes {
-                deliveries.add(0, outbox, true);
+                deliveries.add(0, outbox);
             }
             fanout.deliver(vec![frame], deliveries);
         }

@@ -41,7 +41,8 @@ pub struct Hub {
     /// The newest id dispatched, for callers that wait until their event went out here.
     dispatched: tokio::sync::watch::Sender<EventId>,
     metrics: Arc<Metrics>,
-    /// `state.total`, readable without the lock (which a broadcast's dispatch holds a while).
+    /// Open streams: changed only under `state`'s lock, read without it (a broadcast's
+    /// dispatch holds the lock a while).
     stream_count: AtomicUsize,
     /// Pushes each dispatched frame to its streams.
     fanout: FanOut,
@@ -54,8 +55,6 @@ pub struct Hub {
 struct HubState {
     /// Open streams by user; a user with no stream has no entry.
     streams: HashMap<UserId, Vec<Arc<Outbox>>>,
-    /// Sum of the lengths of `streams`' vectors.
-    total: usize,
     /// The newest event id dispatched; every event up to it is already committed.
     dispatched_through: EventId,
     /// Events dispatched since start (each counted once, whatever its audience).
@@ -102,7 +101,8 @@ impl Hub {
     /// Adds a stream for `user`, within the node's and the user's limits.
     pub fn admit(self: &Arc<Self>, user: &UserId) -> Result<Admission, AdmitError> {
         let mut state = self.state.lock();
-        if state.total >= self.limits.max_streams {
+        let total = self.stream_count.load(Ordering::Relaxed);
+        if total >= self.limits.max_streams {
             return Err(AdmitError::NodeFull(self.limits.max_streams));
         }
         let held = state.streams.get(user).map_or(0, Vec::len);
@@ -116,9 +116,8 @@ impl Hub {
             .entry(user.clone())
             .or_default()
             .push(outbox.clone());
-        state.total += 1;
-        self.stream_count.store(state.total, Ordering::Relaxed);
-        self.metrics.streams.set(state.total as i64);
+        self.stream_count.store(total + 1, Ordering::Relaxed);
+        self.metrics.streams.set(total as i64 + 1);
         Ok(Admission {
             hub: self.clone(),
             user: user.clone(),
@@ -138,9 +137,9 @@ impl Hub {
         if outboxes.is_empty() {
             state.streams.remove(user);
         }
-        state.total -= removed;
-        self.stream_count.store(state.total, Ordering::Relaxed);
-        self.metrics.streams.set(state.total as i64);
+        let total = self.stream_count.load(Ordering::Relaxed) - removed;
+        self.stream_count.store(total, Ordering::Relaxed);
+        self.metrics.streams.set(total as i64);
     }
 
     /// Open streams now, without waiting for the lock.
@@ -151,7 +150,7 @@ impl Hub {
     pub fn stats(&self) -> HubStats {
         let state = self.state.lock();
         HubStats {
-            streams: state.total,
+            streams: self.stream_count(),
             users: state.streams.len(),
             dispatched_events: state.dispatched_events,
         }
@@ -223,8 +222,7 @@ impl EventSink for Hub {
                 bytes: encode::event(Some(event.id), event.name, &event.data),
             })
             .collect();
-        let mut deliveries = Deliveries::default();
-        let single_frame = events.len() == 1;
+        let mut deliveries = Deliveries::for_frames(frames.len());
         let mut state = self.state.lock();
         debug_assert!(
             events
@@ -240,7 +238,7 @@ impl EventSink for Hub {
             self.dispatched.send_replace(newest.id);
         }
         for (frame, event) in events.iter().enumerate() {
-            let mut add = |outbox: &Arc<Outbox>| deliveries.add(frame, outbox, single_frame);
+            let mut add = |outbox: &Arc<Outbox>| deliveries.add(frame, outbox);
             match &event.audience {
                 Audience::User(user) => {
                     if let Some(outboxes) = state.streams.get(user) {
@@ -390,8 +388,9 @@ mod tests {
     }
 
     #[test]
-    fn a_group_of_events_reaches_every_stream_whole_and_in_order_however_the_threads_share_it() {
-        // Enough streams for the delivery threads to split each job between them.
+    fn a_group_of_events_reaches_every_stream_whole_and_in_order() {
+        // Enough streams for the delivery threads to split each job between them. (That a
+        // stream's frames of one job stay together is pinned down in `fanout`'s tests.)
         let hub = Hub::new(
             HubLimits {
                 max_streams: 1000,

@@ -27,13 +27,7 @@ pub struct LiveSocket {
 
 impl DirectSink for LiveSocket {
     fn write_now(&self, frame: &[u8]) -> io::Result<Option<Bytes>> {
-        let mut size = ChunkSize::default();
-        let tail: &[u8] = if self.chunked {
-            size.set(frame.len());
-            b"\r\n"
-        } else {
-            b""
-        };
+        let (size, tail) = chunk_framing(self.chunked, frame.len());
         let parts = [
             IoSlice::new(size.line()),
             IoSlice::new(frame),
@@ -94,6 +88,17 @@ pub fn poll_write_parts(
             outcome => return Poll::Ready(outcome),
         }
     }
+}
+
+/// What goes around a frame of `len` bytes on the wire: on a chunked response its chunk-size
+/// line and the CRLF after it; otherwise nothing.
+pub fn chunk_framing(chunked: bool, len: usize) -> (ChunkSize, &'static [u8]) {
+    let mut size = ChunkSize::default();
+    if !chunked {
+        return (size, b"");
+    }
+    size.set(len);
+    (size, b"\r\n")
 }
 
 /// A chunk-size line (`1a2\r\n`) without allocating; empty until set.

@@ -16,7 +16,7 @@ use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::direct::{ChunkSize, Detach, LiveSocket, poll_write_parts};
+use super::direct::{ChunkSize, Detach, LiveSocket, chunk_framing, poll_write_parts};
 use crate::sse::outbox::{LiveOutbox, Outbox};
 
 /// Reads of unexpected client bytes per wake-up before the stream yields to other tasks.
@@ -136,8 +136,8 @@ enum Then {
 }
 
 /// The bytes of one write on an event stream: the head (first write only), a chunk-size line,
-/// the frame and a tail. Kept as parts, not copied together, and small: it lives in the
-/// stream's task for the stream's whole life.
+/// the frame and a tail. Kept as parts (a small write gathers them on the stack), and small: it
+/// lives in the stream's task for the stream's whole life.
 #[derive(Default)]
 struct Out {
     /// HTTP/1.1 frames are chunks; HTTP/1.0 ones are written as they are.
@@ -152,10 +152,7 @@ struct Out {
 
 impl Out {
     fn frame(&mut self, data: Bytes) {
-        if self.chunked {
-            self.size.set(data.len());
-            self.tail = b"\r\n";
-        }
+        (self.size, self.tail) = chunk_framing(self.chunked, data.len());
         self.data = data;
     }
 

@@ -238,23 +238,18 @@ impl Outbox {
         Poll::Pending
     }
 
-    /// The newest id this stream has sent, however it went out.
-    pub fn sent_through(&self) -> EventId {
-        self.state.lock().sent_through
-    }
-
     /// Lets pushes write to `sink` directly whenever the stream is armed.
     pub fn attach(&self, sink: Arc<dyn DirectSink>) {
         self.state.lock().sink = Some(sink);
     }
 
-    /// Ends direct writes for good and gives back the sink; the stream then owns its socket
-    /// alone. Any `unwritten` bytes are dropped: the connection is ending.
-    pub fn detach(&self) -> Option<Arc<dyn DirectSink>> {
+    /// Ends direct writes for good and drops the sink; the stream then owns its socket alone.
+    /// Any `unwritten` bytes are dropped: the connection is ending.
+    pub fn detach(&self) {
         let mut state = self.state.lock();
         state.armed = false;
         state.unwritten = None;
-        state.sink.take()
+        state.sink = None;
     }
 
     /// Stops direct writes so the stream may write something of its own next (its `reauth`).
@@ -402,7 +397,7 @@ mod tests {
             matches!(popped, Poll::Ready(Popped::Frame(f)) if f.id == Some(EventId::from_seq(5)))
         );
         assert_eq!(outbox.push(&frame(5, 1), BOUNDS), Pushed::Ignored);
-        assert_eq!(outbox.sent_through(), EventId::from_seq(5));
+        assert_eq!(outbox.state.lock().sent_through, EventId::from_seq(5));
     }
 
     #[test]
@@ -464,7 +459,7 @@ mod tests {
         );
         assert_eq!(&sink.written.lock()[..], b"two;three;beat;");
         assert_eq!(outbox.push(&named(3, "again"), BOUNDS), Pushed::Ignored);
-        assert_eq!(outbox.sent_through(), EventId::from_seq(3));
+        assert_eq!(outbox.state.lock().sent_through, EventId::from_seq(3));
         assert!(pop(&outbox).is_pending(), "nothing was queued");
     }
 
@@ -495,7 +490,7 @@ mod tests {
         let sink = TestSink::with_room(1000);
         outbox.attach(sink.clone());
         assert!(pop(&outbox).is_pending());
-        assert!(outbox.detach().is_some());
+        outbox.detach();
         outbox.push(&named(1, "queued;"), BOUNDS);
         assert_eq!(&sink.written.lock()[..], b"");
         assert!(matches!(pop(&outbox), Poll::Ready(Popped::Frame(_))));
