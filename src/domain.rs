@@ -116,6 +116,44 @@ impl Serialize for EventId {
     }
 }
 
+/// The kinds of event a stream carries (the SSE `event:` field); an enum, so that field never
+/// holds user input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventName {
+    Connected,
+    Notification,
+    Announcement,
+    Read,
+    Resync,
+    Reauth,
+}
+
+impl EventName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::Notification => "notification",
+            Self::Announcement => "announcement",
+            Self::Read => "read",
+            Self::Resync => "resync",
+            Self::Reauth => "reauth",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        [
+            Self::Connected,
+            Self::Notification,
+            Self::Announcement,
+            Self::Read,
+            Self::Resync,
+            Self::Reauth,
+        ]
+        .into_iter()
+        .find(|name| name.as_str() == raw)
+    }
+}
+
 /// The four kinds of notification; the type colours the page and nothing else.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]

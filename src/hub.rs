@@ -262,7 +262,7 @@ mod tests {
     use futures::task::noop_waker;
 
     use super::*;
-    use crate::sse::encode::EventName;
+    use crate::domain::EventName;
     use crate::sse::outbox::Popped;
 
     fn hub(max_streams: usize, per_user: usize) -> Arc<Hub> {

@@ -3,44 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::domain::EventId;
-
-/// The event names herald sends; the enum keeps the `event:` field free of user input.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventName {
-    Connected,
-    Notification,
-    Announcement,
-    Read,
-    Resync,
-    Reauth,
-}
-
-impl EventName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Connected => "connected",
-            Self::Notification => "notification",
-            Self::Announcement => "announcement",
-            Self::Read => "read",
-            Self::Resync => "resync",
-            Self::Reauth => "reauth",
-        }
-    }
-
-    pub fn parse(raw: &str) -> Option<Self> {
-        [
-            Self::Connected,
-            Self::Notification,
-            Self::Announcement,
-            Self::Read,
-            Self::Resync,
-            Self::Reauth,
-        ]
-        .into_iter()
-        .find(|name| name.as_str() == raw)
-    }
-}
+use crate::domain::{EventId, EventName};
 
 /// The comment sent on a stream that has been quiet for `--heartbeat` seconds.
 pub const HEARTBEAT: Bytes = Bytes::from_static(b": heartbeat\n\n");

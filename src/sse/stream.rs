@@ -11,10 +11,11 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use futures::future::BoxFuture;
 
+use crate::domain::EventName;
 use crate::domain::{EventId, UserId};
 use crate::hub::Admission;
 use crate::metrics::Metrics;
-use crate::sse::encode::{self, EventName};
+use crate::sse::encode;
 use crate::sse::outbox::{Closing, Popped};
 use crate::store::{ReplayPage, Store, StoreError};
 

@@ -8,9 +8,8 @@ pub mod sqlite;
 use std::time::Duration;
 
 use crate::domain::{
-    EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
+    EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
 };
-use crate::sse::encode::EventName;
 
 pub use self::redis::{RedisSettings, RedisStore};
 pub use sqlite::SqliteStore;

@@ -15,8 +15,7 @@ use redis::{AsyncCommands, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{parse_stream_id, stream_id};
-use crate::domain::{EventId, UserId};
-use crate::sse::encode::EventName;
+use crate::domain::{EventId, EventName, UserId};
 use crate::store::{Audience, CommittedEvent, EventSink};
 
 /// How long one `XREAD` waits for news before asking again.

@@ -25,9 +25,8 @@ use super::{
     StoreError, StoredEvent,
 };
 use crate::domain::{
-    EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
+    EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
 };
-use crate::sse::encode::EventName;
 
 const LIBRARY: &str = include_str!("scripts.lua");
 

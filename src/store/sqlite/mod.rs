@@ -18,9 +18,8 @@ use super::{
     StoreError, StoredEvent, SyncMode,
 };
 use crate::domain::{
-    EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
+    EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
 };
-use crate::sse::encode::EventName;
 use writer::{Command, Writer};
 
 /// How many writes may wait for the writer before publishers wait too (backpressure).

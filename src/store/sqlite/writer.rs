@@ -13,8 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
 use super::checkpoint::Checkpointer;
-use crate::domain::{EventId, IdempotencyKey, NewAnnouncement, NewNotification, UserId};
-use crate::sse::encode::EventName;
+use crate::domain::{EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, UserId};
 use crate::store::{
     Audience, CommittedEvent, EventSink, MarkedRead, PublishOutcome, Retention, StoreError,
 };
