@@ -11,7 +11,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::{CorsOrigins, Settings};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http;
 use crate::http::rate_limit::PublishLimiter;
 use crate::hub::Hub;

@@ -1,22 +1,38 @@
 //! Who is calling, and what they may do. Subscribers prove who they are with a JWT (`sub` is
 //! the user id, `exp` is required); publishers present a bearer key, compared in constant
-//! time. A half that is not configured is open (SPEC §4). The [`Caller`] extractor reads the
-//! credentials once; handlers then ask it for exactly the permission they need.
+//! time; a half that is not configured is open (docs/protocol.md#auth). [`Caller::identify`]
+//! reads the credentials once; handlers then ask it for exactly the permission they need.
 
 use std::fmt;
+use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::app::AppState;
-use crate::config::AuthSettings;
 use crate::domain::UserId;
-use crate::error::ApiError;
+
+/// Who may do what: `None` for a half leaves that half open.
+#[derive(Debug, Clone, Default)]
+pub struct AuthSettings {
+    pub tokens: Option<Arc<TokenVerifier>>,
+    pub publish_keys: Option<Arc<PublishKeys>>,
+    /// `/metrics` and `/api/stats` without a publish key.
+    pub metrics_public: bool,
+}
+
+/// Why a caller may not do what it asked; the text is safe to send back.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    /// No credentials, or credentials that failed.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// Valid credentials that do not allow this.
+    #[error("{0}")]
+    Forbidden(String),
+}
 
 /// The name of the cookie a browser may carry its subscriber token in.
 pub const TOKEN_COOKIE: &str = "herald_token";
@@ -194,32 +210,32 @@ impl Caller {
     }
 
     /// Publishing and broadcasting: a publish key, unless that half is open.
-    pub fn require_publisher(&self, auth: &AuthSettings) -> Result<(), ApiError> {
+    pub fn require_publisher(&self, auth: &AuthSettings) -> Result<(), Denied> {
         if auth.publish_keys.is_none() {
             return Ok(());
         }
         match self {
             Self::Publisher => Ok(()),
-            Self::Subscriber(_) => Err(ApiError::Forbidden(
+            Self::Subscriber(_) => Err(Denied::Forbidden(
                 "a subscriber token cannot do this; it needs a publish key".into(),
             )),
-            Self::Rejected(reason) => Err(ApiError::Unauthorized(reason.clone())),
-            Self::Anonymous => Err(ApiError::Unauthorized("a publish key is required".into())),
+            Self::Rejected(reason) => Err(Denied::Unauthorized(reason.clone())),
+            Self::Anonymous => Err(Denied::Unauthorized("a publish key is required".into())),
         }
     }
 
     /// Reading or marking `user`'s history: that user's token, or a publish key. With a half
     /// open, a caller without credentials passes as that half allows.
-    pub fn require_reader_of(&self, auth: &AuthSettings, user: &UserId) -> Result<(), ApiError> {
+    pub fn require_reader_of(&self, auth: &AuthSettings, user: &UserId) -> Result<(), Denied> {
         match self {
             Self::Publisher => Ok(()),
             Self::Subscriber(subscriber) if &subscriber.user == user => Ok(()),
-            Self::Subscriber(_) => Err(ApiError::Forbidden(
+            Self::Subscriber(_) => Err(Denied::Forbidden(
                 "this token belongs to another user".into(),
             )),
-            Self::Rejected(reason) => Err(ApiError::Unauthorized(reason.clone())),
+            Self::Rejected(reason) => Err(Denied::Unauthorized(reason.clone())),
             Self::Anonymous if auth.tokens.is_none() || auth.publish_keys.is_none() => Ok(()),
-            Self::Anonymous => Err(ApiError::Unauthorized(
+            Self::Anonymous => Err(Denied::Unauthorized(
                 "a subscriber token or a publish key is required".into(),
             )),
         }
@@ -231,73 +247,31 @@ impl Caller {
         &self,
         auth: &AuthSettings,
         user: &UserId,
-    ) -> Result<Option<u64>, ApiError> {
+    ) -> Result<Option<u64>, Denied> {
         match self {
             Self::Subscriber(subscriber) if &subscriber.user == user => {
                 Ok(Some(subscriber.expires_at))
             }
             _ if auth.tokens.is_none() => Ok(None),
-            Self::Subscriber(_) => Err(ApiError::Forbidden(
+            Self::Subscriber(_) => Err(Denied::Forbidden(
                 "this token belongs to another user".into(),
             )),
-            Self::Publisher => Err(ApiError::Forbidden(
+            Self::Publisher => Err(Denied::Forbidden(
                 "a publish key cannot open a stream; use a subscriber token".into(),
             )),
-            Self::Rejected(reason) => Err(ApiError::Unauthorized(reason.clone())),
-            Self::Anonymous => Err(ApiError::Unauthorized(
+            Self::Rejected(reason) => Err(Denied::Unauthorized(reason.clone())),
+            Self::Anonymous => Err(Denied::Unauthorized(
                 "a subscriber token is required".into(),
             )),
         }
     }
 
     /// `/metrics` and `/api/stats`: a publish key, unless public or that half is open.
-    pub fn require_operator(&self, auth: &AuthSettings) -> Result<(), ApiError> {
+    pub fn require_operator(&self, auth: &AuthSettings) -> Result<(), Denied> {
         if auth.metrics_public {
             return Ok(());
         }
         self.require_publisher(auth)
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(Self::identify(
-            &state.settings.auth,
-            &parts.headers,
-            parts.uri.query(),
-        ))
-    }
-}
-
-/// An extractor that admits only publishers (or anyone, when that half is open). It runs
-/// before the body is read, so an unauthorised caller learns nothing about validation.
-pub struct Publisher;
-
-impl FromRequestParts<AppState> for Publisher {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let auth = &state.settings.auth;
-        Caller::identify(auth, &parts.headers, parts.uri.query()).require_publisher(auth)?;
-        Ok(Self)
-    }
-}
-
-/// An extractor for `/metrics` and `/api/stats`.
-pub struct Operator;
-
-impl FromRequestParts<AppState> for Operator {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let auth = &state.settings.auth;
-        Caller::identify(auth, &parts.headers, parts.uri.query()).require_operator(auth)?;
-        Ok(Self)
     }
 }
 

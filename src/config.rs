@@ -8,7 +8,7 @@ use std::time::Duration;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use crate::auth::{PublishKeys, TokenVerifier};
+use crate::auth::{AuthSettings, PublishKeys, TokenVerifier};
 use crate::sse::outbox::QueueBounds;
 use crate::store::RedisSettings;
 use crate::store::{Retention, SyncMode};
@@ -240,14 +240,6 @@ pub struct Settings {
     pub sweep_every: Duration,
     /// Settings that work but deserve a word in the log.
     pub warnings: Vec<String>,
-}
-
-/// Who may do what: `None` for a half leaves that half open.
-#[derive(Debug, Clone, Default)]
-pub struct AuthSettings {
-    pub tokens: Option<Arc<TokenVerifier>>,
-    pub publish_keys: Option<Arc<PublishKeys>>,
-    pub metrics_public: bool,
 }
 
 /// The certificate and key files for HTTPS.

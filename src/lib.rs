@@ -23,7 +23,6 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
-pub mod error;
 pub mod fanout;
 pub mod http;
 pub mod http1_streams;

@@ -1,5 +1,6 @@
 //! One log line per request, at `debug`, with secrets taken out: the value of any `token`
 //! query parameter is replaced, and headers (which carry keys and cookies) are never logged.
+//! A 5xx's [`HiddenCause`] is logged here, always, and taken off the response.
 
 use std::time::Instant;
 
@@ -8,24 +9,35 @@ use axum::http::Uri;
 use axum::middleware::Next;
 use axum::response::Response;
 
+use crate::http::error::HiddenCause;
+
 /// What replaces a secret in a log line.
 pub const REDACTED: &str = "[redacted]";
 
 pub async fn log_request(request: Request, next: Next) -> Response {
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return next.run(request).await;
-    }
+    let debug = tracing::enabled!(tracing::Level::DEBUG);
     let method = request.method().clone();
-    let target = redacted_target(request.uri());
+    // Cheap: the parts of a `Uri` are shared, not copied.
+    let uri = request.uri().clone();
     let started = Instant::now();
-    let response = next.run(request).await;
-    tracing::debug!(
-        %method,
-        target = %target,
-        status = response.status().as_u16(),
-        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
+    let mut response = next.run(request).await;
+    let status = response.status();
+    if let Some(HiddenCause(cause)) = response.extensions_mut().remove::<HiddenCause>() {
+        if status.is_server_error() && status.as_u16() != 503 {
+            tracing::error!(%method, path = uri.path(), status = status.as_u16(), %cause, "request failed");
+        } else {
+            tracing::warn!(%method, path = uri.path(), status = status.as_u16(), %cause, "request refused");
+        }
+    }
+    if debug {
+        tracing::debug!(
+            %method,
+            target = %redacted_target(&uri),
+            status = status.as_u16(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
     response
 }
 

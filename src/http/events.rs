@@ -11,7 +11,7 @@ use serde::Deserialize;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::domain::EventId;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery, user_id};
 use crate::hub::AdmitError;
 use crate::sse::encode;

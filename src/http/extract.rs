@@ -1,5 +1,5 @@
-//! Extractors that turn raw path, query and body into domain values, and turn every
-//! rejection into the app's own `{"error"}` response.
+//! Extractors that turn raw path, query, body and credentials into domain values, and turn
+//! every rejection into the app's own `{"error"}` response.
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -8,8 +8,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
+use crate::app::AppState;
+use crate::auth::Caller;
 use crate::domain::UserId;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The largest request body we read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -100,4 +102,47 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiPath
 /// Parses a raw `{userId}` path segment.
 pub fn user_id(raw: &str) -> Result<UserId, ApiError> {
     UserId::parse(raw).map_err(ApiError::BadRequest)
+}
+
+/// Who is calling: read from the headers and query once, judged by each handler.
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self::identify(
+            &state.settings.auth,
+            &parts.headers,
+            parts.uri.query(),
+        ))
+    }
+}
+
+/// Admits only publishers (or anyone, when that half is open). It runs before the body is
+/// read, so an unauthorised caller learns nothing about validation.
+pub struct Publisher;
+
+impl FromRequestParts<AppState> for Publisher {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let auth = &state.settings.auth;
+        Caller::identify(auth, &parts.headers, parts.uri.query()).require_publisher(auth)?;
+        Ok(Self)
+    }
+}
+
+/// Admits whoever may read `/metrics` and `/api/stats`.
+pub struct Operator;
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let auth = &state.settings.auth;
+        Caller::identify(auth, &parts.headers, parts.uri.query()).require_operator(auth)?;
+        Ok(Self)
+    }
 }

@@ -11,10 +11,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::auth::{Caller, Publisher};
+use crate::auth::Caller;
 use crate::domain::{IdempotencyKey, NewAnnouncement, NewNotification, Notification};
-use crate::error::ApiError;
-use crate::http::extract::{ApiPath, ApiQuery, JsonBody, user_id};
+use crate::http::error::ApiError;
+use crate::http::extract::{ApiPath, ApiQuery, JsonBody, Publisher, user_id};
 use crate::http::rate_limit::WithinPublishRate;
 use crate::store::{HistoryQuery, MarkedRead, PublishOutcome};
 
@@ -172,13 +172,7 @@ pub async fn history(
                 unread_only,
             },
         )
-        .await
-        .map_err(|error| match error {
-            crate::store::StoreError::NotFound => {
-                ApiError::NotFound("`before` names no notification of this user".into())
-            }
-            other => other.into(),
-        })?;
+        .await?;
     Ok(Json(HistoryResponse {
         count: page.notifications.len(),
         notifications: page.notifications,

@@ -20,7 +20,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// How often entries of clients whose budget has refilled are dropped.
 pub const FORGET_EVERY: Duration = Duration::from_secs(1);

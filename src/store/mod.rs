@@ -123,16 +123,54 @@ pub enum SyncMode {
     Normal,
 }
 
-#[derive(Debug, thiserror::Error)]
+/// Why a store operation failed. Each kind means one thing to a caller, and the HTTP edge
+/// maps each to one status (see `http::error`).
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// The backend cannot take the operation now (unreachable, closed, disk full, busy):
+    /// nothing was changed, and the same request may succeed later.
     #[error("the store is unavailable: {0}")]
     Unavailable(String),
-    #[error("no such notification")]
-    NotFound,
-    #[error(transparent)]
-    Sqlite(#[from] rusqlite::Error),
+    /// What the store holds cannot be read back as herald wrote it (damage or a bug); retrying
+    /// will not help.
     #[error("stored data is corrupt: {0}")]
-    Corrupt(#[from] serde_json::Error),
+    Corrupt(String),
+    /// The write contradicts what is stored (a constraint the backend enforces).
+    #[error("the write conflicts with stored data: {0}")]
+    Conflict(String),
+    /// The thing named does not exist (for this user); the text says what was missing.
+    #[error("{0}")]
+    NotFound(&'static str),
+}
+
+impl StoreError {
+    /// A notification id that names nothing of this user.
+    pub const UNKNOWN_NOTIFICATION: Self = Self::NotFound("no such notification for this user");
+    /// A history `before` cursor that names nothing of this user.
+    pub const UNKNOWN_CURSOR: Self = Self::NotFound("`before` names no notification of this user");
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                Self::Corrupt(error.to_string())
+            }
+            Some(ErrorCode::ConstraintViolation) => Self::Conflict(error.to_string()),
+            // Any other failure of SQLite itself (busy, locked, full, I/O, cannot open) is a
+            // state of the machine that may pass.
+            Some(_) => Self::Unavailable(error.to_string()),
+            // Everything else is rusqlite reading back a value it did not expect.
+            None => Self::Corrupt(error.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(error: serde_json::Error) -> Self {
+        Self::Corrupt(error.to_string())
+    }
 }
 
 /// The outcome of marking one notification read.

@@ -365,7 +365,7 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         match outcome.as_str() {
-            "notfound" => Err(StoreError::NotFound),
+            "notfound" => Err(StoreError::UNKNOWN_NOTIFICATION),
             "already" => Ok(MarkedRead::AlreadyRead),
             _ => Ok(MarkedRead::Changed),
         }
@@ -411,7 +411,7 @@ impl RedisStore {
             .await
             .map_err(unavailable)?;
         let [status, last, total, unread, bodies, unread_flags] = reply.as_slice() else {
-            return Err(StoreError::NotFound);
+            return Err(StoreError::UNKNOWN_CURSOR);
         };
         let _: String = redis::from_redis_value(status.clone()).map_err(corrupt)?;
         let last: String = redis::from_redis_value(last.clone()).map_err(corrupt)?;
@@ -597,5 +597,5 @@ fn unavailable(error: redis::RedisError) -> StoreError {
 }
 
 fn corrupt(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Unavailable(format!("unexpected reply from redis: {error}"))
+    StoreError::Corrupt(format!("unexpected reply from redis: {error}"))
 }

@@ -219,7 +219,7 @@ impl SqliteStore {
                     .prepare_cached("SELECT seq FROM notifications WHERE id = ?1 AND user_id = ?2")?
                     .query_row(params![id, user.as_str()], |row| row.get(0))
                     .optional()?
-                    .ok_or(StoreError::NotFound)?,
+                    .ok_or(StoreError::UNKNOWN_CURSOR)?,
             };
             let unread_filter = if query.unread_only { " AND read = 0" } else { "" };
             let mut page = tx.prepare_cached(&format!(
@@ -308,7 +308,7 @@ impl SqliteStore {
                 .map(|row| {
                     let (seq, name, data) = row?;
                     let name = EventName::parse(&name).ok_or_else(|| {
-                        StoreError::Unavailable(format!("unknown event name {name:?} in the log"))
+                        StoreError::Corrupt(format!("unknown event name {name:?} in the log"))
                     })?;
                     Ok(StoredEvent {
                         id: EventId::from_seq(seq.max(0) as u64),

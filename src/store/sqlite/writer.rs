@@ -64,10 +64,13 @@ enum Done {
 
 impl Done {
     /// Sends the result, or `failure` in its place when the group did not commit.
-    fn send(self, failure: Option<&str>) {
-        fn pick<T>(result: Result<T, StoreError>, failure: Option<&str>) -> Result<T, StoreError> {
+    fn send(self, failure: Option<&StoreError>) {
+        fn pick<T>(
+            result: Result<T, StoreError>,
+            failure: Option<&StoreError>,
+        ) -> Result<T, StoreError> {
             match failure {
-                Some(cause) => Err(StoreError::Unavailable(cause.to_owned())),
+                Some(error) => Err(error.clone()),
                 None => result,
             }
         }
@@ -163,9 +166,8 @@ impl Writer {
                 tracing::error!(%error, "a group of writes failed to commit");
                 self.next_seq = first_seq;
                 self.shared.healthy.store(false, Ordering::Release);
-                let cause = "the database could not commit the write";
                 for result in done {
-                    result.send(Some(cause));
+                    result.send(Some(&error));
                 }
             }
         }
@@ -388,7 +390,7 @@ fn mark_read(
         return if exists {
             Ok(MarkedRead::AlreadyRead)
         } else {
-            Err(StoreError::NotFound)
+            Err(StoreError::UNKNOWN_NOTIFICATION)
         };
     }
     let data = serde_json::json!({ "ids": [id] }).to_string();
