@@ -2,19 +2,38 @@
 //! into [`Settings`] with messages that name the flag at fault.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::time::Duration;
-
 use std::num::NonZeroU32;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::auth::{AuthSettings, PublishKeys, TokenVerifier};
 use crate::sse::outbox::QueueBounds;
-use crate::store::RedisSettings;
-use crate::store::{Retention, SyncMode};
+use crate::store::{RedisSettings, Retention, SyncMode};
 
 /// The listen address when neither `--listen` nor `PORT` says otherwise.
 pub const DEFAULT_PORT: u16 = 3000;
+
+/// The defaults of `herald serve`, shared by its flags and by [`Settings::new`].
+mod defaults {
+    pub const HEARTBEAT_SECS: u64 = 30;
+    pub const RETRY_MS: u64 = 3000;
+    /// As the flag spells it; [`RETENTION_AGE_SECS`] is the same.
+    pub const RETENTION_AGE: &str = "24h";
+    pub const RETENTION_AGE_SECS: u64 = 24 * 3600;
+    pub const RETENTION_EVENTS: u64 = 1_000_000;
+    pub const HISTORY_LIMIT: u64 = 1000;
+    pub const MAX_CONNECTIONS: usize = 10_000;
+    pub const MAX_CONNECTIONS_PER_USER: usize = 32;
+    pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
+    pub const MAX_QUEUED_EVENTS: usize = 1024;
+    pub const MAX_QUEUED_BYTES: usize = 1 << 20;
+}
+
+/// How long an `Idempotency-Key` is remembered (docs/protocol.md#publishing).
+const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How often retention sweeps the log by age: at least once a minute.
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -113,7 +132,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_HEARTBEAT",
         value_name = "SECS",
-        default_value_t = 30
+        default_value_t = defaults::HEARTBEAT_SECS
     )]
     pub heartbeat: u64,
 
@@ -122,7 +141,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_RETRY_MS",
         value_name = "MS",
-        default_value_t = 3000
+        default_value_t = defaults::RETRY_MS
     )]
     pub retry_ms: u64,
 
@@ -131,7 +150,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_RETENTION_AGE",
         value_name = "DUR",
-        default_value = "24h"
+        default_value = defaults::RETENTION_AGE
     )]
     pub retention_age: humantime::Duration,
 
@@ -140,7 +159,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_RETENTION_EVENTS",
         value_name = "N",
-        default_value_t = 1_000_000
+        default_value_t = defaults::RETENTION_EVENTS
     )]
     pub retention_events: u64,
 
@@ -149,7 +168,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_HISTORY_LIMIT",
         value_name = "N",
-        default_value_t = 1000
+        default_value_t = defaults::HISTORY_LIMIT
     )]
     pub history_limit: u64,
 
@@ -158,7 +177,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_MAX_CONNECTIONS",
         value_name = "N",
-        default_value_t = 10_000
+        default_value_t = defaults::MAX_CONNECTIONS
     )]
     pub max_connections: usize,
 
@@ -167,7 +186,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_MAX_CONNECTIONS_PER_USER",
         value_name = "N",
-        default_value_t = 32
+        default_value_t = defaults::MAX_CONNECTIONS_PER_USER
     )]
     pub max_connections_per_user: usize,
 
@@ -187,7 +206,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_SHUTDOWN_TIMEOUT",
         value_name = "SECS",
-        default_value_t = 10
+        default_value_t = defaults::SHUTDOWN_TIMEOUT_SECS
     )]
     pub shutdown_timeout: u64,
 
@@ -196,7 +215,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_MAX_QUEUED_EVENTS",
         value_name = "N",
-        default_value_t = 1024
+        default_value_t = defaults::MAX_QUEUED_EVENTS
     )]
     pub max_queued_events: usize,
 
@@ -205,7 +224,7 @@ pub struct ServeArgs {
         long,
         env = "HERALD_MAX_QUEUED_BYTES",
         value_name = "BYTES",
-        default_value_t = 1 << 20
+        default_value_t = defaults::MAX_QUEUED_BYTES
     )]
     pub max_queued_bytes: usize,
 
@@ -236,7 +255,7 @@ pub struct Settings {
     pub cors_origins: CorsOrigins,
     pub shutdown_timeout: Duration,
     pub sync: SyncMode,
-    /// How often retention sweeps the log by age (SPEC: at least once a minute).
+    /// How often retention sweeps the log by age (at least once a minute).
     pub sweep_every: Duration,
     /// Settings that work but deserve a word in the log.
     pub warnings: Vec<String>,
@@ -273,6 +292,7 @@ fn invalid(flag: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl ServeArgs {
+    /// Validates every flag; the first fault names its flag.
     pub fn into_settings(self) -> Result<Settings, ConfigError> {
         let listen = self.listen.unwrap_or_else(|| {
             SocketAddr::new(
@@ -280,40 +300,72 @@ impl ServeArgs {
                 self.port.unwrap_or(DEFAULT_PORT),
             )
         });
-        let at_least_one = |flag, value: u64| {
-            if value == 0 {
-                Err(invalid(flag, "must be at least 1"))
-            } else {
-                Ok(value)
-            }
+        self.check_bounds()?;
+        let mut settings = Settings::new(listen, self.data_dir.clone());
+        settings.warnings = self.warnings();
+        settings.auth = self.auth()?;
+        settings.tls = self.tls_files()?;
+        settings.redis = self.redis()?;
+        settings.publish_rate = self.publish_rate.as_deref().map(parse_rate).transpose()?;
+        settings.cors_origins = parse_cors(&self.cors_origin)?;
+        settings.allow_anonymous = self.allow_anonymous;
+        settings.heartbeat = Duration::from_secs(self.heartbeat);
+        settings.retry_ms = self.retry_ms;
+        settings.retention.max_age = self.retention_age.into();
+        settings.retention.max_events = self.retention_events;
+        settings.retention.history_per_user = self.history_limit;
+        settings.max_streams = self.max_connections;
+        settings.max_streams_per_user = self.max_connections_per_user;
+        settings.queue = QueueBounds {
+            max_frames: self.max_queued_events,
+            max_bytes: self.max_queued_bytes,
         };
-        let heartbeat = at_least_one("heartbeat", self.heartbeat)?;
-        at_least_one("retention-events", self.retention_events)?;
-        at_least_one("history-limit", self.history_limit)?;
-        at_least_one("max-connections", self.max_connections as u64)?;
-        at_least_one(
-            "max-connections-per-user",
-            self.max_connections_per_user as u64,
-        )?;
-        at_least_one("shutdown-timeout", self.shutdown_timeout)?;
-        at_least_one("max-queued-events", self.max_queued_events as u64)?;
+        settings.shutdown_timeout = Duration::from_secs(self.shutdown_timeout);
+        settings.sync = self.sync;
+        Ok(settings)
+    }
+
+    /// Counts and durations that must not be zero, and the smallest queue.
+    fn check_bounds(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("heartbeat", self.heartbeat),
+            ("retention-events", self.retention_events),
+            ("history-limit", self.history_limit),
+            ("max-connections", self.max_connections as u64),
+            ("max-connections-per-user", self.max_connections_per_user as u64),
+            ("shutdown-timeout", self.shutdown_timeout),
+            ("max-queued-events", self.max_queued_events as u64),
+        ];
+        if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
+            return Err(invalid(flag, "must be at least 1"));
+        }
         if self.max_queued_bytes < 64 * 1024 {
             return Err(invalid(
                 "max-queued-bytes",
                 "must be at least 65536 (one largest event)",
             ));
         }
-        let mut warnings = Vec::new();
-        if self
+        if Duration::from(self.retention_age) < Duration::from_secs(1) {
+            return Err(invalid("retention-age", "must be at least 1s"));
+        }
+        Ok(())
+    }
+
+    fn warnings(&self) -> Vec<String> {
+        let short_secret = self
             .jwt_secret
             .as_ref()
-            .is_some_and(|s| !s.is_empty() && s.len() < 32)
-        {
-            warnings.push(
+            .is_some_and(|s| !s.is_empty() && s.len() < 32);
+        short_secret
+            .then(|| {
                 "--jwt-secret is shorter than 32 bytes: tokens signed with it are easier to forge"
-                    .to_owned(),
-            );
-        }
+                    .to_owned()
+            })
+            .into_iter()
+            .collect()
+    }
+
+    fn auth(&self) -> Result<AuthSettings, ConfigError> {
         if self.publish_key.iter().any(|k| k.trim().is_empty()) {
             return Err(invalid("publish-key", "must not be empty"));
         }
@@ -322,85 +374,56 @@ impl ServeArgs {
                 return Err(invalid("jwt-secret", "must not be empty"));
             }
             (Some(secret), _) => Some(Arc::new(TokenVerifier::hs256(secret.as_bytes()))),
-            (None, Some(path)) => {
-                let pem = std::fs::read(path).map_err(|error| {
-                    invalid(
-                        "jwt-public-key",
-                        format!("cannot read {}: {error}", path.display()),
-                    )
-                })?;
-                Some(Arc::new(
-                    TokenVerifier::from_public_key_pem(&pem)
-                        .map_err(|problem| invalid("jwt-public-key", problem))?,
-                ))
-            }
+            (None, Some(path)) => Some(Arc::new(read_public_key(path)?)),
             (None, None) => None,
         };
-        let keys: Vec<&str> = self
-            .publish_key
-            .iter()
-            .map(|k| k.trim())
-            .filter(|k| !k.is_empty())
-            .collect();
-        let publish_keys = (!keys.is_empty()).then(|| Arc::new(PublishKeys::new(&keys)));
-        let tls = match (self.tls_cert, self.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
-            (None, None) => None,
-            _ => return Err(invalid("tls-cert", "--tls-cert and --tls-key go together")),
-        };
-        let publish_rate = self.publish_rate.as_deref().map(parse_rate).transpose()?;
-        let redis = match self.redis_url {
-            None => None,
-            Some(url) => {
-                let parsed = url::Url::parse(&url)
-                    .map_err(|error| invalid("redis-url", format!("{url:?}: {error}")))?;
-                if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
-                    return Err(invalid("redis-url", "expected redis://HOST:PORT[/DB]"));
-                }
-                let prefix = self.redis_prefix.trim().to_owned();
-                if prefix.is_empty() || prefix.contains(char::is_whitespace) {
-                    return Err(invalid("redis-prefix", "must be non-empty, without spaces"));
-                }
-                Some(RedisSettings { url, prefix })
-            }
-        };
-        let retention_age: Duration = self.retention_age.into();
-        if retention_age < Duration::from_secs(1) {
-            return Err(invalid("retention-age", "must be at least 1s"));
-        }
-        Ok(Settings {
-            listen,
-            data_dir: self.data_dir,
-            redis,
-            allow_anonymous: self.allow_anonymous,
-            auth: AuthSettings {
-                tokens,
-                publish_keys,
-                metrics_public: self.metrics_public,
-            },
-            tls,
-            publish_rate,
-            heartbeat: Duration::from_secs(heartbeat),
-            retry_ms: self.retry_ms,
-            retention: Retention {
-                max_age: retention_age,
-                max_events: self.retention_events,
-                history_per_user: self.history_limit,
-                idempotency_window: Duration::from_secs(24 * 3600),
-            },
-            max_streams: self.max_connections,
-            max_streams_per_user: self.max_connections_per_user,
-            queue: QueueBounds {
-                max_frames: self.max_queued_events,
-                max_bytes: self.max_queued_bytes,
-            },
-            cors_origins: parse_cors(&self.cors_origin)?,
-            shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
-            sync: self.sync,
-            sweep_every: Duration::from_secs(30),
-            warnings,
+        let keys: Vec<&str> = self.publish_key.iter().map(|k| k.trim()).collect();
+        Ok(AuthSettings {
+            tokens,
+            publish_keys: (!keys.is_empty()).then(|| Arc::new(PublishKeys::new(&keys))),
+            metrics_public: self.metrics_public,
         })
     }
+
+    fn tls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            _ => Err(invalid("tls-cert", "--tls-cert and --tls-key go together")),
+        }
+    }
+
+    fn redis(&self) -> Result<Option<RedisSettings>, ConfigError> {
+        let Some(url) = &self.redis_url else {
+            return Ok(None);
+        };
+        let parsed = url::Url::parse(url)
+            .map_err(|error| invalid("redis-url", format!("{url:?}: {error}")))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss" | "redis+unix" | "unix") {
+            return Err(invalid("redis-url", "expected redis://HOST:PORT[/DB]"));
+        }
+        let prefix = self.redis_prefix.trim().to_owned();
+        if prefix.is_empty() || prefix.contains(char::is_whitespace) {
+            return Err(invalid("redis-prefix", "must be non-empty, without spaces"));
+        }
+        Ok(Some(RedisSettings {
+            url: url.clone(),
+            prefix,
+        }))
+    }
+}
+
+fn read_public_key(path: &std::path::Path) -> Result<TokenVerifier, ConfigError> {
+    let pem = std::fs::read(path).map_err(|error| {
+        invalid(
+            "jwt-public-key",
+            format!("cannot read {}: {error}", path.display()),
+        )
+    })?;
+    TokenVerifier::from_public_key_pem(&pem).map_err(|problem| invalid("jwt-public-key", problem))
 }
 
 /// `IP:PORT`, or `HOST:PORT` resolved now (e.g. `localhost:3000`).
@@ -463,18 +486,37 @@ fn parse_cors(origins: &[String]) -> Result<CorsOrigins, ConfigError> {
 }
 
 impl Settings {
-    /// Defaults for a listener on `listen` storing in `data_dir` (used by tests and embedders).
+    /// The defaults of `herald serve` for a listener on `listen` storing in `data_dir`: for
+    /// tests and embedders. Reads no environment and cannot fail.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
-        use clap::Parser;
-        #[derive(clap::Parser)]
-        struct Defaults {
-            #[command(flatten)]
-            args: ServeArgs,
+        Self {
+            listen,
+            data_dir,
+            redis: None,
+            allow_anonymous: false,
+            auth: AuthSettings::default(),
+            tls: None,
+            publish_rate: None,
+            heartbeat: Duration::from_secs(defaults::HEARTBEAT_SECS),
+            retry_ms: defaults::RETRY_MS,
+            retention: Retention {
+                max_age: Duration::from_secs(defaults::RETENTION_AGE_SECS),
+                max_events: defaults::RETENTION_EVENTS,
+                history_per_user: defaults::HISTORY_LIMIT,
+                idempotency_window: IDEMPOTENCY_WINDOW,
+            },
+            max_streams: defaults::MAX_CONNECTIONS,
+            max_streams_per_user: defaults::MAX_CONNECTIONS_PER_USER,
+            queue: QueueBounds {
+                max_frames: defaults::MAX_QUEUED_EVENTS,
+                max_bytes: defaults::MAX_QUEUED_BYTES,
+            },
+            cors_origins: CorsOrigins::Any,
+            shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
+            sync: SyncMode::Full,
+            sweep_every: SWEEP_EVERY,
+            warnings: Vec::new(),
         }
-        let mut args = Defaults::parse_from(["herald"]).args;
-        args.listen = Some(listen);
-        args.data_dir = data_dir;
-        args.into_settings().expect("the defaults are valid")
     }
 }
 
@@ -496,6 +538,14 @@ mod tests {
             .expect("parses")
             .args
             .into_settings()
+    }
+
+    #[test]
+    fn settings_new_holds_exactly_the_defaults_of_the_flags() {
+        let address: SocketAddr = "127.0.0.1:3000".parse().unwrap();
+        let parsed = settings(&["--listen", "127.0.0.1:3000"]).expect("valid");
+        let built = Settings::new(address, PathBuf::from("./data"));
+        assert_eq!(format!("{built:?}"), format!("{parsed:?}"));
     }
 
     #[test]
