@@ -1,12 +1,16 @@
 //! The application: shared state and the router. Nothing here binds a socket or waits for a
 //! signal, so tests and embedders can drive it however they like.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
+use tower::Service;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
@@ -76,5 +80,24 @@ fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
                 list.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
             ))
             .allow_credentials(true),
+    }
+}
+
+/// The router as hyper serves it on one connection: each request learns its client's address
+/// (for per-client limits), as on herald's own HTTP/1 path.
+#[derive(Clone)]
+pub struct ConnectionService {
+    pub router: Router,
+    pub remote: SocketAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for ConnectionService {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.remote));
+        self.router.clone().call(request)
     }
 }

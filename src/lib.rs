@@ -8,7 +8,6 @@
 //! - [`store`]: the durable event log and history; owns ids and durability ([`store::sqlite`]).
 //! - [`auth`]: subscriber tokens and publish keys, and what each may do.
 //! - [`hub`]: who is connected here; encodes each event once and decides who receives it.
-//! - [`fanout`]: the delivery threads that push each frame to its streams.
 //! - [`sse`]: the wire format, the bounded per-stream queue, and the stream itself.
 //! - [`http`]: one module per resource; [`app`] merges them into a router.
 //! - [`error`]: the single `{"error"}` response type.
@@ -23,15 +22,14 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
-pub mod fanout;
 pub mod http;
-pub mod http1_streams;
+pub mod http1;
 pub mod hub;
 pub mod metrics;
 pub mod server;
 pub mod sse;
 pub mod store;
-pub mod tls;
+pub mod subscription;
 
 pub use config::Settings;
 pub use server::run;

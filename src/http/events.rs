@@ -15,8 +15,8 @@ use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery, user_id};
 use crate::hub::AdmitError;
 use crate::sse::encode;
-use crate::sse::outbox::LiveOutbox;
-use crate::sse::stream::{EventStream, Start};
+use crate::sse::outbox::EventStreamResponse;
+use crate::subscription::{EventStream, Start};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -120,9 +120,8 @@ fn open_stream(
     let retry_ms = state.settings.retry_ms;
     if state.is_draining() {
         // A status other than 200 would make EventSource give up for good; come back later.
-        return Ok(event_stream_response(Body::from(encode::retry_only(
-            retry_ms,
-        ))));
+        let body = Body::from(encode::retry_only(retry_ms));
+        return Ok(event_stream_response(body, EventStreamResponse(None)));
     }
     let admission = state.hub.admit(&user).map_err(|error| {
         state.metrics.streams_refused.inc();
@@ -142,7 +141,7 @@ fn open_stream(
         admission.outbox.stream_id,
         uuid::Uuid::new_v4().simple()
     );
-    let outbox = LiveOutbox(admission.outbox.clone());
+    let marker = EventStreamResponse(Some(admission.outbox.clone()));
     let stream = EventStream::new(
         admission,
         user,
@@ -152,9 +151,7 @@ fn open_stream(
         start,
         expires_at,
     );
-    let mut response = event_stream_response(Body::from_stream(stream));
-    response.extensions_mut().insert(outbox);
-    Ok(response)
+    Ok(event_stream_response(Body::from_stream(stream), marker))
 }
 
 /// The header wins over the query parameter; an empty value means none (as EventSource sends).
@@ -165,8 +162,9 @@ fn requested_start<'a>(headers: &'a HeaderMap, query: Option<&'a str>) -> Option
     header.or(query).filter(|raw| !raw.trim().is_empty())
 }
 
-fn event_stream_response(body: Body) -> Response {
+fn event_stream_response(body: Body, marker: EventStreamResponse) -> Response {
     let mut response = Response::new(body);
+    response.extensions_mut().insert(marker);
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(

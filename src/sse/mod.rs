@@ -1,6 +1,5 @@
-//! Server-Sent Events: the wire format (`encode`) and the per-connection queue that carries
-//! encoded events from the hub to one HTTP response (`outbox`, `stream`).
+//! Server-Sent Events at the bottom of the stack: the wire format ([`encode`]: an event becomes
+//! bytes once) and the bounded per-stream queue those bytes wait in ([`outbox`]).
 
 pub mod encode;
 pub mod outbox;
-pub mod stream;

@@ -3,14 +3,11 @@
 //! when a reader falls that far behind, the queue is emptied and the stream is aborted, so a
 //! slow reader costs at most the bound, and its client reconnects and replays from the log.
 //!
-//! A stream whose connection can be written without blocking (herald's own HTTP/1 path)
-//! attaches it as a [`DirectSink`]. While such a stream is live, has nothing queued and has
-//! finished its own writes, the outbox is *armed*: a push writes the frame to the socket at
-//! once, on the pushing thread, instead of queueing it and waking the stream's task. That is
-//! the whole cost of a delivery to an idle stream: one lock and one `write`. What a full
-//! socket does not take is kept as `unwritten` wire bytes, the outbox disarms, and the stream
-//! writes them before anything else. Every write happens under this outbox's lock, so the two
-//! writers never interleave.
+//! A connection writer that can write without blocking (herald's own HTTP/1 path) may
+//! [`Outbox::attach`] its socket: while the stream is live, has nothing queued and has
+//! finished its own writes, the outbox is *armed*, and a push writes the frame to the socket
+//! at once, on the pushing thread (docs/architecture.md#the-write-path). Every write happens
+//! under this outbox's lock, so the two writers never interleave.
 
 use std::collections::VecDeque;
 use std::io;
@@ -42,6 +39,9 @@ pub struct Frame {
 pub enum Closing {
     /// The queue overflowed: abort at once, dropping what is queued (the log still has it).
     SlowReader,
+    /// The stream's token expired: end at once, after any direct write's unwritten end, with
+    /// the stream's own last word (its `reauth`); what is queued is dropped (the log has it).
+    TokenExpired,
     /// The server drains: send what is queued, then end the response cleanly.
     Drain,
 }
@@ -72,10 +72,11 @@ pub trait DirectSink: Send + Sync {
     fn write_now(&self, frame: &[u8]) -> io::Result<Option<Bytes>>;
 }
 
-/// The outbox of the event stream a response carries, in the response's extensions, for a
-/// connection writer that can attach a [`DirectSink`] (herald's HTTP/1 path; hyper ignores it).
+/// Marks a response as an event stream, in its extensions: a connection writer writes it
+/// frame by frame, and may attach to its outbox, when there is one (a draining node's
+/// `retry:`-only answer has none). Writers that cannot attach (hyper) ignore it.
 #[derive(Clone)]
-pub struct LiveOutbox(pub Arc<Outbox>);
+pub struct EventStreamResponse(pub Option<Arc<Outbox>>);
 
 /// The per-stream queue. A std-style mutex suffices: a critical section is a few pointer moves
 /// or one non-blocking `write`, and never awaits.
@@ -106,13 +107,39 @@ struct State {
     /// The newest id this stream has sent (by replay, by its task or directly): frames at or
     /// below it are never sent again.
     sent_through: EventId,
-    /// The stream's connection, if it can be written from here.
-    sink: Option<Arc<dyn DirectSink>>,
+    /// The attached connection, from [`Outbox::attach`] until its guard drops.
+    direct: Option<Direct>,
+}
+
+/// Direct writes to an attached connection.
+struct Direct {
+    sink: Arc<dyn DirectSink>,
     /// Whether pushes write to `sink` now (see the module docs).
     armed: bool,
-    /// Framed bytes of a direct write the socket did not take all of; the stream writes them
-    /// before anything else.
+    /// Framed bytes of a direct write the socket did not take all of; the connection writer
+    /// writes them before anything else.
     unwritten: Option<Bytes>,
+}
+
+/// A connection attached to an outbox; dropping it ends direct writes for good.
+pub struct Attached {
+    outbox: Arc<Outbox>,
+}
+
+impl Attached {
+    /// The framed end of a direct write that the socket did not take, to be written before
+    /// anything the stream yields next.
+    pub fn take_unwritten(&self) -> Option<Bytes> {
+        let mut state = self.outbox.state.lock();
+        state.direct.as_mut()?.unwritten.take()
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        // The connection is ending: whatever is unwritten goes with it.
+        self.outbox.state.lock().direct = None;
+    }
 }
 
 impl Outbox {
@@ -126,10 +153,21 @@ impl Outbox {
                 closing: None,
                 last_output: Instant::now(),
                 sent_through: EventId::ZERO,
-                sink: None,
-                armed: false,
-                unwritten: None,
+                direct: None,
             }),
+        }
+    }
+
+    /// Lets pushes write to `sink` directly whenever the stream is armed, until the returned
+    /// guard drops.
+    pub fn attach(self: &Arc<Self>, sink: Arc<dyn DirectSink>) -> Attached {
+        self.state.lock().direct = Some(Direct {
+            sink,
+            armed: false,
+            unwritten: None,
+        });
+        Attached {
+            outbox: self.clone(),
         }
     }
 
@@ -145,7 +183,7 @@ impl Outbox {
                 return Pushed::Ignored;
             }
         }
-        if state.armed {
+        if state.is_armed() {
             state.write_directly(frame);
             return Pushed::Queued;
         }
@@ -154,9 +192,7 @@ impl Outbox {
         {
             state.frames = VecDeque::new();
             state.queued_bytes = 0;
-            state.closing = Some(Closing::SlowReader);
-            state.armed = false;
-            wake(&mut state);
+            state.close(Closing::SlowReader);
             return Pushed::Overflowed;
         }
         state.queued_bytes += frame.bytes.len();
@@ -165,14 +201,9 @@ impl Outbox {
         Pushed::Queued
     }
 
-    /// Asks the stream to end after what is queued (drain) or at once (slow reader).
+    /// Asks the stream to end: after what is queued (drain) or at once (the others).
     pub fn close(&self, closing: Closing) {
-        let mut state = self.state.lock();
-        if state.closing.is_none() {
-            state.closing = Some(closing);
-        }
-        state.armed = false;
-        wake(&mut state);
+        self.state.lock().close(closing);
     }
 
     /// Sends `heartbeat` if the stream has written nothing for `idle`.
@@ -188,7 +219,7 @@ impl Outbox {
             id: None,
             bytes: heartbeat.clone(),
         };
-        if state.armed {
+        if state.is_armed() {
             state.write_directly(&frame);
         } else {
             state.queued_bytes += frame.bytes.len();
@@ -200,70 +231,36 @@ impl Outbox {
     /// Takes the next frame to write, or learns that the stream must end, or parks the task.
     /// `sent_through` is the newest id the stream has written itself (its replay): nothing at
     /// or below it comes out. Call it only once the stream's own writes are done: with nothing
-    /// to take, an outbox with a sink arms.
+    /// to take, an attached outbox arms.
     pub fn poll_pop(&self, cx: &mut Context<'_>, sent_through: EventId) -> Poll<Popped> {
         let mut state = self.state.lock();
         state.sent_through = state.sent_through.max(sent_through);
         if state.closing == Some(Closing::SlowReader) {
             return Poll::Ready(Popped::Closed(Closing::SlowReader));
         }
-        if state.unwritten.is_some() {
-            // The stream must write the end of a direct write first (`take_unwritten`).
+        if state.direct.as_ref().is_some_and(|d| d.unwritten.is_some()) {
+            // The connection writer takes the end of a direct write first
+            // (`Attached::take_unwritten`), then polls again.
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        while let Some(frame) = state.frames.pop_front() {
-            state.queued_bytes -= frame.bytes.len();
-            if state.frames.is_empty() && state.frames.capacity() > 16 {
-                // A burst is over: give back its memory so an idle stream stays small.
-                state.frames = VecDeque::new();
-            }
-            if let Some(id) = frame.id {
-                if id <= state.sent_through {
-                    continue;
-                }
-                state.sent_through = id;
-            }
-            state.last_output = Instant::now();
+        if state.closing == Some(Closing::TokenExpired) {
+            return Poll::Ready(Popped::Closed(Closing::TokenExpired));
+        }
+        if let Some(frame) = state.pop_unsent() {
             return Poll::Ready(Popped::Frame(frame));
         }
         if let Some(closing) = state.closing {
             return Poll::Ready(Popped::Closed(closing));
         }
-        state.armed = state.sink.is_some();
+        if let Some(direct) = &mut state.direct {
+            direct.armed = true;
+        }
         match &state.waker {
             Some(waker) if waker.will_wake(cx.waker()) => {}
             _ => state.waker = Some(cx.waker().clone()),
         }
         Poll::Pending
-    }
-
-    /// Lets pushes write to `sink` directly whenever the stream is armed.
-    pub fn attach(&self, sink: Arc<dyn DirectSink>) {
-        self.state.lock().sink = Some(sink);
-    }
-
-    /// Ends direct writes for good and drops the sink; the stream then owns its socket alone.
-    /// Any `unwritten` bytes are dropped: the connection is ending.
-    pub fn detach(&self) {
-        let mut state = self.state.lock();
-        state.armed = false;
-        state.unwritten = None;
-        state.sink = None;
-    }
-
-    /// Stops direct writes so the stream may write something of its own next (its `reauth`).
-    /// Answers `false` while a direct write's end is still unwritten: the stream must take and
-    /// write that first (`take_unwritten`), then ask again.
-    pub fn pause_direct(&self) -> bool {
-        let mut state = self.state.lock();
-        state.armed = false;
-        state.unwritten.is_none()
-    }
-
-    /// The framed end of a direct write that the socket did not take, for the stream to write.
-    pub fn take_unwritten(&self) -> Option<Bytes> {
-        self.state.lock().unwritten.take()
     }
 
     /// Notes that the stream wrote something outside the queue (its preamble or a replay).
@@ -273,31 +270,60 @@ impl Outbox {
 }
 
 impl State {
+    fn is_armed(&self) -> bool {
+        self.direct.as_ref().is_some_and(|direct| direct.armed)
+    }
+
+    fn close(&mut self, closing: Closing) {
+        if self.closing.is_none() {
+            self.closing = Some(closing);
+        }
+        if let Some(direct) = &mut self.direct {
+            direct.armed = false;
+        }
+        wake(self);
+    }
+
+    /// The oldest queued frame the stream has not sent yet.
+    fn pop_unsent(&mut self) -> Option<Frame> {
+        while let Some(frame) = self.frames.pop_front() {
+            self.queued_bytes -= frame.bytes.len();
+            if self.frames.is_empty() && self.frames.capacity() > 16 {
+                // A burst is over: give back its memory so an idle stream stays small.
+                self.frames = VecDeque::new();
+            }
+            if let Some(id) = frame.id {
+                if id <= self.sent_through {
+                    continue;
+                }
+                self.sent_through = id;
+            }
+            self.last_output = Instant::now();
+            return Some(frame);
+        }
+        None
+    }
+
     /// One frame to the armed sink. What the socket does not take stays `unwritten` and the
     /// stream is woken to write it; a failed connection is left to the stream to notice.
     fn write_directly(&mut self, frame: &Frame) {
-        let Some(sink) = &self.sink else {
+        let Some(direct) = &mut self.direct else {
             return;
         };
-        let outcome = sink.write_now(&frame.bytes);
+        let outcome = direct.sink.write_now(&frame.bytes);
         if let Some(id) = frame.id {
             self.sent_through = id;
         }
         self.last_output = Instant::now();
         match outcome {
-            Ok(None) => {}
-            Ok(Some(rest)) => {
-                self.unwritten = Some(rest);
-                self.armed = false;
-                wake(self);
-            }
-            Err(_) => {
-                // The client went away; its task learns so from the socket and ends. It
-                // reconnects (if it ever does) from the last event it fully received.
-                self.armed = false;
-                wake(self);
-            }
+            Ok(None) => return,
+            Ok(Some(rest)) => direct.unwritten = Some(rest),
+            // The client went away; its task learns so from the socket and ends. It
+            // reconnects (if it ever does) from the last event it fully received.
+            Err(_) => {}
         }
+        direct.armed = false;
+        wake(self);
     }
 }
 
@@ -438,9 +464,9 @@ mod tests {
 
     #[test]
     fn an_armed_outbox_writes_pushes_to_the_socket_at_once() {
-        let outbox = Outbox::new(1);
+        let outbox = Arc::new(Outbox::new(1));
         let sink = TestSink::with_room(1000);
-        outbox.attach(sink.clone());
+        let _attached = outbox.attach(sink.clone());
         outbox.push(&named(1, "one;"), BOUNDS);
         assert_eq!(
             &sink.written.lock()[..],
@@ -465,9 +491,9 @@ mod tests {
 
     #[test]
     fn what_a_full_socket_does_not_take_is_written_by_the_stream_before_anything_else() {
-        let outbox = Outbox::new(1);
+        let outbox = Arc::new(Outbox::new(1));
         let sink = TestSink::with_room(6);
-        outbox.attach(sink.clone());
+        let attached = outbox.attach(sink.clone());
         assert!(pop(&outbox).is_pending());
         outbox.push(&named(1, "first-frame;"), BOUNDS);
         outbox.push(&named(2, "second;"), BOUNDS);
@@ -476,27 +502,44 @@ mod tests {
             pop(&outbox).is_pending(),
             "the rest of the first comes first"
         );
-        assert!(!outbox.pause_direct(), "an unwritten end is pending");
-        assert_eq!(outbox.take_unwritten().as_deref(), Some(&b"frame;"[..]));
-        assert!(outbox.pause_direct());
+        assert_eq!(attached.take_unwritten().as_deref(), Some(&b"frame;"[..]));
         assert!(
             matches!(pop(&outbox), Poll::Ready(Popped::Frame(f)) if &f.bytes[..] == b"second;")
         );
     }
 
     #[test]
-    fn a_closing_or_detached_outbox_writes_nothing_directly() {
-        let outbox = Outbox::new(1);
-        let sink = TestSink::with_room(1000);
-        outbox.attach(sink.clone());
+    fn an_expired_token_ends_the_stream_after_the_unwritten_end_and_before_the_queue() {
+        let outbox = Arc::new(Outbox::new(1));
+        let sink = TestSink::with_room(6);
+        let attached = outbox.attach(sink.clone());
         assert!(pop(&outbox).is_pending());
-        outbox.detach();
+        outbox.push(&named(1, "first-frame;"), BOUNDS);
+        outbox.push(&named(2, "queued;"), BOUNDS);
+        outbox.close(Closing::TokenExpired);
+        assert_eq!(outbox.push(&named(3, "late;"), BOUNDS), Pushed::Ignored);
+        assert!(pop(&outbox).is_pending(), "the unwritten end goes first");
+        assert_eq!(attached.take_unwritten().as_deref(), Some(&b"frame;"[..]));
+        assert!(matches!(
+            pop(&outbox),
+            Poll::Ready(Popped::Closed(Closing::TokenExpired))
+        ));
+        assert_eq!(&sink.written.lock()[..], b"first-", "nothing direct after the close");
+    }
+
+    #[test]
+    fn a_closing_or_detached_outbox_writes_nothing_directly() {
+        let outbox = Arc::new(Outbox::new(1));
+        let sink = TestSink::with_room(1000);
+        let attached = outbox.attach(sink.clone());
+        assert!(pop(&outbox).is_pending());
+        drop(attached);
         outbox.push(&named(1, "queued;"), BOUNDS);
         assert_eq!(&sink.written.lock()[..], b"");
         assert!(matches!(pop(&outbox), Poll::Ready(Popped::Frame(_))));
 
-        let draining = Outbox::new(2);
-        draining.attach(sink.clone());
+        let draining = Arc::new(Outbox::new(2));
+        let _attached = draining.attach(sink.clone());
         assert!(pop(&draining).is_pending());
         draining.close(Closing::Drain);
         assert_eq!(draining.push(&named(1, "late;"), BOUNDS), Pushed::Ignored);
@@ -505,15 +548,15 @@ mod tests {
 
     #[test]
     fn a_failed_direct_write_disarms_and_leaves_the_end_to_the_stream() {
-        let outbox = Outbox::new(1);
-        outbox.attach(Arc::new(TestSink {
+        let outbox = Arc::new(Outbox::new(1));
+        let attached = outbox.attach(Arc::new(TestSink {
             written: Mutex::new(Vec::new()),
             room: Mutex::new(0),
             fail: true,
         }));
         assert!(pop(&outbox).is_pending());
         assert_eq!(outbox.push(&named(1, "lost;"), BOUNDS), Pushed::Queued);
-        assert!(!outbox.state.lock().armed);
-        assert!(outbox.take_unwritten().is_none());
+        assert!(!outbox.state.lock().is_armed());
+        assert!(attached.take_unwritten().is_none());
     }
 }

@@ -29,10 +29,10 @@ use tower::Service;
 
 use self::head::Head;
 use self::rewind::Rewind;
-use crate::server::WithClientAddress;
+use crate::app::ConnectionService;
 
 /// What every plain connection shares.
-pub struct Http1Streams {
+pub struct Connections {
     app: Router,
     /// Serves the connections this path hands over.
     hyper: auto::Builder<TokioExecutor>,
@@ -43,7 +43,7 @@ pub struct Http1Streams {
     head_timeout: Duration,
 }
 
-impl Http1Streams {
+impl Connections {
     pub fn new(
         app: Router,
         hyper: auto::Builder<TokioExecutor>,
@@ -144,8 +144,8 @@ impl Http1Streams {
         watcher: Watcher,
     ) {
         let io = TokioIo::new(Rewind::new(read, socket));
-        let service = WithClientAddress {
-            app: self.app.clone(),
+        let service = ConnectionService {
+            router: self.app.clone(),
             remote,
         };
         let connection = self

@@ -1,9 +1,11 @@
 //! Who is connected to this node: an index from user to that user's open streams. The hub
 //! encodes each committed event once and decides, under its lock and in id order, exactly the
 //! streams that may see it (one user's streams for a notification, every stream for an
-//! announcement); the pushes themselves run on the delivery threads ([`crate::fanout`]). It
+//! announcement); the pushes themselves run on the delivery threads ([`fanout`]). It
 //! remembers the newest id it has dispatched so a new stream knows where replay ends and live
 //! delivery begins.
+
+mod fanout;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::domain::{EventId, UserId};
-use crate::fanout::{Deliveries, FanOut};
+use self::fanout::{Deliveries, FanOut};
 use crate::metrics::Metrics;
 use crate::sse::encode::{self, HEARTBEAT};
 use crate::sse::outbox::{Closing, Frame, Outbox, QueueBounds};

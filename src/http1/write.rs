@@ -16,19 +16,16 @@ use http_body::Body as _;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-use super::direct::{ChunkSize, Detach, LiveSocket, chunk_framing, poll_write_parts};
-use crate::sse::outbox::{LiveOutbox, Outbox};
+use super::direct::{ChunkSize, LiveSocket, chunk_framing, poll_write_parts};
+use crate::sse::outbox::{Attached, EventStreamResponse, Outbox};
 
 /// Reads of unexpected client bytes per wake-up before the stream yields to other tasks.
 const DISCARDS_PER_WAKE: usize = 16;
 
-/// Whether `response` is an SSE stream, which this path writes itself.
+/// Whether `response` is an SSE stream (marked so by the router), which this path writes
+/// itself.
 pub fn is_event_stream(response: &Response) -> bool {
-    response.status() == StatusCode::OK
-        && response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|value| value.as_bytes().starts_with(b"text/event-stream"))
+    response.extensions().get::<EventStreamResponse>().is_some()
 }
 
 /// Writes an event stream until its body ends (a clean end), fails (the stream was aborted:
@@ -43,8 +40,8 @@ pub fn event_stream(
     let (mut parts, body) = response.into_parts();
     let outbox = parts
         .extensions
-        .remove::<LiveOutbox>()
-        .map(|LiveOutbox(outbox)| outbox);
+        .remove::<EventStreamResponse>()
+        .and_then(|EventStreamResponse(outbox)| outbox);
     let chunked = version == Version::HTTP_11;
     let framing: &[u8] = if chunked {
         b"transfer-encoding: chunked\r\n"
@@ -82,13 +79,10 @@ fn copy_stream(
             socket,
             chunked: out.chunked,
         });
-        if let Some(outbox) = &outbox {
-            outbox.attach(live.clone());
-        }
-        let detach = Detach(outbox);
+        let attached = outbox.map(|outbox| outbox.attach(live.clone()));
         let socket = &live.socket;
         loop {
-            let then = match next_data(socket, &mut body, detach.0.as_deref()).await {
+            let then = match next_data(socket, &mut body, attached.as_ref()).await {
                 Next::Unwritten(framed) => {
                     out.framed(framed);
                     Then::More
@@ -114,7 +108,7 @@ fn copy_stream(
                 Then::More => {}
                 Then::Finish => {
                     // The outbox gives back its share of the socket; then it is ours to close.
-                    drop(detach);
+                    drop(attached);
                     if let Ok(mut live) = Arc::try_unwrap(live) {
                         let _ = live.socket.shutdown().await;
                     }
@@ -289,13 +283,13 @@ enum Next {
 
 /// The body's next bytes, while watching the client: a stream whose client has gone must end
 /// now, not at its next write (which may be a heartbeat away).
-async fn next_data(socket: &TcpStream, body: &mut Body, outbox: Option<&Outbox>) -> Next {
+async fn next_data(socket: &TcpStream, body: &mut Body, attached: Option<&Attached>) -> Next {
     std::future::poll_fn(|cx| {
         if poll_client_gone(socket, cx).is_ready() {
             return Poll::Ready(Next::ClientGone);
         }
         // Before anything the body has: the outbox holds its frames back until then.
-        if let Some(framed) = outbox.and_then(Outbox::take_unwritten) {
+        if let Some(framed) = attached.and_then(Attached::take_unwritten) {
             return Poll::Ready(Next::Unwritten(framed));
         }
         loop {

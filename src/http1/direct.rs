@@ -4,13 +4,12 @@
 //! blocks. Also the task's own writes through the shared socket.
 
 use std::io::{self, IoSlice};
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use tokio::net::TcpStream;
 
-use crate::sse::outbox::{DirectSink, Outbox};
+use crate::sse::outbox::DirectSink;
 
 /// Bytes of a write gathered into one buffer rather than handed to `writev` as parts: the
 /// kernel's `write` of one buffer is cheaper than `writev` of several, and most frames are
@@ -45,17 +44,6 @@ impl DirectSink for LiveSocket {
         // Rare (a full socket): the whole framed frame once, to hand back what did not fit.
         let framed: Vec<u8> = parts.iter().flat_map(|part| part.iter().copied()).collect();
         Ok(Some(Bytes::from(framed).slice(written..)))
-    }
-}
-
-/// Ends direct writes when the stream's task ends, however it ends.
-pub struct Detach(pub Option<Arc<Outbox>>);
-
-impl Drop for Detach {
-    fn drop(&mut self) {
-        if let Some(outbox) = &self.0 {
-            outbox.detach();
-        }
     }
 }
 

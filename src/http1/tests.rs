@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::sse::outbox::EventStreamResponse;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -42,13 +43,14 @@ async fn node(head_timeout: Duration) -> Node {
                 let body = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
                 Response::builder()
                     .header(header::CONTENT_TYPE, "text/event-stream")
+                    .extension(EventStreamResponse(None))
                     .body(Body::from_stream(body))
                     .unwrap()
             }
         }),
     );
     let closing = CancellationToken::new();
-    let paths = Http1Streams::new(
+    let paths = Connections::new(
         app,
         auto::Builder::new(TokioExecutor::new()),
         closing.clone(),
@@ -188,7 +190,7 @@ async fn an_idle_streams_task_stays_a_few_hundred_bytes() {
     let addr = listener.local_addr().unwrap();
     let socket = TcpStream::connect(addr).await.unwrap();
     let graceful = GracefulShutdown::new();
-    let paths = Http1Streams::new(
+    let paths = Connections::new(
         Router::new(),
         auto::Builder::new(TokioExecutor::new()),
         CancellationToken::new(),

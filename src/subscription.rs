@@ -1,7 +1,9 @@
-//! One open SSE response: the preamble, then what the log holds after the client's
-//! `Last-Event-ID` (read in pages), then live frames from the outbox. Ids only ever increase on
-//! a stream: the outbox holds back a live frame the replay already sent, so the switch from
-//! replay to live has no gap and no duplicate.
+//! One subscription, as the body of its SSE response: the preamble, then what the log holds
+//! after the client's `Last-Event-ID` (read in pages), then live frames from the outbox, until
+//! the stream is drained, cut as a slow reader, or its token expires (`reauth`, then the end).
+//! Ids only ever increase on a stream: the outbox holds back a live frame the replay already
+//! sent, so the switch from replay to live has no gap and no duplicate
+//! (docs/protocol.md#ids-and-replay).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -11,8 +13,7 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use futures::future::BoxFuture;
 
-use crate::domain::EventName;
-use crate::domain::{EventId, UserId};
+use crate::domain::{EventId, EventName, UserId};
 use crate::hub::Admission;
 use crate::metrics::Metrics;
 use crate::sse::encode;
@@ -145,28 +146,53 @@ fn instant_of(unix_secs: u64) -> tokio::time::Instant {
         .unwrap_or_else(|| now + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
 }
 
+impl EventStream {
+    /// When the token has expired (once the preamble is out, so the client always learns its
+    /// `retry:` and sees `connected` first), asks the outbox to end the stream: its last word
+    /// is then `reauth`. No leeway on an open stream.
+    fn poll_expiry(&mut self, cx: &mut Context<'_>) {
+        let Some(expiry) = &mut self.expiry else {
+            return;
+        };
+        let started = !matches!(self.phase, Phase::Preamble(..) | Phase::Ended);
+        if started && expiry.as_mut().poll(cx).is_ready() {
+            self.expiry = None;
+            self.admission.outbox.close(Closing::TokenExpired);
+            // A replay in progress is abandoned: the client reconnects from its last id.
+            self.phase = Phase::Live;
+        }
+    }
+
+    /// The next live frame, or the end the outbox decided.
+    fn poll_live(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, StreamAborted>>> {
+        // The outbox holds back what this stream has sent already.
+        let closing = match ready!(self.admission.outbox.poll_pop(cx, self.last_sent)) {
+            Popped::Frame(frame) => {
+                if let Some(id) = frame.id {
+                    self.last_sent = id;
+                }
+                return Poll::Ready(Some(Ok(frame.bytes)));
+            }
+            Popped::Closed(closing) => closing,
+        };
+        self.phase = Phase::Ended;
+        Poll::Ready(match closing {
+            Closing::Drain => None,
+            Closing::SlowReader => Some(Err(StreamAborted::SlowReader)),
+            Closing::TokenExpired => {
+                let data = r#"{"reason":"token expired"}"#;
+                Some(Ok(encode::event(None, EventName::Reauth, data)))
+            }
+        })
+    }
+}
+
 impl Stream for EventStream {
     type Item = Result<Bytes, StreamAborted>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if let Some(expiry) = &mut this.expiry {
-            // The preamble goes first even for a token that expires at once, so the client
-            // always learns its `retry:` and sees `connected` before `reauth`.
-            let started = !matches!(this.phase, Phase::Preamble(..) | Phase::Ended);
-            if started && expiry.as_mut().poll(cx).is_ready() {
-                // Nothing may go out directly after this; the end of a direct write that is
-                // still unwritten goes first (the connection's writer takes it), then this.
-                if !this.admission.outbox.pause_direct() {
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
-                // No leeway on an open stream: the token is over, and so is the stream.
-                this.phase = Phase::Ended;
-                let data = r#"{"reason":"token expired"}"#;
-                return Poll::Ready(Some(Ok(encode::event(None, EventName::Reauth, data))));
-            }
-        }
+        this.poll_expiry(cx);
         loop {
             match &mut this.phase {
                 Phase::Preamble(preamble, start) => {
@@ -192,23 +218,7 @@ impl Stream for EventStream {
                         return Poll::Ready(Some(Err(error.into())));
                     }
                 },
-                Phase::Live => match ready!(this.admission.outbox.poll_pop(cx, this.last_sent)) {
-                    // The outbox holds back what this stream has sent already.
-                    Popped::Frame(frame) => {
-                        if let Some(id) = frame.id {
-                            this.last_sent = id;
-                        }
-                        return Poll::Ready(Some(Ok(frame.bytes)));
-                    }
-                    Popped::Closed(Closing::Drain) => {
-                        this.phase = Phase::Ended;
-                        return Poll::Ready(None);
-                    }
-                    Popped::Closed(Closing::SlowReader) => {
-                        this.phase = Phase::Ended;
-                        return Poll::Ready(Some(Err(StreamAborted::SlowReader)));
-                    }
-                },
+                Phase::Live => return this.poll_live(cx),
                 Phase::Ended => return Poll::Ready(None),
             }
         }

@@ -1,0 +1,136 @@
+//! Accepting connections: one function takes each accepted socket, plain or TLS, to the code
+//! that serves it, in a task of its own, watched by the graceful shutdown so the drain can
+//! wait for (or end) it.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use super::tls;
+use crate::app::{AppState, ConnectionService, router};
+use crate::http1;
+use crate::metrics::Metrics;
+
+/// How often an idle HTTP/2 connection is pinged, and how long the answer may take: an SSE
+/// stream on a dead connection is otherwise found only when its send window fills.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
+/// How long a client may take to send a request head, idle keep-alive waits included.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What every accepted connection is served with.
+pub(super) struct Acceptor {
+    router: Router,
+    hyper: auto::Builder<TokioExecutor>,
+    tls: Option<TlsAcceptor>,
+    plain: Arc<http1::Connections>,
+    metrics: Arc<Metrics>,
+    /// Every connection's task holds a watcher of this until it ends.
+    graceful: GracefulShutdown,
+    /// Cancelled when connections drain: ends what still waits for a client (TLS handshakes,
+    /// request heads on plain connections).
+    waiting: CancellationToken,
+}
+
+impl Acceptor {
+    pub fn new(state: &AppState, tls: Option<TlsAcceptor>) -> Self {
+        let router = router(state.clone());
+        let mut hyper = auto::Builder::new(TokioExecutor::new());
+        hyper
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEAD_TIMEOUT);
+        hyper
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(HTTP2_KEEP_ALIVE)
+            .keep_alive_timeout(HTTP2_KEEP_ALIVE);
+        let waiting = CancellationToken::new();
+        let plain =
+            http1::Connections::new(router.clone(), hyper.clone(), waiting.clone(), HEAD_TIMEOUT);
+        Self {
+            router,
+            hyper,
+            tls,
+            plain,
+            metrics: state.metrics.clone(),
+            graceful: GracefulShutdown::new(),
+            waiting,
+        }
+    }
+
+    /// Accepts connections until `until` completes.
+    pub async fn accept_until(&self, listener: &TcpListener, until: impl Future<Output = ()>) {
+        tokio::pin!(until);
+        loop {
+            tokio::select! {
+                () = &mut until => return,
+                accepted = listener.accept() => match accepted {
+                    Ok((socket, remote)) => self.serve(socket, remote),
+                    // Usually a full file table: wait a moment rather than spin.
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Serves one accepted connection in a task of its own: plain ones on herald's HTTP/1
+    /// path, TLS ones through hyper after the handshake (which a slow client thus never lets
+    /// hold up the accept loop).
+    fn serve(&self, socket: TcpStream, remote: SocketAddr) {
+        self.metrics.connections_accepted.inc();
+        // Small writes are the whole point of SSE: send them now.
+        let _ = socket.set_nodelay(true);
+        // Taken now, so the drain waits for (or ends) whatever this task does.
+        let watcher = self.graceful.watcher();
+        let Some(acceptor) = &self.tls else {
+            tokio::spawn(self.plain.clone().serve(socket, remote, watcher));
+            return;
+        };
+        let service = ConnectionService {
+            router: self.router.clone(),
+            remote,
+        };
+        let (acceptor, hyper) = (acceptor.clone(), self.hyper.clone());
+        let waiting = self.waiting.clone();
+        tokio::spawn(async move {
+            let stream = tokio::select! {
+                () = waiting.cancelled() => return,
+                stream = tls::handshake(acceptor, socket) => match stream {
+                    Some(stream) => stream,
+                    None => return,
+                },
+            };
+            // The auto builder reads the HTTP/2 preface that ALPN `h2` promised.
+            let connection = hyper.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(error) = watcher.watch(connection).await {
+                tracing::trace!(%error, "connection ended");
+            }
+        });
+    }
+
+    /// Ends what waits for a client, lets requests in flight finish, and waits for every
+    /// connection to close, until `deadline`.
+    pub async fn finish(self, deadline: Instant) {
+        self.waiting.cancel();
+        if tokio::time::timeout_at(deadline, self.graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections were still open at the shutdown deadline");
+        }
+    }
+}

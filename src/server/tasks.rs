@@ -1,0 +1,65 @@
+//! The node's background tasks, under one tracker and one stop token: heartbeats on quiet
+//! streams, the retention sweep, and forgetting clients whose publish budget has refilled.
+
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::app::AppState;
+use crate::http::rate_limit;
+
+pub(super) struct BackgroundTasks {
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl BackgroundTasks {
+    pub fn start(state: &AppState) -> Self {
+        let tracker = TaskTracker::new();
+        let stop = CancellationToken::new();
+        tracker.spawn(send_heartbeats(state.clone(), stop.clone()));
+        tracker.spawn(sweep_retention(state.clone(), stop.clone()));
+        if let Some(limiter) = &state.publish_limiter {
+            tracker.spawn(rate_limit::forget_quiet_clients(
+                limiter.clone(),
+                stop.clone(),
+            ));
+        }
+        tracker.close();
+        Self { tracker, stop }
+    }
+
+    /// Stops every task and waits until each has returned.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tracker.wait().await;
+    }
+}
+
+async fn send_heartbeats(state: AppState, stop: CancellationToken) {
+    let idle = state.settings.heartbeat;
+    let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => state.hub.send_heartbeats(idle),
+        }
+    }
+}
+
+async fn sweep_retention(state: AppState, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(state.settings.sweep_every);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => {
+                if let Err(error) = state.store.sweep().await {
+                    tracing::warn!(%error, "retention sweep failed");
+                }
+            }
+        }
+    }
+}
