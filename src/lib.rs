@@ -1,22 +1,24 @@
 //! # herald
 //!
-//! Real-time notifications over Server-Sent Events, durable by default.
+//! Real-time notifications over Server-Sent Events, durable by default. The wire protocol is
+//! in `docs/protocol.md`; how the parts fit, and the path of one notification from its request
+//! to a subscriber's socket, in `docs/architecture.md`.
 //!
-//! ## Layout
-//! - [`domain`]: user ids, event ids and notifications, parsed once at the edge.
-//! - [`config`]: `herald serve`'s flags and environment, validated into [`config::Settings`].
-//! - [`store`]: the durable event log and history; owns ids and durability ([`store::sqlite`]).
-//! - [`auth`]: subscriber tokens and publish keys, and what each may do.
-//! - [`hub`]: who is connected here; encodes each event once and decides who receives it.
-//! - [`sse`]: the wire format, the bounded per-stream queue, and the stream itself.
-//! - [`http`]: one module per resource; [`app`] merges them into a router.
-//! - [`error`]: the single `{"error"}` response type.
+//! ## Layout, bottom to top (a module imports only from those above it in this list)
+//! - [`domain`]: user ids, event ids, event names and notifications, parsed once at the edge.
 //! - [`metrics`]: the node's Prometheus registry.
-//! - [`server`]: accepting connections and draining on shutdown.
-//! - [`http1_streams`]: plain HTTP/1.x connections, written by hand so an idle stream stays
-//!   small and an idle live one is written straight from the delivery threads; the odd rest is
-//!   handed to hyper.
-//! - [`tls`]: HTTPS with HTTP/2 from `--tls-cert` and `--tls-key`.
+//! - [`sse`]: the wire format (an event becomes bytes once) and the bounded per-stream queue.
+//! - [`store`]: the durable event log and history; owns ids and durability.
+//! - [`hub`]: who is connected here, and the delivery threads that push each event to them.
+//! - [`auth`]: subscriber tokens and publish keys, and what each may do.
+//! - [`subscription`]: one stream as a response body: replay from the log, then live.
+//! - [`config`]: `herald serve`'s flags and environment, validated into [`Settings`].
+//! - [`http`]: the HTTP edge, one module per resource, and its one error type.
+//! - [`app`]: the state every handler reaches and the router.
+//! - [`http1`]: herald's own HTTP/1 path for plain connections (a fenced fast path).
+//! - [`server`]: start a node, accept plain and TLS connections, drain on shutdown.
+
+#![forbid(unsafe_code)]
 
 pub mod app;
 pub mod auth;

@@ -1,9 +1,7 @@
-//! One subscription, as the body of its SSE response: the preamble, then what the log holds
-//! after the client's `Last-Event-ID` (read in pages), then live frames from the outbox, until
-//! the stream is drained, cut as a slow reader, or its token expires (`reauth`, then the end).
-//! Ids only ever increase on a stream: the outbox holds back a live frame the replay already
-//! sent, so the switch from replay to live has no gap and no duplicate
-//! (docs/protocol.md#ids-and-replay).
+//! One subscription as the body of its SSE response: the preamble, then what the log holds
+//! after the client's `Last-Event-ID` (in pages), then live frames from the outbox, without a
+//! gap or a duplicate, until its outbox closes it: drained, cut as a slow reader, or with
+//! `reauth` when its token expires (docs/protocol.md#ids-and-replay).
 
 use std::pin::Pin;
 use std::sync::Arc;

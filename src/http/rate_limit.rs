@@ -1,12 +1,7 @@
-//! The per-client publish rate (`--publish-rate N/s`): a GCRA limiter keyed by client address
-//! that allows bursts of N. Publishes and broadcasts share one budget per client; both take the
-//! [`WithinPublishRate`] extractor, which runs before auth and before the body is read, so a
-//! refused request costs almost nothing and is never stored or sent.
-//!
-//! Memory stays bounded: a client's bucket has refilled, and its entry is indistinguishable
-//! from no entry, at most 1 s + 1/N s after its last request; [`forget_quiet_clients`] drops
-//! such entries every [`FORGET_EVERY`] (1 s). The map therefore holds only the clients seen in
-//! the last three seconds, however many distinct addresses come and go.
+//! The per-client publish rate (`--publish-rate N/s`): a GCRA limiter keyed by client address,
+//! bursts of N, one budget for publishes and broadcasts, checked before auth and before the
+//! body is read. Memory stays bounded: an entry whose bucket has refilled (at most 1 s + 1/N s
+//! after its client's last request) is dropped by [`forget_quiet_clients`] every second.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;

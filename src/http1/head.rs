@@ -1,9 +1,7 @@
 //! Reading one request off a plain connection and deciding who answers it: a `GET`, an
-//! `OPTIONS` or a `POST` with a `Content-Length` body (the API, the page, its assets and the
-//! streams) over HTTP/1.x becomes an `http::Request` for the router; anything else (`HEAD`,
-//! chunked bodies, `100-continue`, upgrades, odd or oversized heads and bodies, HTTP/2) goes
-//! to hyper with the bytes read. Taking the API here too keeps a connection that opens a
-//! stream after other requests (as a browser's does) on the lean path.
+//! `OPTIONS` or a `POST` with a `Content-Length` body becomes an `http::Request` for the
+//! router; anything else (odd, oversized, chunked, upgrades, HTTP/2) goes to hyper with the
+//! bytes read.
 
 use std::io;
 use std::net::SocketAddr;

@@ -1,14 +1,9 @@
-//! A lean HTTP/1.x path, because idle streams are what a node holds by the ten thousand.
-//! hyper keeps its read and write buffers (8 KiB or more each) and a 1.7 KiB connection future
-//! for a connection's whole life: ~20 KiB per idle stream. Here each request on a plain
-//! connection (a `GET`, an `OPTIONS`, a `POST` with a `Content-Length` body) is read into a
-//! small buffer that is gone before the answer, the same router answers it (auth, CORS,
-//! limits, replay and every status are unchanged), and an answer is written whole, or, for an
-//! event stream, straight from its body to the socket, so an idle stream costs its task, its
-//! queue and its socket (~2 KiB) however many requests came before it on the connection.
-//! Everything else (`HEAD`, chunked bodies, upgrades, HTTP/2 by prior knowledge, odd or
-//! oversized requests) is handed to hyper with the bytes already read, and hyper serves the
-//! rest of that connection.
+//! herald's own HTTP/1 path for plain connections: an idle stream costs ~2 KiB here against
+//! ~20 KiB under hyper (docs/architecture.md#the-http1-path). Requests are answered by the same
+//! router; anything odd is handed to hyper with the bytes read. What this fence touches outside
+//! itself: the router ([`crate::app::ConnectionService`]), hyper's builder, the body limit
+//! ([`crate::http::extract::MAX_BODY_BYTES`]), and the direct-write side of
+//! [`crate::sse::outbox`] (`EventStreamResponse`, `Outbox::attach`, `DirectSink`).
 
 mod direct;
 mod head;

@@ -1,13 +1,7 @@
-//! The threads that deliver. The hub decides who receives what (under its lock, in id order)
-//! and hands the pushes here as a job; a handful of threads, one per core, push each frame into
-//! each receiving stream's outbox, which for an idle stream on herald's HTTP/1 path is the
-//! socket write itself. So a broadcast to thousands of streams is spread over the cores, runs
-//! beside the tokio workers that answer requests, and never holds up the store's writer.
-//!
-//! Jobs run one after another, in the order the hub handed them over, so every stream gets its
-//! events in id order. The threads share each job: they claim its deliveries a chunk at a time,
-//! so a thread the scheduler holds up leaves its share to the others rather than to the end of
-//! the broadcast, and the next job starts only once every chunk of this one is done.
+//! The delivery threads, one per core: they push each frame of a job into each receiving
+//! stream's outbox (for an idle stream on the HTTP/1 path, the socket write itself). Jobs run
+//! strictly in order and a stream has one delivery per job, so every stream gets its events in
+//! id order however the threads share a job out (docs/architecture.md#fan-out).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

@@ -1,9 +1,7 @@
-//! Who is connected to this node: an index from user to that user's open streams. The hub
-//! encodes each committed event once and decides, under its lock and in id order, exactly the
-//! streams that may see it (one user's streams for a notification, every stream for an
-//! announcement); the pushes themselves run on the delivery threads ([`fanout`]). It
-//! remembers the newest id it has dispatched so a new stream knows where replay ends and live
-//! delivery begins.
+//! Who is connected to this node: user -> open streams. The hub encodes each committed event
+//! once and settles, under its lock and in id order, exactly the streams that may see it, then
+//! hands the pushes to the delivery threads (`fanout`). The newest id it has dispatched tells
+//! a new stream where replay ends and live delivery begins (docs/architecture.md#the-write-path).
 
 mod fanout;
 

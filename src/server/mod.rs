@@ -1,5 +1,5 @@
-//! Running a node: build its parts ([`Node::start`]), accept connections ([`accept`]), run the
-//! background tasks ([`tasks`]), and drain on the stop signal ([`drain`]). Plain connections
+//! Running a node: build its parts ([`Node::start`]), accept connections (`accept`), run the
+//! background tasks (`tasks`), and drain on the stop signal (`drain`). Plain connections
 //! go to herald's own HTTP/1 path ([`crate::http1`]); TLS connections to hyper, HTTP/2 by ALPN
 //! ([`tls`]).
 

@@ -1,13 +1,7 @@
-//! The queue between the hub and one open stream. The hub pushes already-encoded frames; the
-//! stream pops them when the socket can take more. It is bounded by frame count and by bytes:
-//! when a reader falls that far behind, the queue is emptied and the stream is aborted, so a
-//! slow reader costs at most the bound, and its client reconnects and replays from the log.
-//!
-//! A connection writer that can write without blocking (herald's own HTTP/1 path) may
-//! [`Outbox::attach`] its socket: while the stream is live, has nothing queued and has
-//! finished its own writes, the outbox is *armed*, and a push writes the frame to the socket
-//! at once, on the pushing thread (docs/architecture.md#the-write-path). Every write happens
-//! under this outbox's lock, so the two writers never interleave.
+//! The bounded queue between the hub and one open stream. A reader that falls behind the
+//! bounds is cut (its client replays from the log). While a live stream idles, an attached
+//! connection is written directly by the pusher, under this outbox's lock, so the two writers
+//! never interleave (docs/architecture.md#the-per-stream-queue).
 
 use std::collections::VecDeque;
 use std::io;

@@ -1,8 +1,6 @@
-//! Each node reads the shared log once, with one blocking `XREAD`, and hands what it reads to
-//! the hub in id order. When Redis goes away the node keeps its streams open, retries, and on
-//! return goes on from the last id it dispatched, so its streams catch up on what other nodes
-//! took in meanwhile. It also owns the node's health: ready only once both its own connection
-//! and the store's command connection work again.
+//! Each node reads the shared log once, with one blocking `XREAD`, and hands it to the hub in
+//! id order. When Redis goes away, streams stay open and the node retries, then goes on from
+//! the last id it dispatched; it is ready again only once both its connections work.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,15 +1,7 @@
-//! The cluster backend: the event log, history, read state and idempotency keys live in Redis,
-//! shared by every node with the same `--redis-url` and prefix. Each write is one Lua script,
-//! so it is atomic; Redis assigns the event id (a stream id, `ms-seq`), so every node sees the
-//! same ids. Each node reads the shared log once ([`follow`]) and dispatches locally by user.
-//!
-//! Keys, under the prefix `P`:
-//! - `P:log`: every event (a stream; fields `u` user or empty for everyone, `n` name, `d` data)
-//! - `P:user:{u}:events`, `P:all`: the same events again, per user and for announcements, with
-//!   the same ids, so a replay reads one user's events without scanning everyone's
-//! - `P:user:{u}:list` (newest first), `P:user:{u}:bodies` (id -> JSON), `P:user:{u}:unread`
-//! - `P:idem:{u}:{key}`: the notification an Idempotency-Key made (expires after 24 h)
-//! - `P:last`: the newest id; `P:pruned`: the newest id retention removed
+//! The cluster backend: the log, history, read state and idempotency keys live in Redis,
+//! shared by every node with the same `--redis-url` and prefix. Each write is one Lua script
+//! (atomic); Redis assigns the ids, so every node sees the same ones. The keys are listed in
+//! docs/architecture.md#the-redis-store-cluster-mode.
 
 mod follow;
 

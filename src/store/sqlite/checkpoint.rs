@@ -1,14 +1,7 @@
-//! Copies the write-ahead log back into the database file without making publishes wait.
-//! SQLite's automatic checkpoint runs inside the commit that crosses its threshold, so every
-//! thousand pages or so one publish waited for the copy and an fsync of the database file.
-//!
-//! Here the copying happens in two parts. A thread of its own runs passive checkpoints beside
-//! the writer (WAL lets the two proceed at once), at most once per [`MIN_GAP`]. Under steady
-//! writes no such pass reaches the log's end, which moves on while it runs, so the log would
-//! never start over and would only grow. So once the log is long and a pass shows that the
-//! writer appended little meanwhile, the thread asks the writer to finish the job: between two
-//! of its commits the writer copies that short tail itself (nothing can append during it), and
-//! its next commit starts the log from the beginning.
+//! Copies the write-ahead log back into the database file without making publishes wait: a
+//! thread of its own runs passive checkpoints beside the writer, and asks the writer to copy a
+//! short tail between two commits so the log can start over
+//! (docs/architecture.md#the-sqlite-store).
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The embedded backend: one SQLite file in WAL mode. Writes go through a single writer thread
-//! ([`writer`]) that commits in groups; reads run on a small set of read-only connections, each
+//! (`writer`) that commits in groups; reads run on a small set of read-only connections, each
 //! inside one transaction so a page and its counts come from the same snapshot.
 
 mod checkpoint;

@@ -1,8 +1,6 @@
-//! The single writer: one thread owns the writing connection, takes commands from a bounded
-//! channel, and commits them in groups (one transaction, one fsync for everything that queued
-//! up meanwhile). Ids are assigned here, so they are dense and increasing; committed events go
-//! to the sink in id order right after the group's replies (a `201` still waits for its
-//! dispatch, in [`crate::hub::Hub::wait_dispatched`]).
+//! The single writer: one thread owns the writing connection and commits what queued up in
+//! groups (one transaction, one fsync). Ids are assigned here, dense and increasing; committed
+//! events go to the sink in id order right after the group's replies.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
