@@ -15,8 +15,8 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::{CorsOrigins, Settings};
-use crate::http::error::ApiError;
 use crate::http;
+use crate::http::error::ApiError;
 use crate::http::rate_limit::PublishLimiter;
 use crate::hub::Hub;
 use crate::metrics::Metrics;

@@ -332,7 +332,10 @@ impl ServeArgs {
             ("retention-events", self.retention_events),
             ("history-limit", self.history_limit),
             ("max-connections", self.max_connections as u64),
-            ("max-connections-per-user", self.max_connections_per_user as u64),
+            (
+                "max-connections-per-user",
+                self.max_connections_per_user as u64,
+            ),
             ("shutdown-timeout", self.shutdown_timeout),
             ("max-queued-events", self.max_queued_events as u64),
         ];

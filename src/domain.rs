@@ -458,7 +458,8 @@ mod tests {
         }
     }
 
-    /// SPEC §3's user id rule, written out independently of [`UserId::parse`].
+    /// The user id rule of docs/protocol.md#publishing, written out independently of
+    /// [`UserId::parse`].
     fn spec_allows_user_id(raw: &str) -> bool {
         let alphabet = |c: char| c.is_ascii_alphanumeric() || "._~@+-".contains(c);
         (1..=128).contains(&raw.chars().count())
@@ -569,7 +570,7 @@ mod tests {
         ])
     }
 
-    /// Whether `raw`, trimmed, is 1..=`max` characters (SPEC §3 for title and message).
+    /// Whether `raw`, trimmed, is 1..=`max` characters (the rule for title and message).
     fn trimmed_within(raw: Option<&str>, max: usize) -> bool {
         raw.map(str::trim)
             .is_some_and(|text| (1..=max).contains(&text.chars().count()))

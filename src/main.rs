@@ -2,6 +2,8 @@
 //! `subscribe`, and `bench`, a load generator for any SSE server. Errors end the process with
 //! one line on stderr and a non-zero status.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 
 use std::io::{IsTerminal, Write};

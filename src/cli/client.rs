@@ -1,6 +1,6 @@
 //! What every client command shares: where the server is, how a request carries its key or
 //! token, and how a refusal becomes a one-line error. The commands themselves are in
-//! [`super::publish`] and [`super::subscribe`]; they use the public API (SPEC §2-§3) like any
+//! [`super::publish`] and [`super::subscribe`]; they use the public API (docs/protocol.md) like any
 //! other application.
 
 use std::io::Write;

@@ -141,6 +141,18 @@ impl StreamEnd {
 impl Subscription {
     /// Opens one stream and prints its events until it ends. `Err` means give up for good.
     async fn follow_stream(&mut self) -> anyhow::Result<StreamEnd> {
+        match self.open_stream().await? {
+            Ok(response) => {
+                self.failed_attempts = 0;
+                self.print_events(response).await
+            }
+            Err(end) => Ok(end),
+        }
+    }
+
+    /// Sends the stream request: the response when it is an event stream, the way this attempt
+    /// ended when it is worth another, or `Err` when it is not.
+    async fn open_stream(&self) -> anyhow::Result<Result<Response, StreamEnd>> {
         let mut request = self
             .client
             .get(self.url.clone())
@@ -155,17 +167,17 @@ impl Subscription {
             Ok(response) => response,
             Err(error) => {
                 let reason = with_root_cause(format!("could not reach {}", self.url), &error);
-                return Ok(StreamEnd::interrupted(reason));
+                return Ok(Err(StreamEnd::interrupted(reason)));
             }
         };
         let status = response.status();
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
             let retry_after = retry_after(&response);
             let reason = error_from_response(response).await.to_string();
-            return Ok(StreamEnd::Interrupted {
+            return Ok(Err(StreamEnd::Interrupted {
                 reason,
                 retry_after,
-            });
+            }));
         }
         if !status.is_success() {
             return Err(error_from_response(response).await);
@@ -181,12 +193,16 @@ impl Subscription {
                 self.url
             );
         }
-        self.failed_attempts = 0;
+        Ok(Ok(response))
+    }
 
+    /// Prints the events of an open stream until it ends or `--count` is reached.
+    async fn print_events(&mut self, response: Response) -> anyhow::Result<StreamEnd> {
         let mut events = response.bytes_stream().eventsource();
         // eventsource-stream reports each event with the connection's *last* id (the HTML
         // `lastEventId`), so an event without an `id:` line repeats its predecessor's. Ids
-        // strictly increase on one connection (SPEC §2), so an id that changed is the event's own.
+        // strictly increase on one connection (docs/protocol.md#ids-and-replay), so an id that
+        // changed is the event's own.
         let mut previous_id = String::new();
         while let Some(item) = events.next().await {
             let event = match item {
@@ -268,7 +284,7 @@ fn retry_after(response: &Response) -> Option<Duration> {
     Some(Duration::from_secs(seconds))
 }
 
-/// Event ids are printable ASCII without whitespace (SPEC §2).
+/// Event ids are printable ASCII without whitespace (docs/protocol.md#ids-and-replay).
 fn parse_event_id(raw: &str) -> Result<String, String> {
     if !raw.is_empty() && raw.bytes().all(|byte| byte.is_ascii_graphic()) {
         Ok(raw.to_owned())

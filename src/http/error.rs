@@ -70,9 +70,7 @@ impl ApiError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable { .. } | Self::StoreUnavailable(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::Unavailable { .. } | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -146,7 +144,11 @@ mod tests {
     #[test]
     fn each_store_failure_has_one_status_and_5xx_causes_stay_off_the_wire() {
         let cases = [
-            (StoreError::UNKNOWN_NOTIFICATION, StatusCode::NOT_FOUND, None),
+            (
+                StoreError::UNKNOWN_NOTIFICATION,
+                StatusCode::NOT_FOUND,
+                None,
+            ),
             (
                 StoreError::Unavailable("disk full".into()),
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -9,8 +9,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::http::extract::Operator;
 use crate::http::error::ApiError;
+use crate::http::extract::Operator;
 use crate::http::openapi;
 
 /// The page at `/`: plain HTML, CSS and JavaScript, no build step.

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::domain::{EventId, UserId};
 use self::fanout::{Deliveries, FanOut};
+use crate::domain::{EventId, UserId};
 use crate::metrics::Metrics;
 use crate::sse::encode::{self, HEARTBEAT};
 use crate::sse::outbox::{Closing, Frame, Outbox, QueueBounds};

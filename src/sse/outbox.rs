@@ -518,7 +518,11 @@ mod tests {
             pop(&outbox),
             Poll::Ready(Popped::Closed(Closing::TokenExpired))
         ));
-        assert_eq!(&sink.written.lock()[..], b"first-", "nothing direct after the close");
+        assert_eq!(
+            &sink.written.lock()[..],
+            b"first-",
+            "nothing direct after the close"
+        );
     }
 
     #[test]

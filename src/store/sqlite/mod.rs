@@ -281,46 +281,55 @@ impl SqliteStore {
                     complete: true,
                 });
             }
-            // Two index ranges (this user's events, then announcements) merged by id: the cost
-            // follows what this user may see, not the size of the log.
-            let mut select = tx.prepare_cached(
-                "SELECT seq, name, data FROM (
-                     SELECT seq, name, data FROM events
-                     WHERE user_id = ?3 AND seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?4)
-                 UNION ALL
-                 SELECT seq, name, data FROM (
-                     SELECT seq, name, data FROM events
-                     WHERE user_id IS NULL AND seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?4)
-                 ORDER BY seq LIMIT ?4",
-            )?;
-            let fetch = i64::from(limit) + 1;
-            let mut events = select
-                .query_map(
-                    params![after.major as i64, upto.major as i64, user.as_str(), fetch],
-                    |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get::<_, String>(1)?,
-                            row.get::<_, String>(2)?,
-                        ))
-                    },
-                )?
-                .map(|row| {
-                    let (seq, name, data) = row?;
-                    let name = EventName::parse(&name).ok_or_else(|| {
-                        StoreError::Corrupt(format!("unknown event name {name:?} in the log"))
-                    })?;
-                    Ok(StoredEvent {
-                        id: EventId::from_seq(seq.max(0) as u64),
-                        name,
-                        data,
-                    })
-                })
-                .collect::<Result<Vec<_>, StoreError>>()?;
+            let mut events = events_for(tx, &user, after, upto, i64::from(limit) + 1)?;
             let complete = events.len() <= limit as usize;
             events.truncate(limit as usize);
             Ok(ReplayPage::Events { events, complete })
         })
         .await
     }
+}
+
+/// Up to `fetch` events for `user` (its own and announcements) with ids in `(after, upto]`,
+/// oldest first: two index ranges merged by id, so the cost follows what this user may see,
+/// not the size of the log.
+fn events_for(
+    tx: &rusqlite::Transaction<'_>,
+    user: &UserId,
+    after: EventId,
+    upto: EventId,
+    fetch: i64,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut select = tx.prepare_cached(
+        "SELECT seq, name, data FROM (
+             SELECT seq, name, data FROM events
+             WHERE user_id = ?3 AND seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?4)
+         UNION ALL
+         SELECT seq, name, data FROM (
+             SELECT seq, name, data FROM events
+             WHERE user_id IS NULL AND seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?4)
+         ORDER BY seq LIMIT ?4",
+    )?;
+    let rows = select.query_map(
+        params![after.major as i64, upto.major as i64, user.as_str(), fetch],
+        |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        },
+    )?;
+    rows.map(|row| {
+        let (seq, name, data) = row?;
+        let name = EventName::parse(&name).ok_or_else(|| {
+            StoreError::Corrupt(format!("unknown event name {name:?} in the log"))
+        })?;
+        Ok(StoredEvent {
+            id: EventId::from_seq(seq.max(0) as u64),
+            name,
+            data,
+        })
+    })
+    .collect()
 }
