@@ -1,5 +1,6 @@
 // Types for herald.js, the browser client for herald's event streams (served at /herald.js;
-// these declarations at /herald.d.ts). The wire format is SPEC §2; payloads are SPEC §3.
+// these declarations at /herald.d.ts). The wire format is docs/protocol.md#streams; payloads are
+// docs/protocol.md#events.
 
 /** The four kinds of notification; each has its own colour and label on the page. */
 export type NotificationType = 'info' | 'success' | 'warning' | 'error';

@@ -1,4 +1,4 @@
-// herald.js: the browser client for herald's event streams (SPEC §2), served by the server at
+// herald.js: the browser client for herald's event streams (docs/protocol.md#streams), served at
 // `/herald.js` (an ES module) and `/herald.global.js` (the same code as a classic script that
 // sets `window.Herald`). Types: `/herald.d.ts`. No dependencies, no build step.
 //

@@ -1,6 +1,6 @@
-// Auth in the browser (SPEC §4): the page's token mode (a token field, the `herald_token`
-// cookie, `/events/me` with a bearer header, never the token in the URL, sign out, reauth) and
-// herald.js with header auth over fetch streaming (401, reauth with a fresh token).
+// Auth in the browser (docs/protocol.md#auth): the page's token mode (a token field, the
+// `herald_token` cookie, `/events/me` with a bearer header, never the token in the URL, sign out,
+// reauth) and herald.js with header auth over fetch streaming (401, reauth with a fresh token).
 // Run: `node --test tests/browser/` (after `cargo build`).
 
 import { test, describe, before, after } from 'node:test';
