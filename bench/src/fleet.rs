@@ -13,7 +13,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{self, Flow, Item, ResponseReader, SseEndpoint, StreamError};
+use crate::conn::{self, Flow, Item, ResponseReader, SseEndpoint, StreamError};
 
 /// How often waits look at the counters.
 const POLL: Duration = Duration::from_millis(5);

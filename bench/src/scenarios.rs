@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fleet::{Fleet, OpenSummary, StreamOutcome, StreamSpec, failure_counts};
-use super::floor::{Broadcast, FloorProcess};
-use super::publish::{BatchOutcome, Pick, Plan};
-use super::report::{Report, Sample, add_resources, round};
-use super::tally::{add_tally, all_received_latencies, tally};
-use super::{ReplayWith, Setup};
+use crate::fleet::{Fleet, OpenSummary, StreamOutcome, StreamSpec, failure_counts};
+use crate::floor::{Broadcast, FloorProcess};
+use crate::publish::{BatchOutcome, Pick, Plan};
+use crate::report::{Report, Sample, add_resources, round};
+use crate::setup::{ReplayWith, Setup};
+use crate::tally::{add_tally, all_received_latencies, tally};
 
 /// Pause after the last stream opened before reading the server's memory, so allocations made
 /// just after the greeting are counted.
@@ -69,7 +69,7 @@ pub async fn fanout(setup: &Setup) -> Report {
     report
 }
 
-/// fanout against the ideal server of [`super::floor`] (a child process): the same streams,
+/// fanout against the ideal server of [`crate::floor`] (a child process): the same streams,
 /// client, pace and figures, but each broadcast is one frame written straight to every socket.
 pub async fn floor(setup: &Setup) -> anyhow::Result<Report> {
     let args = &setup.args;
