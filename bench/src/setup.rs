@@ -241,6 +241,7 @@ mod tests {
         args: BenchArgs,
     }
 
+    // Long only because its command line names every flag once.
     #[test]
     fn every_flag_parses_from_a_command_line() {
         let cli = <Cli as clap::Parser>::try_parse_from([
