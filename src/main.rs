@@ -1,6 +1,5 @@
-//! The `herald` command: `serve` (the default), the HTTP clients `publish`, `broadcast` and
-//! `subscribe`, and `bench`, a load generator for any SSE server. Errors end the process with
-//! one line on stderr and a non-zero status.
+//! The `herald` command: `serve` (the default) and the HTTP clients `publish`, `broadcast` and
+//! `subscribe`. Errors end the process with one line on stderr and a non-zero status.
 
 #![forbid(unsafe_code)]
 
@@ -40,11 +39,6 @@ enum Command {
     Subscribe(cli::subscribe::SubscribeArgs),
     /// Mint a subscriber token (HS256) for a user with the server's --jwt-secret
     Token(cli::token::TokenArgs),
-    /// Measure an SSE server (herald or another) under load: hold, fanout, targeted, replay, floor
-    Bench(cli::bench::BenchArgs),
-    /// The ideal server of `herald bench floor`, which starts it as its child
-    #[command(name = cli::bench::floor::SERVER_COMMAND, hide = true)]
-    BenchFloorServer,
 }
 
 fn main() -> std::process::ExitCode {
@@ -83,8 +77,6 @@ fn main() -> std::process::ExitCode {
             Some(Command::Broadcast(args)) => cli::publish::broadcast(args).await,
             Some(Command::Subscribe(args)) => cli::subscribe::subscribe(args).await,
             Some(Command::Token(args)) => cli::token::mint(args),
-            Some(Command::Bench(args)) => cli::bench::bench(args).await,
-            Some(Command::BenchFloorServer) => cli::bench::floor::serve_over_stdio(),
         }
     });
     match outcome {

@@ -1,8 +1,6 @@
 //! The command-line clients: `publish`, `broadcast` and `subscribe` talk to a running herald
-//! over HTTP exactly as any other application would; `token` mints subscriber tokens; `bench`
-//! measures any SSE server under load.
+//! over HTTP exactly as any other application would; `token` mints subscriber tokens.
 
-pub mod bench;
 pub mod client;
 pub mod publish;
 pub mod subscribe;

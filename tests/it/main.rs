@@ -4,7 +4,6 @@
 mod api;
 mod assets;
 mod auth;
-mod bench;
 mod cli;
 mod cluster;
 mod config;

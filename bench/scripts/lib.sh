@@ -1,19 +1,21 @@
-# Shared by the benchmark drivers (scripts/bench-*.sh): start a fresh server (herald or the
-# reference design), run one `herald bench` case against it, record its JSON line, stop the
-# server by its PID, and write a table into BENCHMARKS.md between markers. Loopback only.
+# Shared by the benchmark drivers (bench/scripts/{vs-reference,scaling}.sh): start a fresh
+# server (herald or the reference design), run one `herald-bench` case against it, record its
+# JSON line, stop the server by its PID, and write a table into BENCHMARKS.md between markers.
+# Loopback only.
 # Source it from a driver that has `cd`ed to the repository root.
 
 ulimit -n 20000
 WORK=${WORK:?set WORK before sourcing lib.sh}
 RESULTS=$WORK/results.jsonl
-BIN=$PWD/target/release/herald
+HERALD=$PWD/target/release/herald
+BENCH=$PWD/target/release/herald-bench
 REFERENCE=${REFERENCE:-../shared/reference/seed-node}
 SERVER_PID=
 SERVER_PORT=
 range=0
 
-build_herald() {
-  cargo build --release --quiet
+build_binaries() {
+  cargo build --release --quiet -p herald -p herald-bench
 }
 
 build_reference() {
@@ -35,7 +37,7 @@ start_server() { # herald|reference
   if [ "$1" = herald ]; then
     SERVER_PORT=3000
     rm -rf "$WORK/data"
-    "$BIN" serve --listen 127.0.0.1:$SERVER_PORT --data-dir "$WORK/data" \
+    "$HERALD" serve --listen 127.0.0.1:$SERVER_PORT --data-dir "$WORK/data" \
       --max-connections 20000 --max-connections-per-user 100000 >/dev/null 2>"$WORK/herald.log" &
   else
     SERVER_PORT=3999
@@ -51,11 +53,11 @@ stop_server() {
   sleep 2   # let the closed sockets of this run leave TIME_WAIT
 }
 
-# Runs `herald bench ARGS` and appends its JSON line, tagged with CASE and LABEL, to RESULTS.
+# Runs `herald-bench ARGS` and appends its JSON line, tagged with CASE and LABEL, to RESULTS.
 record() { # LABEL CASE ARGS...
   local label=$1 case=$2; shift 2
   range=$((range % 250 + 1))
-  "$BIN" bench "$@" --label "$label" --json --source-addrs 127.$range.0.1-127.$range.0.4 \
+  "$BENCH" "$@" --label "$label" --json --source-addrs 127.$range.0.1-127.$range.0.4 \
     --pub-body '{"title":"t","message":"{ts}"}' 2>>"$WORK/bench.log" | tail -1 |
     python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["case"]=sys.argv[1]; print(json.dumps(d))' "$case" \
     >>"$RESULTS" || echo "bench: $label $case produced no figures" >&2
@@ -72,7 +74,7 @@ run_case() { # KIND CASE
   stop_server
 }
 
-# The same client against the ideal server of `herald bench floor` (no server to start).
+# The same client against the ideal server of `herald-bench floor` (no server to start).
 run_floor() { # CASE (a fanout case: its flags are the floor's)
   # shellcheck disable=SC2086
   record floor "$1" floor ${1#fanout }

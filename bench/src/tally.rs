@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use super::fleet::StreamOutcome;
-use super::report::Report;
+use crate::fleet::StreamOutcome;
+use crate::report::Report;
 
 /// What arrived compared with what should have.
 #[derive(Debug, Default)]
@@ -112,7 +112,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::cli::bench::fleet::Delivery;
+    use crate::fleet::Delivery;
 
     fn opened_with(deliveries: &[(u64, u64)]) -> StreamOutcome {
         StreamOutcome {

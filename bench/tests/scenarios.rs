@@ -1,38 +1,61 @@
-//! `herald bench` run as the real binary against a real herald child process (floor: against
-//! its own ideal server): each scenario, with a handful of streams, runs to its end by
-//! itself, loses nothing, duplicates nothing and prints its JSON line. Timings are never asserted: they belong to the machine, not the code.
+//! `herald-bench` run as the real binary against a herald server serving from this test process
+//! (floor: against the bench's own ideal server): each scenario, with a handful of streams,
+//! runs to its end by itself, loses nothing, duplicates nothing and prints its JSON line.
+//! Timings are never asserted: they belong to the machine, not the code.
 
 use std::time::Duration;
 
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::process::Command;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tokio::time::timeout;
-
-use crate::helpers::ServerProcess;
 
 /// A scenario of this size finishes in a few seconds; this is the ceiling before the test fails.
 const BENCH_WAIT: Duration = Duration::from_secs(60);
+/// How long the server may take to drain once told to stop.
+const STOP_WAIT: Duration = Duration::from_secs(30);
 
-/// A herald child process to measure, and the directory it keeps its data in.
+/// A herald server to measure, in this process on a port the kernel chose, and the directory it
+/// keeps its data in. [`Target::stop`] drains it and fails the test if the server failed.
 struct Target {
-    server: ServerProcess,
+    url: String,
+    /// Sending (or dropping) this tells the server to drain and stop.
+    stop: oneshot::Sender<()>,
+    /// The server's task; it panics if `herald::run` returns an error.
+    task: JoinHandle<()>,
     _data: TempDir,
 }
 
 impl Target {
-    fn start() -> Self {
+    async fn start() -> Self {
         let data = TempDir::new().expect("temp dir");
-        let server = ServerProcess::start(&data.path().join("data"), &[]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let settings = herald::Settings::new(addr, data.path().to_path_buf());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            herald::run(listener, settings, async {
+                let _ = stopped.await;
+            })
+            .await
+            .expect("server runs");
+        });
         Self {
-            server,
+            url: format!("http://{addr}"),
+            stop,
+            task,
             _data: data,
         }
     }
 
-    /// Runs `herald bench ARGS` against this server and returns its JSON line.
+    /// Runs `herald-bench ARGS` against this server and returns its JSON line. The server's
+    /// memory and CPU are this process's.
     async fn bench(&self, args: &[&str]) -> Value {
-        let base = &self.server.url;
+        let base = &self.url;
         let targets = [
             "--sub-url".to_owned(),
             format!("{base}/events/{{user}}"),
@@ -41,19 +64,27 @@ impl Target {
             "--broadcast-url".to_owned(),
             format!("{base}/api/broadcast"),
             "--server-pid".to_owned(),
-            self.server.child.id().to_string(),
+            std::process::id().to_string(),
         ];
         let targets: Vec<&str> = targets.iter().map(String::as_str).collect();
         run_bench(&[args, &targets].concat()).await
     }
+
+    /// Drains and stops the server, failing the test if it failed or does not stop in time.
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        timeout(STOP_WAIT, self.task)
+            .await
+            .expect("the server stops in time")
+            .expect("the server ran without failing");
+    }
 }
 
-/// Runs `herald bench ARGS` and returns its last stdout line as JSON.
+/// Runs `herald-bench ARGS` and returns its last stdout line as JSON.
 async fn run_bench(args: &[&str]) -> Value {
     let output = timeout(
         BENCH_WAIT,
-        Command::new(env!("CARGO_BIN_EXE_herald"))
-            .arg("bench")
+        Command::new(env!("CARGO_BIN_EXE_herald-bench"))
             .args(args)
             .args(["--deadline", "10s"])
             .kill_on_drop(true)
@@ -78,31 +109,33 @@ fn assert_every_event_arrived_once(report: &Value, expected: u64) {
     assert_eq!(report["unexpected"], 0, "{report}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hold_opens_every_stream_and_reports_the_servers_memory() {
-    let target = Target::start();
+    let target = Target::start().await;
     let report = target.bench(&["hold", "--streams", "20"]).await;
     assert_eq!(report["scenario"], "hold");
     assert_eq!(report["opened"], 20, "{report}");
     assert_eq!(report["open_failures"], 0, "{report}");
     assert!(report["server_rss_after_kib"].is_u64(), "{report}");
     assert!(report["streams_per_s"].is_number(), "{report}");
+    target.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_delivers_every_broadcast_to_every_stream() {
-    let target = Target::start();
+    let target = Target::start().await;
     let report = target
         .bench(&["fanout", "--streams", "10", "--events", "3", "--rate", "20"])
         .await;
     assert_every_event_arrived_once(&report, 30);
     assert!(report["delivery_latency_p99_ms"].is_number(), "{report}");
     assert!(report["all_received_p50_ms"].is_number(), "{report}");
+    target.stop().await;
 }
 
 #[tokio::test]
 async fn floor_delivers_every_write_of_the_ideal_server_to_every_stream() {
-    // No herald here: the ideal server runs inside the bench.
+    // No herald here: the ideal server runs in a child of the bench.
     let report = run_bench(&["floor", "--streams", "50", "--events", "3", "--rate", "20"]).await;
     assert_eq!(report["scenario"], "floor");
     assert_every_event_arrived_once(&report, 150);
@@ -115,9 +148,9 @@ async fn floor_delivers_every_write_of_the_ideal_server_to_every_stream() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targeted_delivers_every_publish_to_its_user_once() {
-    let target = Target::start();
+    let target = Target::start().await;
     let report = target
         .bench(&[
             "targeted",
@@ -131,11 +164,12 @@ async fn targeted_delivers_every_publish_to_its_user_once() {
         .await;
     assert_eq!(report["publish_ok"], 50, "{report}");
     assert_every_event_arrived_once(&report, 50);
+    target.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn targeted_sends_idle_streams_nothing_and_still_delivers_every_publish() {
-    let target = Target::start();
+    let target = Target::start().await;
     let report = target
         .bench(&[
             "targeted",
@@ -152,11 +186,12 @@ async fn targeted_sends_idle_streams_nothing_and_still_delivers_every_publish() 
     assert_eq!(report["idle_streams"], 20, "{report}");
     assert_eq!(report["opened"], 30, "{report}");
     assert_every_event_arrived_once(&report, 50);
+    target.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_after_every_stream_dropped_delivers_each_missed_event_once() {
-    let target = Target::start();
+    let target = Target::start().await;
     for replay_with in ["user", "broadcast"] {
         let report = target
             .bench(&[
@@ -173,19 +208,15 @@ async fn replay_after_every_stream_dropped_delivers_each_missed_event_once() {
         assert!(report["catchup_s"].is_number(), "{report}");
         assert_every_event_arrived_once(&report, 30);
     }
+    target.stop().await;
 }
 
 #[tokio::test]
 async fn bench_refuses_targets_outside_loopback() {
     let output = timeout(
         BENCH_WAIT,
-        Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args([
-                "bench",
-                "hold",
-                "--sub-url",
-                "http://192.0.2.1:3000/events/{user}",
-            ])
+        Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+            .args(["hold", "--sub-url", "http://192.0.2.1:3000/events/{user}"])
             .kill_on_drop(true)
             .output(),
     )

@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # How herald's costs grow (issue 5, target 6): the time until every stream has a broadcast as
-# the number of streams doubles (herald and the ideal server of `herald bench floor`), and
+# the number of streams doubles (herald and the ideal server of `herald-bench floor`), and
 # publish throughput as idle streams grow from 1,000 to 15,000. Writes the table into
 # BENCHMARKS.md between the bench-scaling markers. Loopback only; servers killed by PID.
-#   scripts/bench-scaling.sh                 # RUNS=1 by default; RUNS=3 for medians
+#   bench/scripts/scaling.sh                 # RUNS=1 by default; RUNS=3 for medians
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-1}
 WORK=${TMPDIR:-/tmp}/herald-scaling
 rm -rf "$WORK"; mkdir -p "$WORK"
-source scripts/bench/lib.sh
-build_herald
+source bench/scripts/lib.sh
+build_binaries
 
 CASES=(
   "fanout --streams 3750 --events 20 --rate 2"
@@ -27,7 +27,7 @@ for case in "${CASES[@]}"; do
   done
 done
 
-python3 scripts/bench/summarize.py scaling "$RESULTS" "$RUNS" "$(machine)" \
-  "$("$BIN" --version); $(git rev-parse --short HEAD)" "${CASES[@]}" >"$WORK/table.md"
+python3 bench/scripts/summarize.py scaling "$RESULTS" "$RUNS" "$(machine)" \
+  "$("$HERALD" --version); $(git rev-parse --short HEAD)" "${CASES[@]}" >"$WORK/table.md"
 write_block bench-scaling "$WORK/table.md"
 cat "$WORK/table.md"

@@ -1,4 +1,4 @@
-//! Flag values of `herald bench`, checked once as clap reads them. Every target must be a
+//! Flag values of `herald-bench`, checked once as clap reads them. Every target must be a
 //! loopback address (127.0.0.0/8 or `localhost`): the bench generates load and must never point
 //! it anywhere else.
 
@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use url::Host;
 
-use super::conn::SseEndpoint;
+use crate::conn::SseEndpoint;
 
 /// The addresses of `--source-addrs` (a newtype: clap would read a bare `Vec` as many values).
 #[derive(Debug, Clone)]

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::sync::Semaphore;
+use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{self, Flow, Item, ResponseReader, SseEndpoint, StreamError};
+use crate::conn::{self, Flow, Item, ResponseReader, SseEndpoint, StreamError};
 
 /// How often waits look at the counters.
 const POLL: Duration = Duration::from_millis(5);
@@ -228,15 +229,51 @@ struct StreamTask {
     started: Instant,
 }
 
+/// A stream between getting its connect slot and its first event.
+struct Opening {
+    /// The connect slot, held until the first event arrives; `None` once the stream is open.
+    slot: Option<OwnedSemaphorePermit>,
+    /// When the slot was granted: the open latency counts from here.
+    began: Instant,
+    /// The stream fails if its first event has not arrived by then.
+    deadline: tokio::time::Instant,
+}
+
 impl StreamTask {
+    /// Waits for a connect slot, opens the stream, reads it until the fleet closes or the
+    /// stream ends, and says what it saw.
     async fn run(self, slots: Arc<Semaphore>) -> StreamOutcome {
         let mut outcome = StreamOutcome::default();
         let Ok(slot) = slots.acquire_owned().await else {
             return outcome;
         };
-        let mut slot = Some(slot);
         let began = Instant::now();
-        let open_deadline = tokio::time::Instant::from_std(began + self.open_timeout);
+        let mut opening = Opening {
+            slot: Some(slot),
+            began,
+            deadline: tokio::time::Instant::from_std(began + self.open_timeout),
+        };
+        let socket = match self.connect(opening.deadline).await {
+            Ok(socket) => socket,
+            Err(error) => return self.fail(outcome, error),
+        };
+        let mut reader = ResponseReader::new();
+        let read = self
+            .read_events(&socket, &mut reader, &mut opening, &mut outcome)
+            .await;
+        if let Err(error) = read {
+            return self.fail(outcome, error);
+        }
+        if opening.slot.is_some() {
+            return self.fail(outcome, StreamError::Io("cancelled before open".into()));
+        }
+        outcome.last_event_id = reader.sse().last_event_id().to_vec();
+        outcome.comments = reader.sse().comments();
+        outcome
+    }
+
+    /// Connects and sends the request, by `deadline` and unless the fleet closes first.
+    async fn connect(&self, deadline: tokio::time::Instant) -> Result<TcpStream, StreamError> {
         let connecting = conn::connect(
             &self.spec.endpoint,
             self.spec.source,
@@ -244,84 +281,93 @@ impl StreamTask {
             self.spec.last_event_id.as_deref(),
             &self.headers,
         );
-        let socket = tokio::select! {
-            connected = tokio::time::timeout_at(open_deadline, connecting) => match connected {
-                Ok(Ok(socket)) => socket,
-                Ok(Err(error)) => return self.fail(outcome, error),
-                Err(_) => return self.fail(outcome, StreamError::Io("open timed out".into())),
+        tokio::select! {
+            connected = tokio::time::timeout_at(deadline, connecting) => match connected {
+                Ok(connected) => connected,
+                Err(_) => Err(StreamError::Io("open timed out".into())),
             },
-            () = self.cancel.cancelled() => return self.fail(outcome, StreamError::Io("cancelled before open".into())),
-        };
-        let mut reader = ResponseReader::new();
+            () = self.cancel.cancelled() => Err(StreamError::Io("cancelled before open".into())),
+        }
+    }
+
+    /// Reads events until the fleet closes or the stream ends (said in `ended_early`). An error
+    /// is a stream that never opened: no first event by the deadline, or closed or broken
+    /// before it.
+    async fn read_events(
+        &self,
+        socket: &TcpStream,
+        reader: &mut ResponseReader,
+        opening: &mut Opening,
+        outcome: &mut StreamOutcome,
+    ) -> Result<(), StreamError> {
         let cancelled = self.cancel.cancelled();
         tokio::pin!(cancelled);
         loop {
             tokio::select! {
                 biased;
-                () = &mut cancelled => break,
-                () = tokio::time::sleep_until(open_deadline), if slot.is_some() => {
-                    return self.fail(outcome, StreamError::Io("open timed out".into()));
+                () = &mut cancelled => return Ok(()),
+                () = tokio::time::sleep_until(opening.deadline), if opening.slot.is_some() => {
+                    return Err(StreamError::Io("open timed out".into()));
                 }
                 ready = socket.readable() => if let Err(error) = ready {
                     outcome.ended_early = Some(error.kind().to_string());
-                    break;
+                    return Ok(());
                 }
             }
             let mut sink = |item: Item<'_>| {
-                let Item::Event(event) = item else { return };
-                if slot.take().is_some() {
-                    outcome.open_latency = Some(began.elapsed());
-                    self.counters.opened.fetch_add(1, Ordering::Relaxed);
-                    let since_start = self.started.elapsed().as_nanos() as u64;
-                    self.counters
-                        .last_open_ns
-                        .fetch_max(since_start, Ordering::Relaxed);
-                }
-                match send_time_in(event.data, self.floor) {
-                    Some(send_time) => {
-                        let latency_ns = now_ns().saturating_sub(send_time);
-                        // Send times mostly arrive in increasing order: check the last first.
-                        let seen = outcome
-                            .deliveries
-                            .last()
-                            .is_some_and(|last| last.send_time >= send_time)
-                            && outcome.deliveries.iter().any(|d| d.send_time == send_time);
-                        if !seen {
-                            self.counters.fresh.fetch_add(1, Ordering::Relaxed);
-                        }
-                        outcome.deliveries.push(Delivery {
-                            send_time,
-                            latency_ns,
-                        });
-                    }
-                    None => outcome.other_events += 1,
+                if let Item::Event(event) = item {
+                    self.receive(event.data, opening, outcome);
                 }
             };
-            match conn::pump(&socket, &mut reader, &mut sink) {
+            match conn::pump(socket, reader, &mut sink) {
                 Ok(Flow::Pending) => {}
-                Ok(Flow::Ended) if slot.is_some() => {
-                    return self.fail(
-                        outcome,
-                        StreamError::Io("closed before the first event".into()),
-                    );
+                Ok(Flow::Ended) if opening.slot.is_some() => {
+                    return Err(StreamError::Io("closed before the first event".into()));
                 }
                 Ok(Flow::Ended) => {
                     outcome.ended_early = Some("server ended the stream".into());
-                    break;
+                    return Ok(());
                 }
-                Err(error) if slot.is_some() => return self.fail(outcome, error),
+                Err(error) if opening.slot.is_some() => return Err(error),
                 Err(error) => {
                     outcome.ended_early = Some(error.to_string());
-                    break;
+                    return Ok(());
                 }
             }
         }
-        if slot.is_some() {
-            return self.fail(outcome, StreamError::Io("cancelled before open".into()));
+    }
+
+    /// One event with `data`: the first opens the stream (and frees its connect slot); one
+    /// carrying a send time from this run is a delivery, counted fresh unless this stream had
+    /// that send time already.
+    fn receive(&self, data: &[u8], opening: &mut Opening, outcome: &mut StreamOutcome) {
+        if opening.slot.take().is_some() {
+            outcome.open_latency = Some(opening.began.elapsed());
+            self.counters.opened.fetch_add(1, Ordering::Relaxed);
+            let since_start = self.started.elapsed().as_nanos() as u64;
+            self.counters
+                .last_open_ns
+                .fetch_max(since_start, Ordering::Relaxed);
         }
-        outcome.last_event_id = reader.sse().last_event_id().to_vec();
-        outcome.comments = reader.sse().comments();
-        outcome
+        match send_time_in(data, self.floor) {
+            Some(send_time) => {
+                let latency_ns = now_ns().saturating_sub(send_time);
+                // Send times mostly arrive in increasing order: check the last first.
+                let seen = outcome
+                    .deliveries
+                    .last()
+                    .is_some_and(|last| last.send_time >= send_time)
+                    && outcome.deliveries.iter().any(|d| d.send_time == send_time);
+                if !seen {
+                    self.counters.fresh.fetch_add(1, Ordering::Relaxed);
+                }
+                outcome.deliveries.push(Delivery {
+                    send_time,
+                    latency_ns,
+                });
+            }
+            None => outcome.other_events += 1,
+        }
     }
 
     fn fail(&self, mut outcome: StreamOutcome, error: StreamError) -> StreamOutcome {

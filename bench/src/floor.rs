@@ -2,7 +2,7 @@
 //! broadcast, writes one pre-encoded frame to every socket. The kernel's cost of one write per
 //! stream is the floor under every server's fan-out on this machine; the `floor` scenario
 //! measures it with the same client as any other server. The ideal server runs in a child
-//! process ([`FloorProcess`], the hidden `herald bench-floor-server`), as a real server would:
+//! process ([`FloorProcess`], the hidden `herald-bench floor-server`), as a real server would:
 //! its sockets do not count against the bench's file limit, and its CPU and memory are read
 //! from `/proc` like any server's. The two talk over the child's stdin and stdout, a line each.
 
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use parking_lot::Mutex;
 
-use super::conn::SseEndpoint;
+use crate::conn::SseEndpoint;
 
 /// Bytes of a request head the server reads before giving up on the connection.
 const MAX_REQUEST_HEAD: usize = 16 * 1024;
@@ -142,7 +142,7 @@ fn accept_streams(listener: &TcpListener, streams: &Mutex<Vec<TcpStream>>, stopp
 }
 
 /// The hidden subcommand that runs the ideal server in its own process.
-pub const SERVER_COMMAND: &str = "bench-floor-server";
+pub const SERVER_COMMAND: &str = "floor-server";
 
 /// The child's side: starts the server, says `listening PORT THREADS`, then answers each
 /// `broadcast SEND_TIME` line with `WRITE_NS FAILED` until stdin closes.

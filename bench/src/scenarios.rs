@@ -5,12 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::fleet::{Fleet, OpenSummary, StreamOutcome, StreamSpec, failure_counts};
-use super::floor::{Broadcast, FloorProcess};
-use super::publish::{BatchOutcome, Pick, Plan};
-use super::report::{Report, Sample, add_resources, round};
-use super::tally::{add_tally, all_received_latencies, tally};
-use super::{ReplayWith, Setup};
+use crate::fleet::{Fleet, OpenSummary, StreamOutcome, StreamSpec, failure_counts};
+use crate::floor::{Broadcast, FloorProcess};
+use crate::publish::{BatchOutcome, Pick, Plan};
+use crate::report::{Report, Sample, add_resources, round};
+use crate::setup::{ReplayWith, Setup};
+use crate::tally::{add_tally, all_received_latencies, tally};
 
 /// Pause after the last stream opened before reading the server's memory, so allocations made
 /// just after the greeting are counted.
@@ -69,7 +69,7 @@ pub async fn fanout(setup: &Setup) -> Report {
     report
 }
 
-/// fanout against the ideal server of [`super::floor`] (a child process): the same streams,
+/// fanout against the ideal server of [`crate::floor`] (a child process): the same streams,
 /// client, pace and figures, but each broadcast is one frame written straight to every socket.
 pub async fn floor(setup: &Setup) -> anyhow::Result<Report> {
     let args = &setup.args;
@@ -171,7 +171,38 @@ pub async fn replay(setup: &Setup) -> Report {
     report.add("replay_with", replay_with, "");
     let before = Sample::take(&args.server_pids);
     let (fleet, open) = open_fleet(setup, setup.specs(None)).await;
-    // The warm-up gives every stream an id to come back with.
+    warm_up(setup, &fleet, &open, &mut report).await;
+    let first = fleet.close().await;
+    add_open(&mut report, "", &open, &first);
+    eprintln!(
+        "bench: every stream dropped; publishing {} events each",
+        args.events
+    );
+    let (sent, per_user) = publish_while_away(setup, first.len()).await;
+    let last_ids: Vec<Vec<u8>> = first
+        .iter()
+        .map(|outcome| outcome.last_event_id.clone())
+        .collect();
+    let earlier: Vec<Vec<u64>> = first
+        .iter()
+        .map(|outcome| outcome.deliveries.iter().map(|d| d.send_time).collect())
+        .collect();
+    add_publishes(&mut report, "publish", sent);
+    let (second, after) = reconnect(setup, last_ids, &per_user, &mut report).await;
+    let expected: Vec<&[u64]> = per_user.iter().map(Vec::as_slice).collect();
+    add_tally(
+        &mut report,
+        &tally(&second, &expected, Some(&earlier)),
+        false,
+    );
+    add_resources(&mut report, before, after, None);
+    report
+}
+
+/// replay's first step: one event to each open stream, so every stream has an id to come back
+/// with; waits for them (or `--deadline`) and reports how many arrived.
+async fn warm_up(setup: &Setup, fleet: &Fleet, open: &OpenSummary, report: &mut Report) {
+    let args = &setup.args;
     let warm_up = match args.replay_with {
         ReplayWith::User => {
             setup
@@ -195,12 +226,12 @@ pub async fn replay(setup: &Setup) -> Report {
             fleet.delivered()
         );
     }
-    let first = fleet.close().await;
-    add_open(&mut report, "", &open, &first);
-    eprintln!(
-        "bench: every stream dropped; publishing {} events each",
-        args.events
-    );
+}
+
+/// replay's second step, with every stream closed: K events per user (or K broadcasts).
+/// Returns the publishes and, for each of the `streams`, the send times it is due (sorted).
+async fn publish_while_away(setup: &Setup, streams: usize) -> (BatchOutcome, Vec<Vec<u64>>) {
+    let args = &setup.args;
     let sent = match args.replay_with {
         ReplayWith::User => {
             let count = args.streams as u64 * args.events;
@@ -214,24 +245,27 @@ pub async fn replay(setup: &Setup) -> Report {
         }
     };
     let per_user = match args.replay_with {
-        ReplayWith::User => send_times_per_user(&sent, first.len()),
+        ReplayWith::User => send_times_per_user(&sent, streams),
         ReplayWith::Broadcast => {
             let mut times: Vec<u64> = sent.sent.iter().map(|sent| sent.send_time).collect();
             times.sort_unstable();
-            vec![times; first.len()]
+            vec![times; streams]
         }
     };
-    let target: u64 = per_user.iter().map(|times| times.len() as u64).sum();
-    let last_ids: Vec<Vec<u8>> = first
-        .iter()
-        .map(|outcome| outcome.last_event_id.clone())
-        .collect();
-    let earlier: Vec<Vec<u64>> = first
-        .iter()
-        .map(|outcome| outcome.deliveries.iter().map(|d| d.send_time).collect())
-        .collect();
-    add_publishes(&mut report, "publish", sent);
+    (sent, per_user)
+}
 
+/// replay's last step: every stream reconnects at once with its `Last-Event-ID` and the run
+/// waits until each has the events in `per_user` (or `--deadline`). Reports the reopening and
+/// `catchup_s`; returns what the streams saw and the server's figures at the end.
+async fn reconnect(
+    setup: &Setup,
+    last_ids: Vec<Vec<u8>>,
+    per_user: &[Vec<u64>],
+    report: &mut Report,
+) -> (Vec<StreamOutcome>, Sample) {
+    let args = &setup.args;
+    let target: u64 = per_user.iter().map(|times| times.len() as u64).sum();
     eprintln!(
         "bench: reconnecting {} streams with Last-Event-ID",
         args.streams
@@ -243,20 +277,13 @@ pub async fn replay(setup: &Setup) -> Report {
         .await;
     let after = Sample::take(&args.server_pids);
     let second = fleet.close().await;
-    add_open(&mut report, "reconnect_", &reopen, &second);
+    add_open(report, "reconnect_", &reopen, &second);
     report.add(
         "catchup_s",
         caught_up.map(|at| round((at - reconnect_began).as_secs_f64(), 3)),
         "s",
     );
-    let expected: Vec<&[u64]> = per_user.iter().map(Vec::as_slice).collect();
-    add_tally(
-        &mut report,
-        &tally(&second, &expected, Some(&earlier)),
-        false,
-    );
-    add_resources(&mut report, before, after, None);
-    report
+    (second, after)
 }
 
 fn new_report(setup: &Setup, scenario: &str) -> Report {

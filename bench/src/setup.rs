@@ -1,20 +1,6 @@
-//! `herald bench`: a load generator for any SSE notification server, given URL templates, so
-//! the same tool measures herald and the reference design. Scenarios are in [`scenarios`]; the
-//! streams ([`fleet`], [`conn`], [`sse`]) use a hand-written HTTP/1.1 + SSE client so that tens
-//! of thousands of idle streams stay cheap; publishes go through reqwest with keep-alive
-//! ([`publish`]), and [`tally`] checks what arrived. The `floor` scenario runs the same client
-//! against an ideal server in a child process ([`floor`]) to show what any server could do here. It only
-//! ever targets loopback addresses (127.0.0.0/8, checked in [`parse`]).
-
-mod conn;
-mod fleet;
-pub mod floor;
-mod parse;
-mod publish;
-mod report;
-mod scenarios;
-mod sse;
-mod tally;
+//! The flags of `herald-bench` and what a run makes of them: [`BenchArgs`] as clap reads them
+//! (every target checked to be loopback by [`crate::parse`]), and [`Setup`], the checked settings
+//! with the users, source addresses, endpoints and publisher that every scenario shares.
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -22,12 +8,12 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use conn::SseEndpoint;
-use fleet::{FleetConfig, StreamSpec};
-use parse::{
+use crate::conn::SseEndpoint;
+use crate::fleet::{self, FleetConfig, StreamSpec};
+use crate::parse::{
     SourceAddrs, parse_body, parse_header, parse_pub_url, parse_source_addrs, parse_sub_url,
 };
-use publish::Publisher;
+use crate::publish::Publisher;
 
 /// Streams one source address carries by default: its ephemeral ports (about 28,000) then
 /// cover a run's streams, their reconnects and the closed sockets waiting in TIME_WAIT.
@@ -47,31 +33,31 @@ pub struct BenchArgs {
     /// the best any server could do on this machine (ignores --sub-url, --broadcast-url and
     /// --server-pid)
     #[arg(value_enum)]
-    scenario: Scenario,
+    pub scenario: Scenario,
     /// Stream URL template (`{user}` is each stream's user); repeat to spread streams
     /// round-robin over several nodes
     #[arg(long = "sub-url", value_name = "URL", default_value = "http://127.0.0.1:3000/events/{user}", value_parser = parse_sub_url)]
-    sub_urls: Vec<SseEndpoint>,
+    pub sub_urls: Vec<SseEndpoint>,
     /// Publish URL template
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000/api/notifications/{user}", value_parser = parse_pub_url)]
-    pub_url: String,
+    pub pub_url: String,
     /// Broadcast URL
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000/api/broadcast", value_parser = parse_pub_url)]
-    broadcast_url: String,
+    pub broadcast_url: String,
     /// Body of publishes and broadcasts: `{ts}` becomes the send time (ns since the Unix
     /// epoch, 19 digits), which each stream finds in the event's data; `{user}` the user
     #[arg(long, value_name = "JSON", default_value = r#"{"title":"bench","message":"{ts}"}"#, value_parser = parse_body)]
-    pub_body: String,
+    pub pub_body: String,
     /// Extra request header, e.g. `Authorization: Bearer K` (repeatable; sent on every request)
     #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
-    headers: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
     /// Server process whose memory and CPU to report (repeatable: figures are summed)
     #[arg(long = "server-pid", value_name = "PID")]
-    server_pids: Vec<u32>,
+    pub server_pids: Vec<u32>,
     /// Loopback source addresses for stream sockets, e.g. 127.0.0.2-127.0.0.41 [default: one
     /// per 5,000 streams from 127.0.0.2]
     #[arg(long, value_name = "RANGE", value_parser = parse_source_addrs)]
-    source_addrs: Option<SourceAddrs>,
+    pub source_addrs: Option<SourceAddrs>,
     /// Streams (one user each)
     #[arg(
         long,
@@ -79,49 +65,49 @@ pub struct BenchArgs {
         value_name = "N",
         default_value_t = 1000
     )]
-    streams: usize,
+    pub streams: usize,
     /// fanout and floor: broadcasts; replay: events published to each user while it is away
     #[arg(long, value_name = "K", default_value_t = 10)]
-    events: u64,
+    pub events: u64,
     /// Publishes per second (fanout and floor: default 10; targeted and replay: unpaced by
     /// default)
     #[arg(long, value_name = "R")]
-    rate: Option<f64>,
+    pub rate: Option<f64>,
     /// targeted: publishes to random users
     #[arg(long, value_name = "M", default_value_t = 10_000)]
-    publishes: u64,
+    pub publishes: u64,
     /// targeted: extra streams, for users `{prefix}idle-{i}`, that are sent nothing; anything
     /// they receive counts as unexpected
     #[arg(long, value_name = "N", default_value_t = 0)]
-    idle_streams: usize,
+    pub idle_streams: usize,
     /// Concurrent keep-alive publishers (targeted and replay)
     #[arg(long, value_name = "C", default_value_t = 32)]
-    concurrency: usize,
+    pub concurrency: usize,
     /// Streams connecting at once
     #[arg(long, value_name = "N", default_value_t = 512)]
-    connect_concurrency: usize,
+    pub connect_concurrency: usize,
     /// replay: `user` publishes K notifications to each user; `broadcast` sends K broadcasts
     #[arg(long, value_enum, default_value = "user")]
-    replay_with: ReplayWith,
+    pub replay_with: ReplayWith,
     /// How long to wait for events after the last publish before counting the rest as lost
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
-    deadline: Duration,
+    pub deadline: Duration,
     /// How long one stream may take to open (connect to first event)
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
-    open_timeout: Duration,
+    pub open_timeout: Duration,
     /// Prefix of user ids [default: `b` and a number from the clock, so runs never share users]
     #[arg(long, value_name = "PREFIX")]
-    user_prefix: Option<String>,
+    pub user_prefix: Option<String>,
     /// A name for the server under test, copied into the report
     #[arg(long)]
-    label: Option<String>,
+    pub label: Option<String>,
     /// Print only the JSON line
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum Scenario {
+pub enum Scenario {
     Hold,
     Fanout,
     Targeted,
@@ -150,21 +136,8 @@ pub struct Setup {
     pub send_time_floor: u64,
 }
 
-/// Runs the chosen scenario and prints its report.
-pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let setup = Setup::new(args)?;
-    let report = match setup.args.scenario {
-        Scenario::Hold => scenarios::hold(&setup).await,
-        Scenario::Fanout => scenarios::fanout(&setup).await,
-        Scenario::Targeted => scenarios::targeted(&setup).await,
-        Scenario::Replay => scenarios::replay(&setup).await,
-        Scenario::Floor => scenarios::floor(&setup).await?,
-    };
-    report.print(setup.args.json)
-}
-
 impl Setup {
-    fn new(args: BenchArgs) -> anyhow::Result<Self> {
+    pub fn new(args: BenchArgs) -> anyhow::Result<Self> {
         if args.streams == 0 {
             bail!("--streams must be at least 1");
         }
@@ -268,6 +241,7 @@ mod tests {
         args: BenchArgs,
     }
 
+    // Long only because its command line names every flag once.
     #[test]
     fn every_flag_parses_from_a_command_line() {
         let cli = <Cli as clap::Parser>::try_parse_from([

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
-use super::fleet::now_ns;
+use crate::fleet::now_ns;
 
 /// Whole-request limit for one publish.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

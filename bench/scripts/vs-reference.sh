@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# Runs every `herald bench` case against herald and against the original design
+# Runs every `herald-bench` case against herald and against the original design
 # (../shared/reference/seed-node, `node dist/server.js`) in one go on this machine, fanout also
-# against the ideal server of `herald bench floor`, and writes the table of medians into
+# against the ideal server of `herald-bench floor`, and writes the table of medians into
 # BENCHMARKS.md between the bench-vs-reference markers, with the machine, versions and exact
 # commands. Loopback only; every server is started here and killed by its PID.
-#   scripts/bench-vs-reference.sh            # RUNS=1 by default; RUNS=3 for medians
+#   bench/scripts/vs-reference.sh            # RUNS=1 by default; RUNS=3 for medians
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-1}
 WORK=${TMPDIR:-/tmp}/herald-vs-reference
 rm -rf "$WORK"; mkdir -p "$WORK"
-source scripts/bench/lib.sh
-build_herald
+source bench/scripts/lib.sh
+build_binaries
 build_reference
 
 CASES=(
@@ -30,8 +30,8 @@ for case in "${CASES[@]}"; do
   done
 done
 
-python3 scripts/bench/summarize.py vs-reference "$RESULTS" "$RUNS" "$(machine)" \
-  "$("$BIN" --version); node $(node --version); $(git rev-parse --short HEAD)" \
+python3 bench/scripts/summarize.py vs-reference "$RESULTS" "$RUNS" "$(machine)" \
+  "$("$HERALD" --version); node $(node --version); $(git rev-parse --short HEAD)" \
   "${CASES[@]}" >"$WORK/table.md"
 write_block bench-vs-reference "$WORK/table.md"
 cat "$WORK/table.md"

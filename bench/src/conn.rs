@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
-use super::sse::{Event, SseParser};
+use crate::sse::{Event, SseParser};
 
 /// Bytes taken from the socket per read; lives on the stack only during [`pump`].
 const READ_BUFFER: usize = 16 * 1024;

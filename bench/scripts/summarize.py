@@ -1,4 +1,4 @@
-"""Turns the tagged `herald bench --json` lines of a driver run into the Markdown tables of
+"""Turns the tagged `herald-bench --json` lines of a driver run into the Markdown tables of
 BENCHMARKS.md (medians over the runs of each case).
 
   summarize.py vs-reference RESULTS RUNS MACHINE VERSIONS CASE...   herald, reference, floor
@@ -67,9 +67,9 @@ mode, path, runs, machine, versions, *cases = sys.argv[1:]
 rows = [json.loads(line) for line in open(path) if line.strip().startswith("{")]
 header(runs, machine, versions)
 {"vs-reference": vs_reference, "scaling": scaling}[mode](rows, cases)
-print("\nEach case is `herald bench CASE` with the server's URLs, `--server-pid`, a fresh")
+print("\nEach case is `herald-bench CASE` with the server's URLs, `--server-pid`, a fresh")
 print("`--source-addrs` range and `--pub-body '{\"title\":\"t\",\"message\":\"{ts}\"}'`; a fresh server per run.")
-print("floor: `herald bench floor` with the same flags (an ideal server: one write per stream).")
+print("floor: `herald-bench floor` with the same flags (an ideal server: one write per stream).")
 print("herald: `target/release/herald serve --listen 127.0.0.1:3000 --data-dir DIR --max-connections 20000")
 print("--max-connections-per-user 100000` (SQLite, `--sync full`: every 201 fsynced). reference: a copy of")
 print("`../shared/reference/seed-node`, `npm install && npx tsc`, then `PORT=3999 node dist/server.js`.")

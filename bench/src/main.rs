@@ -1,0 +1,114 @@
+//! `herald-bench`: a load generator for any SSE notification server, given URL templates, so
+//! the same tool measures herald and the reference design. It shares no code with herald.
+//!
+//! # Layout
+//! - [`setup`]: the flags, checked once ([`parse`] keeps every target on loopback, 127.0.0.0/8).
+//! - [`scenarios`]: hold, fanout, targeted, replay and floor; each opens streams, publishes,
+//!   waits with a deadline and reports.
+//! - [`fleet`], [`conn`], [`sse`]: the streams, on a hand-written HTTP/1.1 + SSE client so that
+//!   tens of thousands of idle streams stay cheap.
+//! - [`publish`]: publishes through reqwest with keep-alive.
+//! - [`tally`] checks what arrived; [`report`] prints the table and the JSON line.
+//! - [`floor`]: the ideal server of the `floor` scenario, which this binary starts as its own
+//!   child (the hidden `floor-server` subcommand) to show what any server could do here.
+
+#![forbid(unsafe_code)]
+
+mod conn;
+mod fleet;
+mod floor;
+mod parse;
+mod publish;
+mod report;
+mod scenarios;
+mod setup;
+mod sse;
+mod tally;
+
+use clap::{Parser, Subcommand};
+
+use setup::{BenchArgs, Scenario, Setup};
+
+#[derive(Parser)]
+#[command(
+    name = "herald-bench",
+    version,
+    about = "Measure an SSE server: open streams, publish, and time what arrives",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
+struct Cli {
+    /// Only the hidden `floor-server`; a scenario is an argument, not a subcommand.
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The run: present whenever no subcommand is (clap then requires the scenario).
+    #[command(flatten)]
+    bench: Option<BenchArgs>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The ideal server of `herald-bench floor`, which starts it as its child
+    #[command(name = floor::SERVER_COMMAND, hide = true)]
+    FloorServer,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version print and exit 0 as usual.
+        Err(error) if !error.use_stderr() => error.exit(),
+        Err(error) => {
+            // One line, like every other failure (clap would add a blank line and a hint).
+            let text = error.render().to_string();
+            let message: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more"))
+                .filter(|line| !line.is_empty())
+                .collect();
+            eprintln!(
+                "herald-bench: {}",
+                message.join(" ").trim_start_matches("error: ")
+            );
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(anyhow::Error::from(error).context("cannot start tokio")),
+    };
+    let outcome = runtime.block_on(async {
+        match (cli.command, cli.bench) {
+            // The ideal server runs on std threads and blocks this one; the runtime stays idle.
+            (Some(Command::FloorServer), _) => floor::serve_over_stdio(),
+            (None, Some(args)) => bench(args).await,
+            (None, None) => Err(anyhow::anyhow!("no scenario given")),
+        }
+    });
+    match outcome {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => fail(error),
+    }
+}
+
+fn fail(error: anyhow::Error) -> std::process::ExitCode {
+    eprintln!("herald-bench: {error:#}");
+    std::process::ExitCode::FAILURE
+}
+
+/// Runs the chosen scenario and prints its report.
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let setup = Setup::new(args)?;
+    let report = match setup.args.scenario {
+        Scenario::Hold => scenarios::hold(&setup).await,
+        Scenario::Fanout => scenarios::fanout(&setup).await,
+        Scenario::Targeted => scenarios::targeted(&setup).await,
+        Scenario::Replay => scenarios::replay(&setup).await,
+        Scenario::Floor => scenarios::floor(&setup).await?,
+    };
+    report.print(setup.args.json)
+}
