@@ -18,6 +18,6 @@ sleep 1
 BEFORE=$(curl -s http://127.0.0.1:3301/api/notifications/needle | python3 -c 'import sys,json; print(json.load(sys.stdin)["lastEventId"])')
 for i in $(seq 10); do curl -s -XPOST http://127.0.0.1:3301/api/notifications/needle -H 'content-type: application/json' -d "{\"title\":\"n$i\",\"message\":\"m\"}" >/dev/null; done
 $BENCH targeted --users 1000 --publishes $FLOOD --concurrency 64 --sub-url 'http://127.0.0.1:3301/events/{user}' --pub-url 'http://127.0.0.1:3301/api/notifications/{user}' --source-addrs 127.31.0.1-127.31.0.1 --json >${TMPDIR:-/tmp}/herald-replay-cost/flood.json 2>/dev/null
-python3 -c 'import json; d=json.load(open("${TMPDIR:-/tmp}/herald-replay-cost/flood.json")); print("flood:", d["publish_ok"], "publishes at", d["publish_per_s"], "/s")'
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print("flood:", d["publish_ok"], "publishes at", d["publish_per_s"], "/s")' "${TMPDIR:-/tmp}/herald-replay-cost/flood.json"
 echo -n "$BACKEND, log of $FLOOD others' events: "; python3 "$HERE/replay_time.py" 127.0.0.1 3301 needle "$BEFORE" 10 50
 kill $PID; [ "$BACKEND" = redis ] && kill $RPID; wait 2>/dev/null
