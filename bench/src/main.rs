@@ -54,26 +54,8 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        // --help and --version print and exit 0 as usual.
-        Err(error) if !error.use_stderr() => error.exit(),
-        Err(error) => {
-            // One line, like every other failure (clap would add a blank line and a hint).
-            let text = error.render().to_string();
-            let message: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more"))
-                .filter(|line| !line.is_empty())
-                .collect();
-            eprintln!(
-                "herald-bench: {}",
-                message.join(" ").trim_start_matches("error: ")
-            );
-            return std::process::ExitCode::from(2);
-        }
-    };
+    // clap's own error and usage output: this is a tool for the people who measure.
+    let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
