@@ -70,7 +70,7 @@ pub async fn spawn_secured(configure: impl FnOnce(&mut Settings)) -> TestApp {
         configure(s);
     })
     .await;
-    app.client = client_with(AUTHORIZATION, &format!("Bearer {PUBLISH_KEY}"));
+    app.api = app.with_client(client_with(AUTHORIZATION, &format!("Bearer {PUBLISH_KEY}")));
     app
 }
 

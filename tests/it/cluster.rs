@@ -18,8 +18,8 @@ use tempfile::TempDir;
 
 use herald::domain::EventId;
 
-use crate::helpers::{Received, ServerProcess, WAIT, full_history, read_json};
-use crate::redis_server::{self, RedisServer};
+use crate::helpers::redis::{self as redis_server, RedisServer};
+use crate::helpers::{Api, Received, ServerProcess, WAIT, read_json};
 
 const USERS: [&str; 2] = ["ann", "bob"];
 /// Redis settings under which an acknowledged write survives a SIGKILL of Redis.
@@ -250,7 +250,8 @@ async fn when_redis_goes_down_nodes_refuse_publishes_keep_streams_open_and_recov
         assert!(event_id(&events[0]) < event_id(&events[1]));
         stream.expect_no_event(QUIET).await;
     }
-    let titles: Vec<Value> = full_history(&client, &urls[1], "ann")
+    let titles: Vec<Value> = Api::new(urls[1].clone())
+        .full_history("ann")
         .await
         .iter()
         .map(|n| n["title"].clone())
@@ -394,7 +395,6 @@ async fn with_aof_a_redis_crash_loses_no_acknowledged_publish() {
     };
     let nodes = start_cluster(&redis, 2, &[]);
     let urls = urls(&nodes);
-    let client = reqwest::Client::new();
     let user = "ann";
     let mut stayed = Subscription::open(&urls[1], user, None).await;
     let acked = Arc::new(AtomicUsize::new(0));
@@ -424,8 +424,8 @@ async fn with_aof_a_redis_crash_loses_no_acknowledged_publish() {
     );
 
     // Newest first; reversed it is the order of the log.
-    let mut history = full_history(&client, &urls[0], user).await;
-    assert_eq!(history, full_history(&client, &urls[1], user).await);
+    let mut history = Api::new(urls[0].clone()).full_history(user).await;
+    assert_eq!(history, Api::new(urls[1].clone()).full_history(user).await);
     history.reverse();
     let stored: HashMap<&str, &Value> = history
         .iter()

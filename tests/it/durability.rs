@@ -13,7 +13,7 @@ use tempfile::TempDir;
 
 use herald::domain::EventId;
 
-use crate::helpers::{Received, ServerProcess, SseClient, WAIT, full_history, read_json};
+use crate::helpers::{Received, ServerProcess, SseClient, WAIT, read_json};
 
 const PUBLISHERS: usize = 4;
 const PUBLISHES_EACH: usize = 100;
@@ -142,11 +142,10 @@ async fn every_acknowledged_publish_survives_sigkill() {
     assert!(logs.iter().any(|log| log.unanswered.is_some()));
 
     let second = ServerProcess::start(data.path(), &[]);
-    let client = reqwest::Client::new();
     let mut replayed_total = 0;
     for user in USERS {
         // Newest first; reversed it is the order of the log.
-        let mut history = full_history(&client, &second.url, user).await;
+        let mut history = second.full_history(user).await;
         history.reverse();
         let stored: HashMap<&str, &Value> = history
             .iter()

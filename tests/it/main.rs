@@ -16,7 +16,6 @@ mod http1;
 mod isolation;
 mod limits;
 mod logs;
-mod redis_server;
 mod retention;
 mod shutdown;
 mod slow_reader;

@@ -14,7 +14,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::helpers::{ServerProcess, WAIT, full_history, read_json};
+use crate::helpers::{ServerProcess, WAIT, read_json};
 
 type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
@@ -262,7 +262,7 @@ async fn publishes_acknowledged_before_and_during_the_drain_are_all_stored_after
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
 
     let server = ServerProcess::start(data.path(), &keep);
-    let mut history = full_history(&client, &server.url, USER).await;
+    let mut history = server.full_history(USER).await;
     history.reverse();
     assert!(
         history.len() >= acknowledged.len(),

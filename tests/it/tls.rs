@@ -11,7 +11,7 @@ use herald::config::TlsFiles;
 use reqwest::{StatusCode, Version};
 use tempfile::TempDir;
 
-use crate::helpers::{ServerProcess, SseClient, TestApp, WAIT, herald_command, titles};
+use crate::helpers::{Api, ServerProcess, SseClient, TestApp, WAIT, herald_command, titles};
 
 /// A certificate and its key as PEM files in a temporary directory.
 struct SelfSigned {
@@ -62,8 +62,10 @@ impl SelfSigned {
 async fn spawn_https(certificate: &SelfSigned) -> TestApp {
     let files = certificate.files();
     let mut app = TestApp::spawn_with(|settings| settings.tls = Some(files)).await;
-    app.url = format!("https://localhost:{}", app.addr.port());
-    app.client = certificate.client(app.addr);
+    app.api = Api {
+        client: certificate.client(app.addr),
+        url: format!("https://localhost:{}", app.addr.port()),
+    };
     app
 }
 

@@ -1,0 +1,24 @@
+//! Test helpers, one job a file. The everyday vocabulary is re-exported here; the helpers of one
+//! area are reached through their module.
+//!
+//! - `api`: [`Api`], the one HTTP client every server is reached through.
+//! - `app`: [`TestApp`], herald inside the test process on port 0.
+//! - `process`: [`ServerProcess`], the real binary serving, and [`herald_command`].
+//! - `sse`: [`SseClient`] and the [`Received`] events it parses; every wait times out.
+//! - `redis`: the backend of the run (`HERALD_TEST_BACKEND`) and `redis-server`s of the tests.
+
+use std::time::Duration;
+
+mod api;
+mod app;
+mod process;
+pub mod redis;
+mod sse;
+
+pub use api::{Api, read_json};
+pub use app::TestApp;
+pub use process::{ServerProcess, herald_command};
+pub use sse::{Received, SseClient, titles};
+
+/// How long any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(10);

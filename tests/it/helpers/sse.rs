@@ -1,0 +1,126 @@
+//! [`SseClient`], a parsed SSE stream whose every wait fails the test after [`WAIT`], the
+//! [`Received`] events it yields, and what tests ask of a list of them (titles, ids in order).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::WAIT;
+
+/// One event as a client sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub event: String,
+    pub id: String,
+    pub data: Value,
+}
+
+type EventStream = Pin<Box<dyn Stream<Item = Result<eventsource_stream::Event, String>> + Send>>;
+
+/// A reader of one SSE response; every wait fails the test after [`WAIT`].
+pub struct SseClient {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    events: EventStream,
+}
+
+impl SseClient {
+    pub async fn open(client: &reqwest::Client, url: &str, last_event_id: Option<&str>) -> Self {
+        let client = Self::try_open(client, url, last_event_id).await;
+        assert_eq!(client.status, StatusCode::OK, "stream refused");
+        client
+    }
+
+    /// Opens a stream whatever the status (for tests of refusals).
+    pub async fn try_open(
+        client: &reqwest::Client,
+        url: &str,
+        last_event_id: Option<&str>,
+    ) -> Self {
+        use eventsource_stream::Eventsource;
+        let mut request = client.get(url).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            request = request.header("last-event-id", id);
+        }
+        let response = tokio::time::timeout(WAIT, request.send())
+            .await
+            .expect("stream opened in time")
+            .expect("stream request sent");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let events = response
+            .bytes_stream()
+            .eventsource()
+            .map(|item| item.map_err(|error| error.to_string()));
+        Self {
+            status,
+            headers,
+            events: Box::pin(events),
+        }
+    }
+
+    /// The next event, or a failed test.
+    pub async fn next_event(&mut self) -> Received {
+        self.try_next_event(WAIT)
+            .await
+            .expect("the stream ended before the next event")
+    }
+
+    /// The next event within `wait`; `None` when the stream ends. Fails on timeout.
+    pub async fn try_next_event(&mut self, wait: Duration) -> Option<Received> {
+        let next = tokio::time::timeout(wait, self.events.next())
+            .await
+            .expect("no event arrived in time")?;
+        let event = next.ok()?;
+        let data = serde_json::from_str(&event.data)
+            .unwrap_or_else(|_| panic!("event data is not JSON: {:?}", event.data));
+        Some(Received {
+            event: event.event,
+            id: event.id,
+            data,
+        })
+    }
+
+    /// Reads `connected`, asserting it has no id.
+    pub async fn expect_connected(&mut self) -> Received {
+        let connected = self.next_event().await;
+        assert_eq!(connected.event, "connected");
+        assert!(connected.data["clientId"].is_string());
+        connected
+    }
+
+    /// The next `n` events.
+    pub async fn next_events(&mut self, n: usize) -> Vec<Received> {
+        let mut events = Vec::with_capacity(n);
+        for _ in 0..n {
+            events.push(self.next_event().await);
+        }
+        events
+    }
+
+    /// Asserts the stream ends (cleanly or not) within [`WAIT`].
+    pub async fn expect_end(&mut self) {
+        loop {
+            match tokio::time::timeout(WAIT, self.events.next())
+                .await
+                .expect("the stream did not end in time")
+            {
+                None | Some(Err(_)) => return,
+                Some(Ok(event)) => {
+                    let _ = event;
+                }
+            }
+        }
+    }
+}
+
+/// Titles of a list of received notifications, in order.
+pub fn titles(events: &[Received]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e.data["title"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
