@@ -10,8 +10,8 @@ use reqwest::header::{
 };
 use reqwest::{Method, StatusCode};
 
-use crate::auth::{send, spawn_secured, token_for};
-use crate::helpers::{SseClient, TestApp};
+use crate::helpers::auth::{spawn_secured, token_for};
+use crate::helpers::{SseClient, TestApp, send};
 
 const APP_ORIGIN: &str = "https://app.example";
 

@@ -9,7 +9,7 @@ use futures::StreamExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::auth::{Carrier, spawn_secured, token_for, unix_now};
+use crate::helpers::auth::{Carrier, spawn_secured, token_for, unix_now};
 use crate::helpers::{Received, SseClient, TestApp};
 
 /// Users with open streams; every third one has two.

@@ -8,8 +8,8 @@ use reqwest::header::{AUTHORIZATION, COOKIE};
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::auth::{PUBLISH_KEY, SECRET, hs256, send, token_for, unix_now};
-use crate::helpers::{ServerProcess, SseClient, WAIT, read_json};
+use crate::helpers::auth::{PUBLISH_KEY, SECRET, hs256, token_for, unix_now};
+use crate::helpers::{ServerProcess, SseClient, WAIT, read_json, send};
 
 /// Polls the server's log until it contains `needle`, failing after [`WAIT`].
 async fn wait_for_log(server: &ServerProcess, needle: &str) -> String {

@@ -5,17 +5,21 @@
 //! - `app`: [`TestApp`], herald inside the test process on port 0.
 //! - `process`: [`ServerProcess`], the real binary serving, and [`herald_command`].
 //! - `sse`: [`SseClient`] and the [`Received`] events it parses; every wait times out.
+//! - `command`: one-shot `herald` commands run to their end.
+//! - `auth`: [`auth::spawn_secured`] servers, tokens, key pairs and where a token is carried.
 //! - `redis`: the backend of the run (`HERALD_TEST_BACKEND`) and `redis-server`s of the tests.
 
 use std::time::Duration;
 
 mod api;
 mod app;
+pub mod auth;
+pub mod command;
 mod process;
 pub mod redis;
 mod sse;
 
-pub use api::{Api, read_json};
+pub use api::{Api, read_json, send};
 pub use app::TestApp;
 pub use process::{ServerProcess, herald_command};
 pub use sse::{Received, SseClient, titles};
