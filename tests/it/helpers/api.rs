@@ -3,6 +3,8 @@
 //! dereference to it), so every request a helper makes is written once, here, and every wait on
 //! an answer fails the test after [`WAIT`].
 
+use std::time::{Duration, Instant};
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -83,6 +85,31 @@ impl Api {
         body
     }
 
+    /// Marks one of `user`'s notifications read, asserting `200`.
+    pub async fn mark_read(&self, user: &str, id: &str) -> Value {
+        let path = format!("/api/notifications/{user}/{id}/read");
+        let (status, body) = self.post_empty(&path).await;
+        assert_eq!(status, StatusCode::OK, "{path} via {}: {body}", self.url);
+        body
+    }
+
+    /// `GET /api/notifications/{user}{query}`, asserting `200`.
+    pub async fn history(&self, user: &str, query: &str) -> Value {
+        let (status, body) = self
+            .get_json(&format!("/api/notifications/{user}{query}"))
+            .await;
+        assert_eq!(status, StatusCode::OK, "history{query} of {user}: {body}");
+        body
+    }
+
+    /// The `lastEventId` a history read gives: a stream opened with it misses nothing after.
+    pub async fn last_event_id(&self, user: &str) -> String {
+        self.history(user, "?limit=1").await["lastEventId"]
+            .as_str()
+            .expect("lastEventId")
+            .to_owned()
+    }
+
     /// Every stored notification of `user`, newest first, read page by page (`limit=100`, then
     /// `before=` the last id of each page). Asserts each page's `count` and `total`.
     pub async fn full_history(&self, user: &str) -> Vec<Value> {
@@ -102,6 +129,29 @@ impl Api {
                 assert_eq!(total, all.len() as u64, "every page together holds `total`");
                 return all;
             }
+        }
+    }
+
+    /// Polls `/readyz` until it answers `want`, each try cut off after 2 s and a failed one
+    /// retried; returns how long after `since` that was.
+    pub async fn wait_for_readiness(&self, want: StatusCode, since: Instant) -> Duration {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let answer = self
+                .client
+                .get(self.url("/readyz"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if answer.is_ok_and(|response| response.status() == want) {
+                return since.elapsed();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}/readyz never answered {want}",
+                self.url
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -5,6 +5,8 @@
 //! - `app`: [`TestApp`], herald inside the test process on port 0.
 //! - `process`: [`ServerProcess`], the real binary serving, and [`herald_command`].
 //! - `sse`: [`SseClient`] and the [`Received`] events it parses; every wait times out.
+//! - `raw_sse`: streams read as bytes, heartbeats and all.
+//! - `cluster`: herald binaries sharing a Redis, and the ledgers of what publishers were told.
 //! - `command`: one-shot `herald` commands run to their end.
 //! - `auth`: [`auth::spawn_secured`] servers, tokens, key pairs and where a token is carried.
 //! - `redis`: the backend of the run (`HERALD_TEST_BACKEND`) and `redis-server`s of the tests.
@@ -14,15 +16,17 @@ use std::time::Duration;
 mod api;
 mod app;
 pub mod auth;
+pub mod cluster;
 pub mod command;
 mod process;
+pub mod raw_sse;
 pub mod redis;
 mod sse;
 
-pub use api::{Api, read_json, send};
+pub use api::{Api, note, read_json, send};
 pub use app::TestApp;
 pub use process::{ServerProcess, herald_command};
-pub use sse::{Received, SseClient, titles};
+pub use sse::{Received, SseClient, assert_strictly_increasing, event_id, event_ids, titles};
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use herald::domain::EventId;
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -123,4 +124,24 @@ pub fn titles(events: &[Received]) -> Vec<String> {
         .iter()
         .map(|e| e.data["title"].as_str().unwrap_or_default().to_owned())
         .collect()
+}
+
+/// The id of an event, parsed as the server's ids are.
+pub fn event_id(event: &Received) -> EventId {
+    event
+        .id
+        .parse()
+        .unwrap_or_else(|_| panic!("{:?} is not an event id", event.id))
+}
+
+/// The ids of `events`, in order.
+pub fn event_ids(events: &[Received]) -> Vec<EventId> {
+    events.iter().map(event_id).collect()
+}
+
+pub fn assert_strictly_increasing(ids: &[EventId]) {
+    assert!(
+        ids.windows(2).all(|w| w[0] < w[1]),
+        "ids must strictly increase: {ids:?}"
+    );
 }
