@@ -3,13 +3,16 @@
 //! dereference to it), so every request a helper makes is written once, here, and every wait on
 //! an answer fails the test after [`WAIT`].
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
+use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 
 use super::WAIT;
-use super::sse::SseClient;
+use super::answers::Answer;
+use super::sse::{Received, SseClient};
 
 /// One server's HTTP API, as a client sees it.
 #[derive(Clone)]
@@ -59,6 +62,20 @@ impl Api {
         read_json(send(self.client.post(self.url(path))).await).await
     }
 
+    /// POSTs `body` as given, with an optional `Content-Type`.
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.post(self.url(path)).body(body);
+        if let Some(content_type) = content_type {
+            request = request.header("content-type", content_type);
+        }
+        read_json(send(request).await).await
+    }
+
     /// Publishes [`note`]`(title)` and asserts it was stored (`201`).
     pub async fn publish(&self, user: &str, title: &str) -> Value {
         let (status, body) = self
@@ -73,6 +90,39 @@ impl Api {
         body
     }
 
+    /// Publishes `n0`, `n1`, ... for `user`, one after the other; returns them in that order.
+    pub async fn publish_numbered(&self, user: &str, n: usize) -> Vec<Value> {
+        let mut published = Vec::with_capacity(n);
+        for i in 0..n {
+            published.push(self.publish(user, &format!("n{i}")).await);
+        }
+        published
+    }
+
+    /// Publishes `body` for `user` with an `Idempotency-Key` header.
+    pub async fn publish_with_key(
+        &self,
+        user: &str,
+        key: HeaderValue,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let request = self
+            .client
+            .post(self.url(&format!("/api/notifications/{user}")))
+            .header("idempotency-key", key)
+            .json(body);
+        read_json(send(request).await).await
+    }
+
+    /// Publishes [`note`]`(title)` and returns the whole [`Answer`], whatever it is.
+    pub async fn publish_answer(&self, user: &str, title: &str) -> Answer {
+        let request = self
+            .client
+            .post(self.url(&format!("/api/notifications/{user}")))
+            .json(&note(title));
+        Answer::read(send(request).await).await
+    }
+
     /// Broadcasts [`note`]`(title)` as an announcement and asserts it was accepted (`200`).
     pub async fn broadcast(&self, title: &str) -> Value {
         let (status, body) = self.post_json("/api/broadcast", &note(title)).await;
@@ -83,6 +133,15 @@ impl Api {
             self.url
         );
         body
+    }
+
+    /// Broadcasts [`note`]`(title)` and returns the whole [`Answer`], whatever it is.
+    pub async fn broadcast_answer(&self, title: &str) -> Answer {
+        let request = self
+            .client
+            .post(self.url("/api/broadcast"))
+            .json(&note(title));
+        Answer::read(send(request).await).await
     }
 
     /// Marks one of `user`'s notifications read, asserting `200`.
@@ -100,6 +159,13 @@ impl Api {
             .await;
         assert_eq!(status, StatusCode::OK, "history{query} of {user}: {body}");
         body
+    }
+
+    /// The `total` of `user`'s history.
+    pub async fn history_total(&self, user: &str) -> u64 {
+        self.history(user, "").await["total"]
+            .as_u64()
+            .expect("total")
     }
 
     /// The `lastEventId` a history read gives: a stream opened with it misses nothing after.
@@ -130,6 +196,51 @@ impl Api {
                 return all;
             }
         }
+    }
+
+    /// `GET /api/stats`, asserting `200`.
+    pub async fn stats(&self) -> Value {
+        let (status, body) = self.get_json("/api/stats").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// `eventsBuffered` of the stats: the events in the log, replayable.
+    pub async fn events_in_log(&self) -> u64 {
+        self.stats().await["eventsBuffered"]
+            .as_u64()
+            .expect("eventsBuffered")
+    }
+
+    /// Polls `/api/stats` until `done` holds for them, failing after [`WAIT`] with `what`.
+    pub async fn wait_for_stats(&self, what: &str, done: impl Fn(&Value) -> bool) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stats = self.stats().await;
+            if done(&stats) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{what} never came: {stats}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until retention has emptied the log.
+    pub async fn wait_until_the_log_is_empty(&self) {
+        self.wait_for_stats("an empty log", |stats| stats["eventsBuffered"] == 0)
+            .await;
+    }
+
+    /// `GET /metrics`, asserting `200` and Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self.get("/metrics").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        response.text().await.expect("text")
     }
 
     /// Polls `/readyz` until it answers `want`, each try cut off after 2 s and a failed one
@@ -163,6 +274,41 @@ impl Api {
             last_event_id,
         )
         .await
+    }
+
+    /// Opens `user`'s stream, retrying while a just-closed stream still holds its place.
+    pub async fn subscribe_when_a_place_frees(&self, user: &str) -> SseClient {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let attempt =
+                SseClient::try_open(&self.client, &self.url(&format!("/events/{user}")), None)
+                    .await;
+            if attempt.status == StatusCode::OK {
+                return attempt;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the freed place was never reused ({})",
+                attempt.status
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asks for `user`'s stream and reads the whole [`Answer`]: for a refusal, which ends at
+    /// once (an accepted stream never would).
+    pub async fn stream_answer(&self, user: &str) -> Answer {
+        Answer::read(self.get(&format!("/events/{user}")).await).await
+    }
+
+    /// Publishes `titles` for `user` and returns the events a live stream of that user received.
+    pub async fn publish_and_watch(&self, user: &str, titles: &[&str]) -> Vec<Received> {
+        let mut stream = self.subscribe(user, None).await;
+        stream.expect_connected().await;
+        for title in titles {
+            self.publish(user, title).await;
+        }
+        stream.next_events(titles.len()).await
     }
 
     /// Sends one request exactly as written, on a fresh socket: for targets a URL parser would
@@ -234,6 +380,21 @@ impl Api {
 /// The notification body the helpers publish and broadcast: `title`, and a message about it.
 pub fn note(title: &str) -> Value {
     json!({ "title": title, "message": format!("about {title}") })
+}
+
+/// A valid body (title "big", message "m") padded with JSON whitespace to exactly `size` bytes.
+pub fn padded_body(size: usize) -> Vec<u8> {
+    let mut body = br#"{"title":"big","message":"m"}"#.to_vec();
+    body.resize(size, b' ');
+    body
+}
+
+/// A client whose connections come from `local` (any 127.x.y.z works on Linux loopback).
+pub fn client_from(local: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(local.parse::<IpAddr>().expect("an address"))
+        .build()
+        .expect("client")
 }
 
 /// Sends `request`, failing the test if no response comes within [`WAIT`].

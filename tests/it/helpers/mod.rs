@@ -2,6 +2,7 @@
 //! area are reached through their module.
 //!
 //! - `api`: [`Api`], the one HTTP client every server is reached through.
+//! - `answers`: reading what the API answers: error bodies, history pages, metrics.
 //! - `app`: [`TestApp`], herald inside the test process on port 0.
 //! - `process`: [`ServerProcess`], the real binary serving, and [`herald_command`].
 //! - `sse`: [`SseClient`] and the [`Received`] events it parses; every wait times out.
@@ -13,6 +14,7 @@
 
 use std::time::Duration;
 
+pub mod answers;
 mod api;
 mod app;
 pub mod auth;
@@ -23,10 +25,13 @@ pub mod raw_sse;
 pub mod redis;
 mod sse;
 
-pub use api::{Api, note, read_json, send};
+pub use api::{Api, client_from, note, padded_body, read_json, send};
 pub use app::TestApp;
 pub use process::{ServerProcess, herald_command};
-pub use sse::{Received, SseClient, assert_strictly_increasing, event_id, event_ids, titles};
+pub use sse::{
+    Received, SseClient, assert_next_is_marker, assert_strictly_increasing, event_id, event_ids,
+    expect_resync, titles,
+};
 
 /// How long any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(10);

@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::WAIT;
+use super::api::Api;
 
 /// One event as a client sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -144,4 +145,33 @@ pub fn assert_strictly_increasing(ids: &[EventId]) {
         ids.windows(2).all(|w| w[0] < w[1]),
         "ids must strictly increase: {ids:?}"
     );
+}
+
+/// Publishes a marker for `user` and asserts it is the very next event on `stream`: whatever
+/// was attempted before reached that stream only if it came out earlier.
+pub async fn assert_next_is_marker(api: &Api, user: &str, stream: &mut SseClient) {
+    let marker = api.publish(user, "marker").await;
+    let next = stream.next_event().await;
+    assert_eq!(next.event, "notification", "{next:?}");
+    assert_eq!(
+        next.data, marker,
+        "the marker is the next event on the stream"
+    );
+}
+
+/// Opens a stream from `last_event_id` and asserts it starts with `resync` carrying `newest`.
+pub async fn expect_resync(api: &Api, user: &str, last_event_id: &str, newest: &str) -> SseClient {
+    let mut stream = api.subscribe(user, Some(last_event_id)).await;
+    stream.expect_connected().await;
+    let resync = stream.next_event().await;
+    assert_eq!(resync.event, "resync", "from {last_event_id}: {resync:?}");
+    assert_eq!(resync.id, newest, "resync carries the newest id");
+    assert!(
+        resync.data["reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{resync:?}"
+    );
+    assert!(resync.data.get("oldestId").is_some(), "{resync:?}");
+    stream
 }
