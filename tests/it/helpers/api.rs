@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
+use tokio::task::JoinHandle;
 
 use super::WAIT;
 use super::answers::Answer;
@@ -76,6 +77,25 @@ impl Api {
         read_json(send(request).await).await
     }
 
+    /// POSTs `body` as JSON to a server that may be going away: `None` when it never answered
+    /// or cut its answer short, else the status and the body's text.
+    pub async fn post_json_unless_gone(
+        &self,
+        path: &str,
+        body: &Value,
+    ) -> Option<(StatusCode, String)> {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .ok()?;
+        let status = response.status();
+        let text = response.text().await.ok()?;
+        Some((status, text))
+    }
+
     /// Publishes [`note`]`(title)` and asserts it was stored (`201`).
     pub async fn publish(&self, user: &str, title: &str) -> Value {
         let (status, body) = self
@@ -121,6 +141,31 @@ impl Api {
             .post(self.url(&format!("/api/notifications/{user}")))
             .json(&note(title));
         Answer::read(send(request).await).await
+    }
+
+    /// Notifications titled `0..total`, each with a message of `message_chars` characters,
+    /// posted for `user` by `workers` tasks at once; each task asserts every answer is `201`.
+    pub fn publish_flood(
+        &self,
+        user: &str,
+        total: usize,
+        workers: usize,
+        message_chars: usize,
+    ) -> Vec<JoinHandle<()>> {
+        let message = "m".repeat(message_chars);
+        let path = format!("/api/notifications/{user}");
+        (0..workers)
+            .map(|worker| {
+                let (api, path, message) = (self.clone(), path.clone(), message.clone());
+                tokio::spawn(async move {
+                    for n in (worker..total).step_by(workers) {
+                        let body = json!({ "title": format!("{n}"), "message": message });
+                        let (status, answer) = api.post_json(&path, &body).await;
+                        assert_eq!(status, StatusCode::CREATED, "{answer}");
+                    }
+                })
+            })
+            .collect()
     }
 
     /// Broadcasts [`note`]`(title)` as an announcement and asserts it was accepted (`200`).
@@ -225,6 +270,14 @@ impl Api {
         }
     }
 
+    /// Waits until the node holds exactly `n` streams.
+    pub async fn wait_for_streams(&self, n: u64) {
+        self.wait_for_stats(&format!("{n} open streams"), |stats| {
+            stats["totalConnections"] == n
+        })
+        .await;
+    }
+
     /// Waits until retention has emptied the log.
     pub async fn wait_until_the_log_is_empty(&self) {
         self.wait_for_stats("an empty log", |stats| stats["eventsBuffered"] == 0)
@@ -266,6 +319,24 @@ impl Api {
         }
     }
 
+    /// Polls `/readyz` until it answers `503`, returning its body; any other answer but `200`
+    /// fails the test, and so does a server still ready after [`WAIT`].
+    pub async fn wait_until_not_ready(&self) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let (status, body) = self.get_json("/readyz").await;
+            if status == StatusCode::SERVICE_UNAVAILABLE {
+                return body;
+            }
+            assert_eq!(status, StatusCode::OK, "{body}");
+            assert!(
+                Instant::now() < deadline,
+                "/readyz never turned 503 after the signal"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// Opens `/events/{user}`, optionally with a `Last-Event-ID` header, and asserts `200`.
     pub async fn subscribe(&self, user: &str, last_event_id: Option<&str>) -> SseClient {
         SseClient::open(
@@ -274,6 +345,15 @@ impl Api {
             last_event_id,
         )
         .await
+    }
+
+    /// Opens `user`'s stream replaying from `after` and reads exactly `n` events after
+    /// `connected`.
+    pub async fn replay(&self, user: &str, after: &str, n: usize) -> (SseClient, Vec<Received>) {
+        let mut stream = self.subscribe(user, Some(after)).await;
+        stream.expect_connected().await;
+        let events = stream.next_events(n).await;
+        (stream, events)
     }
 
     /// Opens `user`'s stream, retrying while a just-closed stream still holds its place.
@@ -309,71 +389,6 @@ impl Api {
             self.publish(user, title).await;
         }
         stream.next_events(titles.len()).await
-    }
-
-    /// Sends one request exactly as written, on a fresh socket: for targets a URL parser would
-    /// normalise (`%2E`, `..`) before they reach the server. Reads the response to its end.
-    pub async fn raw_request(
-        &self,
-        method: &str,
-        target: &str,
-        content_type: Option<&str>,
-        body: &[u8],
-    ) -> (StatusCode, Value) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let addr = self.socket_addr();
-        let mut head = format!(
-            "{method} {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        if let Some(content_type) = content_type {
-            head.push_str(&format!("Content-Type: {content_type}\r\n"));
-        }
-        head.push_str("\r\n");
-        let exchange = async {
-            let mut socket = tokio::net::TcpStream::connect(addr).await?;
-            socket.write_all(head.as_bytes()).await?;
-            socket.write_all(body).await?;
-            let mut response = Vec::new();
-            socket.read_to_end(&mut response).await?;
-            Ok::<_, std::io::Error>(response)
-        };
-        let response = tokio::time::timeout(WAIT, exchange)
-            .await
-            .expect("raw response in time")
-            .expect("raw exchange");
-        let split = response
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .expect("a complete response head");
-        let head = String::from_utf8_lossy(&response[..split]).into_owned();
-        let mut body = response[split + 4..].to_vec();
-        let status = head
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse::<u16>().ok())
-            .and_then(|code| StatusCode::from_u16(code).ok())
-            .unwrap_or_else(|| panic!("no status line in {head:?}"));
-        if head
-            .to_ascii_lowercase()
-            .contains("\r\ntransfer-encoding: chunked")
-        {
-            body = dechunk(&body);
-        }
-        let text = String::from_utf8(body).expect("utf8 body");
-        let value = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
-        };
-        (status, value)
-    }
-
-    /// `host:port` of a plain-HTTP server, for requests written on a bare socket.
-    pub fn socket_addr(&self) -> &str {
-        self.url
-            .strip_prefix("http://")
-            .unwrap_or_else(|| panic!("not a plain HTTP server: {}", self.url))
     }
 }
 
@@ -415,24 +430,4 @@ pub async fn read_json(response: reqwest::Response) -> (StatusCode, Value) {
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
     };
     (status, value)
-}
-
-/// Joins the chunks of a `Transfer-Encoding: chunked` body.
-fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-    let mut body = Vec::new();
-    loop {
-        let line_end = raw
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .expect("chunk size line");
-        let size_text = String::from_utf8_lossy(&raw[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .expect("hex chunk size");
-        raw = &raw[line_end + 2..];
-        if size == 0 {
-            return body;
-        }
-        body.extend_from_slice(&raw[..size]);
-        raw = &raw[size + 2..];
-    }
 }

@@ -6,10 +6,13 @@
 //! - `app`: [`TestApp`], herald inside the test process on port 0.
 //! - `process`: [`ServerProcess`], the real binary serving, and [`herald_command`].
 //! - `sse`: [`SseClient`] and the [`Received`] events it parses; every wait times out.
+//! - `wire`: HTTP/1 on a bare socket: requests as written, bytes as sent.
 //! - `raw_sse`: streams read as bytes, heartbeats and all.
 //! - `cluster`: herald binaries sharing a Redis, and the ledgers of what publishers were told.
+//! - `durability`: publishers racing a SIGKILL, and what each was told.
 //! - `command`: one-shot `herald` commands run to their end.
 //! - `auth`: [`auth::spawn_secured`] servers, tokens, key pairs and where a token is carried.
+//! - `tls`: a self-signed certificate per test, and a [`TestApp`] on HTTPS with it.
 //! - `redis`: the backend of the run (`HERALD_TEST_BACKEND`) and `redis-server`s of the tests.
 
 use std::time::Duration;
@@ -20,14 +23,17 @@ mod app;
 pub mod auth;
 pub mod cluster;
 pub mod command;
+pub mod durability;
 mod process;
 pub mod raw_sse;
 pub mod redis;
 mod sse;
+pub mod tls;
+pub mod wire;
 
-pub use api::{Api, client_from, note, padded_body, read_json, send};
+pub use api::{client_from, note, padded_body, read_json, send};
 pub use app::TestApp;
-pub use process::{ServerProcess, herald_command};
+pub use process::{ServerProcess, assert_healthy, free_port};
 pub use sse::{
     Received, SseClient, assert_next_is_marker, assert_strictly_increasing, event_id, event_ids,
     expect_resync, titles,

@@ -6,7 +6,10 @@ use std::io::{BufRead, BufReader};
 use std::ops::Deref;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use reqwest::StatusCode;
 
 use super::WAIT;
 use super::api::Api;
@@ -89,19 +92,19 @@ impl ServerProcess {
         nix::unistd::Pid::from_raw(self.child.id() as i32)
     }
 
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+    pub fn signal(&self, signal: Signal) {
         nix::sys::signal::kill(self.pid(), signal).expect("signal sent");
     }
 
     /// Waits for the process to exit, failing the test after `wait`.
     pub fn wait_exit(&mut self, wait: Duration) -> std::process::ExitStatus {
-        let deadline = std::time::Instant::now() + wait;
+        let deadline = Instant::now() + wait;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return status;
             }
             assert!(
-                std::time::Instant::now() < deadline,
+                Instant::now() < deadline,
                 "herald did not exit within {wait:?}"
             );
             std::thread::sleep(Duration::from_millis(20));
@@ -110,7 +113,7 @@ impl ServerProcess {
 
     /// Kills the process with SIGKILL and reaps it.
     pub fn kill_hard(&mut self) {
-        self.signal(nix::sys::signal::Signal::SIGKILL);
+        self.signal(Signal::SIGKILL);
         self.wait_exit(WAIT);
     }
 
@@ -127,6 +130,40 @@ impl ServerProcess {
 
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// Polls the server's log until it contains `needle`, failing after [`WAIT`].
+    pub async fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let log = self.stderr();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the log never showed {needle:?}:\n{log}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The port of the address the server printed.
+    pub fn port(&self) -> u16 {
+        let url = &self.api.url;
+        let (_, port) = url
+            .rsplit_once(':')
+            .unwrap_or_else(|| panic!("no port in {url}"));
+        port.parse().unwrap_or_else(|_| panic!("bad port in {url}"))
+    }
+
+    /// Stops the server with SIGTERM and asserts a clean exit. Call it after the server has
+    /// answered a request: a SIGTERM in the instant after `listening on` kills herald outright
+    /// (see `shutdown::sigterm_right_after_the_listening_line_drains_and_exits_zero`).
+    pub fn stop(mut self) {
+        self.signal(Signal::SIGTERM);
+        let status = self.wait_exit(WAIT);
+        assert_eq!(status.code(), Some(0), "stderr: {}", self.stderr());
     }
 }
 
@@ -161,4 +198,20 @@ pub fn herald_command(envs: &[(&str, &str)]) -> Command {
     }
     command.envs(envs.iter().copied());
     command
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port")
+}
+
+/// Asserts `/healthz` answers `200` on `port` of the loopback address.
+pub async fn assert_healthy(port: u16) {
+    let response = Api::new(format!("http://127.0.0.1:{port}"))
+        .get("/healthz")
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
 }

@@ -1,17 +1,26 @@
-//! SSE read as bytes, for what a parser hides: [`Subscription`] sees the heartbeats, which are
-//! comments that SSE parsers drop.
+//! SSE read as bytes, for what a parser hides: [`Subscription`] sees the heartbeats (comments,
+//! which SSE parsers drop); [`open_raw_stream`] and [`read_to_end`] see a stream's exact
+//! preamble and its end; [`ChunkedSse`] checks the chunk framing of a stream read off a socket.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
+use herald::domain::EventId;
 use reqwest::StatusCode;
+use serde_json::Value;
+use tokio::io::AsyncReadExt;
 
 use super::WAIT;
 use super::api::Api;
 use super::sse::Received;
+
+/// A response body as it arrives.
+pub type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
 
 /// What reading a stream produced next.
 #[derive(Debug)]
@@ -29,7 +38,7 @@ pub enum Next {
 pub struct Subscription {
     /// Whose stream it is, for failure messages and reconnects.
     pub user: String,
-    body: Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>,
+    body: Body,
     /// Bytes of a block not yet complete.
     buffer: Vec<u8>,
     /// Complete blocks not yet handed out.
@@ -171,5 +180,159 @@ impl Subscription {
                 Next::Event(_) | Next::Heartbeat => {}
             }
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A stream's exact bytes
+
+/// Opens `/events/{user}` and reads its preamble (`retry:` and `connected`), so the stream is
+/// known to be admitted. Returns the rest of the body and the preamble's text.
+pub async fn open_raw_stream(api: &Api, user: &str) -> (Body, String) {
+    let response = api.get(&format!("/events/{user}")).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut body: Body = Box::pin(response.bytes_stream());
+    let mut preamble = String::new();
+    while !(preamble.contains("event: connected\n") && preamble.ends_with("\n\n")) {
+        let chunk = tokio::time::timeout(WAIT, body.next())
+            .await
+            .expect("preamble in time")
+            .expect("stream still open")
+            .expect("chunk read");
+        preamble.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
+    }
+    (body, preamble)
+}
+
+/// Reads `body` to its end: when it ended, and what came after the preamble, or the error that
+/// cut it short.
+pub async fn read_to_end(
+    mut body: Body,
+    ended: Arc<AtomicUsize>,
+) -> (Instant, Result<String, String>) {
+    let mut rest = Vec::new();
+    let outcome = loop {
+        match tokio::time::timeout(WAIT, body.next()).await {
+            Err(_) => break Err("the stream did not end in time".to_owned()),
+            Ok(None) => break Ok(String::from_utf8(rest).expect("utf-8")),
+            Ok(Some(Err(error))) => break Err(format!("the stream broke: {error:?}")),
+            Ok(Some(Ok(chunk))) => rest.extend_from_slice(&chunk),
+        }
+    };
+    ended.fetch_add(1, Ordering::SeqCst);
+    (Instant::now(), outcome)
+}
+
+/// A `retry:` line, then `connected` with its data, and nothing else.
+pub fn assert_preamble(preamble: &str) {
+    let connected = preamble
+        .strip_prefix("retry: 3000\n")
+        .map(|rest| rest.strip_prefix('\n').unwrap_or(rest))
+        .unwrap_or_else(|| panic!("no retry line first: {preamble:?}"));
+    let data = connected
+        .strip_prefix("event: connected\ndata: ")
+        .and_then(|rest| rest.strip_suffix("\n\n"))
+        .unwrap_or_else(|| panic!("not a connected event: {preamble:?}"));
+    let data: Value = serde_json::from_str(data).expect("connected data is JSON");
+    assert!(data["clientId"].is_string(), "{data}");
+}
+
+/// `(id, title)` of the complete notification events in a raw SSE body (ids checked to
+/// increase), and the id of the last one.
+pub fn complete_notifications(raw: &str) -> (Vec<(EventId, usize)>, Option<String>) {
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    let mut titles = Vec::new();
+    let mut last_id = None;
+    let mut blocks: Vec<&str> = body.split("\n\n").collect();
+    blocks.pop(); // whatever follows the last blank line is incomplete
+    for block in blocks {
+        let mut id = None;
+        let mut data = None;
+        let mut is_notification = false;
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("id: ") {
+                id = Some(v.to_owned());
+            } else if line == "event: notification" {
+                is_notification = true;
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                data = Some(v);
+            }
+        }
+        if is_notification {
+            let data: Value = serde_json::from_str(data.unwrap()).unwrap();
+            let id = id.expect("a notification has an id");
+            let numeric: EventId = id.parse().unwrap();
+            if let Some((previous, _)) = titles.last() {
+                assert!(numeric > *previous, "ids increase on the stream");
+            }
+            titles.push((numeric, data["title"].as_str().unwrap().parse().unwrap()));
+            last_id = Some(id);
+        }
+    }
+    (titles, last_id)
+}
+
+/// A strict reader of one chunked SSE response: every chunk's size line, data and CRLF must
+/// be exactly right, or the test fails.
+#[derive(Default)]
+pub struct ChunkedSse {
+    raw: Vec<u8>,
+    head_done: bool,
+    /// The decoded body not yet taken as events.
+    pub text: String,
+}
+
+impl ChunkedSse {
+    /// Reads what the socket has (at least one byte, within [`WAIT`]) and decodes it.
+    pub async fn read_some(&mut self, socket: &mut tokio::net::TcpStream) {
+        let mut buf = [0u8; 65536];
+        let n = tokio::time::timeout(WAIT, socket.read(&mut buf))
+            .await
+            .expect("bytes in time")
+            .unwrap();
+        assert!(n > 0, "the server closed the stream");
+        self.raw.extend_from_slice(&buf[..n]);
+        self.decode();
+    }
+
+    fn decode(&mut self) {
+        if !self.head_done {
+            let Some(end) = self.raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return;
+            };
+            let head = String::from_utf8_lossy(&self.raw[..end]).to_ascii_lowercase();
+            assert!(head.contains("transfer-encoding: chunked"), "{head}");
+            self.raw.drain(..end + 4);
+            self.head_done = true;
+        }
+        loop {
+            let Some(line_end) = self.raw.windows(2).position(|w| w == b"\r\n") else {
+                return;
+            };
+            let size_line = std::str::from_utf8(&self.raw[..line_end]).expect("a size line");
+            let size = usize::from_str_radix(size_line, 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {size_line:?}"));
+            assert!(size > 0, "the stream ended");
+            let start = line_end + 2;
+            if self.raw.len() < start + size + 2 {
+                return;
+            }
+            assert_eq!(
+                &self.raw[start + size..start + size + 2],
+                b"\r\n",
+                "chunk end"
+            );
+            self.text
+                .push_str(std::str::from_utf8(&self.raw[start..start + size]).expect("UTF-8"));
+            self.raw.drain(..start + size + 2);
+        }
+    }
+
+    /// `(id, title)` of each complete notification decoded so far.
+    pub fn take_notifications(&mut self) -> Vec<(EventId, usize)> {
+        let complete = self.text.rfind("\n\n").map_or(0, |at| at + 2);
+        let blocks: String = self.text.drain(..complete).collect();
+        let (seen, _) = complete_notifications(&format!("\r\n\r\n{blocks}"));
+        seen
     }
 }
