@@ -1,7 +1,8 @@
 //! Reading what the API answers: the `{"error"}` body, history pages, ids, Prometheus samples,
-//! and [`Answer`], a response kept whole with the `Retry-After` a refusal carries.
+//! headers, and [`Answer`], a response kept whole with the `Retry-After` a refusal carries.
 
 use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, HeaderName};
 use serde_json::Value;
 
 /// Asserts `status` is `expected` and the body is exactly `{"error": "<non-empty text>"}`.
@@ -69,6 +70,23 @@ pub fn sample(text: &str, series: &str) -> f64 {
             (name == series).then(|| value.parse::<f64>().expect("a number"))
         })
         .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+/// A header's value, if present.
+pub fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers
+        .get(name)
+        .map(|value| value.to_str().expect("ascii"))
+}
+
+/// A header's values as lowercase comma-separated items.
+pub fn header_items(headers: &HeaderMap, name: HeaderName) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .flat_map(|value| value.to_str().expect("ascii").split(','))
+        .map(|item| item.trim().to_ascii_lowercase())
+        .collect()
 }
 
 /// A response as the limits tests look at it.

@@ -1,19 +1,21 @@
 //! [`Api`], the one HTTP client of the tests. An in-process [`TestApp`](super::TestApp), a
-//! spawned [`ServerProcess`](super::ServerProcess) and a cluster node each hand one out (they
-//! dereference to it), so every request a helper makes is written once, here, and every wait on
-//! an answer fails the test after [`WAIT`].
+//! spawned [`ServerProcess`](super::ServerProcess) and a cluster node each hand one out (the
+//! first two dereference to it), so every request a helper makes is written once, and every
+//! wait on an answer fails the test after [`WAIT`]. Its JSON requests and waits are here; the
+//! methods that open streams are in `sse.rs`, those that write on a bare socket in `wire.rs`.
 
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use reqwest::header::HeaderValue;
+use reqwest::header::{
+    ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD, HeaderMap, HeaderValue, ORIGIN,
+};
+use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use super::WAIT;
 use super::answers::Answer;
-use super::sse::{Received, SseClient};
 
 /// One server's HTTP API, as a client sees it.
 #[derive(Clone)]
@@ -337,58 +339,30 @@ impl Api {
         }
     }
 
-    /// Opens `/events/{user}`, optionally with a `Last-Event-ID` header, and asserts `200`.
-    pub async fn subscribe(&self, user: &str, last_event_id: Option<&str>) -> SseClient {
-        SseClient::open(
-            &self.client,
-            &self.url(&format!("/events/{user}")),
-            last_event_id,
+    /// A CORS preflight for `method path` from `origin` asking to send `headers`, sent without
+    /// this client's credentials as a browser sends it; asserts `200` (a preflight is never
+    /// refused for want of credentials) and returns the headers.
+    pub async fn preflight(
+        &self,
+        origin: &str,
+        method: &str,
+        path: &str,
+        headers: &str,
+    ) -> HeaderMap {
+        let response = send(
+            reqwest::Client::new()
+                .request(Method::OPTIONS, self.url(path))
+                .header(ORIGIN, origin)
+                .header(ACCESS_CONTROL_REQUEST_METHOD, method)
+                .header(ACCESS_CONTROL_REQUEST_HEADERS, headers),
         )
-        .await
-    }
-
-    /// Opens `user`'s stream replaying from `after` and reads exactly `n` events after
-    /// `connected`.
-    pub async fn replay(&self, user: &str, after: &str, n: usize) -> (SseClient, Vec<Received>) {
-        let mut stream = self.subscribe(user, Some(after)).await;
-        stream.expect_connected().await;
-        let events = stream.next_events(n).await;
-        (stream, events)
-    }
-
-    /// Opens `user`'s stream, retrying while a just-closed stream still holds its place.
-    pub async fn subscribe_when_a_place_frees(&self, user: &str) -> SseClient {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let attempt =
-                SseClient::try_open(&self.client, &self.url(&format!("/events/{user}")), None)
-                    .await;
-            if attempt.status == StatusCode::OK {
-                return attempt;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the freed place was never reused ({})",
-                attempt.status
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Asks for `user`'s stream and reads the whole [`Answer`]: for a refusal, which ends at
-    /// once (an accepted stream never would).
-    pub async fn stream_answer(&self, user: &str) -> Answer {
-        Answer::read(self.get(&format!("/events/{user}")).await).await
-    }
-
-    /// Publishes `titles` for `user` and returns the events a live stream of that user received.
-    pub async fn publish_and_watch(&self, user: &str, titles: &[&str]) -> Vec<Received> {
-        let mut stream = self.subscribe(user, None).await;
-        stream.expect_connected().await;
-        for title in titles {
-            self.publish(user, title).await;
-        }
-        stream.next_events(titles.len()).await
+        .await;
+        assert_eq!(
+            response.status(),
+            StatusCode::OK,
+            "a preflight carries no credentials and is never refused for want of them"
+        );
+        response.headers().clone()
     }
 }
 

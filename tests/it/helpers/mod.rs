@@ -10,6 +10,8 @@
 //! - `raw_sse`: streams read as bytes, heartbeats and all.
 //! - `cluster`: herald binaries sharing a Redis, and the ledgers of what publishers were told.
 //! - `durability`: publishers racing a SIGKILL, and what each was told.
+//! - `isolation`: many users' tabs under load, and what each must have received.
+//! - `fuzz`: the random requests, rules and recorders of the property test in `fuzz.rs`.
 //! - `command`: one-shot `herald` commands run to their end.
 //! - `auth`: [`auth::spawn_secured`] servers, tokens, key pairs and where a token is carried.
 //! - `tls`: a self-signed certificate per test, and a [`TestApp`] on HTTPS with it.
@@ -24,6 +26,8 @@ pub mod auth;
 pub mod cluster;
 pub mod command;
 pub mod durability;
+pub mod fuzz;
+pub mod isolation;
 mod process;
 pub mod raw_sse;
 pub mod redis;

@@ -2,7 +2,7 @@
 //! [`Received`] events it yields, and what tests ask of a list of them (titles, ids in order).
 
 use std::pin::Pin;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use herald::domain::EventId;
@@ -10,6 +10,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::WAIT;
+use super::answers::Answer;
 use super::api::Api;
 
 /// One event as a client sees it.
@@ -116,6 +117,63 @@ impl SseClient {
                 }
             }
         }
+    }
+}
+
+/// Opening streams: the [`Api`] methods that return an [`SseClient`] or what one received.
+impl Api {
+    /// Opens `/events/{user}`, optionally with a `Last-Event-ID` header, and asserts `200`.
+    pub async fn subscribe(&self, user: &str, last_event_id: Option<&str>) -> SseClient {
+        SseClient::open(
+            &self.client,
+            &self.url(&format!("/events/{user}")),
+            last_event_id,
+        )
+        .await
+    }
+
+    /// Opens `user`'s stream replaying from `after` and reads exactly `n` events after
+    /// `connected`.
+    pub async fn replay(&self, user: &str, after: &str, n: usize) -> (SseClient, Vec<Received>) {
+        let mut stream = self.subscribe(user, Some(after)).await;
+        stream.expect_connected().await;
+        let events = stream.next_events(n).await;
+        (stream, events)
+    }
+
+    /// Opens `user`'s stream, retrying while a just-closed stream still holds its place.
+    pub async fn subscribe_when_a_place_frees(&self, user: &str) -> SseClient {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let attempt =
+                SseClient::try_open(&self.client, &self.url(&format!("/events/{user}")), None)
+                    .await;
+            if attempt.status == StatusCode::OK {
+                return attempt;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the freed place was never reused ({})",
+                attempt.status
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Asks for `user`'s stream and reads the whole [`Answer`]: for a refusal, which ends at
+    /// once (an accepted stream never would).
+    pub async fn stream_answer(&self, user: &str) -> Answer {
+        Answer::read(self.get(&format!("/events/{user}")).await).await
+    }
+
+    /// Publishes `titles` for `user` and returns the events a live stream of that user received.
+    pub async fn publish_and_watch(&self, user: &str, titles: &[&str]) -> Vec<Received> {
+        let mut stream = self.subscribe(user, None).await;
+        stream.expect_connected().await;
+        for title in titles {
+            self.publish(user, title).await;
+        }
+        stream.next_events(titles.len()).await
     }
 }
 

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::USERS;
 
 #[derive(Debug, Clone)]
-pub(super) enum Body {
+pub enum Body {
     Json(Value),
     Text(String),
     Bytes(Vec<u8>),
@@ -29,7 +29,7 @@ impl Body {
 
 /// One random request. Path segments are sent percent-encoded, exactly as held here.
 #[derive(Debug, Clone)]
-pub(super) enum Probe {
+pub enum Probe {
     Publish {
         user: String,
         content_type: Option<String>,
@@ -347,7 +347,7 @@ fn query() -> impl Strategy<Value = String> {
     ]
 }
 
-pub(super) fn probe() -> impl Strategy<Value = Probe> {
+pub fn probe() -> impl Strategy<Value = Probe> {
     let other_path = prop_oneof![
         select(
             "/ /api /api/stats /healthz /readyz /metrics /openapi.json /api/broadcast /nope \
