@@ -2,8 +2,6 @@
 //! directory, and the choice of backend for the whole run: `HERALD_TEST_BACKEND=redis` runs
 //! every behavioural test against Redis instead of SQLite (one suite, two stores).
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
