@@ -1,6 +1,7 @@
-//! SPEC §3: the JSON API, with exact statuses and bodies. Every refused request is checked to
-//! have changed nothing: nothing stored (history and the log unchanged) and nothing sent (a
-//! marker published afterwards is the next event on the user's open stream).
+//! docs/protocol.md#publishing, docs/protocol.md#history-and-read-state, docs/protocol.md#errors
+//! and docs/protocol.md#operations: the JSON API, with exact statuses and bodies. Every refused
+//! request is checked to have changed nothing: nothing stored (history and the log unchanged) and
+//! nothing sent (a marker published afterwards is the next event on the user's open stream).
 //!
 //! - `publish`: the notification JSON, every validation rule, body size and content type, and
 //!   user ids, including those a URL parser would normalise.

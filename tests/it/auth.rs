@@ -1,6 +1,7 @@
-//! SPEC §4 and §2 `reauth`: subscriber tokens from the header, the cookie and `?token=`; every
-//! way a token can be wrong; RS256, ES256 and EdDSA public keys; what a token and a publish key
-//! each allow; which routes stay open; and `herald token` / `herald publish --key`.
+//! docs/protocol.md#auth, and its `reauth` event (docs/protocol.md#events): subscriber tokens from
+//! the header, the cookie and `?token=`; every way a token can be wrong; RS256, ES256 and EdDSA
+//! public keys; what a token and a publish key each allow; which routes stay open; and `herald
+//! token` / `herald publish --key`.
 //!
 //! The helpers (a server with both halves of auth on, tokens signed with its secret) are in
 //! `helpers::auth`, shared with the isolation, logs and CORS tests.

@@ -1,6 +1,6 @@
-//! SPEC §1: `herald publish`, `broadcast` and `subscribe`, run as the real binary against a real
-//! server. Every wait on a child process has a timeout, and a child still running when its test
-//! ends is killed.
+//! README.md#try-it: `herald publish`, `broadcast` and `subscribe`, run as the real binary against
+//! a real server. Every wait on a child process has a timeout, and a child still running when its
+//! test ends is killed.
 
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,8 @@
-//! SPEC §1 cluster mode and §2 "on any node of the cluster", against real binaries sharing a
-//! real `redis-server` that each test starts, kills and restarts itself: publishes through any
-//! node reach every node with the same ids; clients hop between nodes with `Last-Event-ID`; and
-//! neither a Redis outage, a Redis crash (with AOF) nor a node's SIGKILL loses anything a
-//! publisher was told was stored.
+//! README.md#cluster-mode-redis, and docs/protocol.md#ids-and-replay "on any node of a cluster",
+//! against real binaries sharing a real `redis-server` that each test starts, kills and restarts
+//! itself: publishes through any node reach every node with the same ids; clients hop between nodes
+//! with `Last-Event-ID`; and neither a Redis outage, a Redis crash (with AOF) nor a node's SIGKILL
+//! loses anything a publisher was told was stored.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

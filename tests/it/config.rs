@@ -1,6 +1,6 @@
-//! SPEC §1: how `herald serve` reads its flags and environment, run as the real binary: the
-//! `listening on` line, `PORT` and `HERALD_*` variables, the refusal to serve without auth on a
-//! non-loopback address, and one-line messages for invalid values.
+//! README.md#running-it: how `herald serve` reads its flags and environment, run as the real
+//! binary: the `listening on` line, `PORT` and `HERALD_*` variables, the refusal to serve without
+//! auth on a non-loopback address, and one-line messages for invalid values.
 
 use futures::StreamExt;
 use reqwest::StatusCode;
@@ -152,9 +152,10 @@ fn an_invalid_flag_value_is_refused_with_one_line_naming_the_flag() {
     }
 }
 
-/// SPEC §1: "non-zero with a one-line message on failure", also when a value does not parse.
-/// Defect found: such errors come from clap as three lines (`error: invalid value ...`, a blank
-/// line, `For more information, try '--help'.`), unlike every other failure's `herald: ...`.
+/// A refused `herald serve` exits non-zero with a one-line message, also when a value does not
+/// parse (the flags: README.md#running-it). Defect found: such errors come from clap as three lines
+/// (`error: invalid value ...`, a blank line, `For more information, try '--help'.`), unlike every
+/// other failure's `herald: ...`.
 #[test]
 fn a_flag_value_that_does_not_parse_is_refused_with_one_line_naming_the_flag() {
     let cases: [(&str, &str); 3] = [

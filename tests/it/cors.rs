@@ -1,6 +1,6 @@
-//! SPEC §1 `--cors-origin`: listed origins may call with credentials (a cookie-authenticated
-//! stream works from them), other origins get no grant, and the default `*` never allows
-//! credentials.
+//! docs/protocol.md#auth, "From another origin" (`--cors-origin`, README.md#running-it): listed
+//! origins may call with credentials (a cookie-authenticated stream works from them), other origins
+//! get no grant, and the default `*` never allows credentials.
 
 use herald::config::CorsOrigins;
 use reqwest::StatusCode;

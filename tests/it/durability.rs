@@ -1,6 +1,6 @@
-//! SPEC §3 "every acknowledged notification (201) is durable" and §2 replay after a restart,
-//! against the real binary: publishers race a SIGKILL, and what they were told was stored must
-//! be there after a restart, once, with the same ids.
+//! docs/protocol.md#publishing "`201` is durable" and docs/protocol.md#ids-and-replay after a
+//! restart, against the real binary: publishers race a SIGKILL, and what they were told was stored
+//! must be there after a restart, once, with the same ids.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,9 +1,9 @@
-//! A property test of the whole HTTP surface: a few hundred random requests (random JSON and
-//! bytes as bodies, random content types, path segments, queries, `Idempotency-Key` and
-//! `Last-Event-ID` values) against one real server. None may get a 5xx; every 4xx carries a JSON
-//! `{"error"}`; whatever is accepted obeys §3's rules; a stream opened from any id starts with
-//! `connected` and then sends exactly what the user missed (or `resync`); and at the end the
-//! server is alive and delivering.
+//! A property test of the whole HTTP surface: a few hundred random requests (random JSON and bytes
+//! as bodies, random content types, path segments, queries, `Idempotency-Key` and `Last-Event-ID`
+//! values) against one real server. None may get a 5xx; every 4xx carries a JSON `{"error"}`
+//! (docs/protocol.md#errors); whatever is accepted obeys the rules of docs/protocol.md#publishing;
+//! a stream opened from any id starts with `connected` and then sends exactly what the user missed
+//! (or `resync`); and at the end the server is alive and delivering.
 
 use std::collections::BTreeMap;
 

@@ -1,6 +1,7 @@
-//! SPEC §2 and §4 under load: with auth on and many users publishing at once, every stream
-//! receives exactly its own user's notifications and every announcement, in id order, each
-//! once, and nothing else; a replay from the middle obeys the same rule.
+//! docs/protocol.md#streams and docs/protocol.md#auth under load: with auth on and many users
+//! publishing at once, every stream receives exactly its own user's notifications and every
+//! announcement, in id order, each once, and nothing else; a replay from the middle obeys the same
+//! rule.
 
 use std::collections::HashMap;
 

@@ -1,5 +1,6 @@
-//! SPEC §4: tokens never appear in logs. The real binary runs with `HERALD_LOG=debug`, so every
-//! request is logged, and the log is searched for every secret it was given.
+//! docs/protocol.md#auth: tokens never appear in logs. The real binary runs with
+//! `HERALD_LOG=debug`, so every request is logged, and the log is searched for every secret it was
+//! given.
 
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, COOKIE};

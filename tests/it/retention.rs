@@ -1,7 +1,8 @@
-//! SPEC §1 and §3: retention. The log keeps at most `--retention-events` events and none older
-//! than `--retention-age` (a periodic sweep); history keeps `--history-limit` notifications per
-//! user; a replay from an id retention removed gets `resync`, never a partial replay; and ids are
-//! never reused, even after the log has been emptied and the server restarted.
+//! docs/protocol.md#limits and docs/protocol.md#ids-and-replay (flags: README.md#running-it):
+//! retention. The log keeps at most `--retention-events` events and none older than
+//! `--retention-age` (a periodic sweep); history keeps `--history-limit` notifications per user; a
+//! replay from an id retention removed gets `resync`, never a partial replay; and ids are never
+//! reused, even after the log has been emptied and the server restarted.
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
-//! SPEC §6: SIGTERM and SIGINT drain the real binary. `/readyz` turns 503, a new stream gets
-//! `200` with only a `retry:` line, open streams end cleanly spread over the first half of
-//! `--shutdown-timeout`, acknowledged publishes stay stored, and the exit code is 0 in time.
+//! docs/protocol.md#shutdown: SIGTERM and SIGINT drain the real binary. `/readyz` turns 503, a new
+//! stream gets `200` with only a `retry:` line, open streams end cleanly spread over the first half
+//! of `--shutdown-timeout`, acknowledged publishes stay stored, and the exit code is 0 in time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,10 +16,11 @@ use crate::helpers::{ServerProcess, WAIT};
 
 /// `--shutdown-timeout` in these tests, in seconds.
 const WINDOW_SECS: u64 = 4;
-/// Slack on every deadline the SPEC sets, for a busy test machine.
+/// Slack on every deadline docs/protocol.md#shutdown sets, for a busy test machine.
 const SLACK: Duration = Duration::from_millis(500);
 
-/// The whole §6 drain with six open streams over three users, on `signal`.
+/// The whole drain of docs/protocol.md#shutdown with six open streams over three users, on
+/// `signal`.
 async fn drain_on(signal: Signal) {
     const STREAMS: usize = 6;
     let data = TempDir::new().expect("temp dir");

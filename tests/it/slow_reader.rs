@@ -1,5 +1,6 @@
-//! SPEC §2: a reader that never reads costs the server a bounded amount of memory; its stream
-//! is closed (and counted), and a reconnect with the last id it saw replays the rest.
+//! docs/protocol.md#heartbeats-and-slow-readers: a reader that never reads costs the server a
+//! bounded amount of memory; its stream is closed (and counted), and a reconnect with the last id
+//! it saw replays the rest.
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
-//! SPEC §1 `--tls-cert`/`--tls-key`: HTTPS with HTTP/2 by ALPN, so one connection carries
-//! more than the six streams a browser allows per origin over HTTP/1.1. Each test makes its
-//! own self-signed certificate for `localhost` and `127.0.0.1` and trusts only that.
+//! README.md#running-it `--tls-cert`/`--tls-key`, and docs/protocol.md#streams on HTTP/2: HTTPS
+//! with HTTP/2 by ALPN, so one connection carries more than the six streams a browser allows per
+//! origin over HTTP/1.1. Each test makes its own self-signed certificate for `localhost` and
+//! `127.0.0.1` and trusts only that.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -45,7 +45,8 @@ async fn a_broadcast_answers_sent_and_the_number_of_this_nodes_streams() {
     }
 }
 
-/// Broadcast bodies that break one rule of §3 each, sent as `application/json`: each is a `400`.
+/// Broadcast bodies that break one rule of docs/protocol.md#publishing each, sent as
+/// `application/json`: each is a `400`.
 #[rustfmt::skip]
 const BAD_BROADCASTS: &[(&str, &str)] = &[
     ("no title", r#"{"message":"m"}"#),

@@ -1,5 +1,5 @@
-//! Publishing: the notification JSON, every validation rule of §3, the body's size and content
-//! type, and the user id on every route.
+//! Publishing: the notification JSON, every validation rule of docs/protocol.md#publishing, the
+//! body's size and content type, and the user id on every route.
 
 use std::time::Duration;
 
@@ -150,7 +150,8 @@ async fn every_type_and_every_boundary_length_is_accepted_and_stored_trimmed() {
     }
 }
 
-/// Publish bodies that break one rule of §3 each, sent as `application/json`: each is a `400`.
+/// Publish bodies that break one rule of docs/protocol.md#publishing each, sent as
+/// `application/json`: each is a `400`.
 #[rustfmt::skip]
 const BAD_PUBLISHES: &[(&str, &str)] = &[
     ("no title", r#"{"message":"m"}"#),
@@ -245,9 +246,10 @@ async fn every_invalid_publish_is_refused_with_an_error_and_nothing_is_stored_or
     assert_next_is_marker(&app, "alice", &mut stream).await;
 }
 
-/// SPEC §3: the body is a JSON object; an array is bad input (400) and changes nothing. Today
-/// serde's derived `Deserialize` also reads a struct from a sequence, so a bare array is taken as
-/// the fields in declaration order: `["warning","t","m",null]` publishes, `["t","m"]` broadcasts.
+/// docs/protocol.md#errors: the body is a JSON object; an array is bad input (400) and changes
+/// nothing. Today serde's derived `Deserialize` also reads a struct from a sequence, so a bare
+/// array is taken as the fields in declaration order: `["warning","t","m",null]` publishes,
+/// `["t","m"]` broadcasts.
 #[tokio::test]
 async fn a_json_array_body_is_400_and_not_read_as_the_fields_in_declaration_order() {
     let app = TestApp::spawn().await;

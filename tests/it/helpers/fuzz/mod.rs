@@ -121,7 +121,7 @@ async fn checked(
     Ok((status, json))
 }
 
-/// What §3 promises of any notification the server accepted.
+/// What docs/protocol.md#publishing promises of any notification the server accepted.
 fn check_notification(case: &str, n: &Value) -> Result<(), TestCaseError> {
     let object = n.as_object().ok_or_else(|| fail(format!("{case}: {n}")))?;
     for key in object.keys() {

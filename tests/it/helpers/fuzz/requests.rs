@@ -96,7 +96,7 @@ pub(super) fn percent_decode(text: &str) -> Vec<u8> {
     out
 }
 
-/// Whether SPEC §3 accepts the user id this segment decodes to.
+/// Whether the user id this segment decodes to is valid (docs/protocol.md#publishing).
 pub(super) fn is_valid_user(segment: &str) -> bool {
     let Ok(user) = String::from_utf8(percent_decode(segment)) else {
         return false;
