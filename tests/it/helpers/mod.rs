@@ -1,21 +1,22 @@
-//! Test helpers, one job a file. The everyday vocabulary is re-exported here; the helpers of one
-//! area are reached through their module.
+//! Test helpers, one job a file; test files hold tests only. The everyday vocabulary is
+//! re-exported here; the helpers of one area are reached through their module.
 //!
-//! - `api`: [`Api`], the one HTTP client every server is reached through.
-//! - `answers`: reading what the API answers: error bodies, history pages, metrics.
+//! - `api`: `Api`, the one HTTP client: every server below dereferences to or hands out one.
+//! - `answers`: reading what the API answers: error bodies, history pages, headers, metrics.
 //! - `app`: [`TestApp`], herald inside the test process on port 0.
-//! - `process`: [`ServerProcess`], the real binary serving, and [`herald_command`].
+//! - `process`: [`ServerProcess`], the real binary serving, and `herald_command`.
+//! - `command`: other `herald` commands: `publish`/`subscribe` read line by line, a refused
+//!   `serve`.
 //! - `sse`: [`SseClient`] and the [`Received`] events it parses; every wait times out.
+//! - `raw_sse`: streams read as bytes: heartbeats, the exact preamble and end, chunk framing.
 //! - `wire`: HTTP/1 on a bare socket: requests as written, bytes as sent.
-//! - `raw_sse`: streams read as bytes, heartbeats and all.
+//! - `auth`: [`auth::spawn_secured`] servers, tokens, key pairs and where a token is carried.
+//! - `tls`: a self-signed certificate per test, and a [`TestApp`] on HTTPS with it.
+//! - `redis`: the backend of the run (`HERALD_TEST_BACKEND`) and `redis-server`s of the tests.
 //! - `cluster`: herald binaries sharing a Redis, and the ledgers of what publishers were told.
 //! - `durability`: publishers racing a SIGKILL, and what each was told.
 //! - `isolation`: many users' tabs under load, and what each must have received.
 //! - `fuzz`: the random requests, rules and recorders of the property test in `fuzz.rs`.
-//! - `command`: one-shot `herald` commands run to their end.
-//! - `auth`: [`auth::spawn_secured`] servers, tokens, key pairs and where a token is carried.
-//! - `tls`: a self-signed certificate per test, and a [`TestApp`] on HTTPS with it.
-//! - `redis`: the backend of the run (`HERALD_TEST_BACKEND`) and `redis-server`s of the tests.
 
 use std::time::Duration;
 

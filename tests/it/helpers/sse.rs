@@ -1,5 +1,6 @@
-//! [`SseClient`], a parsed SSE stream whose every wait fails the test after [`WAIT`], the
-//! [`Received`] events it yields, and what tests ask of a list of them (titles, ids in order).
+//! [`SseClient`], a parsed SSE stream whose every wait fails the test after [`WAIT`]; the
+//! [`Received`] events it yields and what tests ask of them (titles, ids in order, a marker next,
+//! a `resync` first); and the [`Api`] methods that open streams.
 
 use std::pin::Pin;
 use std::time::{Duration, Instant};
