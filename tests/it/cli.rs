@@ -1,177 +1,19 @@
-//! SPEC §1: `herald publish`, `broadcast` and `subscribe`, run as the real binary against a real
-//! server. Every wait on a child process has a timeout, and a child still running when its test
-//! ends is killed.
+//! README.md#try-it: `herald publish`, `broadcast` and `subscribe`, run as the real binary against
+//! a real server. Every wait on a child process has a timeout, and a child still running when its
+//! test ends is killed.
 
-use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::json;
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
-use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::helpers::{ServerProcess, TestApp, WAIT};
+use crate::helpers::command::{Herald, assert_distinct_ids, printed_titles};
+use crate::helpers::{ServerProcess, TestApp, WAIT, free_port};
 
 /// Long enough for a subscriber to notice a dead server, wait its `retry:` (3 s), back off once
 /// and reconnect.
 const RECONNECT_WAIT: Duration = Duration::from_secs(30);
-
-/// `herald ARGS` as a child process whose output is read line by line, each read with a timeout.
-struct Herald {
-    child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
-    stderr: JoinHandle<String>,
-}
-
-/// What a finished `herald` command left behind.
-struct Finished {
-    status: ExitStatus,
-    stdout: Vec<String>,
-    stderr: String,
-}
-
-impl Herald {
-    fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .args(args)
-            .env_remove("HERALD_SERVER")
-            .env_remove("HERALD_PUBLISH_KEY")
-            .env_remove("HERALD_TOKEN")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("herald starts");
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        let stderr = tokio::spawn(async move {
-            let mut text = String::new();
-            let _ = stderr.read_to_string(&mut text).await;
-            text
-        });
-        Self {
-            child,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Runs `herald ARGS` to completion within [`WAIT`].
-    async fn run(args: &[&str]) -> Finished {
-        let mut herald = Self::start(args);
-        let mut stdout = Vec::new();
-        while let Some(line) = herald.next_line(WAIT).await {
-            stdout.push(line);
-        }
-        let status = herald.wait_exit(WAIT).await;
-        Finished {
-            status,
-            stdout,
-            stderr: herald.stderr().await,
-        }
-    }
-
-    /// The next stdout line within `wait`; `None` once stdout is closed.
-    async fn next_line(&mut self, wait: Duration) -> Option<String> {
-        timeout(wait, self.stdout.next_line())
-            .await
-            .unwrap_or_else(|_| panic!("herald printed nothing within {wait:?}"))
-            .expect("stdout readable")
-    }
-
-    /// The next printed event, parsed.
-    async fn next_event(&mut self, wait: Duration) -> Value {
-        let line = self
-            .next_line(wait)
-            .await
-            .expect("subscribe ended before the next event");
-        serde_json::from_str(&line).unwrap_or_else(|_| panic!("not a JSON line: {line:?}"))
-    }
-
-    /// Reads the `connected` line every stream opens with.
-    async fn expect_connected(&mut self, wait: Duration) {
-        let connected = self.next_event(wait).await;
-        assert_eq!(connected["event"], "connected", "{connected}");
-        assert!(
-            connected.get("id").is_none(),
-            "connected has no id: {connected}"
-        );
-    }
-
-    async fn wait_exit(&mut self, wait: Duration) -> ExitStatus {
-        timeout(wait, self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("herald did not exit within {wait:?}"))
-            .expect("exit status")
-    }
-
-    /// Everything written to stderr, once the child has closed it.
-    async fn stderr(self) -> String {
-        timeout(WAIT, self.stderr)
-            .await
-            .expect("stderr closed in time")
-            .expect("stderr reader did not panic")
-    }
-}
-
-impl Finished {
-    /// The one JSON line a successful `publish` or `broadcast` prints.
-    fn printed_json(&self) -> Value {
-        assert!(self.status.success(), "herald failed: {}", self.stderr);
-        assert_eq!(self.stdout.len(), 1, "exactly one line: {:?}", self.stdout);
-        serde_json::from_str(&self.stdout[0]).expect("stdout is JSON")
-    }
-
-    /// Asserts the command failed with one line on stderr that contains every one of `words`.
-    fn assert_failed_saying(&self, words: &[&str]) {
-        assert!(
-            !self.status.success(),
-            "herald succeeded: {:?}",
-            self.stdout
-        );
-        assert!(
-            self.stdout.is_empty(),
-            "nothing on stdout: {:?}",
-            self.stdout
-        );
-        assert_eq!(
-            self.stderr.lines().count(),
-            1,
-            "one line: {:?}",
-            self.stderr
-        );
-        for word in words {
-            assert!(
-                self.stderr.contains(word),
-                "{word:?} missing: {:?}",
-                self.stderr
-            );
-        }
-    }
-}
-
-/// The titles of printed events, in order.
-fn titles(events: &[Value]) -> Vec<&str> {
-    events
-        .iter()
-        .map(|event| event["data"]["title"].as_str().unwrap_or_default())
-        .collect()
-}
-
-/// Asserts every printed event has an id and that no id repeats.
-fn assert_distinct_ids(events: &[Value]) {
-    let ids: Vec<&str> = events
-        .iter()
-        .map(|event| event["id"].as_str().expect("an event with an id"))
-        .collect();
-    let mut unique = ids.clone();
-    unique.sort_unstable();
-    unique.dedup();
-    assert_eq!(unique.len(), ids.len(), "duplicate ids: {ids:?}");
-}
 
 #[tokio::test]
 async fn publish_prints_the_stored_notification_and_it_is_in_history() {
@@ -265,11 +107,7 @@ async fn publish_with_invalid_input_exits_non_zero_with_a_one_line_message() {
 #[tokio::test]
 async fn publish_to_an_unreachable_server_names_the_server() {
     // A port that was free a moment ago: nothing listens there.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("free port")
-        .port();
-    let server = format!("http://127.0.0.1:{port}");
+    let server = format!("http://127.0.0.1:{}", free_port());
     Herald::run(&[
         "publish",
         "alice",
@@ -351,7 +189,7 @@ async fn subscribe_count_prints_exactly_the_expected_events_in_order() {
         .map(|event| event["event"].as_str().unwrap_or_default())
         .collect();
     assert_eq!(kinds, ["notification", "announcement", "notification"]);
-    assert_eq!(titles(&events), ["missed", "everyone", "live"]);
+    assert_eq!(printed_titles(&events), ["missed", "everyone", "live"]);
     assert_distinct_ids(&events);
     assert!(
         events
@@ -446,7 +284,7 @@ async fn subscribe_resumes_with_last_event_id_after_a_server_crash_without_gap_o
         "nothing after the fourth event"
     );
     assert_eq!(
-        titles(&events),
+        printed_titles(&events),
         [
             "before the crash",
             "while away 1",

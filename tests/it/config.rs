@@ -1,141 +1,24 @@
-//! SPEC §1: how `herald serve` reads its flags and environment, run as the real binary: the
-//! `listening on` line, `PORT` and `HERALD_*` variables, the refusal to serve without auth on a
-//! non-loopback address, and one-line messages for invalid values.
-
-use std::net::TcpListener;
-use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+//! README.md#running-it: how `herald serve` reads its flags and environment, run as the real
+//! binary: the `listening on` line, `PORT` and `HERALD_*` variables, the refusal to serve without
+//! auth on a non-loopback address, and one-line messages for invalid values.
 
 use futures::StreamExt;
-use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 use tempfile::TempDir;
 
-use crate::helpers::{ServerProcess, WAIT, herald_command};
-
-/// A `herald serve` that ran to its end.
-struct Exited {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-    took: Duration,
-}
-
-/// Runs `herald serve --data-dir DIR ARGS...` with `envs`, expecting it to exit by itself
-/// within [`WAIT`]; a process still running then is killed and the test fails.
-fn run_serve(args: &[&str], envs: &[(&str, &str)]) -> Exited {
-    let data = TempDir::new().expect("temp dir");
-    let started = Instant::now();
-    let mut child = herald_command(envs)
-        .args(["serve", "--data-dir"])
-        .arg(data.path())
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("herald starts");
-    let read_all = |mut pipe: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = read_all(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = read_all(Box::new(child.stderr.take().expect("stderr")));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if started.elapsed() > WAIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("herald serve {args:?} {envs:?} was still running after {WAIT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Exited {
-        status,
-        took: started.elapsed(),
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
-}
-
-impl Exited {
-    /// Asserts a quick non-zero exit with nothing on stdout and one line on stderr that
-    /// contains each of `words`.
-    fn assert_refused_saying(&self, words: &[&str]) {
-        assert!(!self.status.success(), "herald started: {:?}", self.stdout);
-        assert_eq!(self.stdout, "", "nothing served, nothing printed");
-        assert!(
-            self.took < Duration::from_secs(5),
-            "refused only after {:?}",
-            self.took
-        );
-        assert_eq!(
-            self.stderr.lines().count(),
-            1,
-            "one line: {:?}",
-            self.stderr
-        );
-        for word in words {
-            assert!(
-                self.stderr.contains(word),
-                "{word:?} missing from {:?}",
-                self.stderr
-            );
-        }
-    }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("a free port")
-        .port()
-}
-
-/// The port of a `http://HOST:PORT` url printed by herald.
-fn port_of(url: &str) -> u16 {
-    let (_, port) = url
-        .rsplit_once(':')
-        .unwrap_or_else(|| panic!("no port in {url}"));
-    port.parse().unwrap_or_else(|_| panic!("bad port in {url}"))
-}
-
-async fn assert_healthy(port: u16) {
-    let response = tokio::time::timeout(
-        WAIT,
-        reqwest::get(format!("http://127.0.0.1:{port}/healthz")),
-    )
-    .await
-    .expect("answered in time")
-    .expect("reachable on loopback");
-    assert_eq!(response.status(), StatusCode::OK);
-}
-
-/// Stops `server` with SIGTERM and asserts a clean exit. Call it after the server has answered
-/// a request: a SIGTERM in the instant after `listening on` kills herald outright (see
-/// `shutdown::sigterm_right_after_the_listening_line_drains_and_exits_zero`).
-fn stop(mut server: ServerProcess) {
-    server.signal(Signal::SIGTERM);
-    let status = server.wait_exit(WAIT);
-    assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
-}
+use crate::helpers::command::run_serve;
+use crate::helpers::{ServerProcess, WAIT, assert_healthy, free_port};
 
 #[tokio::test]
 async fn listen_on_port_zero_prints_the_bound_loopback_address_first() {
     let data = TempDir::new().expect("temp dir");
     // `start_on` reads the first stdout line and requires it to start with `listening on `.
     let server = ServerProcess::start_on("127.0.0.1:0", data.path(), &[]);
-    let port = port_of(&server.url);
+    let port = server.port();
     assert_ne!(port, 0, "the chosen port, not 0");
     assert_eq!(server.url, format!("http://127.0.0.1:{port}"));
     assert_healthy(port).await;
-    stop(server);
+    server.stop();
 }
 
 #[test]
@@ -148,7 +31,7 @@ fn without_auth_a_non_loopback_address_is_refused_naming_allow_anonymous() {
 async fn allow_anonymous_serves_on_a_non_loopback_address_by_flag_or_variable() {
     let data = TempDir::new().expect("temp dir");
     let server = ServerProcess::start_on("0.0.0.0:0", data.path(), &["--allow-anonymous"]);
-    let port = port_of(&server.url);
+    let port = server.port();
     assert_eq!(server.url, format!("http://0.0.0.0:{port}"));
     assert_healthy(port).await;
     let stderr = server.stderr();
@@ -161,7 +44,7 @@ async fn allow_anonymous_serves_on_a_non_loopback_address_by_flag_or_variable() 
         says_what_is_open,
         "one line says which halves are open: {stderr}"
     );
-    stop(server);
+    server.stop();
 
     let data = TempDir::new().expect("temp dir");
     let server = ServerProcess::start_with(
@@ -169,8 +52,8 @@ async fn allow_anonymous_serves_on_a_non_loopback_address_by_flag_or_variable() 
         &["--listen", "0.0.0.0:0"],
         &[("HERALD_ALLOW_ANONYMOUS", "true")],
     );
-    assert_healthy(port_of(&server.url)).await;
-    stop(server);
+    assert_healthy(server.port()).await;
+    server.stop();
 }
 
 #[tokio::test]
@@ -180,7 +63,7 @@ async fn port_alone_sets_the_port_on_loopback() {
     let server = ServerProcess::start_with(data.path(), &[], &[("PORT", &port.to_string())]);
     assert_eq!(server.url, format!("http://127.0.0.1:{port}"));
     assert_healthy(port).await;
-    stop(server);
+    server.stop();
 }
 
 #[tokio::test]
@@ -201,18 +84,18 @@ async fn an_explicit_listen_wins_over_port_and_the_flag_over_its_variable() {
         "HERALD_LISTEN over PORT"
     );
     assert_healthy(listen).await;
-    stop(server);
+    server.stop();
 
     let data = TempDir::new().expect("temp dir");
     let server = ServerProcess::start_with(data.path(), &["--listen", "127.0.0.1:0"], &envs);
-    let chosen = port_of(&server.url);
+    let chosen = server.port();
     assert!(
         chosen != port && chosen != listen,
         "--listen over both: {}",
         server.url
     );
     assert_healthy(chosen).await;
-    stop(server);
+    server.stop();
 }
 
 #[tokio::test]
@@ -239,7 +122,7 @@ async fn a_herald_variable_sets_its_flag() {
     }
     assert!(seen.starts_with("retry: 1234\n"), "{seen:?}");
     drop(body);
-    stop(server);
+    server.stop();
 }
 
 #[test]
@@ -269,9 +152,10 @@ fn an_invalid_flag_value_is_refused_with_one_line_naming_the_flag() {
     }
 }
 
-/// SPEC §1: "non-zero with a one-line message on failure", also when a value does not parse.
-/// Defect found: such errors come from clap as three lines (`error: invalid value ...`, a blank
-/// line, `For more information, try '--help'.`), unlike every other failure's `herald: ...`.
+/// A refused `herald serve` exits non-zero with a one-line message, also when a value does not
+/// parse (the flags: README.md#running-it). Defect found: such errors come from clap as three lines
+/// (`error: invalid value ...`, a blank line, `For more information, try '--help'.`), unlike every
+/// other failure's `herald: ...`.
 #[test]
 fn a_flag_value_that_does_not_parse_is_refused_with_one_line_naming_the_flag() {
     let cases: [(&str, &str); 3] = [

@@ -1,75 +1,36 @@
-//! SPEC §1 `--cors-origin`: listed origins may call with credentials (a cookie-authenticated
-//! stream works from them), other origins get no grant, and the default `*` never allows
-//! credentials.
+//! docs/protocol.md#auth, "From another origin" (`--cors-origin`, README.md#running-it): listed
+//! origins may call with credentials (a cookie-authenticated stream works from them), other origins
+//! get no grant, and the default `*` never allows credentials.
 
 use herald::config::CorsOrigins;
+use reqwest::StatusCode;
 use reqwest::header::{
     ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS,
-    ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_REQUEST_HEADERS, ACCESS_CONTROL_REQUEST_METHOD,
-    COOKIE, HeaderMap, ORIGIN,
+    ACCESS_CONTROL_ALLOW_ORIGIN, COOKIE, HeaderMap, ORIGIN,
 };
-use reqwest::{Method, StatusCode};
 
-use crate::auth::{send, spawn_secured, token_for};
-use crate::helpers::{SseClient, TestApp};
+use crate::helpers::answers::{header, header_items};
+use crate::helpers::auth::{spawn_secured, token_for};
+use crate::helpers::{SseClient, TestApp, send};
 
 const APP_ORIGIN: &str = "https://app.example";
 
+/// A [`spawn_secured`] server that lists [`APP_ORIGIN`].
 async fn spawn_listing_app_origin() -> TestApp {
     spawn_secured(|s| s.cors_origins = CorsOrigins::Listed(vec![APP_ORIGIN.to_owned()])).await
-}
-
-/// A preflight for `method path` from `origin` asking to send `headers`.
-async fn preflight(
-    app: &TestApp,
-    origin: &str,
-    method: &str,
-    path: &str,
-    headers: &str,
-) -> HeaderMap {
-    let response = send(
-        reqwest::Client::new()
-            .request(Method::OPTIONS, app.url(path))
-            .header(ORIGIN, origin)
-            .header(ACCESS_CONTROL_REQUEST_METHOD, method)
-            .header(ACCESS_CONTROL_REQUEST_HEADERS, headers),
-    )
-    .await;
-    assert_eq!(
-        response.status(),
-        StatusCode::OK,
-        "a preflight carries no credentials and is never refused for want of them"
-    );
-    response.headers().clone()
-}
-
-/// A header's value as lowercase comma-separated items.
-fn items(headers: &HeaderMap, name: reqwest::header::HeaderName) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .flat_map(|value| value.to_str().expect("ascii").split(','))
-        .map(|item| item.trim().to_ascii_lowercase())
-        .collect()
-}
-
-fn header<'a>(headers: &'a HeaderMap, name: &reqwest::header::HeaderName) -> Option<&'a str> {
-    headers
-        .get(name)
-        .map(|value| value.to_str().expect("ascii"))
 }
 
 #[tokio::test]
 async fn a_listed_origin_gets_its_own_origin_back_with_credentials() {
     let app = spawn_listing_app_origin().await;
-    let granted = preflight(
-        &app,
-        APP_ORIGIN,
-        "POST",
-        "/api/notifications/alice",
-        "authorization,content-type,idempotency-key",
-    )
-    .await;
+    let granted = app
+        .preflight(
+            APP_ORIGIN,
+            "POST",
+            "/api/notifications/alice",
+            "authorization,content-type,idempotency-key",
+        )
+        .await;
     assert_eq!(
         header(&granted, &ACCESS_CONTROL_ALLOW_ORIGIN),
         Some(APP_ORIGIN)
@@ -78,8 +39,8 @@ async fn a_listed_origin_gets_its_own_origin_back_with_credentials() {
         header(&granted, &ACCESS_CONTROL_ALLOW_CREDENTIALS),
         Some("true")
     );
-    assert!(items(&granted, ACCESS_CONTROL_ALLOW_METHODS).contains(&"post".to_owned()));
-    let allowed = items(&granted, ACCESS_CONTROL_ALLOW_HEADERS);
+    assert!(header_items(&granted, ACCESS_CONTROL_ALLOW_METHODS).contains(&"post".to_owned()));
+    let allowed = header_items(&granted, ACCESS_CONTROL_ALLOW_HEADERS);
     for wanted in ["authorization", "content-type", "idempotency-key"] {
         assert!(
             allowed.contains(&wanted.to_owned()),
@@ -87,10 +48,11 @@ async fn a_listed_origin_gets_its_own_origin_back_with_credentials() {
         );
     }
     // A fetch-based SSE client sends Last-Event-ID itself.
-    let stream_preflight =
-        preflight(&app, APP_ORIGIN, "GET", "/events/alice", "last-event-id").await;
+    let stream_preflight = app
+        .preflight(APP_ORIGIN, "GET", "/events/alice", "last-event-id")
+        .await;
     assert!(
-        items(&stream_preflight, ACCESS_CONTROL_ALLOW_HEADERS)
+        header_items(&stream_preflight, ACCESS_CONTROL_ALLOW_HEADERS)
             .contains(&"last-event-id".to_owned())
     );
 
@@ -154,14 +116,9 @@ async fn a_cookie_authenticated_stream_from_a_listed_origin_receives_events() {
 async fn an_unlisted_origin_gets_no_allow_origin() {
     let app = spawn_listing_app_origin().await;
     let other = "https://evil.example";
-    let refused = preflight(
-        &app,
-        other,
-        "POST",
-        "/api/notifications/alice",
-        "authorization",
-    )
-    .await;
+    let refused = app
+        .preflight(other, "POST", "/api/notifications/alice", "authorization")
+        .await;
     assert_eq!(header(&refused, &ACCESS_CONTROL_ALLOW_ORIGIN), None);
     let response = send(
         reqwest::Client::new()
@@ -186,14 +143,14 @@ async fn an_unlisted_origin_gets_no_allow_origin() {
 #[tokio::test]
 async fn the_default_star_allows_any_origin_and_never_credentials() {
     let app = TestApp::spawn().await;
-    let granted = preflight(
-        &app,
-        APP_ORIGIN,
-        "POST",
-        "/api/notifications/alice",
-        "authorization,content-type",
-    )
-    .await;
+    let granted = app
+        .preflight(
+            APP_ORIGIN,
+            "POST",
+            "/api/notifications/alice",
+            "authorization,content-type",
+        )
+        .await;
     assert_eq!(header(&granted, &ACCESS_CONTROL_ALLOW_ORIGIN), Some("*"));
     assert_eq!(header(&granted, &ACCESS_CONTROL_ALLOW_CREDENTIALS), None);
 

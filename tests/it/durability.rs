@@ -1,110 +1,21 @@
-//! SPEC §3 "every acknowledged notification (201) is durable" and §2 replay after a restart,
-//! against the real binary: publishers race a SIGKILL, and what they were told was stored must
-//! be there after a restart, once, with the same ids.
+//! docs/protocol.md#publishing "`201` is durable" and docs/protocol.md#ids-and-replay after a
+//! restart, against the real binary: publishers race a SIGKILL, and what they were told was stored
+//! must be there after a restart, once, with the same ids.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tempfile::TempDir;
 
-use herald::domain::EventId;
-
-use crate::helpers::{Received, ServerProcess, SseClient, WAIT, full_history, read_json};
+use crate::helpers::durability::{PUBLISHES_EACH, USERS, publish_until_killed};
+use crate::helpers::{ServerProcess, SseClient, WAIT, assert_strictly_increasing, event_ids};
 
 const PUBLISHERS: usize = 4;
-const PUBLISHES_EACH: usize = 100;
-const USERS: [&str; 3] = ["dur-ann", "dur-ben", "dur-cy"];
 /// How many publishes must be acknowledged before the server is killed mid-run.
 const ACKED_BEFORE_KILL: usize = 120;
-
-/// What one publisher saw: the notifications acknowledged with `201`, in order, and the title
-/// it was sending when the server went away (stored or not: nobody was told).
-struct PublisherLog {
-    acknowledged: Vec<(String, Value)>,
-    unanswered: Option<(String, String)>,
-}
-
-/// Publishes `PUBLISHES_EACH` notifications over one keep-alive client, round-robin over
-/// `USERS`, until the server stops answering.
-async fn publish_until_killed(
-    base: String,
-    publisher: usize,
-    acked: Arc<AtomicUsize>,
-) -> PublisherLog {
-    let client = reqwest::Client::new();
-    let mut log = PublisherLog {
-        acknowledged: Vec::new(),
-        unanswered: None,
-    };
-    for n in 0..PUBLISHES_EACH {
-        let user = USERS[(publisher + n) % USERS.len()];
-        let title = format!("p{publisher}-n{n}");
-        let sent = client
-            .post(format!("{base}/api/notifications/{user}"))
-            .json(&json!({ "title": title, "message": format!("body of {title}"), "type": "warning" }))
-            .send()
-            .await;
-        let Ok(response) = sent else {
-            log.unanswered = Some((user.to_owned(), title));
-            return log;
-        };
-        let status = response.status();
-        let Ok(text) = response.text().await else {
-            log.unanswered = Some((user.to_owned(), title));
-            return log;
-        };
-        assert_eq!(status, StatusCode::CREATED, "{title}: {text}");
-        let stored: Value = serde_json::from_str(&text).expect("a notification");
-        assert_eq!(stored["title"], title.as_str());
-        log.acknowledged.push((user.to_owned(), stored));
-        acked.fetch_add(1, Ordering::SeqCst);
-    }
-    log
-}
-
-/// Opens `user`'s stream replaying from `after` and reads exactly `n` events.
-async fn replay(base: &str, user: &str, after: &str, n: usize) -> (SseClient, Vec<Received>) {
-    let client = reqwest::Client::new();
-    let mut stream = SseClient::open(&client, &format!("{base}/events/{user}"), Some(after)).await;
-    stream.expect_connected().await;
-    let events = stream.next_events(n).await;
-    (stream, events)
-}
-
-async fn publish(base: &str, user: &str, title: &str) -> Value {
-    let response = reqwest::Client::new()
-        .post(format!("{base}/api/notifications/{user}"))
-        .json(&json!({ "title": title, "message": "m" }))
-        .send()
-        .await
-        .expect("publish sent");
-    let (status, body) = read_json(response).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    body
-}
-
-fn numeric_ids(events: &[Received]) -> Vec<EventId> {
-    events
-        .iter()
-        .map(|event| {
-            event
-                .id
-                .parse()
-                .unwrap_or_else(|_| panic!("id {:?}", event.id))
-        })
-        .collect()
-}
-
-fn assert_strictly_increasing(ids: &[EventId]) {
-    assert!(
-        ids.windows(2).all(|w| w[0] < w[1]),
-        "ids must strictly increase: {ids:?}"
-    );
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_acknowledged_publish_survives_sigkill() {
@@ -112,7 +23,7 @@ async fn every_acknowledged_publish_survives_sigkill() {
     let mut first = ServerProcess::start(data.path(), &[]);
     let acked = Arc::new(AtomicUsize::new(0));
     let publishers: Vec<_> = (0..PUBLISHERS)
-        .map(|p| tokio::spawn(publish_until_killed(first.url.clone(), p, acked.clone())))
+        .map(|p| tokio::spawn(publish_until_killed(first.api.clone(), p, acked.clone())))
         .collect();
 
     let deadline = Instant::now() + WAIT;
@@ -142,11 +53,10 @@ async fn every_acknowledged_publish_survives_sigkill() {
     assert!(logs.iter().any(|log| log.unanswered.is_some()));
 
     let second = ServerProcess::start(data.path(), &[]);
-    let client = reqwest::Client::new();
     let mut replayed_total = 0;
     for user in USERS {
         // Newest first; reversed it is the order of the log.
-        let mut history = full_history(&client, &second.url, user).await;
+        let mut history = second.full_history(user).await;
         history.reverse();
         let stored: HashMap<&str, &Value> = history
             .iter()
@@ -200,15 +110,15 @@ async fn every_acknowledged_publish_survives_sigkill() {
 
         // A stream replaying from the very beginning sends the same notifications, each once,
         // in log order; the next thing on it is live.
-        let (mut stream, events) = replay(&second.url, user, "0", history.len()).await;
+        let (mut stream, events) = second.replay(user, "0", history.len()).await;
         assert!(
             events.iter().all(|e| e.event == "notification"),
             "{events:?}"
         );
-        assert_strictly_increasing(&numeric_ids(&events));
+        assert_strictly_increasing(&event_ids(&events));
         let data: Vec<&Value> = events.iter().map(|e| &e.data).collect();
         assert_eq!(data, history.iter().collect::<Vec<_>>());
-        let live = publish(&second.url, user, "after the restart").await;
+        let live = second.publish(user, "after the restart").await;
         assert_eq!(
             stream.next_event().await.data,
             live,
@@ -230,10 +140,10 @@ async fn event_ids_are_stable_and_never_reused_across_restarts() {
     let mut live = SseClient::open(&client, &format!("{}/events/{user}", server.url), None).await;
     live.expect_connected().await;
     for title in ["a1", "a2", "a3"] {
-        publish(&server.url, user, title).await;
+        server.publish(user, title).await;
     }
     let before = live.next_events(3).await;
-    let first_ids = numeric_ids(&before);
+    let first_ids = event_ids(&before);
     assert_strictly_increasing(&first_ids);
     drop(live);
 
@@ -242,31 +152,31 @@ async fn event_ids_are_stable_and_never_reused_across_restarts() {
     assert!(server.wait_exit(WAIT).success());
     let mut server = ServerProcess::start(data.path(), &["--shutdown-timeout", "2"]);
     for title in ["b1", "b2"] {
-        publish(&server.url, user, title).await;
+        server.publish(user, title).await;
     }
-    let (_, all) = replay(&server.url, user, "0", 5).await;
+    let (_, all) = server.replay(user, "0", 5).await;
     assert_eq!(
         &all[..3],
         &before[..],
         "the same ids and data as before the restart"
     );
-    let after_stop = numeric_ids(&all);
+    let after_stop = event_ids(&all);
     assert_strictly_increasing(&after_stop);
     assert!(after_stop[3] > first_ids[2]);
 
     // SIGKILL: still never an id again, and replay from an old id is the same sequence.
     server.kill_hard();
     let server = ServerProcess::start(data.path(), &["--shutdown-timeout", "2"]);
-    publish(&server.url, "ids-other", "someone else's").await;
-    publish(&server.url, user, "c1").await;
-    let (_, from_old) = replay(&server.url, user, &before[1].id, 4).await;
+    server.publish("ids-other", "someone else's").await;
+    server.publish(user, "c1").await;
+    let (_, from_old) = server.replay(user, &before[1].id, 4).await;
     assert_eq!(
         &from_old[..3],
         &all[2..5],
         "replay from an old id repeats what it sent before"
     );
     assert_eq!(from_old[3].data["title"], "c1");
-    let after_kill = numeric_ids(&from_old);
+    let after_kill = event_ids(&from_old);
     assert_strictly_increasing(&after_kill);
     assert!(
         after_kill[3] > after_stop[4],

@@ -5,110 +5,16 @@
 
 use std::time::{Duration, Instant};
 
+use crate::helpers::wire::{RawClient, expect_lean_stream, get_request, post_request};
+use crate::helpers::{SseClient, TestApp};
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
-use crate::helpers::{SseClient, TestApp, WAIT};
-
-/// A client that writes requests as given and reads the raw bytes back.
-struct RawClient {
-    socket: TcpStream,
-    /// Everything read so far that the test has not taken yet.
-    unread: Vec<u8>,
-}
-
-impl RawClient {
-    async fn connect(app: &TestApp) -> Self {
-        Self {
-            socket: TcpStream::connect(app.addr).await.expect("connect"),
-            unread: Vec::new(),
-        }
-    }
-
-    async fn send(&mut self, raw: &str) {
-        self.socket.write_all(raw.as_bytes()).await.expect("send");
-    }
-
-    /// Reads until `needle` has arrived; returns everything up to and including it.
-    async fn read_through(&mut self, needle: &str) -> String {
-        loop {
-            let text = String::from_utf8_lossy(&self.unread).into_owned();
-            if let Some(at) = text.find(needle) {
-                let end = at + needle.len();
-                self.unread.drain(..end);
-                return text[..end].to_owned();
-            }
-            let mut buf = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, self.socket.read(&mut buf))
-                .await
-                .unwrap_or_else(|_| panic!("no {needle:?} in time after {text:?}"))
-                .expect("read");
-            assert!(n > 0, "closed before {needle:?}; got {text:?}");
-            self.unread.extend_from_slice(&buf[..n]);
-        }
-    }
-
-    /// Everything until the server closes the connection.
-    async fn read_to_end(&mut self) -> String {
-        let mut rest = std::mem::take(&mut self.unread);
-        tokio::time::timeout(WAIT, self.socket.read_to_end(&mut rest))
-            .await
-            .expect("the server closed the connection in time")
-            .expect("a clean close");
-        String::from_utf8(rest).expect("utf8")
-    }
-
-    /// One whole response with a `content-length` body: its head and its body.
-    async fn read_whole_response(&mut self) -> (String, String) {
-        let head = self.read_through("\r\n\r\n").await;
-        let length: usize = head
-            .lines()
-            .find_map(|line| {
-                line.to_ascii_lowercase()
-                    .strip_prefix("content-length: ")
-                    .map(str::to_owned)
-            })
-            .unwrap_or_else(|| panic!("no content-length in {head:?}"))
-            .parse()
-            .unwrap();
-        while self.unread.len() < length {
-            let mut buf = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, self.socket.read(&mut buf))
-                .await
-                .expect("body in time")
-                .expect("read");
-            assert!(n > 0, "closed inside a body");
-            self.unread.extend_from_slice(&buf[..n]);
-        }
-        let body = self.unread.drain(..length).collect();
-        (head, String::from_utf8(body).expect("utf8"))
-    }
-}
-
-fn get(target: &str) -> String {
-    format!("GET {target} HTTP/1.1\r\nHost: herald.test\r\nAccept: text/event-stream\r\n\r\n")
-}
-
-async fn stream_count(app: &TestApp) -> u64 {
-    let (_, stats) = app.get_json("/api/stats").await;
-    stats["totalConnections"].as_u64().expect("a count")
-}
-
-async fn wait_for_stream_count(app: &TestApp, want: u64) {
-    let deadline = Instant::now() + WAIT;
-    while stream_count(app).await != want {
-        assert!(Instant::now() < deadline, "never {want} streams");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn an_http_1_1_stream_is_chunked_says_it_will_close_and_ends_with_the_last_chunk() {
     let app = TestApp::spawn().await;
     let mut client = RawClient::connect(&app).await;
-    client.send(&get("/events/ann")).await;
+    client.send(&get_request("/events/ann")).await;
     let head = client.read_through("\r\n\r\n").await.to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
     for line in [
@@ -172,8 +78,8 @@ async fn a_refused_stream_is_answered_whole_and_its_connection_goes_on_to_the_ne
     client
         .send(&format!(
             "{}{}",
-            get("/events/no!such!user"),
-            get("/events/ann")
+            get_request("/events/no!such!user"),
+            get_request("/events/ann")
         ))
         .await;
     let (head, body) = client.read_whole_response().await;
@@ -192,15 +98,15 @@ async fn a_refused_stream_is_answered_whole_and_its_connection_goes_on_to_the_ne
     let head = client.read_through("\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     client.read_through("event: connected\n").await;
-    wait_for_stream_count(&app, 1).await;
+    app.wait_for_streams(1).await;
 
     // And a refusal followed by a request for hyper.
     let mut client = RawClient::connect(&app).await;
     client
         .send(&format!(
             "{}{}",
-            get("/events/no!such!user"),
-            get("/healthz")
+            get_request("/events/no!such!user"),
+            get_request("/healthz")
         ))
         .await;
     let (head, _) = client.read_whole_response().await;
@@ -209,30 +115,11 @@ async fn a_refused_stream_is_answered_whole_and_its_connection_goes_on_to_the_ne
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
 }
 
-fn post(target: &str, body: &str) -> String {
-    format!(
-        "POST {target} HTTP/1.1\r\nHost: herald.test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// Opens a stream on `client` and checks it went out on herald's own path.
-async fn expect_lean_stream(client: &mut RawClient, user: &str) {
-    client.send(&get(&format!("/events/{user}"))).await;
-    let head = client.read_through("\r\n\r\n").await;
-    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    assert!(
-        head.contains("\r\ntransfer-encoding: chunked\r\nconnection: close\r\n"),
-        "not herald's stream path: {head}"
-    );
-    client.read_through("event: connected\n").await;
-}
-
 #[tokio::test]
 async fn a_keep_alive_connection_that_began_with_another_request_still_opens_a_stream() {
     let app = TestApp::spawn().await;
     let mut client = RawClient::connect(&app).await;
-    client.send(&get("/healthz")).await;
+    client.send(&get_request("/healthz")).await;
     let (head, _) = client.read_whole_response().await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     expect_lean_stream(&mut client, "ann").await;
@@ -248,7 +135,7 @@ async fn a_browser_like_connection_reads_the_page_history_and_posts_then_streams
     let mut client = RawClient::connect(&app).await;
     // What a page does before its EventSource: the page, a preflight, the history, a mark-read,
     // and a publish with a body (pipelined: two requests in one write).
-    client.send(&get("/")).await;
+    client.send(&get_request("/")).await;
     let (head, page) = client.read_whole_response().await;
     assert!(
         head.starts_with("HTTP/1.1 200 OK\r\n") && page.contains("<html"),
@@ -259,7 +146,7 @@ async fn a_browser_like_connection_reads_the_page_history_and_posts_then_streams
         .await;
     let (head, _) = client.read_whole_response().await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
-    client.send(&get("/api/notifications/ann")).await;
+    client.send(&get_request("/api/notifications/ann")).await;
     let (head, history) = client.read_whole_response().await;
     assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
     let history: Value = serde_json::from_str(&history).expect("JSON");
@@ -268,8 +155,8 @@ async fn a_browser_like_connection_reads_the_page_history_and_posts_then_streams
     client
         .send(&format!(
             "{}{}",
-            post(&format!("/api/notifications/ann/{id}/read"), ""),
-            post(
+            post_request(&format!("/api/notifications/ann/{id}/read"), ""),
+            post_request(
                 "/api/notifications/ann",
                 r#"{"title":"over the same connection","message":"m"}"#
             )
@@ -294,7 +181,7 @@ async fn a_body_too_large_is_refused_by_hyper_and_changes_nothing() {
     let mut client = RawClient::connect(&app).await;
     let message = "m".repeat(70_000);
     client
-        .send(&post(
+        .send(&post_request(
             "/api/notifications/ann",
             &format!(r#"{{"title":"t","message":"{message}"}}"#),
         ))
@@ -310,12 +197,12 @@ async fn a_body_too_large_is_refused_by_hyper_and_changes_nothing() {
 async fn a_stream_whose_client_leaves_gives_back_its_place_without_waiting_for_a_write() {
     let app = TestApp::spawn().await;
     let mut client = RawClient::connect(&app).await;
-    client.send(&get("/events/ann")).await;
+    client.send(&get_request("/events/ann")).await;
     client.read_through("event: connected\n").await;
-    wait_for_stream_count(&app, 1).await;
+    app.wait_for_streams(1).await;
     drop(client);
     // Heartbeats are 30 s apart: the place comes back because the close was seen.
-    wait_for_stream_count(&app, 0).await;
+    app.wait_for_streams(0).await;
 }
 
 #[tokio::test]
@@ -342,7 +229,7 @@ async fn http2_by_prior_knowledge_and_an_oversized_head_are_served_by_hyper() {
     app.publish("ann", "to h2").await;
     let event = stream.next_event().await;
     assert_eq!(event.data["title"], "to h2");
-    wait_for_stream_count(&app, 2).await;
+    app.wait_for_streams(2).await;
 }
 
 #[tokio::test]

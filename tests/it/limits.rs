@@ -6,110 +6,15 @@
 //! with a `Content-Length` (api.rs), the basic per-user 429 and node-wide 503 (streams.rs).
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
 use futures::future::join_all;
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{SseClient, TestApp, WAIT};
-
-/// A response as these tests look at it.
-#[derive(Debug)]
-struct Answer {
-    status: StatusCode,
-    /// `Retry-After`, which must be whole seconds when present.
-    retry_after: Option<u64>,
-    content_type: Option<String>,
-    body: Value,
-}
-
-impl Answer {
-    async fn read(response: reqwest::Response) -> Self {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let retry_after = headers.get("retry-after").map(|value| {
-            value
-                .to_str()
-                .ok()
-                .and_then(|text| text.parse::<u64>().ok())
-                .unwrap_or_else(|| panic!("Retry-After is not whole seconds: {value:?}"))
-        });
-        let content_type = headers
-            .get("content-type")
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_owned);
-        let text = response.text().await.expect("body read");
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Self {
-            status,
-            retry_after,
-            content_type,
-            body,
-        }
-    }
-
-    /// Asserts a refusal: `status`, a JSON `{"error": "..."}` and a `Retry-After` of at least
-    /// one second, which is returned.
-    fn assert_refused(&self, case: &str, status: StatusCode) -> u64 {
-        assert_eq!(self.status, status, "{case}: {self:?}");
-        assert_eq!(
-            self.content_type.as_deref(),
-            Some("application/json"),
-            "{case}: an error, never an event stream"
-        );
-        let message = self.body["error"].as_str().unwrap_or_default();
-        assert!(!message.trim().is_empty(), "{case}: {self:?}");
-        let seconds = self
-            .retry_after
-            .unwrap_or_else(|| panic!("{case}: no Retry-After"));
-        assert!(seconds >= 1, "{case}: Retry-After {seconds}");
-        seconds
-    }
-}
-
-async fn post(client: &reqwest::Client, url: String, body: Value) -> Answer {
-    let sent = tokio::time::timeout(WAIT, client.post(url).json(&body).send())
-        .await
-        .expect("answered in time")
-        .expect("request sent");
-    Answer::read(sent).await
-}
-
-fn notification(title: &str) -> Value {
-    json!({ "title": title, "message": format!("about {title}") })
-}
-
-async fn publish_from(client: &reqwest::Client, app: &TestApp, user: &str, title: &str) -> Answer {
-    post(
-        client,
-        app.url(&format!("/api/notifications/{user}")),
-        notification(title),
-    )
-    .await
-}
-
-async fn history_total(app: &TestApp, user: &str) -> u64 {
-    let (status, page) = app.get_json(&format!("/api/notifications/{user}")).await;
-    assert_eq!(status, StatusCode::OK, "{page}");
-    page["total"].as_u64().expect("total")
-}
-
-async fn events_in_log(app: &TestApp) -> u64 {
-    let (status, stats) = app.get_json("/api/stats").await;
-    assert_eq!(status, StatusCode::OK, "{stats}");
-    stats["eventsBuffered"].as_u64().expect("eventsBuffered")
-}
-
-/// A client whose connections come from `local` (any 127.x.y.z works on Linux loopback).
-fn client_from(local: &str) -> reqwest::Client {
-    reqwest::Client::builder()
-        .local_address(local.parse::<IpAddr>().expect("an address"))
-        .build()
-        .expect("client")
-}
+use crate::helpers::answers::Answer;
+use crate::helpers::{TestApp, WAIT, client_from};
 
 fn limited_to(rate: u32) -> impl FnOnce(&mut herald::Settings) {
     move |s| s.publish_rate = NonZeroU32::new(rate)
@@ -134,7 +39,7 @@ async fn over_the_publish_rate_a_sixth_quick_publish_is_429_and_is_neither_store
     let answers = join_all(
         titles
             .iter()
-            .map(|title| publish_from(&app.client, &app, "alice", title)),
+            .map(|title| app.publish_answer("alice", title)),
     )
     .await;
     let mut accepted = BTreeSet::new();
@@ -154,7 +59,7 @@ async fn over_the_publish_rate_a_sixth_quick_publish_is_429_and_is_neither_store
     let retry_after = refusal.assert_refused("the sixth publish", StatusCode::TOO_MANY_REQUESTS);
 
     assert_eq!(
-        history_total(&app, "alice").await,
+        app.history_total("alice").await,
         5,
         "the refused one is not stored"
     );
@@ -170,14 +75,14 @@ async fn over_the_publish_rate_a_sixth_quick_publish_is_429_and_is_neither_store
     // After the wait it asked for, the client may publish again; that publish is the very next
     // event on the stream, so the refused one was never sent.
     wait(retry_after).await;
-    let after = publish_from(&app.client, &app, "alice", "after the wait").await;
+    let after = app.publish_answer("alice", "after the wait").await;
     assert_eq!(after.status, StatusCode::CREATED, "{after:?}");
     let next = stream.next_event().await;
     assert_eq!(
         (next.event.as_str(), &next.data),
         ("notification", &after.body)
     );
-    assert_eq!(history_total(&app, "alice").await, 6);
+    assert_eq!(app.history_total("alice").await, 6);
 }
 
 #[tokio::test]
@@ -186,26 +91,16 @@ async fn broadcasts_and_publishes_share_one_budget_per_client() {
     let mut stream = app.subscribe("alice", None).await;
     stream.expect_connected().await;
 
-    let first = post(
-        &app.client,
-        app.url("/api/broadcast"),
-        notification("first"),
-    )
-    .await;
+    let first = app.broadcast_answer("first").await;
     assert_eq!(first.status, StatusCode::OK, "{first:?}");
-    let publish = publish_from(&app.client, &app, "alice", "too soon").await;
+    let publish = app.publish_answer("alice", "too soon").await;
     let retry_after =
         publish.assert_refused("a publish after a broadcast", StatusCode::TOO_MANY_REQUESTS);
-    let broadcast = post(
-        &app.client,
-        app.url("/api/broadcast"),
-        notification("again"),
-    )
-    .await;
+    let broadcast = app.broadcast_answer("again").await;
     broadcast.assert_refused("a second broadcast", StatusCode::TOO_MANY_REQUESTS);
 
-    assert_eq!(history_total(&app, "alice").await, 0);
-    assert_eq!(events_in_log(&app).await, 1, "only the first broadcast");
+    assert_eq!(app.history_total("alice").await, 0);
+    assert_eq!(app.events_in_log().await, 1, "only the first broadcast");
     let announced = stream.next_event().await;
     assert_eq!(
         (announced.event.as_str(), &announced.data["title"]),
@@ -213,7 +108,7 @@ async fn broadcasts_and_publishes_share_one_budget_per_client() {
     );
 
     wait(retry_after).await;
-    let later = publish_from(&app.client, &app, "alice", "later").await;
+    let later = app.publish_answer("alice", "later").await;
     assert_eq!(later.status, StatusCode::CREATED, "{later:?}");
     let next = stream.next_event().await;
     assert_eq!(
@@ -225,42 +120,43 @@ async fn broadcasts_and_publishes_share_one_budget_per_client() {
 #[tokio::test]
 async fn each_client_address_has_a_budget_of_its_own() {
     let app = TestApp::spawn_with(limited_to(1)).await;
-    let here = client_from("127.0.0.1");
-    let there = client_from("127.0.0.2");
+    let here = app.with_client(client_from("127.0.0.1"));
+    let there = app.with_client(client_from("127.0.0.2"));
 
-    let ok = publish_from(&here, &app, "alice", "from here").await;
+    let ok = here.publish_answer("alice", "from here").await;
     assert_eq!(ok.status, StatusCode::CREATED, "{ok:?}");
-    publish_from(&here, &app, "alice", "from here again")
+    here.publish_answer("alice", "from here again")
         .await
         .assert_refused("127.0.0.1 over its budget", StatusCode::TOO_MANY_REQUESTS);
 
-    let ok = publish_from(&there, &app, "alice", "from there").await;
+    let ok = there.publish_answer("alice", "from there").await;
     assert_eq!(
         ok.status,
         StatusCode::CREATED,
         "127.0.0.2 is not limited by 127.0.0.1: {ok:?}"
     );
-    publish_from(&there, &app, "alice", "from there again")
+    there
+        .publish_answer("alice", "from there again")
         .await
         .assert_refused("127.0.0.2 over its budget", StatusCode::TOO_MANY_REQUESTS);
-    publish_from(&here, &app, "alice", "from here, still too soon")
+    here.publish_answer("alice", "from here, still too soon")
         .await
         .assert_refused("127.0.0.1 still over", StatusCode::TOO_MANY_REQUESTS);
 
-    assert_eq!(history_total(&app, "alice").await, 2);
+    assert_eq!(app.history_total("alice").await, 2);
 }
 
 #[tokio::test]
 async fn the_publish_rate_limits_nothing_but_publishes_and_broadcasts() {
     let app = TestApp::spawn_with(limited_to(1)).await;
     let stored = app.publish("alice", "the one allowed").await;
-    publish_from(&app.client, &app, "alice", "over")
+    app.publish_answer("alice", "over")
         .await
         .assert_refused("over the budget", StatusCode::TOO_MANY_REQUESTS);
 
     // The same client may still read, mark read and subscribe as much as it likes.
     for _ in 0..5 {
-        assert_eq!(history_total(&app, "alice").await, 1);
+        assert_eq!(app.history_total("alice").await, 1);
     }
     let id = stored["id"].as_str().expect("id");
     let (status, body) = app
@@ -284,46 +180,17 @@ async fn without_a_publish_rate_publishes_are_not_limited() {
     let answers = join_all(
         titles
             .iter()
-            .map(|title| publish_from(&app.client, &app, "alice", title)),
+            .map(|title| app.publish_answer("alice", title)),
     )
     .await;
     for answer in &answers {
         assert_eq!(answer.status, StatusCode::CREATED, "{answer:?}");
     }
-    assert_eq!(history_total(&app, "alice").await, 30);
+    assert_eq!(app.history_total("alice").await, 30);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Stream caps.
-
-/// Opens `user`'s stream, retrying while a just-closed stream still holds its place.
-async fn open_when_a_place_frees(app: &TestApp, user: &str) -> SseClient {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let attempt =
-            SseClient::try_open(&app.client, &app.url(&format!("/events/{user}")), None).await;
-        if attempt.status == StatusCode::OK {
-            return attempt;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the freed place was never reused ({})",
-            attempt.status
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn open(app: &TestApp, user: &str) -> Answer {
-    let response = tokio::time::timeout(
-        WAIT,
-        app.client.get(app.url(&format!("/events/{user}"))).send(),
-    )
-    .await
-    .expect("answered in time")
-    .expect("request sent");
-    Answer::read(response).await
-}
 
 #[tokio::test]
 async fn refused_streams_get_a_json_error_with_retry_after_and_take_no_place() {
@@ -337,7 +204,7 @@ async fn refused_streams_get_a_json_error_with_retry_after_and_take_no_place() {
         app.subscribe("kim", None).await,
     ];
     for _ in 0..3 {
-        open(&app, "kim")
+        app.stream_answer("kim")
             .await
             .assert_refused("kim over the per-user cap", StatusCode::TOO_MANY_REQUESTS);
     }
@@ -346,7 +213,7 @@ async fn refused_streams_get_a_json_error_with_retry_after_and_take_no_place() {
         app.subscribe("lee", None).await,
     ];
     for user in ["max", "kim"] {
-        open(&app, user)
+        app.stream_answer(user)
             .await
             .assert_refused("a full node", StatusCode::SERVICE_UNAVAILABLE);
     }
@@ -359,9 +226,9 @@ async fn refused_streams_get_a_json_error_with_retry_after_and_take_no_place() {
 
     // A closed stream gives its user, and the node, exactly one place back.
     drop(kim.pop());
-    let mut again = open_when_a_place_frees(&app, "kim").await;
+    let mut again = app.subscribe_when_a_place_frees("kim").await;
     again.expect_connected().await;
-    open(&app, "max")
+    app.stream_answer("max")
         .await
         .assert_refused("the node full again", StatusCode::SERVICE_UNAVAILABLE);
     // With room on the node, kim is still held to two (the node's cap is checked first, so
@@ -369,7 +236,7 @@ async fn refused_streams_get_a_json_error_with_retry_after_and_take_no_place() {
     drop(lee);
     let deadline = tokio::time::Instant::now() + WAIT;
     let refused = loop {
-        let answer = open(&app, "kim").await;
+        let answer = app.stream_answer("kim").await;
         if answer.status != StatusCode::SERVICE_UNAVAILABLE {
             break answer;
         }
@@ -410,7 +277,7 @@ async fn an_oversized_broadcast_sent_without_a_length_is_413_and_reaches_no_stre
         answer.body["error"].as_str().is_some_and(|e| !e.is_empty()),
         "{answer:?}"
     );
-    assert_eq!(events_in_log(&app).await, 0);
+    assert_eq!(app.events_in_log().await, 0);
 
     let marker = app.broadcast("the marker").await;
     assert_eq!(marker["sent"], true);

@@ -1,31 +1,14 @@
-//! SPEC §4: tokens never appear in logs. The real binary runs with `HERALD_LOG=debug`, so every
-//! request is logged, and the log is searched for every secret it was given.
-
-use std::time::{Duration, Instant};
+//! docs/protocol.md#auth: tokens never appear in logs. The real binary runs with
+//! `HERALD_LOG=debug`, so every request is logged, and the log is searched for every secret it was
+//! given.
 
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, COOKIE};
 use serde_json::json;
 use tempfile::TempDir;
 
-use crate::auth::{PUBLISH_KEY, SECRET, hs256, send, token_for, unix_now};
-use crate::helpers::{ServerProcess, SseClient, WAIT, read_json};
-
-/// Polls the server's log until it contains `needle`, failing after [`WAIT`].
-async fn wait_for_log(server: &ServerProcess, needle: &str) -> String {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let log = server.stderr();
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the log never showed {needle:?}:\n{log}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use crate::helpers::auth::{PUBLISH_KEY, SECRET, hs256, token_for, unix_now};
+use crate::helpers::{ServerProcess, SseClient, read_json, send};
 
 #[tokio::test]
 async fn debug_logs_show_every_request_and_no_token_key_or_secret() {
@@ -79,26 +62,20 @@ async fn debug_logs_show_every_request_and_no_token_key_or_secret() {
     assert_eq!(by_query.next_event().await.data, stored);
 
     // One access-log line per request, the query's token redacted.
-    wait_for_log(
-        &server,
-        "request method=GET target=/events/alice?token=[redacted]&lastEventId=0 status=200",
-    )
-    .await;
-    wait_for_log(
-        &server,
-        "request method=GET target=/events/alice status=200",
-    )
-    .await;
-    wait_for_log(
-        &server,
-        "request method=GET target=/events/alice?token=[redacted] status=401",
-    )
-    .await;
-    let log = wait_for_log(
-        &server,
-        "request method=POST target=/api/notifications/alice status=201",
-    )
-    .await;
+    server
+        .wait_for_log(
+            "request method=GET target=/events/alice?token=[redacted]&lastEventId=0 status=200",
+        )
+        .await;
+    server
+        .wait_for_log("request method=GET target=/events/alice status=200")
+        .await;
+    server
+        .wait_for_log("request method=GET target=/events/alice?token=[redacted] status=401")
+        .await;
+    let log = server
+        .wait_for_log("request method=POST target=/api/notifications/alice status=201")
+        .await;
     for (what, secret) in [
         ("the query token", token.as_str()),
         ("the cookie token", cookie_token.as_str()),

@@ -15,7 +15,6 @@ mod http1;
 mod isolation;
 mod limits;
 mod logs;
-mod redis_server;
 mod retention;
 mod shutdown;
 mod slow_reader;

@@ -1,90 +1,21 @@
-//! SPEC §1 and §3: retention. The log keeps at most `--retention-events` events and none older
-//! than `--retention-age` (a periodic sweep); history keeps `--history-limit` notifications per
-//! user; a replay from an id retention removed gets `resync`, never a partial replay; and ids are
-//! never reused, even after the log has been emptied and the server restarted.
+//! docs/protocol.md#limits and docs/protocol.md#ids-and-replay (flags: README.md#running-it):
+//! retention. The log keeps at most `--retention-events` events and none older than
+//! `--retention-age` (a periodic sweep); history keeps `--history-limit` notifications per user; a
+//! replay from an id retention removed gets `resync`, never a partial replay; and ids are never
+//! reused, even after the log has been emptied and the server restarted.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{Received, SseClient, TestApp, WAIT, titles};
+use crate::helpers::answers::{numeric, page_titles};
+use crate::helpers::{TestApp, expect_resync, titles};
 
 /// Retention by age that a test can wait out: events older than a second go at the next sweep.
 fn short_age(s: &mut herald::Settings) {
     s.retention.max_age = Duration::from_secs(1);
     s.sweep_every = Duration::from_millis(200);
-}
-
-async fn stats(app: &TestApp) -> Value {
-    let (status, body) = app.get_json("/api/stats").await;
-    assert_eq!(status, StatusCode::OK);
-    body
-}
-
-async fn history(app: &TestApp, user: &str) -> Value {
-    let (status, body) = app
-        .get_json(&format!("/api/notifications/{user}?limit=100"))
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    body
-}
-
-fn page_titles(page: &Value) -> Vec<String> {
-    page["notifications"]
-        .as_array()
-        .expect("notifications")
-        .iter()
-        .map(|n| n["title"].as_str().expect("title").to_owned())
-        .collect()
-}
-
-fn numeric(id: &str) -> u64 {
-    id.parse()
-        .unwrap_or_else(|_| panic!("a SQLite id is a number: {id}"))
-}
-
-/// Publishes `titles` for `user` and returns the events a live stream of that user received.
-async fn publish_and_watch(app: &TestApp, user: &str, titles: &[&str]) -> Vec<Received> {
-    let mut stream = app.subscribe(user, None).await;
-    stream.expect_connected().await;
-    for title in titles {
-        app.publish(user, title).await;
-    }
-    stream.next_events(titles.len()).await
-}
-
-/// Polls `/api/stats` until the log is empty; fails after [`WAIT`].
-async fn wait_until_the_log_is_empty(app: &TestApp) {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let now = stats(app).await;
-        if now["eventsBuffered"] == 0 {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "retention by age never emptied the log: {now}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Opens a stream from `last_event_id` and asserts it starts with `resync` carrying `newest`.
-async fn expect_resync(app: &TestApp, user: &str, last_event_id: &str, newest: &str) -> SseClient {
-    let mut stream = app.subscribe(user, Some(last_event_id)).await;
-    stream.expect_connected().await;
-    let resync = stream.next_event().await;
-    assert_eq!(resync.event, "resync", "from {last_event_id}: {resync:?}");
-    assert_eq!(resync.id, newest, "resync carries the newest id");
-    assert!(
-        resync.data["reason"]
-            .as_str()
-            .is_some_and(|r| !r.is_empty()),
-        "{resync:?}"
-    );
-    assert!(resync.data.get("oldestId").is_some(), "{resync:?}");
-    stream
 }
 
 #[tokio::test]
@@ -96,7 +27,7 @@ async fn retention_by_count_keeps_the_newest_events_and_a_pruned_id_gets_resync(
     for n in 0..12 {
         app.publish("rita", &format!("n{n}")).await;
         ids.push(stream.next_event().await.id);
-        let buffered = stats(&app).await["eventsBuffered"].clone();
+        let buffered = app.stats().await["eventsBuffered"].clone();
         assert_eq!(buffered, json!((n + 1).min(5)), "after {} publishes", n + 1);
     }
     drop(stream);
@@ -115,22 +46,22 @@ async fn retention_by_count_keeps_the_newest_events_and_a_pruned_id_gets_resync(
         assert_eq!(live.data["title"], "live after resync");
         newest = live.id;
     }
-    assert_eq!(stats(&app).await["eventsBuffered"], 5);
+    assert_eq!(app.stats().await["eventsBuffered"], 5);
     // History has its own limit: every notification is still listed.
-    assert_eq!(history(&app, "rita").await["total"], 14);
+    assert_eq!(app.history("rita", "?limit=100").await["total"], 14);
 }
 
 #[tokio::test]
 async fn retention_by_age_empties_the_log_and_then_an_old_id_gets_resync() {
     let app = TestApp::spawn_with(short_age).await;
-    let got = publish_and_watch(&app, "abe", &["a0", "a1", "a2"]).await;
+    let got = app.publish_and_watch("abe", &["a0", "a1", "a2"]).await;
     app.broadcast("old announcement").await;
-    let newest = history(&app, "abe").await["lastEventId"]
+    let newest = app.history("abe", "?limit=100").await["lastEventId"]
         .as_str()
         .expect("lastEventId")
         .to_owned();
     assert!(numeric(&newest) > numeric(&got[2].id));
-    wait_until_the_log_is_empty(&app).await;
+    app.wait_until_the_log_is_empty().await;
 
     let mut stream = expect_resync(&app, "abe", &got[0].id, &newest).await;
     app.publish("abe", "after the sweep").await;
@@ -149,7 +80,7 @@ async fn retention_by_age_empties_the_log_and_then_an_old_id_gets_resync() {
     );
 
     // Age retention is about replay: history still lists every notification.
-    let page = history(&app, "abe").await;
+    let page = app.history("abe", "?limit=100").await;
     assert_eq!(
         page_titles(&page),
         ["next", "after the sweep", "a2", "a1", "a0"]
@@ -166,7 +97,7 @@ async fn history_keeps_only_the_newest_notifications_of_each_user() {
     app.publish("ivan", "i0").await;
     app.publish("ivan", "i1").await;
 
-    let page = history(&app, "hana").await;
+    let page = app.history("hana", "?limit=100").await;
     assert_eq!(page_titles(&page), ["n7", "n6", "n5", "n4", "n3"]);
     assert_eq!(
         (&page["total"], &page["unread"], &page["count"]),
@@ -174,7 +105,7 @@ async fn history_keeps_only_the_newest_notifications_of_each_user() {
     );
     let small = app.get_json("/api/notifications/hana?limit=2").await.1;
     assert_eq!((&small["count"], &small["total"]), (&json!(2), &json!(5)));
-    let ivan = history(&app, "ivan").await;
+    let ivan = app.history("ivan", "?limit=100").await;
     assert_eq!(
         page_titles(&ivan),
         ["i1", "i0"],
@@ -199,25 +130,25 @@ async fn history_keeps_only_the_newest_notifications_of_each_user() {
 #[tokio::test]
 async fn ids_are_never_reused_after_the_log_is_emptied_by_age_nor_after_a_restart() {
     let app = TestApp::spawn_with(short_age).await;
-    let first = publish_and_watch(&app, "ned", &["n0", "n1", "n2"]).await;
+    let first = app.publish_and_watch("ned", &["n0", "n1", "n2"]).await;
     let mut newest = numeric(&first[2].id);
-    wait_until_the_log_is_empty(&app).await;
+    app.wait_until_the_log_is_empty().await;
 
-    let after_sweep = publish_and_watch(&app, "ned", &["after sweep"]).await;
+    let after_sweep = app.publish_and_watch("ned", &["after sweep"]).await;
     assert!(numeric(&after_sweep[0].id) > newest, "{after_sweep:?}");
     newest = numeric(&after_sweep[0].id);
-    let page = history(&app, "ned").await;
+    let page = app.history("ned", "?limit=100").await;
     assert_eq!(page["lastEventId"], newest.to_string());
 
     // Empty the log again, then restart on the same data: the next id is still higher.
-    wait_until_the_log_is_empty(&app).await;
+    app.wait_until_the_log_is_empty().await;
     let app = app.restart(short_age).await;
-    assert_eq!(stats(&app).await["eventsBuffered"], 0);
+    assert_eq!(app.stats().await["eventsBuffered"], 0);
     assert_eq!(
-        history(&app, "ned").await["lastEventId"],
+        app.history("ned", "?limit=100").await["lastEventId"],
         newest.to_string()
     );
-    let after_restart = publish_and_watch(&app, "ned", &["after restart"]).await;
+    let after_restart = app.publish_and_watch("ned", &["after restart"]).await;
     assert!(numeric(&after_restart[0].id) > newest, "{after_restart:?}");
     // And an id from before the sweep still gets resync, carrying the newest id.
     let mut stream = expect_resync(&app, "ned", &first[0].id, &after_restart[0].id).await;

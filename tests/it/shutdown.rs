@@ -1,115 +1,36 @@
-//! SPEC §6: SIGTERM and SIGINT drain the real binary. `/readyz` turns 503, a new stream gets
-//! `200` with only a `retry:` line, open streams end cleanly spread over the first half of
-//! `--shutdown-timeout`, acknowledged publishes stay stored, and the exit code is 0 in time.
+//! docs/protocol.md#shutdown: SIGTERM and SIGINT drain the real binary. `/readyz` turns 503, a new
+//! stream gets `200` with only a `retry:` line, open streams end cleanly spread over the first half
+//! of `--shutdown-timeout`, acknowledged publishes stay stored, and the exit code is 0 in time.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures::{Stream, StreamExt};
 use nix::sys::signal::Signal;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
-use crate::helpers::{ServerProcess, WAIT, full_history, read_json};
-
-type Body = Pin<Box<dyn Stream<Item = reqwest::Result<Bytes>> + Send>>;
+use crate::helpers::raw_sse::{assert_preamble, open_raw_stream, read_to_end};
+use crate::helpers::{ServerProcess, WAIT};
 
 /// `--shutdown-timeout` in these tests, in seconds.
 const WINDOW_SECS: u64 = 4;
-/// Slack on every deadline the SPEC sets, for a busy test machine.
+/// Slack on every deadline docs/protocol.md#shutdown sets, for a busy test machine.
 const SLACK: Duration = Duration::from_millis(500);
 
-/// Opens `/events/{user}` and reads its preamble (`retry:` and `connected`), so the stream is
-/// known to be admitted. Returns the rest of the body and the preamble's text.
-async fn open_stream(client: &reqwest::Client, base: &str, user: &str) -> (Body, String) {
-    let response = tokio::time::timeout(WAIT, client.get(format!("{base}/events/{user}")).send())
-        .await
-        .expect("stream opened in time")
-        .expect("stream request sent");
-    assert_eq!(response.status(), StatusCode::OK);
-    let mut body: Body = Box::pin(response.bytes_stream());
-    let mut preamble = String::new();
-    while !(preamble.contains("event: connected\n") && preamble.ends_with("\n\n")) {
-        let chunk = tokio::time::timeout(WAIT, body.next())
-            .await
-            .expect("preamble in time")
-            .expect("stream still open")
-            .expect("chunk read");
-        preamble.push_str(std::str::from_utf8(&chunk).expect("utf-8"));
-    }
-    (body, preamble)
-}
-
-/// Reads `body` to its end: when it ended, and what came after the preamble, or the error that
-/// cut it short.
-async fn read_to_end(mut body: Body, ended: Arc<AtomicUsize>) -> (Instant, Result<String, String>) {
-    let mut rest = Vec::new();
-    let outcome = loop {
-        match tokio::time::timeout(WAIT, body.next()).await {
-            Err(_) => break Err("the stream did not end in time".to_owned()),
-            Ok(None) => break Ok(String::from_utf8(rest).expect("utf-8")),
-            Ok(Some(Err(error))) => break Err(format!("the stream broke: {error:?}")),
-            Ok(Some(Ok(chunk))) => rest.extend_from_slice(&chunk),
-        }
-    };
-    ended.fetch_add(1, Ordering::SeqCst);
-    (Instant::now(), outcome)
-}
-
-/// A `retry:` line, then `connected` with its data, and nothing else.
-fn assert_preamble(preamble: &str) {
-    let connected = preamble
-        .strip_prefix("retry: 3000\n")
-        .map(|rest| rest.strip_prefix('\n').unwrap_or(rest))
-        .unwrap_or_else(|| panic!("no retry line first: {preamble:?}"));
-    let data = connected
-        .strip_prefix("event: connected\ndata: ")
-        .and_then(|rest| rest.strip_suffix("\n\n"))
-        .unwrap_or_else(|| panic!("not a connected event: {preamble:?}"));
-    let data: Value = serde_json::from_str(data).expect("connected data is JSON");
-    assert!(data["clientId"].is_string(), "{data}");
-}
-
-async fn get(client: &reqwest::Client, url: &str) -> reqwest::Response {
-    tokio::time::timeout(WAIT, client.get(url).send())
-        .await
-        .expect("answered in time")
-        .expect("request sent")
-}
-
-/// Polls `/readyz` until it answers `503`, returning its body; fails after [`WAIT`].
-async fn wait_until_not_ready(client: &reqwest::Client, base: &str) -> Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let (status, body) = read_json(get(client, &format!("{base}/readyz")).await).await;
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            return body;
-        }
-        assert_eq!(status, StatusCode::OK, "{body}");
-        assert!(
-            Instant::now() < deadline,
-            "/readyz never turned 503 after the signal"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// The whole §6 drain with six open streams over three users, on `signal`.
+/// The whole drain of docs/protocol.md#shutdown with six open streams over three users, on
+/// `signal`.
 async fn drain_on(signal: Signal) {
     const STREAMS: usize = 6;
     let data = TempDir::new().expect("temp dir");
     let window = WINDOW_SECS.to_string();
     let mut server = ServerProcess::start(data.path(), &["--shutdown-timeout", &window]);
-    let client = reqwest::Client::new();
     let mut streams = Vec::new();
     for n in 0..STREAMS {
-        streams.push(open_stream(&client, &server.url, &format!("drain-{}", n % 3)).await);
+        streams.push(open_raw_stream(&server, &format!("drain-{}", n % 3)).await);
     }
-    let (status, _) = read_json(get(&client, &format!("{}/readyz", server.url)).await).await;
+    let (status, _) = server.get_json("/readyz").await;
     assert_eq!(status, StatusCode::OK, "ready before the signal");
 
     let ended = Arc::new(AtomicUsize::new(0));
@@ -123,7 +44,7 @@ async fn drain_on(signal: Signal) {
         })
         .collect();
 
-    let not_ready = wait_until_not_ready(&client, &server.url).await;
+    let not_ready = server.wait_until_not_ready().await;
     assert!(not_ready["error"].is_string(), "{not_ready}");
     assert!(
         ended.load(Ordering::SeqCst) < STREAMS,
@@ -131,7 +52,7 @@ async fn drain_on(signal: Signal) {
     );
 
     // A new stream while draining: 200, a retry line, and the end.
-    let response = get(&client, &format!("{}/events/x", server.url)).await;
+    let response = server.get("/events/x").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
     let body = tokio::time::timeout(WAIT, response.bytes())
@@ -214,27 +135,21 @@ async fn publishes_acknowledged_before_and_during_the_drain_are_all_stored_after
         data.path(),
         &[&keep[..], &["--shutdown-timeout", &window]].concat(),
     );
-    let client = reqwest::Client::new();
     // Two open streams keep the drain going for half the window while publishes go on.
     let _streams = [
-        open_stream(&client, &server.url, USER).await,
-        open_stream(&client, &server.url, "drain-other").await,
+        open_raw_stream(&server, USER).await,
+        open_raw_stream(&server, "drain-other").await,
     ];
 
     let acked = Arc::new(AtomicUsize::new(0));
     let publisher = {
-        let (client, url, acked) = (client.clone(), server.url.clone(), acked.clone());
+        let (api, acked) = (server.api.clone(), acked.clone());
         tokio::spawn(async move {
             let mut acknowledged = Vec::new();
             for n in 0.. {
-                let sent = client
-                    .post(format!("{url}/api/notifications/{USER}"))
-                    .json(&json!({ "title": format!("n{n}"), "message": "m" }))
-                    .send()
-                    .await;
-                let Ok(response) = sent else { break };
-                let status = response.status();
-                let Ok(text) = response.text().await else {
+                let body = json!({ "title": format!("n{n}"), "message": "m" });
+                let path = format!("/api/notifications/{USER}");
+                let Some((status, text)) = api.post_json_unless_gone(&path, &body).await else {
                     break;
                 };
                 assert_eq!(
@@ -262,7 +177,7 @@ async fn publishes_acknowledged_before_and_during_the_drain_are_all_stored_after
     assert_eq!(status.code(), Some(0), "stderr: {}", server.stderr());
 
     let server = ServerProcess::start(data.path(), &keep);
-    let mut history = full_history(&client, &server.url, USER).await;
+    let mut history = server.full_history(USER).await;
     history.reverse();
     assert!(
         history.len() >= acknowledged.len(),
@@ -289,8 +204,7 @@ async fn publishes_acknowledged_before_and_during_the_drain_are_all_stored_after
 async fn with_no_streams_open_sigterm_exits_zero_well_before_the_timeout() {
     let data = TempDir::new().expect("temp dir");
     let mut server = ServerProcess::start(data.path(), &["--shutdown-timeout", "10"]);
-    let (status, _) =
-        read_json(get(&reqwest::Client::new(), &format!("{}/healthz", server.url)).await).await;
+    let (status, _) = server.get_json("/healthz").await;
     assert_eq!(status, StatusCode::OK);
     let signalled = Instant::now();
     server.signal(Signal::SIGTERM);

@@ -1,5 +1,6 @@
-//! SPEC §2: stream format, live delivery by user, replay from Last-Event-ID, resync,
-//! heartbeats and connection limits.
+//! docs/protocol.md#streams, docs/protocol.md#events, docs/protocol.md#ids-and-replay,
+//! docs/protocol.md#heartbeats-and-slow-readers and docs/protocol.md#limits: stream format, live
+//! delivery by user, replay from Last-Event-ID, resync, heartbeats and connection limits.
 
 use std::time::Duration;
 

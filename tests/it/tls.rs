@@ -1,95 +1,25 @@
-//! SPEC §1 `--tls-cert`/`--tls-key`: HTTPS with HTTP/2 by ALPN, so one connection carries
-//! more than the six streams a browser allows per origin over HTTP/1.1. Each test makes its
-//! own self-signed certificate for `localhost` and `127.0.0.1` and trusts only that.
+//! README.md#running-it `--tls-cert`/`--tls-key`, and docs/protocol.md#streams on HTTP/2: HTTPS
+//! with HTTP/2 by ALPN, so one connection carries more than the six streams a browser allows per
+//! origin over HTTP/1.1. Each test makes its own self-signed certificate for `localhost` and
+//! `127.0.0.1` and trusts only that.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use herald::config::TlsFiles;
 use reqwest::{StatusCode, Version};
 use tempfile::TempDir;
 
-use crate::helpers::{ServerProcess, SseClient, TestApp, WAIT, herald_command, titles};
-
-/// A certificate and its key as PEM files in a temporary directory.
-struct SelfSigned {
-    /// Holds the files for as long as the test needs them.
-    _dir: TempDir,
-    cert: PathBuf,
-    key: PathBuf,
-    cert_pem: String,
-}
-
-impl SelfSigned {
-    fn new() -> Self {
-        let rcgen::CertifiedKey { cert, signing_key } =
-            rcgen::generate_simple_self_signed(["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("self-signed certificate");
-        let dir = TempDir::new().expect("temp dir");
-        let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        std::fs::write(&cert_path, cert.pem()).expect("cert written");
-        std::fs::write(&key_path, signing_key.serialize_pem()).expect("key written");
-        Self {
-            _dir: dir,
-            cert: cert_path,
-            key: key_path,
-            cert_pem: cert.pem(),
-        }
-    }
-
-    fn files(&self) -> TlsFiles {
-        TlsFiles {
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-        }
-    }
-
-    /// A client that trusts this certificate alone and finds `localhost` at `addr`.
-    fn client(&self, addr: SocketAddr) -> reqwest::Client {
-        let certificate =
-            reqwest::Certificate::from_pem(self.cert_pem.as_bytes()).expect("PEM certificate");
-        reqwest::Client::builder()
-            .tls_certs_only([certificate])
-            .resolve("localhost", addr)
-            .build()
-            .expect("HTTPS client")
-    }
-}
-
-/// An in-process server on HTTPS whose `client` and `url` speak to it as `https://localhost`.
-async fn spawn_https(certificate: &SelfSigned) -> TestApp {
-    let files = certificate.files();
-    let mut app = TestApp::spawn_with(|settings| settings.tls = Some(files)).await;
-    app.url = format!("https://localhost:{}", app.addr.port());
-    app.client = certificate.client(app.addr);
-    app
-}
-
-async fn get(client: &reqwest::Client, url: &str) -> reqwest::Response {
-    tokio::time::timeout(WAIT, client.get(url).send())
-        .await
-        .expect("answered in time")
-        .expect("request sent")
-}
-
-/// The value of an unlabelled metric in a Prometheus text page.
-fn metric(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .unwrap_or_else(|| panic!("no {name} in\n{page}"))
-        .trim()
-        .parse()
-        .expect("a number")
-}
+use crate::helpers::answers::sample;
+use crate::helpers::command::run_serve;
+use crate::helpers::tls::{SelfSigned, spawn_https};
+use crate::helpers::{ServerProcess, SseClient, WAIT, send, titles};
 
 #[tokio::test]
 async fn https_serves_a_client_that_trusts_the_certificate_and_plain_http_is_refused() {
     let certificate = SelfSigned::new();
     let app = spawn_https(&certificate).await;
 
-    let response = get(&app.client, &app.url("/healthz")).await;
+    let response = app.get("/healthz").await;
     assert_eq!(response.status(), StatusCode::OK);
 
     let plain = tokio::time::timeout(
@@ -123,7 +53,7 @@ async fn https_serves_a_client_that_trusts_the_certificate_and_plain_http_is_ref
 async fn https_negotiates_http2_by_alpn() {
     let certificate = SelfSigned::new();
     let app = spawn_https(&certificate).await;
-    let response = get(&app.client, &app.url("/healthz")).await;
+    let response = app.get("/healthz").await;
     assert_eq!(response.version(), Version::HTTP_2);
 
     let mut stream = app.subscribe("alice", None).await;
@@ -136,7 +66,7 @@ async fn eight_streams_and_their_publishes_share_one_http2_connection() {
     let certificate = SelfSigned::new();
     let app = spawn_https(&certificate).await;
     // The first request settles the connection as HTTP/2 before the streams race for it.
-    let response = get(&app.client, &app.url("/healthz")).await;
+    let response = app.get("/healthz").await;
     assert_eq!(response.version(), Version::HTTP_2);
 
     let users: Vec<String> = (0..8).map(|n| format!("user{n}")).collect();
@@ -161,14 +91,15 @@ async fn eight_streams_and_their_publishes_share_one_http2_connection() {
         assert_eq!(titles(&[got]), [format!("for {user}")]);
     }
 
-    let page = get(&app.client, &app.url("/metrics"))
+    let page = app
+        .get("/metrics")
         .await
         .text()
         .await
         .expect("metrics body");
-    assert_eq!(metric(&page, "herald_streams"), 8.0);
+    assert_eq!(sample(&page, "herald_streams"), 8.0);
     assert_eq!(
-        metric(&page, "herald_connections_accepted_total"),
+        sample(&page, "herald_connections_accepted_total"),
         1.0,
         "8 streams, 8 publishes and this request all on one TCP connection"
     );
@@ -176,12 +107,13 @@ async fn eight_streams_and_their_publishes_share_one_http2_connection() {
     drop(streams);
     let started = Instant::now();
     loop {
-        let page = get(&app.client, &app.url("/metrics"))
+        let page = app
+            .get("/metrics")
             .await
             .text()
             .await
             .expect("metrics body");
-        if metric(&page, "herald_streams") == 0.0 {
+        if sample(&page, "herald_streams") == 0.0 {
             break;
         }
         assert!(started.elapsed() < WAIT, "streams still open:\n{page}");
@@ -205,11 +137,7 @@ async fn the_binary_with_tls_flags_announces_https_and_serves_it() {
         .expect("host:port");
 
     let client = certificate.client(addr);
-    let response = get(
-        &client,
-        &format!("https://localhost:{}/healthz", addr.port()),
-    )
-    .await;
+    let response = send(client.get(format!("https://localhost:{}/healthz", addr.port()))).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.version(), Version::HTTP_2);
 }
@@ -219,46 +147,30 @@ async fn the_binary_exits_naming_the_flag_when_the_certificate_is_missing() {
     let certificate = SelfSigned::new();
     let data = TempDir::new().expect("temp dir");
     let missing = data.path().join("no-such-cert.pem");
-    let child = herald_command(&[])
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .arg("--tls-cert")
-        .arg(&missing)
-        .arg("--tls-key")
-        .arg(&certificate.key)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("herald starts");
-    let output = wait_with_output(child, WAIT);
+    let output = run_serve(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            missing.to_str().expect("utf8 path"),
+            "--tls-key",
+            certificate.key.to_str().expect("utf8 path"),
+        ],
+        &[],
+    );
 
     assert!(
         !output.status.success(),
         "herald exited {:?}",
         output.status
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = &output.stdout;
     assert!(stdout.is_empty(), "nothing announced: {stdout:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line: {stderr:?}");
     assert!(
         lines[0].starts_with(&format!("herald: --tls-cert {}: ", missing.display())),
         "{stderr:?}"
     );
-}
-
-/// Waits for `child` to exit by itself within `wait`; kills it and fails the test otherwise.
-fn wait_with_output(mut child: std::process::Child, wait: Duration) -> std::process::Output {
-    let started = Instant::now();
-    while child.try_wait().expect("try_wait").is_none() {
-        if started.elapsed() > wait {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("herald was still running after {wait:?}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.wait_with_output().expect("output")
 }

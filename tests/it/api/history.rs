@@ -5,18 +5,15 @@ use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use super::{
-    assert_error, assert_next_is_marker, history, id_of, keys, page_ids, page_titles,
-    publish_numbered,
-};
-use crate::helpers::{TestApp, titles};
+use crate::helpers::answers::{assert_error, id_of, keys, page_ids, page_titles};
+use crate::helpers::{TestApp, assert_next_is_marker, titles};
 
 #[tokio::test]
 async fn history_is_newest_first_with_a_default_page_of_20() {
     let app = TestApp::spawn().await;
-    publish_numbered(&app, "alice", 25).await;
+    app.publish_numbered("alice", 25).await;
     app.publish("bob", "not alice's").await;
-    let page = history(&app, "alice", "").await;
+    let page = app.history("alice", "").await;
     let want: Vec<String> = (5..25).rev().map(|i| format!("n{i}")).collect();
     assert_eq!(page_titles(&page), want);
     assert_eq!(page["count"], 20);
@@ -27,7 +24,7 @@ async fn history_is_newest_first_with_a_default_page_of_20() {
         keys(&page),
         ["count", "lastEventId", "notifications", "total", "unread"]
     );
-    let empty = history(&app, "nobody", "").await;
+    let empty = app.history("nobody", "").await;
     assert_eq!(
         (
             &empty["notifications"],
@@ -53,7 +50,7 @@ async fn history_limit_is_1_to_100_and_anything_else_is_400() {
         ("?limit=42", 42),
         ("", 20),
     ] {
-        let page = history(&app, "alice", query).await;
+        let page = app.history("alice", query).await;
         assert_eq!(page["count"], count, "{query}");
         assert_eq!(
             page["notifications"].as_array().unwrap().len(),
@@ -82,13 +79,13 @@ async fn history_limit_is_1_to_100_and_anything_else_is_400() {
 #[tokio::test]
 async fn paging_with_before_walks_the_whole_history_with_no_overlap_and_no_gap() {
     let app = TestApp::spawn().await;
-    let published = publish_numbered(&app, "alice", 23).await;
+    let published = app.publish_numbered("alice", 23).await;
     app.publish("bob", "interleaved").await;
     let mut seen: Vec<String> = Vec::new();
     let mut sizes = Vec::new();
     let mut query = "?limit=5".to_owned();
     loop {
-        let page = history(&app, "alice", &query).await;
+        let page = app.history("alice", &query).await;
         assert_eq!(page["total"], 23, "total counts everything on every page");
         let ids = page_ids(&page);
         assert_eq!(page["count"], ids.len());
@@ -126,14 +123,14 @@ async fn an_unknown_before_is_404() {
 #[tokio::test]
 async fn count_is_the_page_while_total_and_unread_count_everything_and_unread_filters() {
     let app = TestApp::spawn().await;
-    let n = publish_numbered(&app, "alice", 5).await;
+    let n = app.publish_numbered("alice", 5).await;
     for read in [&n[1], &n[3]] {
         let (status, _) = app
             .post_empty(&format!("/api/notifications/alice/{}/read", id_of(read)))
             .await;
         assert_eq!(status, StatusCode::OK);
     }
-    let page = history(&app, "alice", "?limit=2").await;
+    let page = app.history("alice", "?limit=2").await;
     assert_eq!(page_titles(&page), ["n4", "n3"]);
     assert_eq!(
         (&page["count"], &page["total"], &page["unread"]),
@@ -142,7 +139,7 @@ async fn count_is_the_page_while_total_and_unread_count_everything_and_unread_fi
     assert_eq!(page["notifications"][0]["read"], false);
     assert_eq!(page["notifications"][1]["read"], true);
 
-    let unread = history(&app, "alice", "?unread=true").await;
+    let unread = app.history("alice", "?unread=true").await;
     assert_eq!(page_titles(&unread), ["n4", "n2", "n0"]);
     assert!(
         unread["notifications"]
@@ -155,9 +152,9 @@ async fn count_is_the_page_while_total_and_unread_count_everything_and_unread_fi
         (&unread["count"], &unread["total"], &unread["unread"]),
         (&json!(3), &json!(5), &json!(3))
     );
-    let unread_page = history(&app, "alice", "?unread=true&limit=2").await;
+    let unread_page = app.history("alice", "?unread=true&limit=2").await;
     assert_eq!(page_titles(&unread_page), ["n4", "n2"]);
-    let everything = history(&app, "alice", "?unread=false").await;
+    let everything = app.history("alice", "?unread=false").await;
     assert_eq!(page_titles(&everything), ["n4", "n3", "n2", "n1", "n0"]);
     let (status, answer) = app.get_json("/api/notifications/alice?unread=maybe").await;
     assert_error("unread=maybe", StatusCode::BAD_REQUEST, status, &answer);
@@ -166,9 +163,9 @@ async fn count_is_the_page_while_total_and_unread_count_everything_and_unread_fi
 #[tokio::test]
 async fn a_stream_opened_with_historys_last_event_id_gets_exactly_what_came_after_the_read() {
     let app = TestApp::spawn().await;
-    let before_read = publish_numbered(&app, "alice", 3).await;
+    let before_read = app.publish_numbered("alice", 3).await;
     app.broadcast("old news").await;
-    let page = history(&app, "alice", "").await;
+    let page = app.history("alice", "").await;
     let last_event_id = page["lastEventId"]
         .as_str()
         .expect("lastEventId is a string")
@@ -210,7 +207,7 @@ async fn a_stream_opened_with_historys_last_event_id_gets_exactly_what_came_afte
 #[tokio::test]
 async fn marking_one_read_answers_its_id_and_history_shows_it_read() {
     let app = TestApp::spawn().await;
-    let n = publish_numbered(&app, "alice", 3).await;
+    let n = app.publish_numbered("alice", 3).await;
     let id = id_of(&n[1]);
     let path = format!("/api/notifications/alice/{id}/read");
     let (status, answer) = app.post_empty(&path).await;
@@ -218,7 +215,7 @@ async fn marking_one_read_answers_its_id_and_history_shows_it_read() {
         (status, answer),
         (StatusCode::OK, json!({ "id": id, "read": true }))
     );
-    let page = history(&app, "alice", "").await;
+    let page = app.history("alice", "").await;
     let read: Vec<bool> = page["notifications"]
         .as_array()
         .unwrap()
@@ -233,7 +230,7 @@ async fn marking_one_read_answers_its_id_and_history_shows_it_read() {
         (status, answer),
         (StatusCode::OK, json!({ "id": id, "read": true }))
     );
-    assert_eq!(history(&app, "alice", "").await["unread"], 2);
+    assert_eq!(app.history("alice", "").await["unread"], 2);
 }
 
 #[tokio::test]
@@ -254,10 +251,10 @@ async fn marking_an_unknown_or_another_users_notification_read_is_404_and_sends_
             .await;
         assert_error(&id, StatusCode::NOT_FOUND, status, &answer);
     }
-    let page = history(&app, "bob", "").await;
+    let page = app.history("bob", "").await;
     assert_eq!(page["unread"], 1, "bob's notification is still unread");
     assert_eq!(page["notifications"][0]["read"], false);
-    assert_eq!(history(&app, "alice", "").await["unread"], 1);
+    assert_eq!(app.history("alice", "").await["unread"], 1);
     assert_next_is_marker(&app, "alice", &mut alice).await;
     assert_next_is_marker(&app, "bob", &mut bob).await;
 }
@@ -265,7 +262,7 @@ async fn marking_an_unknown_or_another_users_notification_read_is_404_and_sends_
 #[tokio::test]
 async fn read_all_counts_only_what_went_from_unread_to_read() {
     let app = TestApp::spawn().await;
-    let n = publish_numbered(&app, "alice", 4).await;
+    let n = app.publish_numbered("alice", 4).await;
     app.publish("bob", "bob's").await;
     let (status, _) = app
         .post_empty(&format!("/api/notifications/alice/{}/read", id_of(&n[2])))
@@ -276,7 +273,7 @@ async fn read_all_counts_only_what_went_from_unread_to_read() {
     assert_eq!((status, answer), (StatusCode::OK, json!({ "updated": 3 })));
     let (status, answer) = app.post_empty("/api/notifications/alice/read-all").await;
     assert_eq!((status, answer), (StatusCode::OK, json!({ "updated": 0 })));
-    let page = history(&app, "alice", "").await;
+    let page = app.history("alice", "").await;
     assert_eq!((&page["total"], &page["unread"]), (&json!(4), &json!(0)));
     assert!(
         page["notifications"]
@@ -285,11 +282,7 @@ async fn read_all_counts_only_what_went_from_unread_to_read() {
             .iter()
             .all(|n| n["read"] == true)
     );
-    assert_eq!(
-        history(&app, "bob", "").await["unread"],
-        1,
-        "bob's untouched"
-    );
+    assert_eq!(app.history("bob", "").await["unread"], 1, "bob's untouched");
     let (status, answer) = app.post_empty("/api/notifications/nobody/read-all").await;
     assert_eq!((status, answer), (StatusCode::OK, json!({ "updated": 0 })));
 }

@@ -6,11 +6,8 @@ use reqwest::StatusCode;
 use reqwest::header::HeaderValue;
 use serde_json::{Value, json};
 
-use super::{
-    assert_error, assert_next_is_marker, history, id_of, page_ids, page_titles, publish_with_key,
-    stats,
-};
-use crate::helpers::TestApp;
+use crate::helpers::answers::{assert_error, id_of, page_ids, page_titles};
+use crate::helpers::{TestApp, assert_next_is_marker};
 
 #[tokio::test]
 async fn the_same_idempotency_key_again_is_200_with_the_same_notification_and_is_sent_once() {
@@ -20,24 +17,24 @@ async fn the_same_idempotency_key_again_is_200_with_the_same_notification_and_is
     let key = HeaderValue::from_static("order-42-shipped");
     let body = json!({ "type": "success", "title": "Shipped", "message": "order 42" });
 
-    let (status, first) = publish_with_key(&app, "alice", key.clone(), &body).await;
+    let (status, first) = app.publish_with_key("alice", key.clone(), &body).await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
-    let (status, again) = publish_with_key(&app, "alice", key.clone(), &body).await;
+    let (status, again) = app.publish_with_key("alice", key.clone(), &body).await;
     assert_eq!(status, StatusCode::OK, "{again}");
     assert_eq!(again, first, "the identical notification");
     // The key decides, not the body.
     let other_body = json!({ "title": "Something else", "message": "entirely" });
-    let (status, third) = publish_with_key(&app, "alice", key, &other_body).await;
+    let (status, third) = app.publish_with_key("alice", key, &other_body).await;
     assert_eq!((status, &third), (StatusCode::OK, &first));
 
     let sent = stream.next_event().await;
     assert_eq!((sent.event.as_str(), &sent.data), ("notification", &first));
     assert_next_is_marker(&app, "alice", &mut stream).await;
-    let page = history(&app, "alice", "").await;
+    let page = app.history("alice", "").await;
     assert_eq!(page["total"], 2, "the first and the marker: {page}");
     assert_eq!(page_titles(&page), ["marker", "Shipped"]);
     assert_eq!(page["notifications"][1], first);
-    assert_eq!(stats(&app).await["eventsBuffered"], 2);
+    assert_eq!(app.stats().await["eventsBuffered"], 2);
 }
 
 #[tokio::test]
@@ -46,11 +43,11 @@ async fn concurrent_publishes_with_one_idempotency_key_store_and_send_exactly_on
     let mut stream = app.subscribe("alice", None).await;
     stream.expect_connected().await;
     let body = json!({ "title": "Paid", "message": "invoice 7" });
-    let answers =
-        join_all((0..12).map(|_| {
-            publish_with_key(&app, "alice", HeaderValue::from_static("invoice-7"), &body)
-        }))
-        .await;
+    let answers = join_all(
+        (0..12)
+            .map(|_| app.publish_with_key("alice", HeaderValue::from_static("invoice-7"), &body)),
+    )
+    .await;
     let created: Vec<&Value> = answers
         .iter()
         .filter(|(status, _)| *status == StatusCode::CREATED)
@@ -66,28 +63,28 @@ async fn concurrent_publishes_with_one_idempotency_key_store_and_send_exactly_on
     }
     assert_eq!(stream.next_event().await.data, *created[0]);
     assert_next_is_marker(&app, "alice", &mut stream).await;
-    assert_eq!(history(&app, "alice", "").await["total"], 2);
+    assert_eq!(app.history("alice", "").await["total"], 2);
 }
 
 #[tokio::test]
 async fn an_idempotency_key_belongs_to_one_user() {
     let app = TestApp::spawn().await;
     let key = HeaderValue::from_static("same-key");
-    let (status, alices) = publish_with_key(
-        &app,
-        "alice",
-        key.clone(),
-        &json!({ "title": "for alice", "message": "m" }),
-    )
-    .await;
+    let (status, alices) = app
+        .publish_with_key(
+            "alice",
+            key.clone(),
+            &json!({ "title": "for alice", "message": "m" }),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED);
-    let (status, bobs) = publish_with_key(
-        &app,
-        "bob",
-        key.clone(),
-        &json!({ "title": "for bob", "message": "m" }),
-    )
-    .await;
+    let (status, bobs) = app
+        .publish_with_key(
+            "bob",
+            key.clone(),
+            &json!({ "title": "for bob", "message": "m" }),
+        )
+        .await;
     assert_eq!(
         status,
         StatusCode::CREATED,
@@ -95,19 +92,12 @@ async fn an_idempotency_key_belongs_to_one_user() {
     );
     assert_ne!(id_of(&alices), id_of(&bobs));
     assert_eq!(bobs["title"], "for bob");
-    assert_eq!(page_ids(&history(&app, "bob", "").await), [id_of(&bobs)]);
-    assert_eq!(
-        page_ids(&history(&app, "alice", "").await),
-        [id_of(&alices)]
-    );
+    assert_eq!(page_ids(&app.history("bob", "").await), [id_of(&bobs)]);
+    assert_eq!(page_ids(&app.history("alice", "").await), [id_of(&alices)]);
     // Each user's key still answers with that user's notification.
-    let (status, again) = publish_with_key(
-        &app,
-        "bob",
-        key,
-        &json!({ "title": "for bob", "message": "m" }),
-    )
-    .await;
+    let (status, again) = app
+        .publish_with_key("bob", key, &json!({ "title": "for bob", "message": "m" }))
+        .await;
     assert_eq!((status, again), (StatusCode::OK, bobs));
 }
 
@@ -135,19 +125,19 @@ async fn an_invalid_idempotency_key_is_400_and_changes_nothing() {
         ),
     ];
     for (case, key) in bad {
-        let (status, answer) = publish_with_key(&app, "alice", key, &body).await;
+        let (status, answer) = app.publish_with_key("alice", key, &body).await;
         assert_error(case, StatusCode::BAD_REQUEST, status, &answer);
     }
-    assert_eq!(history(&app, "alice", "").await["total"], 0);
+    assert_eq!(app.history("alice", "").await["total"], 0);
     assert_next_is_marker(&app, "alice", &mut stream).await;
 
     let longest = HeaderValue::from_str(&"k".repeat(255)).unwrap();
-    let (status, first) = publish_with_key(&app, "alice", longest.clone(), &body).await;
+    let (status, first) = app.publish_with_key("alice", longest.clone(), &body).await;
     assert_eq!(
         status,
         StatusCode::CREATED,
         "255 visible characters are fine"
     );
-    let (status, again) = publish_with_key(&app, "alice", longest, &body).await;
+    let (status, again) = app.publish_with_key("alice", longest, &body).await;
     assert_eq!((status, again), (StatusCode::OK, first));
 }

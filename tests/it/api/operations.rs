@@ -6,8 +6,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{assert_error, padded_body, post_bytes, stats};
-use crate::helpers::{SseClient, TestApp, WAIT, read_json, titles};
+use crate::helpers::answers::{assert_error, sample};
+use crate::helpers::{SseClient, TestApp, WAIT, padded_body, read_json, titles};
 
 #[tokio::test]
 async fn a_broadcast_answers_sent_and_the_number_of_this_nodes_streams() {
@@ -45,7 +45,8 @@ async fn a_broadcast_answers_sent_and_the_number_of_this_nodes_streams() {
     }
 }
 
-/// Broadcast bodies that break one rule of §3 each, sent as `application/json`: each is a `400`.
+/// Broadcast bodies that break one rule of docs/protocol.md#publishing each, sent as
+/// `application/json`: each is a `400`.
 #[rustfmt::skip]
 const BAD_BROADCASTS: &[(&str, &str)] = &[
     ("no title", r#"{"message":"m"}"#),
@@ -64,7 +65,7 @@ async fn an_invalid_broadcast_is_refused_with_an_error_and_reaches_no_stream() {
     stream.expect_connected().await;
     let json = Some("application/json");
     for &(case, body) in BAD_BROADCASTS {
-        let (status, answer) = post_bytes(&app, "/api/broadcast", json, body).await;
+        let (status, answer) = app.post_bytes("/api/broadcast", json, body).await;
         assert_error(case, StatusCode::BAD_REQUEST, status, &answer);
     }
     let cases: Vec<(&str, Option<&str>, String, StatusCode)> = vec![
@@ -100,10 +101,10 @@ async fn an_invalid_broadcast_is_refused_with_an_error_and_reaches_no_stream() {
         ),
     ];
     for (case, content_type, body, expected) in cases {
-        let (status, answer) = post_bytes(&app, "/api/broadcast", content_type, body).await;
+        let (status, answer) = app.post_bytes("/api/broadcast", content_type, body).await;
         assert_error(case, expected, status, &answer);
     }
-    assert_eq!(stats(&app).await["eventsBuffered"], 0);
+    assert_eq!(app.stats().await["eventsBuffered"], 0);
     let answer = app.broadcast("the marker").await;
     assert_eq!(answer["connections"], 1);
     let next = stream.next_event().await;
@@ -128,7 +129,7 @@ async fn stats_count_streams_users_buffered_and_sent_events() {
         )
     };
     assert_eq!(
-        four(&stats(&app).await),
+        four(&app.stats().await),
         (json!(0), json!(0), json!(0), json!(0))
     );
 
@@ -139,7 +140,7 @@ async fn stats_count_streams_users_buffered_and_sent_events() {
         stream.expect_connected().await;
     }
     assert_eq!(
-        four(&stats(&app).await),
+        four(&app.stats().await),
         (json!(3), json!(2), json!(0), json!(0))
     );
 
@@ -161,7 +162,7 @@ async fn stats_count_streams_users_buffered_and_sent_events() {
     );
     assert_eq!(titles(&bob.next_events(2).await), ["b1", "all"]);
     assert_eq!(
-        four(&stats(&app).await),
+        four(&app.stats().await),
         (json!(3), json!(2), json!(6), json!(6))
     );
 
@@ -169,7 +170,7 @@ async fn stats_count_streams_users_buffered_and_sent_events() {
     drop(bob);
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let now = stats(&app).await;
+        let now = app.stats().await;
         if now["totalConnections"] == 2 {
             assert_eq!(four(&now), (json!(2), json!(1), json!(6), json!(6)));
             break;
@@ -192,37 +193,10 @@ async fn healthz_and_readyz_are_200_while_serving() {
     }
 }
 
-/// The value of one series (`name` or `name{labels}`) in Prometheus text.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .filter(|line| !line.starts_with('#'))
-        .find_map(|line| {
-            let (name, value) = line.rsplit_once(' ')?;
-            (name == series).then(|| value.parse::<f64>().expect("a number"))
-        })
-        .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
-}
-
-async fn metrics(app: &TestApp) -> String {
-    let response = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), StatusCode::OK);
-    let content_type = response.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    assert!(content_type.starts_with("text/plain"), "{content_type}");
-    response.text().await.expect("text")
-}
-
 #[tokio::test]
 async fn metrics_are_prometheus_text_whose_values_follow_the_traffic() {
     let app = TestApp::spawn().await;
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     for series in [
         "herald_streams",
         "herald_events_published_total",
@@ -255,7 +229,7 @@ async fn metrics_are_prometheus_text_whose_values_follow_the_traffic() {
     a1.next_event().await;
     a2.next_event().await;
 
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     assert_eq!(sample(&text, "herald_streams"), 2.0);
     assert_eq!(sample(&text, "herald_events_published_total"), 4.0);
     assert_eq!(
@@ -281,7 +255,7 @@ async fn metrics_are_prometheus_text_whose_values_follow_the_traffic() {
     let mut again = app.subscribe("alice", Some(&first[0].id)).await;
     again.expect_connected().await;
     assert_eq!(titles(&again.next_events(3).await), ["m2", "m3", "b"]);
-    let text = metrics(&app).await;
+    let text = app.metrics().await;
     assert_eq!(sample(&text, "herald_events_replayed_total"), 3.0);
     assert_eq!(sample(&text, "herald_streams"), 3.0);
     assert_eq!(sample(&text, "herald_slow_reader_closes_total"), 0.0);
@@ -299,7 +273,7 @@ async fn metrics_are_prometheus_text_whose_values_follow_the_traffic() {
     tiny.publish("sam", "too big for the queue").await;
     slow.expect_end().await;
     assert_eq!(
-        sample(&metrics(&tiny).await, "herald_slow_reader_closes_total"),
+        sample(&tiny.metrics().await, "herald_slow_reader_closes_total"),
         1.0
     );
 }

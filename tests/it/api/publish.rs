@@ -1,5 +1,5 @@
-//! Publishing: the notification JSON, every validation rule of §3, the body's size and content
-//! type, and the user id on every route.
+//! Publishing: the notification JSON, every validation rule of docs/protocol.md#publishing, the
+//! body's size and content type, and the user id on every route.
 
 use std::time::Duration;
 
@@ -8,11 +8,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::{
-    assert_error, assert_next_is_marker, history, id_of, keys, padded_body, page_ids, post_bytes,
-    stats,
-};
-use crate::helpers::TestApp;
+use crate::helpers::answers::{assert_error, id_of, keys, page_ids};
+use crate::helpers::{TestApp, assert_next_is_marker, padded_body};
 
 #[tokio::test]
 async fn a_publish_is_201_with_exactly_the_documented_keys_trimmed_and_info_by_default() {
@@ -81,7 +78,7 @@ async fn a_publish_is_201_with_exactly_the_documented_keys_trimmed_and_info_by_d
     assert_eq!(events[0].event, "notification");
     assert_eq!(events[0].data, plain);
     assert_eq!(events[1].data, linked);
-    let page = history(&app, "alice", "").await;
+    let page = app.history("alice", "").await;
     assert_eq!(page["notifications"], json!([linked, plain]));
 }
 
@@ -153,7 +150,8 @@ async fn every_type_and_every_boundary_length_is_accepted_and_stored_trimmed() {
     }
 }
 
-/// Publish bodies that break one rule of §3 each, sent as `application/json`: each is a `400`.
+/// Publish bodies that break one rule of docs/protocol.md#publishing each, sent as
+/// `application/json`: each is a `400`.
 #[rustfmt::skip]
 const BAD_PUBLISHES: &[(&str, &str)] = &[
     ("no title", r#"{"message":"m"}"#),
@@ -202,7 +200,7 @@ async fn every_invalid_publish_is_refused_with_an_error_and_nothing_is_stored_or
     let path = "/api/notifications/alice";
     let json = Some("application/json");
     for &(case, body) in BAD_PUBLISHES {
-        let (status, answer) = post_bytes(&app, path, json, body).await;
+        let (status, answer) = app.post_bytes(path, json, body).await;
         assert_error(case, StatusCode::BAD_REQUEST, status, &answer);
     }
     let too_long: [(&str, Value); 3] = [
@@ -224,7 +222,7 @@ async fn every_invalid_publish_is_refused_with_an_error_and_nothing_is_stored_or
         assert_error(case, StatusCode::BAD_REQUEST, status, &answer);
     }
     let invalid_utf8 = b"{\"title\":\"\xff\xfe\",\"message\":\"m\"}".to_vec();
-    let (status, answer) = post_bytes(&app, path, json, invalid_utf8).await;
+    let (status, answer) = app.post_bytes(path, json, invalid_utf8).await;
     assert_error("invalid UTF-8", StatusCode::BAD_REQUEST, status, &answer);
     let valid = r#"{"title":"t","message":"m"}"#;
     for content_type in [
@@ -233,24 +231,25 @@ async fn every_invalid_publish_is_refused_with_an_error_and_nothing_is_stored_or
         Some("application/x-www-form-urlencoded"),
         Some("application/xml"),
     ] {
-        let (status, answer) = post_bytes(&app, path, content_type, valid).await;
+        let (status, answer) = app.post_bytes(path, content_type, valid).await;
         let case = format!("Content-Type {content_type:?}");
         assert_error(&case, StatusCode::UNSUPPORTED_MEDIA_TYPE, status, &answer);
     }
 
-    let page = history(&app, "alice", "").await;
+    let page = app.history("alice", "").await;
     assert_eq!((&page["total"], &page["count"]), (&json!(0), &json!(0)));
     assert_eq!(
-        stats(&app).await["eventsBuffered"],
+        app.stats().await["eventsBuffered"],
         0,
         "nothing reached the log"
     );
     assert_next_is_marker(&app, "alice", &mut stream).await;
 }
 
-/// SPEC §3: the body is a JSON object; an array is bad input (400) and changes nothing. Today
-/// serde's derived `Deserialize` also reads a struct from a sequence, so a bare array is taken as
-/// the fields in declaration order: `["warning","t","m",null]` publishes, `["t","m"]` broadcasts.
+/// docs/protocol.md#errors: the body is a JSON object; an array is bad input (400) and changes
+/// nothing. Today serde's derived `Deserialize` also reads a struct from a sequence, so a bare
+/// array is taken as the fields in declaration order: `["warning","t","m",null]` publishes,
+/// `["t","m"]` broadcasts.
 #[tokio::test]
 async fn a_json_array_body_is_400_and_not_read_as_the_fields_in_declaration_order() {
     let app = TestApp::spawn().await;
@@ -276,8 +275,8 @@ async fn a_json_array_body_is_400_and_not_read_as_the_fields_in_declaration_orde
             &answer,
         );
     }
-    assert_eq!(history(&app, "alice", "").await["total"], 0);
-    assert_eq!(stats(&app).await["eventsBuffered"], 0);
+    assert_eq!(app.history("alice", "").await["total"], 0);
+    assert_eq!(app.stats().await["eventsBuffered"], 0);
     assert_next_is_marker(&app, "alice", &mut stream).await;
 }
 
@@ -286,23 +285,23 @@ async fn a_body_of_exactly_64_kib_is_accepted_and_one_byte_more_is_413() {
     let app = TestApp::spawn().await;
     let mut stream = app.subscribe("alice", None).await;
     stream.expect_connected().await;
-    let (status, stored) = post_bytes(
-        &app,
-        "/api/notifications/alice",
-        Some("application/json"),
-        padded_body(64 * 1024),
-    )
-    .await;
+    let (status, stored) = app
+        .post_bytes(
+            "/api/notifications/alice",
+            Some("application/json"),
+            padded_body(64 * 1024),
+        )
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{stored}");
     assert_eq!(stream.next_event().await.data, stored);
 
-    let (status, answer) = post_bytes(
-        &app,
-        "/api/notifications/alice",
-        Some("application/json"),
-        padded_body(64 * 1024 + 1),
-    )
-    .await;
+    let (status, answer) = app
+        .post_bytes(
+            "/api/notifications/alice",
+            Some("application/json"),
+            padded_body(64 * 1024 + 1),
+        )
+        .await;
     assert_error("64 KiB + 1", StatusCode::PAYLOAD_TOO_LARGE, status, &answer);
 
     // A long string inside a body that says nothing of its length up front (chunked).
@@ -312,13 +311,13 @@ async fn a_body_of_exactly_64_kib_is_accepted_and_one_byte_more_is_413() {
         .chunks(16 * 1024)
         .map(|c| Ok(c.to_vec()))
         .collect();
-    let (status, answer) = post_bytes(
-        &app,
-        "/api/notifications/alice",
-        Some("application/json"),
-        reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
-    )
-    .await;
+    let (status, answer) = app
+        .post_bytes(
+            "/api/notifications/alice",
+            Some("application/json"),
+            reqwest::Body::wrap_stream(futures::stream::iter(chunks)),
+        )
+        .await;
     assert_error(
         "200 KiB chunked",
         StatusCode::PAYLOAD_TOO_LARGE,
@@ -326,8 +325,8 @@ async fn a_body_of_exactly_64_kib_is_accepted_and_one_byte_more_is_413() {
         &answer,
     );
 
-    assert_eq!(history(&app, "alice", "").await["total"], 1);
-    assert_eq!(stats(&app).await["eventsBuffered"], 1);
+    assert_eq!(app.history("alice", "").await["total"], 1);
+    assert_eq!(app.stats().await["eventsBuffered"], 1);
     assert_next_is_marker(&app, "alice", &mut stream).await;
 }
 
@@ -372,7 +371,7 @@ async fn a_bad_user_id_is_400_on_every_route_even_where_a_url_parser_would_norma
             );
         }
     }
-    assert_eq!(stats(&app).await["eventsBuffered"], 0, "nothing was stored");
+    assert_eq!(app.stats().await["eventsBuffered"], 0, "nothing was stored");
 
     // The edges of the alphabet and of the length are fine.
     let longest = "x".repeat(128);
@@ -386,8 +385,8 @@ async fn a_bad_user_id_is_400_on_every_route_even_where_a_url_parser_would_norma
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{user}: {stored}");
-        let page = history(&app, user, "").await;
+        let page = app.history(user, "").await;
         assert_eq!(page_ids(&page), [id_of(&stored)], "{user}");
     }
-    assert_eq!(stats(&app).await["eventsBuffered"], 6);
+    assert_eq!(app.stats().await["eventsBuffered"], 6);
 }

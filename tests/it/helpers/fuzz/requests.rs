@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use super::USERS;
 
 #[derive(Debug, Clone)]
-pub(super) enum Body {
+pub enum Body {
     Json(Value),
     Text(String),
     Bytes(Vec<u8>),
@@ -29,7 +29,7 @@ impl Body {
 
 /// One random request. Path segments are sent percent-encoded, exactly as held here.
 #[derive(Debug, Clone)]
-pub(super) enum Probe {
+pub enum Probe {
     Publish {
         user: String,
         content_type: Option<String>,
@@ -96,7 +96,7 @@ pub(super) fn percent_decode(text: &str) -> Vec<u8> {
     out
 }
 
-/// Whether SPEC §3 accepts the user id this segment decodes to.
+/// Whether the user id this segment decodes to is valid (docs/protocol.md#publishing).
 pub(super) fn is_valid_user(segment: &str) -> bool {
     let Ok(user) = String::from_utf8(percent_decode(segment)) else {
         return false;
@@ -347,7 +347,7 @@ fn query() -> impl Strategy<Value = String> {
     ]
 }
 
-pub(super) fn probe() -> impl Strategy<Value = Probe> {
+pub fn probe() -> impl Strategy<Value = Probe> {
     let other_path = prop_oneof![
         select(
             "/ /api /api/stats /healthz /readyz /metrics /openapi.json /api/broadcast /nope \

@@ -2,12 +2,12 @@
 //! directory, and the choice of backend for the whole run: `HERALD_TEST_BACKEND=redis` runs
 //! every behavioural test against Redis instead of SQLite (one suite, two stores).
 
-#![allow(dead_code)]
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use super::process::free_port;
 
 /// Which store the in-process and child-process servers of this run use.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,11 +156,4 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .expect("a free port")
 }
