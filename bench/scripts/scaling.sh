@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# How herald's costs grow (issue 5, target 6): the time until every stream has a broadcast as
+# How herald's costs grow: the time until every stream has a broadcast as
 # the number of streams doubles (herald and the ideal server of `herald-bench floor`), and
 # publish throughput as idle streams grow from 1,000 to 15,000. Writes the table into
 # BENCHMARKS.md between the bench-scaling markers. Loopback only; servers killed by PID.

@@ -1,5 +1,5 @@
 //! Plain HTTP/1.x clients on the wire: the API, the page and the streams are answered by
-//! herald's own HTTP/1 path (`herald::http1_streams`), the odd rest by hyper, and a client
+//! herald's own HTTP/1 path (`herald::http1`), the odd rest by hyper, and a client
 //! cannot tell the seam. A stream on herald's path says `connection: close` (hyper's would
 //! not), which is how these tests see which path served it.
 

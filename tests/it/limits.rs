@@ -1,4 +1,4 @@
-//! Limits (issue 3, item 9): the per-client publish rate (`--publish-rate`), stream caps and
+//! Limits: the per-client publish rate (`--publish-rate`), stream caps and
 //! body size. A refused request gets its status, a `{"error"}` body and, where the client should
 //! come back, a `Retry-After` in whole seconds; it is never stored and never sent.
 //!
