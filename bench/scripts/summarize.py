@@ -3,6 +3,7 @@ BENCHMARKS.md (medians over the runs of each case).
 
   summarize.py vs-reference RESULTS RUNS MACHINE VERSIONS CASE...   herald, reference, floor
   summarize.py scaling RESULTS RUNS MACHINE VERSIONS CASE...        herald and floor as N grows
+  summarize.py ab RESULTS RUNS MACHINE VERSIONS CASE...             two herald binaries, A/B
 """
 import json
 import statistics
@@ -63,13 +64,33 @@ def scaling(rows, cases):
             print(f"| `{case}` | {figure} | " + " | ".join(cells) + " |")
 
 
+def ab(rows, cases):
+    print("| case | figure | before: each run | median | after: each run | median | after / before |")
+    print("|---|---|---|---|---|---|---|")
+    for case in cases:
+        for figure in FIGURES[case.split()[0]] + ["server_cpu_s"]:
+            cells = []
+            for label in ("before", "after"):
+                runs = [r[figure] for r in rows if r.get("case") == case and r.get("label") == label
+                        and isinstance(r.get(figure), (int, float))]
+                cells += [" / ".join(show(v) for v in runs) or "-", show(median(rows, case, label, figure))]
+            b, a = median(rows, case, "before", figure), median(rows, case, "after", figure)
+            ratio = f"{a / b:.2f}" if a is not None and b else "-"
+            print(f"| `{case}` | {figure} | " + " | ".join(cells) + f" | {ratio} |")
+
+
 mode, path, runs, machine, versions, *cases = sys.argv[1:]
 rows = [json.loads(line) for line in open(path) if line.strip().startswith("{")]
 header(runs, machine, versions)
-{"vs-reference": vs_reference, "scaling": scaling}[mode](rows, cases)
+{"vs-reference": vs_reference, "scaling": scaling, "ab": ab}[mode](rows, cases)
 print("\nEach case is `herald-bench CASE` with the server's URLs, `--server-pid`, a fresh")
 print("`--source-addrs` range and `--pub-body '{\"title\":\"t\",\"message\":\"{ts}\"}'`; a fresh server per run.")
-print("floor: `herald-bench floor` with the same flags (an ideal server: one write per stream).")
+if mode != "ab":
+    print("floor: `herald-bench floor` with the same flags (an ideal server: one write per stream).")
 print("herald: `target/release/herald serve --listen 127.0.0.1:3000 --data-dir DIR --max-connections 20000")
-print("--max-connections-per-user 100000` (SQLite, `--sync full`: every 201 fsynced). reference: a copy of")
-print("`../shared/reference/seed-node`, `npm install && npx tsc`, then `PORT=3999 node dist/server.js`.")
+print("--max-connections-per-user 100000` (SQLite, `--sync full`: every 201 fsynced).", end="")
+if mode == "ab":
+    print(" Runs alternate before, after.")
+else:
+    print(" reference: a copy of")
+    print("`../shared/reference/seed-node`, `npm install && npx tsc`, then `PORT=3999 node dist/server.js`.")
