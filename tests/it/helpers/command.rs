@@ -143,19 +143,7 @@ impl Finished {
             "nothing on stdout: {:?}",
             self.stdout
         );
-        assert_eq!(
-            self.stderr.lines().count(),
-            1,
-            "one line: {:?}",
-            self.stderr
-        );
-        for word in words {
-            assert!(
-                self.stderr.contains(word),
-                "{word:?} missing: {:?}",
-                self.stderr
-            );
-        }
+        assert_one_line_saying(&self.stderr, words);
     }
 }
 
@@ -241,18 +229,14 @@ impl Exited {
             "refused only after {:?}",
             self.took
         );
-        assert_eq!(
-            self.stderr.lines().count(),
-            1,
-            "one line: {:?}",
-            self.stderr
-        );
-        for word in words {
-            assert!(
-                self.stderr.contains(word),
-                "{word:?} missing from {:?}",
-                self.stderr
-            );
-        }
+        assert_one_line_saying(&self.stderr, words);
+    }
+}
+
+/// `stderr` is one line, and it contains each of `words`.
+fn assert_one_line_saying(stderr: &str, words: &[&str]) {
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
+    for word in words {
+        assert!(stderr.contains(word), "{word:?} missing from {stderr:?}");
     }
 }
