@@ -5,9 +5,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
@@ -15,6 +17,7 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::{CorsOrigins, Settings};
+use crate::edge::{Activity, InFlight};
 use crate::http;
 use crate::http::error::ApiError;
 use crate::http::rate_limit::PublishLimiter;
@@ -84,20 +87,59 @@ fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
 }
 
 /// The router as hyper serves it on one connection: each request learns its client's address
-/// (for per-client limits), as on herald's own HTTP/1 path.
+/// (for per-client limits), as on herald's own HTTP/1 path, and is counted as in progress on
+/// its connection until its response's body is over (for the connection's idle deadline).
 #[derive(Clone)]
 pub struct ConnectionService {
     pub router: Router,
     pub remote: SocketAddr,
+    pub activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnectionService {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = axum::routing::future::RouteFuture<std::convert::Infallible>;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(ConnectInfo(self.remote));
-        self.router.clone().call(request)
+        let in_flight = self.activity.start();
+        let response = self.router.clone().call(request);
+        Box::pin(async move {
+            let Ok(response) = response.await;
+            Ok(response.map(|body| {
+                Body::new(Counted {
+                    body,
+                    _in_flight: in_flight,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body that keeps its request counted as in progress until it is dropped.
+struct Counted {
+    body: Body,
+    /// Held, never read: dropping it ends the request.
+    _in_flight: InFlight,
+}
+
+impl http_body::Body for Counted {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }

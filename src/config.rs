@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::auth::{AuthSettings, PublishKeys, TokenVerifier};
+use crate::edge::Deadlines;
 use crate::sse::outbox::QueueBounds;
 use crate::store::{RedisSettings, Retention, SyncMode};
 
@@ -257,6 +258,8 @@ pub struct Settings {
     pub sync: SyncMode,
     /// How often retention sweeps the log by age (at least once a minute).
     pub sweep_every: Duration,
+    /// How long each part of a connection's life may take.
+    pub deadlines: Deadlines,
     /// Settings that work but deserve a word in the log.
     pub warnings: Vec<String>,
 }
@@ -518,6 +521,7 @@ impl Settings {
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
             sync: SyncMode::Full,
             sweep_every: SWEEP_EVERY,
+            deadlines: Deadlines::default(),
             warnings: Vec::new(),
         }
     }

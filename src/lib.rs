@@ -13,6 +13,7 @@
 //! - [`auth`]: subscriber tokens and publish keys, and what each may do.
 //! - [`subscription`]: one stream as a response body: replay from the log, then live.
 //! - [`config`]: `herald serve`'s flags and environment, validated into [`Settings`].
+//! - [`edge`]: a connection's idle and write deadlines, below hyper.
 //! - [`http`]: the HTTP edge, one module per resource, and its one error type.
 //! - [`app`]: the state every handler reaches and the router.
 //! - [`http1`]: herald's own HTTP/1 path for plain connections (a fenced fast path).
@@ -24,6 +25,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod edge;
 pub mod http;
 pub mod http1;
 pub mod hub;

@@ -26,12 +26,19 @@ pub enum ApiError {
     /// 405: the route exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 408: the request (its head or its body) did not arrive in time; the connection closes.
+    #[error("the request took too long to arrive")]
+    RequestTimeout,
     /// 409: the request contradicts what is stored.
     #[error("{0}")]
     Conflict(String),
     /// 413: the body is larger than the limit.
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    /// 431: the request head is larger than 16 KiB or has too many fields; the connection
+    /// closes.
+    #[error("the request head is too large")]
+    HeadTooLarge,
     /// 415: the body is not declared as JSON.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
@@ -66,8 +73,10 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable { .. } | Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -124,6 +133,10 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"herald\""),
             );
+        }
+        if matches!(self, Self::RequestTimeout | Self::HeadTooLarge) {
+            // What is left of the request cannot be told from a next one.
+            headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(seconds) = self.retry_after() {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));

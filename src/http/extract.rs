@@ -16,17 +16,24 @@ use crate::http::error::ApiError;
 /// The largest request body we read.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// A JSON body; a wrong content type is `415`, an oversized body `413`, bad JSON `400`.
+/// A JSON body; a wrong content type is `415`, an oversized body `413`, bad JSON `400`, a body
+/// that does not arrive in time (the body deadline, from when the router took the request)
+/// `408`.
 pub struct JsonBody<T>(pub T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let body = match Bytes::from_request(req, state).await {
+        let read = Bytes::from_request(req, state);
+        let deadline = state.settings.deadlines.body;
+        let Ok(read) = tokio::time::timeout(deadline, read).await else {
+            return Err(ApiError::RequestTimeout);
+        };
+        let body = match read {
             Ok(body) => body,
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 return Err(ApiError::TooLarge(MAX_BODY_BYTES));

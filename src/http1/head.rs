@@ -1,25 +1,29 @@
 //! Reading one request off a plain connection and deciding who answers it: a `GET`, an
 //! `OPTIONS` or a `POST` with a `Content-Length` body becomes an `http::Request` for the
-//! router; anything else (odd, oversized, chunked, upgrades, HTTP/2) goes to hyper with the
-//! bytes read.
+//! router; a whole head this path does not serve (`HEAD`, chunked bodies, upgrades, HTTP/2's
+//! preface) goes to hyper with the bytes read; a head that is malformed, too large or too slow
+//! is refused here (docs/protocol.md#limits). The head is parsed once a line has ended, and the
+//! body is counted, never parsed.
 
 use std::io;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use bytes::Bytes;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
+use crate::edge::{MAX_HEAD, MAX_HEADERS};
+use crate::http::error::ApiError;
 use crate::http::extract::MAX_BODY_BYTES;
 
-/// A longer head goes to hyper, whose parser has the general limits (and the `431`).
-const MAX_HEAD: usize = 8 * 1024;
 /// How much the buffer grows by per read; most requests fit in one step.
 const READ_STEP: usize = 1024;
-/// More headers than this go to hyper.
-const MAX_HEADERS: usize = 64;
+/// How an HTTP/2 connection by prior knowledge starts; hyper serves those.
+const HTTP2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 /// What the client sent, and who answers it.
 #[derive(Debug)]
@@ -34,119 +38,197 @@ pub enum Head {
         keep_alive: bool,
         rest: Vec<u8>,
     },
-    /// Anything else: every byte read so far, for hyper to read again.
+    /// A whole head for hyper: every byte read so far, for hyper to read again.
     Other(Bytes),
-    /// The client closed the connection, or it failed.
+    /// Answer this, then close the connection: nothing was routed.
+    Refused(ApiError),
+    /// The client closed the connection, or it failed, or it sent nothing in time.
     Closed,
 }
 
-/// Reads until the request in `buf` (which may already hold some) is complete or is not
-/// ours; then the bytes move out of `buf` into the answer.
-pub async fn read(stream: &TcpStream, buf: &mut Vec<u8>, remote: SocketAddr) -> Head {
-    loop {
-        if let Some(head) = decide(buf, remote) {
-            return head;
-        }
-        if stream.readable().await.is_err() {
-            return Head::Closed;
-        }
-        buf.reserve(READ_STEP);
-        match stream.try_read_buf(buf) {
-            Ok(0) => return Head::Closed,
-            Ok(_) => {}
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Head::Closed,
-        }
-    }
+/// What the bytes of a head say.
+#[derive(Debug)]
+// Returned once per head, straight into a match: boxing the request would only add an
+// allocation.
+#[allow(clippy::large_enum_variant)]
+pub enum Verdict {
+    /// Not a whole head yet.
+    Partial,
+    /// This path serves it.
+    Take(Routed),
+    /// A whole head this path leaves to hyper.
+    Hyper,
+    /// Refused before routing.
+    Refuse(ApiError),
 }
 
-/// `None` while more bytes are needed to tell.
-fn decide(buf: &mut Vec<u8>, remote: SocketAddr) -> Option<Head> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut headers);
-    let to_hyper = |buf: &mut Vec<u8>| Some(Head::Other(Bytes::from(std::mem::take(buf))));
-    let head_length = match parsed.parse(buf) {
-        Ok(httparse::Status::Complete(length)) => length,
-        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return None,
-        // Too long, too many headers or malformed: hyper gives the client its answer.
-        _ => return to_hyper(buf),
+/// A request this path takes, before its body is read.
+#[derive(Debug)]
+pub struct Routed {
+    pub request: Request<Body>,
+    pub keep_alive: bool,
+    pub head_length: usize,
+    pub body_length: usize,
+}
+
+/// Reads until the request in `buf` (which may already hold some) is whole, or is not this
+/// path's, or is refused; the head must be whole by `head_deadline`, the body within
+/// `body_timeout` of its head. The bytes then move out of `buf` into the answer.
+pub async fn read(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    remote: SocketAddr,
+    head_deadline: Instant,
+    body_timeout: Duration,
+) -> Head {
+    // Bytes before this offset hold no line end the parser has not seen.
+    let mut looked_at = 0;
+    let routed = loop {
+        if buf[looked_at..].contains(&b'\n') {
+            match verdict(buf, remote) {
+                Verdict::Partial => {}
+                Verdict::Take(routed) => break routed,
+                Verdict::Hyper => return Head::Other(Bytes::from(std::mem::take(buf))),
+                Verdict::Refuse(error) => return Head::Refused(error),
+            }
+        }
+        looked_at = buf.len();
+        if buf.len() > MAX_HEAD {
+            return Head::Refused(ApiError::HeadTooLarge);
+        }
+        match read_more(stream, buf, head_deadline).await {
+            Some(true) => {}
+            Some(false) => return Head::Closed,
+            // A client that sent part of a head hears why it is cut off; an idle one is not.
+            None if buf.is_empty() => return Head::Closed,
+            None => return Head::Refused(ApiError::RequestTimeout),
+        }
     };
-    let Some(Routed {
+    let end = routed.head_length + routed.body_length;
+    let body_deadline = Instant::now() + body_timeout;
+    while buf.len() < end {
+        match read_more(stream, buf, body_deadline).await {
+            Some(true) => {}
+            Some(false) => return Head::Closed,
+            None => return Head::Refused(ApiError::RequestTimeout),
+        }
+    }
+    take_request(buf, routed)
+}
+
+/// Moves a whole request (its head judged, its body all in `buf`) out of `buf`.
+fn take_request(buf: &mut Vec<u8>, routed: Routed) -> Head {
+    let Routed {
         mut request,
         keep_alive,
+        head_length,
         body_length,
-    }) = router_request(&parsed, remote)
-    else {
-        return to_hyper(buf);
-    };
-    let end = head_length + body_length;
-    if buf.len() < end {
-        return None;
-    }
-    let rest = buf.split_off(end);
+    } = routed;
+    let rest = buf.split_off(head_length + body_length);
     if body_length > 0 {
         *request.body_mut() = Body::from(buf.split_off(head_length));
     }
     buf.clear();
-    Some(Head::Request {
+    Head::Request {
         request,
         keep_alive,
         rest,
-    })
+    }
 }
 
-/// A request this path takes, before its body is read.
-struct Routed {
-    request: Request<Body>,
-    keep_alive: bool,
-    body_length: usize,
+/// Reads what the socket has into `buf`: `Some(true)` when something came, `Some(false)` when
+/// the client closed or the connection failed, `None` at `deadline`.
+async fn read_more(stream: &TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Option<bool> {
+    loop {
+        match tokio::time::timeout_at(deadline, stream.readable()).await {
+            Err(_) => return None,
+            Ok(Err(_)) => return Some(false),
+            Ok(Ok(())) => {}
+        }
+        buf.reserve(READ_STEP);
+        match stream.try_read_buf(buf) {
+            Ok(0) => return Some(false),
+            Ok(_) => return Some(true),
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return Some(false),
+        }
+    }
+}
+
+/// Judges the head at the start of `buf`, parsing it once.
+pub fn verdict(buf: &[u8], remote: SocketAddr) -> Verdict {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut headers);
+    let head_length = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(length)) if length > MAX_HEAD => {
+            return Verdict::Refuse(ApiError::HeadTooLarge);
+        }
+        Ok(httparse::Status::Complete(length)) => length,
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+            return Verdict::Refuse(ApiError::HeadTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Verdict::Partial,
+        Err(_) if buf.starts_with(HTTP2_PREFACE) => return Verdict::Hyper,
+        Err(httparse::Error::TooManyHeaders) => return Verdict::Refuse(ApiError::HeadTooLarge),
+        Err(_) => return Verdict::Refuse(ApiError::bad_request("malformed request head")),
+    };
+    routed(&parsed, head_length, remote)
 }
 
 /// The request as hyper would have built it (without its body), whether the client keeps the
-/// connection open, and how long the body is; `None` for anything this path leaves to hyper.
-fn router_request(parsed: &httparse::Request<'_, '_>, remote: SocketAddr) -> Option<Routed> {
-    let method = match parsed.method? {
+/// connection open, and how long its parts are; or who else answers it.
+fn routed(parsed: &httparse::Request<'_, '_>, head_length: usize, remote: SocketAddr) -> Verdict {
+    let (Some(method), Some(path), Some(version)) = (parsed.method, parsed.path, parsed.version)
+    else {
+        return Verdict::Refuse(ApiError::bad_request("malformed request head"));
+    };
+    let method = match method {
         "GET" => Method::GET,
         "POST" => Method::POST,
         "OPTIONS" => Method::OPTIONS,
-        _ => return None,
+        _ => return Verdict::Hyper,
     };
-    let version = match parsed.version? {
-        0 => Version::HTTP_10,
-        1 => Version::HTTP_11,
-        _ => return None,
+    let version = if version == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
     };
-    let uri = Uri::try_from(parsed.path?).ok()?;
+    let Ok(uri) = Uri::try_from(path) else {
+        return Verdict::Hyper;
+    };
     // HTTP/1.0 keep-alive is rare enough to leave out: those connections close after one answer.
     let mut keep_alive = version == Version::HTTP_11;
-    let mut body_length = None;
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
-        let value = HeaderValue::from_bytes(field.value).ok()?;
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(field.name.as_bytes()),
+            HeaderValue::from_bytes(field.value),
+        ) else {
+            return Verdict::Hyper;
+        };
         match name {
             // A chunked body, `100-continue` or a protocol switch: hyper's job.
-            header::TRANSFER_ENCODING | header::EXPECT | header::UPGRADE => return None,
-            header::CONTENT_LENGTH => {
-                let length: usize = value.to_str().ok()?.parse().ok()?;
-                // Two lengths, or one over the limit: hyper answers (400, or 413 by the router).
-                if body_length.replace(length).is_some() || length > MAX_BODY_BYTES {
-                    return None;
-                }
-            }
+            header::TRANSFER_ENCODING | header::EXPECT | header::UPGRADE => return Verdict::Hyper,
             header::CONNECTION => {
-                let tokens = value.to_str().ok()?;
-                for token in tokens.split(',').map(str::trim) {
-                    if token.eq_ignore_ascii_case("close") {
+                for token in value.as_bytes().split(|&b| b == b',') {
+                    let token = token.trim_ascii();
+                    if token.eq_ignore_ascii_case(b"close") {
                         keep_alive = false;
-                    } else if token.eq_ignore_ascii_case("upgrade") {
-                        return None;
+                    } else if token.eq_ignore_ascii_case(b"upgrade") {
+                        return Verdict::Hyper;
                     }
                 }
             }
             _ => {}
         }
         headers.append(name, value);
+    }
+    let body_length = match content_length(&headers) {
+        Ok(length) => length.unwrap_or(0),
+        Err(problem) => return Verdict::Refuse(ApiError::bad_request(problem)),
+    };
+    if body_length > MAX_BODY_BYTES as u64 {
+        return Verdict::Refuse(ApiError::TooLarge(MAX_BODY_BYTES));
     }
     let mut request = Request::new(Body::empty());
     *request.method_mut() = method;
@@ -155,23 +237,60 @@ fn router_request(parsed: &httparse::Request<'_, '_>, remote: SocketAddr) -> Opt
     *request.headers_mut() = headers;
     // Each request learns its client's address (for per-client limits), as on hyper's path.
     request.extensions_mut().insert(ConnectInfo(remote));
-    Some(Routed {
+    Verdict::Take(Routed {
         request,
         keep_alive,
-        body_length: body_length.unwrap_or(0),
+        head_length,
+        body_length: body_length as usize,
     })
+}
+
+/// The body's length, read as hyper reads it so that the two never disagree: every
+/// `Content-Length` value (a field may list several, comma-separated) is ASCII digits and all
+/// are the same number.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
+    const BAD: &str = "Content-Length must be one number of ASCII digits";
+    let mut length = None;
+    for field in headers.get_all(header::CONTENT_LENGTH) {
+        for value in field.as_bytes().split(|&b| b == b',') {
+            let value = value.trim_ascii();
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return Err(BAD);
+            }
+            let number = std::str::from_utf8(value)
+                .ok()
+                .and_then(|digits| digits.parse::<u64>().ok())
+                .ok_or(BAD)?;
+            if length
+                .replace(number)
+                .is_some_and(|earlier| earlier != number)
+            {
+                return Err(BAD);
+            }
+        }
+    }
+    Ok(length)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::StatusCode;
 
     fn remote() -> SocketAddr {
         "127.0.0.7:4000".parse().unwrap()
     }
 
+    /// What [`read`] makes of `bytes` once they have all arrived; `None` while it would wait.
     fn decide_on(bytes: &[u8]) -> Option<Head> {
-        decide(&mut bytes.to_vec(), remote())
+        let mut buf = bytes.to_vec();
+        match verdict(&buf, remote()) {
+            Verdict::Partial => None,
+            Verdict::Take(routed) if buf.len() < routed.head_length + routed.body_length => None,
+            Verdict::Take(routed) => Some(take_request(&mut buf, routed)),
+            Verdict::Hyper => Some(Head::Other(Bytes::from(buf))),
+            Verdict::Refuse(error) => Some(Head::Refused(error)),
+        }
     }
 
     #[test]
@@ -230,34 +349,100 @@ mod tests {
     }
 
     #[test]
-    fn a_partial_head_waits_and_anything_else_goes_to_hyper_whole() {
+    fn a_partial_head_waits_and_a_whole_head_this_path_does_not_serve_goes_to_hyper() {
         assert!(decide_on(b"GET /eve").is_none());
         assert!(decide_on(b"GET /events/ann HTTP/1.1\r\nHost: x\r\n").is_none());
-        let too_long = format!(
-            "POST /api/broadcast HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
-            MAX_BODY_BYTES + 1
-        );
         for raw in [
             &b"HEAD /healthz HTTP/1.1\r\n\r\n"[..],
             b"PUT /api/broadcast HTTP/1.1\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            b"POST /api/broadcast HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
-            b"POST /api/broadcast HTTP/1.1\r\nContent-Length: x\r\n\r\n",
-            too_long.as_bytes(),
             b"POST /api/broadcast HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST /api/broadcast HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n",
             b"GET /events/ann HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
-            b"GET /events/ann HTTP/1.1\r\nBad Header\r\n\r\n",
         ] {
             match decide_on(raw) {
                 Some(Head::Other(bytes)) => assert_eq!(&bytes[..], raw),
                 other => panic!("{:?} went to {other:?}", String::from_utf8_lossy(raw)),
             }
         }
+    }
+
+    fn refused_with(raw: &[u8]) -> StatusCode {
+        match decide_on(raw) {
+            Some(Head::Refused(error)) => error.status(),
+            other => panic!("{:?} went to {other:?}", String::from_utf8_lossy(raw)),
+        }
+    }
+
+    #[test]
+    fn a_content_length_is_read_as_hyper_reads_it_and_anything_else_is_refused() {
+        let with =
+            |lengths: &str| format!("POST /api/broadcast HTTP/1.1\r\n{lengths}\r\n\r\nhello");
+        for agreed in [
+            "Content-Length: 5",
+            "Content-Length: 5\r\nContent-Length: 5",
+            "Content-Length: 5, 5",
+            "Content-Length:  005 ",
+        ] {
+            match decide_on(with(agreed).as_bytes()) {
+                Some(Head::Request { request, .. }) => {
+                    assert_eq!(
+                        request.headers().get_all("content-length").iter().count(),
+                        agreed.matches("Length").count()
+                    );
+                }
+                other => panic!("{agreed:?} went to {other:?}"),
+            }
+        }
+        for ambiguous in [
+            "Content-Length: +5",
+            "Content-Length: -5",
+            "Content-Length: 5 5",
+            "Content-Length: 0x5",
+            "Content-Length: 5\r\nContent-Length: 6",
+            "Content-Length: 5,",
+            "Content-Length: ",
+            "Content-Length: 99999999999999999999999",
+        ] {
+            assert_eq!(
+                refused_with(with(ambiguous).as_bytes()),
+                StatusCode::BAD_REQUEST,
+                "{ambiguous:?}"
+            );
+        }
+        let too_long = format!(
+            "POST /api/broadcast HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY_BYTES + 1
+        );
+        assert_eq!(
+            refused_with(too_long.as_bytes()),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+    }
+
+    #[test]
+    fn malformed_and_oversized_heads_are_refused_here() {
+        assert_eq!(
+            refused_with(b"GET /events/ann HTTP/1.1\r\nBad Header\r\n\r\n"),
+            StatusCode::BAD_REQUEST
+        );
         let huge = format!(
             "GET /events/ann HTTP/1.1\r\nX: {}\r\n",
             "y".repeat(MAX_HEAD)
         );
-        assert!(matches!(decide_on(huge.as_bytes()), Some(Head::Other(_))));
+        assert_eq!(
+            refused_with(huge.as_bytes()),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let whole_but_huge = format!("{huge}\r\n");
+        assert_eq!(
+            refused_with(whole_but_huge.as_bytes()),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+        let many: String = (0..=MAX_HEADERS).map(|n| format!("X-{n}: 1\r\n")).collect();
+        assert_eq!(
+            refused_with(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
     }
 }

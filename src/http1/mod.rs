@@ -12,7 +12,10 @@ mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+
+use axum::http::Version;
+use axum::response::IntoResponse;
+use tokio::time::Instant;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -25,6 +28,7 @@ use tower::Service;
 use self::head::Head;
 use self::rewind::Rewind;
 use crate::app::ConnectionService;
+use crate::edge::{Activity, Deadlines, EdgeIo};
 
 /// What every plain connection shares.
 pub struct Connections {
@@ -33,9 +37,8 @@ pub struct Connections {
     hyper: auto::Builder<TokioExecutor>,
     /// Cancelled when the drain ends connections: one waiting for a request head closes.
     closing: CancellationToken,
-    /// How long a client may take to send a whole request (and an idle keep-alive connection
-    /// may wait for its next one), as hyper's `header_read_timeout`.
-    head_timeout: Duration,
+    /// How long heads, bodies and writes may take.
+    deadlines: Deadlines,
 }
 
 impl Connections {
@@ -43,13 +46,13 @@ impl Connections {
         app: Router,
         hyper: auto::Builder<TokioExecutor>,
         closing: CancellationToken,
-        head_timeout: Duration,
+        deadlines: Deadlines,
     ) -> Arc<Self> {
         Arc::new(Self {
             app,
             hyper,
             closing,
-            head_timeout,
+            deadlines,
         })
     }
 
@@ -91,14 +94,14 @@ impl Connections {
         watcher: Watcher,
     ) -> Option<Opened> {
         let mut read = Vec::new();
+        let write_timeout = self.deadlines.write;
         loop {
+            // One deadline for the next head, idle wait included, whoever ends up reading it.
+            let head_deadline = Instant::now() + self.deadlines.head;
+            let body_timeout = self.deadlines.body;
             let head = tokio::select! {
                 () = self.closing.cancelled() => return None,
-                head = tokio::time::timeout(self.head_timeout, head::read(&socket, &mut read, remote)) => head,
-            };
-            // A client that never finishes its head is closed, as hyper's timeout does.
-            let Ok(head) = head else {
-                return None;
+                head = head::read(&socket, &mut read, remote, head_deadline, body_timeout) => head,
             };
             let (request, keep_alive) = match head {
                 Head::Request {
@@ -110,7 +113,20 @@ impl Connections {
                     (request, keep_alive)
                 }
                 Head::Other(read) => {
-                    self.hand_to_hyper(socket, remote, read, watcher).await;
+                    self.hand_to_hyper(socket, remote, read, head_deadline, watcher)
+                        .await;
+                    return None;
+                }
+                Head::Refused(error) => {
+                    let response = error.into_response();
+                    write::whole(
+                        &mut socket,
+                        response,
+                        Version::HTTP_11,
+                        false,
+                        write_timeout,
+                    )
+                    .await;
                     return None;
                 }
                 Head::Closed => return None,
@@ -125,23 +141,29 @@ impl Connections {
                     watcher,
                 });
             }
-            if !write::whole(&mut socket, response, version, keep_alive).await {
+            if !write::whole(&mut socket, response, version, keep_alive, write_timeout).await {
                 return None;
             }
         }
     }
 
+    /// Serves the rest of the connection with hyper, from the bytes already read. The head
+    /// they start must still be whole by `head_deadline`.
     async fn hand_to_hyper(
         &self,
         socket: TcpStream,
         remote: SocketAddr,
         read: bytes::Bytes,
+        head_deadline: Instant,
         watcher: Watcher,
     ) {
-        let io = TokioIo::new(Rewind::new(read, socket));
+        let activity = Activity::new(head_deadline, self.deadlines.idle);
+        let io = Rewind::new(read, socket);
+        let io = TokioIo::new(EdgeIo::new(io, activity.clone(), self.deadlines.write));
         let service = ConnectionService {
             router: self.app.clone(),
             remote,
+            activity,
         };
         let connection = self
             .hyper

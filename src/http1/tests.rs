@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 use super::*;
+use crate::edge::Deadlines;
 use crate::sse::outbox::EventStreamResponse;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -54,7 +55,10 @@ async fn node(head_timeout: Duration) -> Node {
         app,
         auto::Builder::new(TokioExecutor::new()),
         closing.clone(),
-        head_timeout,
+        Deadlines {
+            head: head_timeout,
+            ..Deadlines::default()
+        },
     );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap())
@@ -122,12 +126,24 @@ async fn read_to_end(client: &mut TcpStream) -> String {
 }
 
 #[tokio::test]
-async fn a_client_that_never_finishes_its_head_is_closed_at_the_timeout() {
+async fn a_client_that_never_finishes_its_head_gets_408_and_is_closed_at_the_timeout() {
     let mut node = node(Duration::from_millis(200)).await;
     node.client
         .write_all(b"GET /events/x HTTP/1.1\r\nHost: t\r\n")
         .await
         .unwrap();
+    let answer = read_to_end(&mut node.client).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\r\nconnection: close\r\n"), "{answer}");
+    node.served_in_time().await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_at_the_head_timeout_without_an_answer() {
+    let mut node = node(Duration::from_millis(200)).await;
     assert_eq!(read_to_end(&mut node.client).await, "");
     node.served_in_time().await;
 }
@@ -194,7 +210,7 @@ async fn an_idle_streams_task_stays_a_few_hundred_bytes() {
         Router::new(),
         auto::Builder::new(TokioExecutor::new()),
         CancellationToken::new(),
-        WAIT,
+        Deadlines::default(),
     );
     let task = paths.serve(socket, addr, graceful.watcher());
     let size = std::mem::size_of_val(&task);

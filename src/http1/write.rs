@@ -7,6 +7,7 @@ use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, Version, header};
@@ -189,11 +190,14 @@ impl Out {
 }
 
 /// Writes `response` whole; returns whether the connection stays open for another request.
+/// A client that does not take it within `write_timeout` is cut off, and what the kernel still
+/// holds for it is dropped at once.
 pub async fn whole(
     socket: &mut TcpStream,
     response: Response,
     version: Version,
     keep_alive: bool,
+    write_timeout: Duration,
 ) -> bool {
     let (parts, body) = response.into_parts();
     // Every answer but a stream is built in memory (JSON, the page, its assets): collecting it
@@ -224,7 +228,19 @@ pub async fn whole(
         !keep_alive,
     );
     let mut parts = [IoSlice::new(&head), IoSlice::new(&body)];
-    write_all(socket, &mut parts).await.is_ok() && keep_alive
+    match tokio::time::timeout(write_timeout, write_all(socket, &mut parts)).await {
+        Ok(written) => written.is_ok() && keep_alive,
+        Err(_) => {
+            reset_on_close(socket);
+            false
+        }
+    }
+}
+
+/// Makes the socket's close a reset: closing with unsent bytes would leave them in the kernel
+/// until the client reads them or the retransmissions give up. (A zero linger never blocks.)
+pub fn reset_on_close(socket: &TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
 }
 
 /// The status line and headers as hyper writes them (lower-case names, a `date`), with the

@@ -18,15 +18,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::tls;
 use crate::app::{AppState, ConnectionService, router};
+use crate::edge::{Activity, Deadlines, EdgeIo, MAX_HEAD, MAX_HEADERS};
 use crate::http1;
 use crate::metrics::Metrics;
 
 /// How often an idle HTTP/2 connection is pinged, and how long the answer may take: an SSE
 /// stream on a dead connection is otherwise found only when its send window fills.
 const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
-
-/// How long a client may take to send a request head, idle keep-alive waits included.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every accepted connection is served with.
 pub(super) struct Acceptor {
@@ -35,6 +33,7 @@ pub(super) struct Acceptor {
     tls: Option<TlsAcceptor>,
     plain: Arc<http1::Connections>,
     metrics: Arc<Metrics>,
+    deadlines: Deadlines,
     /// Every connection's task holds a watcher of this until it ends.
     graceful: GracefulShutdown,
     /// Cancelled when connections drain: ends what still waits for a client (TLS handshakes,
@@ -44,26 +43,32 @@ pub(super) struct Acceptor {
 
 impl Acceptor {
     pub fn new(state: &AppState, tls: Option<TlsAcceptor>) -> Self {
+        let deadlines = state.settings.deadlines;
         let router = router(state.clone());
         let mut hyper = auto::Builder::new(TokioExecutor::new());
+        // The same bounds as herald's HTTP/1 path (docs/protocol.md#limits).
         hyper
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEAD_TIMEOUT);
+            .header_read_timeout(deadlines.head)
+            .max_headers(MAX_HEADERS)
+            .max_buf_size(MAX_HEAD);
         hyper
             .http2()
             .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEAD as u32)
             .keep_alive_interval(HTTP2_KEEP_ALIVE)
             .keep_alive_timeout(HTTP2_KEEP_ALIVE);
         let waiting = CancellationToken::new();
         let plain =
-            http1::Connections::new(router.clone(), hyper.clone(), waiting.clone(), HEAD_TIMEOUT);
+            http1::Connections::new(router.clone(), hyper.clone(), waiting.clone(), deadlines);
         Self {
             router,
             hyper,
             tls,
             plain,
             metrics: state.metrics.clone(),
+            deadlines,
             graceful: GracefulShutdown::new(),
             waiting,
         }
@@ -100,12 +105,16 @@ impl Acceptor {
             tokio::spawn(self.plain.clone().serve(socket, remote, watcher));
             return;
         };
+        // The handshake and the first head share one deadline.
+        let activity = Activity::new(Instant::now() + self.deadlines.head, self.deadlines.idle);
         let service = ConnectionService {
             router: self.router.clone(),
             remote,
+            activity: activity.clone(),
         };
         let (acceptor, hyper) = (acceptor.clone(), self.hyper.clone());
         let waiting = self.waiting.clone();
+        let write = self.deadlines.write;
         tokio::spawn(async move {
             let stream = tokio::select! {
                 () = waiting.cancelled() => return,
@@ -115,7 +124,8 @@ impl Acceptor {
                 },
             };
             // The auto builder reads the HTTP/2 preface that ALPN `h2` promised.
-            let connection = hyper.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            let io = TokioIo::new(EdgeIo::new(stream, activity, write));
+            let connection = hyper.serve_connection_with_upgrades(io, service);
             if let Err(error) = watcher.watch(connection).await {
                 tracing::trace!(%error, "connection ended");
             }
