@@ -275,6 +275,13 @@ impl Caller {
     }
 }
 
+/// Whether [`Caller::identify`] would take the caller's credential from the `herald_token`
+/// cookie: the one credential a browser attaches by itself, even to a request another site
+/// makes it send.
+pub fn credential_is_ambient(headers: &HeaderMap) -> bool {
+    bearer_token(headers).is_none() && cookie_token(headers).is_some()
+}
+
 fn bearer_token(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

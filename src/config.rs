@@ -26,6 +26,8 @@ mod defaults {
     pub const HISTORY_LIMIT: u64 = 1000;
     pub const MAX_CONNECTIONS: usize = 10_000;
     pub const MAX_CONNECTIONS_PER_USER: usize = 32;
+    /// Open connections beyond `--max-connections` by default: API calls and idle keep-alives.
+    pub const OPEN_CONNECTIONS_HEADROOM: usize = 1024;
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
     pub const MAX_QUEUED_EVENTS: usize = 1024;
     pub const MAX_QUEUED_BYTES: usize = 1 << 20;
@@ -191,6 +193,11 @@ pub struct ServeArgs {
     )]
     pub max_connections_per_user: usize,
 
+    /// TCP connections this node holds open at once, streams, API calls and idle keep-alives
+    /// together; more are closed as they arrive [default: --max-connections + 1024]
+    #[arg(long, env = "HERALD_MAX_OPEN_CONNECTIONS", value_name = "N")]
+    pub max_open_connections: Option<usize>,
+
     /// Origins allowed to call the API from a browser; repeatable or comma-separated; `*` for
     /// any origin without credentials
     #[arg(
@@ -252,6 +259,8 @@ pub struct Settings {
     pub retention: Retention,
     pub max_streams: usize,
     pub max_streams_per_user: usize,
+    /// TCP connections held open at once; more are closed as they arrive.
+    pub max_open_connections: usize,
     pub queue: QueueBounds,
     pub cors_origins: CorsOrigins,
     pub shutdown_timeout: Duration,
@@ -319,6 +328,9 @@ impl ServeArgs {
         settings.retention.history_per_user = self.history_limit;
         settings.max_streams = self.max_connections;
         settings.max_streams_per_user = self.max_connections_per_user;
+        settings.max_open_connections = self
+            .max_open_connections
+            .unwrap_or(self.max_connections + defaults::OPEN_CONNECTIONS_HEADROOM);
         settings.queue = QueueBounds {
             max_frames: self.max_queued_events,
             max_bytes: self.max_queued_bytes,
@@ -344,6 +356,15 @@ impl ServeArgs {
         ];
         if let Some((flag, _)) = positive.iter().find(|(_, value)| *value == 0) {
             return Err(invalid(flag, "must be at least 1"));
+        }
+        if self
+            .max_open_connections
+            .is_some_and(|open| open < self.max_connections)
+        {
+            return Err(invalid(
+                "max-open-connections",
+                "must be at least --max-connections (every stream is a connection)",
+            ));
         }
         if self.max_queued_bytes < 64 * 1024 {
             return Err(invalid(
@@ -513,6 +534,7 @@ impl Settings {
             },
             max_streams: defaults::MAX_CONNECTIONS,
             max_streams_per_user: defaults::MAX_CONNECTIONS_PER_USER,
+            max_open_connections: defaults::MAX_CONNECTIONS + defaults::OPEN_CONNECTIONS_HEADROOM,
             queue: QueueBounds {
                 max_frames: defaults::MAX_QUEUED_EVENTS,
                 max_bytes: defaults::MAX_QUEUED_BYTES,

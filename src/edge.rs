@@ -125,7 +125,7 @@ pub struct EdgeIo<IO> {
     stalled: bool,
 }
 
-impl<IO> EdgeIo<IO> {
+impl<IO: OverTcp> EdgeIo<IO> {
     pub fn new(io: IO, activity: Arc<Activity>, write: Duration) -> Self {
         Self {
             io,
@@ -173,17 +173,26 @@ impl<IO> EdgeIo<IO> {
             sleep.as_mut().reset(deadline);
         }
         match sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(timed_out("the client took no bytes in time"))),
+            Poll::Ready(()) => {
+                // What the kernel still holds for this client goes with the connection.
+                reset_on_close(self.io.tcp());
+                Poll::Ready(Err(timed_out("the client took no bytes in time")))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// An IO with a TCP socket underneath, whose close can then be made a reset.
+pub trait OverTcp {
+    fn tcp(&self) -> &tokio::net::TcpStream;
 }
 
 fn timed_out(why: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, why)
 }
 
-impl<IO: AsyncRead + Unpin> AsyncRead for EdgeIo<IO> {
+impl<IO: AsyncRead + OverTcp + Unpin> AsyncRead for EdgeIo<IO> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -197,7 +206,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for EdgeIo<IO> {
     }
 }
 
-impl<IO: AsyncWrite + Unpin> AsyncWrite for EdgeIo<IO> {
+impl<IO: AsyncWrite + OverTcp + Unpin> AsyncWrite for EdgeIo<IO> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -233,4 +242,10 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for EdgeIo<IO> {
         let outcome = Pin::new(&mut this.io).poll_shutdown(cx);
         this.note_write(cx, outcome)
     }
+}
+
+/// Makes the socket's close a reset: closing with unsent bytes would leave them in the kernel
+/// until the client reads them or the retransmissions give up. (A zero linger never blocks.)
+pub fn reset_on_close(socket: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
 }

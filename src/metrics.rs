@@ -29,6 +29,12 @@ pub struct Metrics {
     pub publish_latency: Histogram,
     /// TCP connections accepted, before any TLS handshake: with HTTP/2 many streams share one.
     pub connections_accepted: Counter,
+    /// TCP connections open now (streams, API calls, idle keep-alives, handshakes).
+    pub connections_open: Gauge,
+    /// Connections closed as they arrived because `--max-open-connections` were open.
+    pub connections_refused: Counter,
+    /// Failed accepts (a full file table, usually).
+    pub accept_failures: Counter,
 }
 
 impl Metrics {
@@ -83,6 +89,22 @@ impl Metrics {
             "connections_accepted",
             "TCP connections accepted",
         );
+        let connections_open = Gauge::default();
+        registry.register(
+            "connections_open",
+            "TCP connections open now",
+            connections_open.clone(),
+        );
+        let connections_refused = counter(
+            &mut registry,
+            "connections_refused",
+            "Connections closed on arrival because --max-open-connections were open",
+        );
+        let accept_failures = counter(
+            &mut registry,
+            "accept_failures",
+            "Failed accepts, usually a full file table",
+        );
         let publish_latency = Histogram::new([
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ]);
@@ -103,6 +125,9 @@ impl Metrics {
             streams_refused,
             publish_latency,
             connections_accepted,
+            connections_open,
+            connections_refused,
+            accept_failures,
         }
     }
 

@@ -8,4 +8,5 @@ pub mod extract;
 pub mod notifications;
 pub mod openapi;
 pub mod ops;
+pub mod origin;
 pub mod rate_limit;

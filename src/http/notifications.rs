@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::domain::{IdempotencyKey, NewAnnouncement, NewNotification, Notification};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery, JsonBody, Publisher, user_id};
+use crate::http::origin::SameOriginIfCookie;
 use crate::http::rate_limit::WithinPublishRate;
 use crate::store::{HistoryQuery, MarkedRead, PublishOutcome};
 
@@ -188,12 +189,14 @@ pub async fn history(
     params(("userId" = String, Path), ("id" = String, Path)),
     responses(
         (status = 200, description = "{\"id\", \"read\": true}"),
+        (status = 403, description = "another user's token; or the herald_token cookie alone from another origin"),
         (status = 404, description = "no such notification for this user"),
     ),
     tag = "notifications"
 )]
 pub async fn mark_read(
     State(state): State<AppState>,
+    _: SameOriginIfCookie,
     caller: Caller,
     ApiPath((raw_user, id)): ApiPath<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -209,11 +212,15 @@ pub async fn mark_read(
     post,
     path = "/api/notifications/{userId}/read-all",
     params(("userId" = String, Path)),
-    responses((status = 200, description = "{\"updated\": n}: how many went from unread to read")),
+    responses(
+        (status = 200, description = "{\"updated\": n}: how many went from unread to read"),
+        (status = 403, description = "another user's token; or the herald_token cookie alone from another origin"),
+    ),
     tag = "notifications"
 )]
 pub async fn mark_all_read(
     State(state): State<AppState>,
+    _: SameOriginIfCookie,
     caller: Caller,
     ApiPath(raw_user): ApiPath<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {

@@ -66,3 +66,9 @@ impl AsyncWrite for Rewind {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+impl crate::edge::OverTcp for Rewind {
+    fn tcp(&self) -> &TcpStream {
+        &self.inner
+    }
+}

@@ -18,6 +18,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::direct::{ChunkSize, LiveSocket, chunk_framing, poll_write_parts};
+use crate::edge;
 use crate::sse::outbox::{Attached, EventStreamResponse, Outbox};
 
 /// Reads of unexpected client bytes per wake-up before the stream yields to other tasks.
@@ -231,16 +232,10 @@ pub async fn whole(
     match tokio::time::timeout(write_timeout, write_all(socket, &mut parts)).await {
         Ok(written) => written.is_ok() && keep_alive,
         Err(_) => {
-            reset_on_close(socket);
+            edge::reset_on_close(socket);
             false
         }
     }
-}
-
-/// Makes the socket's close a reset: closing with unsent bytes would leave them in the kernel
-/// until the client reads them or the retransmissions give up. (A zero linger never blocks.)
-pub fn reset_on_close(socket: &TcpStream) {
-    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
 }
 
 /// The status line and headers as hyper writes them (lower-case names, a `date`), with the

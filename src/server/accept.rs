@@ -1,6 +1,7 @@
 //! Accepting connections: one function takes each accepted socket, plain or TLS, to the code
 //! that serves it, in a task of its own, watched by the graceful shutdown so the drain can
-//! wait for (or end) it.
+//! wait for (or end) it. At most `--max-open-connections` are open at once (more are reset as
+//! they arrive), and a failing accept (a full file table) backs off instead of spinning.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,14 +12,16 @@ use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::tls;
 use crate::app::{AppState, ConnectionService, router};
-use crate::edge::{Activity, Deadlines, EdgeIo, MAX_HEAD, MAX_HEADERS};
+use crate::edge::{self, Activity, Deadlines, EdgeIo, MAX_HEAD, MAX_HEADERS};
 use crate::http1;
 use crate::metrics::Metrics;
 
@@ -34,6 +37,8 @@ pub(super) struct Acceptor {
     plain: Arc<http1::Connections>,
     metrics: Arc<Metrics>,
     deadlines: Deadlines,
+    /// One permit per open connection, held by its task.
+    open: Arc<Semaphore>,
     /// Every connection's task holds a watcher of this until it ends.
     graceful: GracefulShutdown,
     /// Cancelled when connections drain: ends what still waits for a client (TLS handshakes,
@@ -69,6 +74,7 @@ impl Acceptor {
             plain,
             metrics: state.metrics.clone(),
             deadlines,
+            open: Arc::new(Semaphore::new(state.settings.max_open_connections)),
             graceful: GracefulShutdown::new(),
             waiting,
         }
@@ -77,32 +83,49 @@ impl Acceptor {
     /// Accepts connections until `until` completes.
     pub async fn accept_until(&self, listener: &TcpListener, until: impl Future<Output = ()>) {
         tokio::pin!(until);
+        let mut failures = AcceptFailures::default();
         loop {
-            tokio::select! {
+            let error = tokio::select! {
                 () = &mut until => return,
                 accepted = listener.accept() => match accepted {
-                    Ok((socket, remote)) => self.serve(socket, remote),
-                    // Usually a full file table: wait a moment rather than spin.
-                    Err(error) => {
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    Ok((socket, remote)) => {
+                        failures.ended();
+                        self.serve(socket, remote);
+                        continue;
                     }
+                    Err(error) => error,
                 },
+            };
+            self.metrics.accept_failures.inc();
+            tokio::select! {
+                () = &mut until => return,
+                () = failures.back_off(&error) => {}
             }
         }
     }
 
     /// Serves one accepted connection in a task of its own: plain ones on herald's HTTP/1
     /// path, TLS ones through hyper after the handshake (which a slow client thus never lets
-    /// hold up the accept loop).
+    /// hold up the accept loop). Over the open-connection bound, it is reset at once: a closed
+    /// connection makes EventSource retry, where an error status would stop it for good.
     fn serve(&self, socket: TcpStream, remote: SocketAddr) {
         self.metrics.connections_accepted.inc();
+        let Ok(permit) = self.open.clone().try_acquire_owned() else {
+            self.metrics.connections_refused.inc();
+            edge::reset_on_close(&socket);
+            return;
+        };
+        let open = OpenConnection::new(permit, &self.metrics);
         // Small writes are the whole point of SSE: send them now.
         let _ = socket.set_nodelay(true);
         // Taken now, so the drain waits for (or ends) whatever this task does.
         let watcher = self.graceful.watcher();
         let Some(acceptor) = &self.tls else {
-            tokio::spawn(self.plain.clone().serve(socket, remote, watcher));
+            let served = self.plain.clone().serve(socket, remote, watcher);
+            tokio::spawn(async move {
+                served.await;
+                drop(open);
+            });
             return;
         };
         // The handshake and the first head share one deadline.
@@ -129,6 +152,7 @@ impl Acceptor {
             if let Err(error) = watcher.watch(connection).await {
                 tracing::trace!(%error, "connection ended");
             }
+            drop(open);
         });
     }
 
@@ -141,6 +165,65 @@ impl Acceptor {
             .is_err()
         {
             tracing::warn!("some connections were still open at the shutdown deadline");
+        }
+    }
+}
+
+/// One open connection: its place under the bound, given back (and counted) when it ends.
+struct OpenConnection {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl OpenConnection {
+    fn new(permit: OwnedSemaphorePermit, metrics: &Metrics) -> Self {
+        metrics.connections_open.inc();
+        Self {
+            _permit: permit,
+            open: metrics.connections_open.clone(),
+        }
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
+}
+
+/// Failed accepts in a row. The usual cause, a full file table, clears only as connections
+/// close, so the wait doubles while failures go on (10 ms up to 1 s), and the log hears of
+/// them at most once per [`AcceptFailures::LOG_EVERY`].
+#[derive(Default)]
+struct AcceptFailures {
+    in_a_row: u32,
+    since_logged: u64,
+    logged_at: Option<Instant>,
+}
+
+impl AcceptFailures {
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    async fn back_off(&mut self, error: &std::io::Error) {
+        self.in_a_row += 1;
+        self.since_logged += 1;
+        if self
+            .logged_at
+            .is_none_or(|at| at.elapsed() >= Self::LOG_EVERY)
+        {
+            tracing::warn!(%error, failures = self.since_logged, "accept failed; backing off");
+            self.logged_at = Some(Instant::now());
+            self.since_logged = 0;
+        }
+        let wait = Duration::from_millis(10) * 2u32.pow(self.in_a_row.min(7) - 1);
+        tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
+    }
+
+    /// An accept succeeded.
+    fn ended(&mut self) {
+        if self.in_a_row > 0 {
+            tracing::info!(failed = self.in_a_row, "accepting connections again");
+            self.in_a_row = 0;
         }
     }
 }
