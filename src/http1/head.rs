@@ -42,8 +42,10 @@ pub enum Head {
     Other(Bytes),
     /// Answer this, then close the connection: nothing was routed.
     Refused(ApiError),
-    /// The client closed the connection, or it failed, or it sent nothing in time.
+    /// The client closed the connection, or it failed.
     Closed,
+    /// The client sent nothing by the head's deadline.
+    Idle,
 }
 
 /// What the bytes of a head say.
@@ -85,6 +87,8 @@ pub async fn read(
     let mut looked_at = 0;
     let routed = loop {
         if buf[looked_at..].contains(&b'\n') {
+            #[cfg(test)]
+            tests::VERDICTS.with(|n| n.set(n.get() + 1));
             match verdict(buf, remote) {
                 Verdict::Partial => {}
                 Verdict::Take(routed) => break routed,
@@ -100,7 +104,7 @@ pub async fn read(
             Some(true) => {}
             Some(false) => return Head::Closed,
             // A client that sent part of a head hears why it is cut off; an idle one is not.
-            None if buf.is_empty() => return Head::Closed,
+            None if buf.is_empty() => return Head::Idle,
             None => return Head::Refused(ApiError::RequestTimeout),
         }
     };
@@ -276,6 +280,13 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
 mod tests {
     use super::*;
     use axum::http::StatusCode;
+    use std::cell::Cell;
+    use tokio::io::AsyncWriteExt;
+
+    thread_local! {
+        /// How many times [`read`] judged a head on this thread.
+        pub static VERDICTS: Cell<usize> = const { Cell::new(0) };
+    }
 
     fn remote() -> SocketAddr {
         "127.0.0.7:4000".parse().unwrap()
@@ -443,6 +454,60 @@ mod tests {
         assert_eq!(
             refused_with(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+        );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_dripped_head_is_parsed_once_a_line_and_its_dripped_body_never() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let fields: String = (0..60).map(|n| format!("X-Field-{n}: {n}\r\n")).collect();
+        let body = "{\"title\":\"t\",\"message\":\"a body sent one byte at a time\"}";
+        let raw = format!(
+            "POST /api/notifications/ann HTTP/1.1\r\nHost: x\r\n{fields}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let reading = async {
+            let mut buf = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            read(
+                &server,
+                &mut buf,
+                remote(),
+                deadline,
+                Duration::from_secs(10),
+            )
+            .await
+        };
+        let dripping = async {
+            for byte in raw.as_bytes() {
+                client.write_all(&[*byte]).await.unwrap();
+                // Each byte its own read: yield so the reader takes it alone.
+                for _ in 0..4 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        VERDICTS.with(|n| n.set(0));
+        let (head, ()) = tokio::join!(reading, dripping);
+        let Head::Request { request, .. } = head else {
+            panic!("not a request: {head:?}");
+        };
+        let got = axum::body::to_bytes(request.into_body(), 1024)
+            .await
+            .unwrap();
+        assert_eq!(&got[..], body.as_bytes());
+        let lines = raw[..raw.find("\r\n\r\n").unwrap() + 4]
+            .matches('\n')
+            .count();
+        let verdicts = VERDICTS.with(Cell::get);
+        assert!(
+            (1..=lines).contains(&verdicts),
+            "{verdicts} verdicts for a head of {lines} lines and a body of {} bytes",
+            body.len()
         );
     }
 }

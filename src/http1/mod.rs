@@ -28,7 +28,7 @@ use tower::Service;
 use self::head::Head;
 use self::rewind::Rewind;
 use crate::app::ConnectionService;
-use crate::edge::{Activity, Deadlines, EdgeIo};
+use crate::edge::{self, Activity, Deadlines, EdgeIo};
 
 /// What every plain connection shares.
 pub struct Connections {
@@ -130,6 +130,11 @@ impl Connections {
                     return None;
                 }
                 Head::Closed => return None,
+                Head::Idle => {
+                    // Answers it has not read would stay in the kernel after a plain close.
+                    edge::reset_on_close(&socket);
+                    return None;
+                }
             };
             let version = request.version();
             let Ok(response) = self.app.clone().call(request).await;

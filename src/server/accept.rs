@@ -193,12 +193,14 @@ impl Drop for OpenConnection {
 
 /// Failed accepts in a row. The usual cause, a full file table, clears only as connections
 /// close, so the wait doubles while failures go on (10 ms up to 1 s), and the log hears of
-/// them at most once per [`AcceptFailures::LOG_EVERY`].
+/// them at most once per [`AcceptFailures::LOG_EVERY`], and of the recovery once after that.
 #[derive(Default)]
 struct AcceptFailures {
     in_a_row: u32,
     since_logged: u64,
     logged_at: Option<Instant>,
+    /// Whether the last failure logged has been followed by a word that accepts work again.
+    recovery_logged: bool,
 }
 
 impl AcceptFailures {
@@ -214,6 +216,7 @@ impl AcceptFailures {
             tracing::warn!(%error, failures = self.since_logged, "accept failed; backing off");
             self.logged_at = Some(Instant::now());
             self.since_logged = 0;
+            self.recovery_logged = false;
         }
         let wait = Duration::from_millis(10) * 2u32.pow(self.in_a_row.min(7) - 1);
         tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
@@ -221,9 +224,10 @@ impl AcceptFailures {
 
     /// An accept succeeded.
     fn ended(&mut self) {
-        if self.in_a_row > 0 {
-            tracing::info!(failed = self.in_a_row, "accepting connections again");
-            self.in_a_row = 0;
+        if self.in_a_row > 0 && !self.recovery_logged {
+            tracing::info!("accepting connections again");
+            self.recovery_logged = true;
         }
+        self.in_a_row = 0;
     }
 }

@@ -9,6 +9,7 @@ mod cluster;
 mod config;
 mod cors;
 mod durability;
+mod edge;
 mod fuzz;
 mod helpers;
 mod http1;

@@ -286,6 +286,19 @@ impl Api {
             .await;
     }
 
+    /// Polls `/metrics` until the value of `series` satisfies `done`, failing after [`WAIT`].
+    pub async fn wait_for_metric(&self, series: &str, done: impl Fn(f64) -> bool) -> f64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let value = super::answers::sample(&self.metrics().await, series);
+            if done(value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{series} stayed at {value}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// `GET /metrics`, asserting `200` and Prometheus text.
     pub async fn metrics(&self) -> String {
         let response = self.get("/metrics").await;

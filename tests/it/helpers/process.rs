@@ -42,13 +42,30 @@ impl ServerProcess {
     /// address comes from `PORT` or the default. `PORT` and `HERALD_*` (but `HERALD_LOG`) are
     /// not inherited from the test's environment.
     pub fn start_with(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::spawn(herald_command(envs), data_dir, args)
+    }
+
+    /// [`ServerProcess::start`] in a process that may open at most `files` files.
+    pub fn start_with_file_limit(data_dir: &Path, files: u32, extra: &[&str]) -> Self {
+        let mut command = Command::new("sh");
+        command
+            .arg("-c")
+            .arg(format!("ulimit -n {files} && exec \"$0\" \"$@\""))
+            .arg(env!("CARGO_BIN_EXE_herald"));
+        clean_environment(&mut command, &[]);
+        let mut args = vec!["--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        Self::spawn(command, data_dir, &args)
+    }
+
+    /// Runs `command serve --data-dir DIR ARGS...` and waits for its `listening on` line.
+    fn spawn(mut command: Command, data_dir: &Path, args: &[&str]) -> Self {
         let stderr_log = data_dir.with_extension(format!("{}.log", std::process::id()));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&stderr_log)
             .expect("log file");
-        let mut command = herald_command(envs);
         command
             .args(["serve", "--data-dir"])
             .arg(data_dir)
@@ -189,6 +206,12 @@ impl Drop for ServerProcess {
 /// variables (but `HERALD_LOG`), so what a test passes is all the binary sees.
 pub fn herald_command(envs: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    clean_environment(&mut command, envs);
+    command
+}
+
+/// `envs`, and none of the test's own `PORT` or `HERALD_*` variables (but `HERALD_LOG`).
+fn clean_environment(command: &mut Command, envs: &[(&str, &str)]) {
     command.env_remove("PORT");
     for (name, _) in std::env::vars_os() {
         let inherited = name.to_string_lossy();
@@ -197,7 +220,6 @@ pub fn herald_command(envs: &[(&str, &str)]) -> Command {
         }
     }
     command.envs(envs.iter().copied());
-    command
 }
 
 /// A port that was free a moment ago.

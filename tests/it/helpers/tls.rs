@@ -43,6 +43,33 @@ impl SelfSigned {
         }
     }
 
+    /// A raw TLS connection to `addr` that trusts this certificate alone, offering `alpn`.
+    pub async fn connect_raw(
+        &self,
+        addr: SocketAddr,
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        use pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        let certificate = pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
+            .expect("PEM certificate");
+        roots.add(certificate).expect("a root");
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = pki_types::ServerName::try_from("localhost").expect("a name");
+        tokio::time::timeout(super::WAIT, connector.connect(name, socket))
+            .await
+            .expect("handshake in time")
+            .expect("handshake")
+    }
+
     /// A client that trusts this certificate alone and finds `localhost` at `addr`.
     pub fn client(&self, addr: SocketAddr) -> reqwest::Client {
         let certificate =
@@ -57,8 +84,20 @@ impl SelfSigned {
 
 /// An in-process server on HTTPS whose `client` and `url` speak to it as `https://localhost`.
 pub async fn spawn_https(certificate: &SelfSigned) -> TestApp {
+    spawn_https_with(certificate, |_| {}).await
+}
+
+/// [`spawn_https`] with settings that `configure` may change first.
+pub async fn spawn_https_with(
+    certificate: &SelfSigned,
+    configure: impl FnOnce(&mut herald::Settings),
+) -> TestApp {
     let files = certificate.files();
-    let mut app = TestApp::spawn_with(|settings| settings.tls = Some(files)).await;
+    let mut app = TestApp::spawn_with(|settings| {
+        settings.tls = Some(files);
+        configure(settings);
+    })
+    .await;
     app.api = Api {
         client: certificate.client(app.addr),
         url: format!("https://localhost:{}", app.addr.port()),

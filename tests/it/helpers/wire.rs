@@ -86,16 +86,42 @@ pub struct RawClient {
 impl RawClient {
     /// A fresh connection to the plain-HTTP server of `api`.
     pub async fn connect(api: &Api) -> Self {
+        Self::connect_to(api.socket_addr()).await
+    }
+
+    /// A fresh connection to `addr`.
+    pub async fn connect_to(addr: &str) -> Self {
         Self {
-            socket: TcpStream::connect(api.socket_addr())
-                .await
-                .expect("connect"),
+            socket: TcpStream::connect(addr).await.expect("connect"),
             unread: Vec::new(),
         }
     }
 
     pub async fn send(&mut self, raw: &str) {
-        self.socket.write_all(raw.as_bytes()).await.expect("send");
+        self.send_bytes(raw.as_bytes()).await;
+    }
+
+    pub async fn send_bytes(&mut self, raw: &[u8]) {
+        self.socket.write_all(raw).await.expect("send");
+    }
+
+    /// Everything until the server closes the connection, cleanly or with a reset (`true`
+    /// then), within [`WAIT`].
+    pub async fn read_until_closed(&mut self) -> (String, bool) {
+        let mut all = std::mem::take(&mut self.unread);
+        let reset = loop {
+            let mut buf = [0u8; 16 * 1024];
+            match tokio::time::timeout(WAIT, self.socket.read(&mut buf))
+                .await
+                .expect("the server closed the connection in time")
+            {
+                Ok(0) => break false,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+                Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => break true,
+                Err(error) => panic!("read failed: {error}"),
+            }
+        };
+        (String::from_utf8_lossy(&all).into_owned(), reset)
     }
 
     /// Reads until `needle` has arrived; returns everything up to and including it.
