@@ -5,6 +5,8 @@
 //! ([`crate::http::extract::MAX_BODY_BYTES`]), and the direct-write side of
 //! [`crate::sse::outbox`] (`EventStreamResponse`, `Outbox::attach`, `DirectSink`).
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod differential;
 mod direct;
 mod head;
 mod rewind;
