@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, Response};
+use axum::http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
@@ -29,6 +29,8 @@ pub enum Reading {
         target: String,
         body: Option<Vec<u8>>,
     },
+    /// A whole head whose body announces more than herald takes: refused (`413`) unread.
+    BodyTooLarge,
     /// Not a whole head.
     Incomplete,
     /// Refused before any request was served.
@@ -41,6 +43,9 @@ pub fn lean(bytes: &[u8]) -> Option<Reading> {
     match verdict(bytes, remote) {
         Verdict::Partial => Some(Reading::Incomplete),
         Verdict::Hyper => None,
+        Verdict::Refuse(error) if error.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Some(Reading::BodyTooLarge)
+        }
         Verdict::Refuse(_) => Some(Reading::Refused),
         Verdict::Take(routed) => {
             let end = routed.head_length + routed.body_length;
@@ -142,12 +147,18 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
             },
         ) => method == m && target == t,
         (Reading::Request { .. }, _) => false,
+        // herald's path refuses a body too long to take before reading it; hyper starts the
+        // request, and the router refuses the body.
+        (Reading::BodyTooLarge, Reading::Request { .. }) => true,
+        (Reading::BodyTooLarge, _) => false,
         // No request on either side.
         (Reading::Incomplete | Reading::Refused, Reading::Incomplete | Reading::Refused) => true,
         // herald's path refuses a request framed both ways, which hyper reads by its
         // Transfer-Encoding alone: a stricter answer, not another reading of where it ends.
         (Reading::Refused, Reading::Request { .. }) => framed_both_ways(bytes),
         (Reading::Incomplete, Reading::Request { .. }) => false,
+        // hyper's readings are never this one.
+        (Reading::Incomplete | Reading::Refused, Reading::BodyTooLarge) => false,
     };
     if agree {
         Ok(())
@@ -200,6 +211,8 @@ mod tests {
             b"GET /a\x7f HTTP/1.1\r\n\r\n",
             b"GET /a HTTP/1.1\r\nX: a\x01b\r\n\r\n",
             b"GET /a HTTP/1.1\r\n X: folded\r\n\r\n",
+            // Found by the fuzzer: a length herald refuses to read (413), hyper starts reading.
+            b"POST /a HTTP/1.1\r\nContent-Length: 0000000000011338337795370501915\r\n\r\nabc",
         ];
         for case in cases {
             check(case).unwrap();

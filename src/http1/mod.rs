@@ -1,9 +1,10 @@
 //! herald's own HTTP/1 path for plain connections: an idle stream costs ~2 KiB here against
 //! ~20 KiB under hyper (docs/architecture.md#the-http1-path). Requests are answered by the same
 //! router; anything odd is handed to hyper with the bytes read. What this fence touches outside
-//! itself: the router ([`crate::app::ConnectionService`]), hyper's builder, the body limit
-//! ([`crate::http::extract::MAX_BODY_BYTES`]), and the direct-write side of
-//! [`crate::sse::outbox`] (`EventStreamResponse`, `Outbox::attach`, `DirectSink`).
+//! itself: the router ([`crate::app::ConnectionService`]) and hyper's builder; the edge's
+//! limits and deadlines ([`crate::edge`]), the body limit and the error type of
+//! [`crate::http`]; and the direct-write side of [`crate::sse::outbox`]
+//! (`EventStreamResponse`, `Outbox::attach`, `DirectSink`).
 
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod differential;
