@@ -137,9 +137,7 @@ pub fn check(bytes: &[u8]) -> Result<(), String> {
         (Reading::Request { body: Some(_), .. }, _) => lean == hyper,
         // A whole head whose body the input cut short: hyper starts the same request.
         (
-            Reading::Request {
-                method, target, ..
-            },
+            Reading::Request { method, target, .. },
             Reading::Request {
                 method: m,
                 target: t,
@@ -224,13 +222,16 @@ mod tests {
     /// then a body of some length.
     fn request_like() -> impl Strategy<Value = Vec<u8>> {
         let method = prop::sample::select(vec!["GET", "POST", "OPTIONS", "HEAD", "PUT", "G\tT"]);
-        let target = prop::sample::select(vec!["/", "/api/broadcast", "/a?b=c", "*", "/%zz", "/\x01"]);
+        let target =
+            prop::sample::select(vec!["/", "/api/broadcast", "/a?b=c", "*", "/%zz", "/\x01"]);
         let version = prop::sample::select(vec!["HTTP/1.1", "HTTP/1.0", "HTTP/1.2", "http/1.1"]);
         let eol = prop::sample::select(vec!["\r\n", "\n", "\r"]);
         let length = prop_oneof![
             (0u32..40).prop_map(|n| n.to_string()),
-            prop::sample::select(vec!["+3", "-3", "3, 3", "3,4", " 3", "3 ", "0x3", "", "3\t"])
-                .prop_map(str::to_owned),
+            prop::sample::select(vec![
+                "+3", "-3", "3, 3", "3,4", " 3", "3 ", "0x3", "", "3\t"
+            ])
+            .prop_map(str::to_owned),
         ];
         let field = prop_oneof![
             length.prop_map(|n| format!("Content-Length: {n}")),
