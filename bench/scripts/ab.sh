@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Two herald binaries, before and after a change, alternating on fresh servers with the same
 # herald-bench client: the 15,000-stream fan-out and the targeted case (or the cases given as
-# arguments). Writes the table between the bench-ab markers of BENCHMARKS.md. Loopback only;
-# every server is started here and killed by its PID.
-#   bench/scripts/ab.sh BEFORE_BINARY AFTER_BINARY [CASE...]    # RUNS=3 by default
+# arguments). Writes the table between the BLOCK markers of BENCHMARKS.md (bench-ab by
+# default). Loopback only; every server is started here and killed by its PID.
+#   bench/scripts/ab.sh BEFORE_BINARY AFTER_BINARY [CASE...]    # RUNS=3, BLOCK=bench-ab
 set -uo pipefail
 BEFORE=$(realpath "${1:?usage: ab.sh BEFORE_BINARY AFTER_BINARY [CASE...]}")
 AFTER=$(realpath "${2:?usage: ab.sh BEFORE_BINARY AFTER_BINARY [CASE...]}")
@@ -39,5 +39,5 @@ done
 python3 bench/scripts/summarize.py ab "$RESULTS" "$RUNS" "$(machine)" \
   "before $("$BEFORE" --version), after $("$AFTER" --version) at $(git rev-parse --short HEAD)" \
   "${CASES[@]}" >"$WORK/table.md"
-write_block bench-ab "$WORK/table.md"
+write_block "${BLOCK:-bench-ab}" "$WORK/table.md"
 cat "$WORK/table.md"
