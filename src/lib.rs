@@ -7,13 +7,13 @@
 //! ## Layout, bottom to top (a module imports only from those above it in this list)
 //! - [`domain`]: user ids, event ids, event names and notifications, parsed once at the edge.
 //! - [`metrics`]: the node's Prometheus registry.
+//! - [`edge`]: the limits every connection lives within, and the deadlines kept below hyper.
 //! - [`sse`]: the wire format (an event becomes bytes once) and the bounded per-stream queue.
 //! - [`store`]: the durable event log and history; owns ids and durability.
 //! - [`hub`]: who is connected here, and the delivery threads that push each event to them.
 //! - [`auth`]: subscriber tokens and publish keys, and what each may do.
 //! - [`subscription`]: one stream as a response body: replay from the log, then live.
 //! - [`config`]: `herald serve`'s flags and environment, validated into [`Settings`].
-//! - [`edge`]: a connection's idle and write deadlines, below hyper.
 //! - [`http`]: the HTTP edge, one module per resource, and its one error type.
 //! - [`app`]: the state every handler reaches and the router.
 //! - [`http1`]: herald's own HTTP/1 path for plain connections (a fenced fast path).
