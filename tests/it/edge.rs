@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::TestApp;
-use crate::helpers::tls::{SelfSigned, spawn_https_with};
+use crate::helpers::tls::{SelfSigned, read_tls_until_closed, spawn_https_with};
 use crate::helpers::wire::{RawClient, post_request};
 
 /// Deadlines short enough for a test.
@@ -91,23 +91,6 @@ async fn hyper_refuses_the_same_ambiguous_lengths_over_tls_and_stores_nothing() 
         assert!(answer.starts_with("HTTP/1.1 400 "), "{lengths:?}: {answer}");
     }
     assert_eq!(app.history_total("alice").await, 0);
-}
-
-/// Everything a TLS connection sends until the server ends it.
-async fn read_tls_until_closed(
-    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-) -> String {
-    let mut all = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match tokio::time::timeout(crate::helpers::WAIT, tls.read(&mut buf))
-            .await
-            .expect("the server ended the connection in time")
-        {
-            Ok(0) | Err(_) => return String::from_utf8_lossy(&all).into_owned(),
-            Ok(n) => all.extend_from_slice(&buf[..n]),
-        }
-    }
 }
 
 #[tokio::test]

@@ -1,11 +1,13 @@
 //! HTTPS for the tests: a [`SelfSigned`] certificate for `localhost` and `127.0.0.1` made per
-//! test, a client that trusts it alone, and [`spawn_https`], a [`TestApp`] served with it.
+//! test, clients that trust it alone (reqwest's, or a raw TLS socket), and [`spawn_https`], a
+//! [`TestApp`] served with it.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use herald::config::TlsFiles;
 use tempfile::TempDir;
+use tokio::io::AsyncReadExt;
 
 use super::api::Api;
 use super::app::TestApp;
@@ -103,4 +105,21 @@ pub async fn spawn_https_with(
         url: format!("https://localhost:{}", app.addr.port()),
     };
     app
+}
+
+/// Everything a TLS connection sends until the server ends it.
+pub async fn read_tls_until_closed(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) -> String {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match tokio::time::timeout(super::WAIT, tls.read(&mut buf))
+            .await
+            .expect("the server ended the connection in time")
+        {
+            Ok(0) | Err(_) => return String::from_utf8_lossy(&all).into_owned(),
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+        }
+    }
 }
