@@ -1,5 +1,6 @@
-//! The application: shared state and the router. Nothing here binds a socket or waits for a
-//! signal, so tests and embedders can drive it however they like.
+//! The application: shared state, the router, and the router as hyper serves it on one
+//! connection. Nothing here binds a socket or waits for a signal, so tests and embedders can
+//! drive it however they like.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,13 +12,18 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, header};
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::{CorsOrigins, Settings};
-use crate::edge::{Activity, InFlight};
+use crate::edge::{Activity, Deadlines, EdgeIo, InFlight, OverTcp};
 use crate::http;
 use crate::http::error::ApiError;
 use crate::http::rate_limit::PublishLimiter;
@@ -86,14 +92,44 @@ fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
     }
 }
 
+/// Serves one connection with hyper until it ends: its IO kept to the edge's deadlines
+/// ([`EdgeIo`]), its first request head due by `first_head`, and `watcher` letting the drain
+/// end it. TLS connections come here after their handshake, plain ones when herald's HTTP/1
+/// path hands them over.
+pub async fn serve_with_hyper<IO>(
+    hyper: &auto::Builder<TokioExecutor>,
+    router: Router,
+    io: IO,
+    remote: SocketAddr,
+    deadlines: Deadlines,
+    first_head: Instant,
+    watcher: Watcher,
+) where
+    IO: AsyncRead + AsyncWrite + OverTcp + Unpin + Send + 'static,
+{
+    let activity = Activity::new(first_head, deadlines.idle);
+    let io = TokioIo::new(EdgeIo::new(io, activity.clone(), deadlines.write));
+    let service = ConnectionService {
+        router,
+        remote,
+        activity,
+    };
+    // The auto builder reads the HTTP/2 preface that ALPN `h2` (or prior knowledge) promised.
+    let connection = hyper.serve_connection_with_upgrades(io, service);
+    if let Err(error) = watcher.watch(connection).await {
+        // Clients going away, or connections cut at a deadline.
+        tracing::trace!(%error, "connection ended");
+    }
+}
+
 /// The router as hyper serves it on one connection: each request learns its client's address
 /// (for per-client limits), as on herald's own HTTP/1 path, and is counted as in progress on
 /// its connection until its response's body is over (for the connection's idle deadline).
 #[derive(Clone)]
-pub struct ConnectionService {
-    pub router: Router,
-    pub remote: SocketAddr,
-    pub activity: Arc<Activity>,
+struct ConnectionService {
+    router: Router,
+    remote: SocketAddr,
+    activity: Arc<Activity>,
 }
 
 impl hyper::service::Service<Request<Incoming>> for ConnectionService {

@@ -1,7 +1,7 @@
 //! herald's own HTTP/1 path for plain connections: an idle stream costs ~2 KiB here against
 //! ~20 KiB under hyper (docs/architecture.md#the-http1-path). Requests are answered by the same
 //! router; anything odd is handed to hyper with the bytes read. What this fence touches outside
-//! itself: the router ([`crate::app::ConnectionService`]) and hyper's builder; the edge's
+//! itself: the router and hyper ([`crate::app::serve_with_hyper`]); the edge's
 //! limits and deadlines ([`crate::edge`]), the body limit and the error type of
 //! [`crate::http`]; and the direct-write side of [`crate::sse::outbox`]
 //! (`EventStreamResponse`, `Outbox::attach`, `DirectSink`).
@@ -21,7 +21,7 @@ use axum::response::IntoResponse;
 use tokio::time::Instant;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use tokio::net::TcpStream;
@@ -30,8 +30,8 @@ use tower::Service;
 
 use self::head::Head;
 use self::rewind::Rewind;
-use crate::app::ConnectionService;
-use crate::edge::{self, Activity, Deadlines, EdgeIo};
+use crate::app::serve_with_hyper;
+use crate::edge::{self, Deadlines};
 
 /// What every plain connection shares.
 pub struct Connections {
@@ -165,22 +165,18 @@ impl Connections {
         head_deadline: Instant,
         watcher: Watcher,
     ) {
-        let activity = Activity::new(head_deadline, self.deadlines.idle);
         let io = Rewind::new(read, socket);
-        let io = TokioIo::new(EdgeIo::new(io, activity.clone(), self.deadlines.write));
-        let service = ConnectionService {
-            router: self.app.clone(),
+        let router = self.app.clone();
+        serve_with_hyper(
+            &self.hyper,
+            router,
+            io,
             remote,
-            activity,
-        };
-        let connection = self
-            .hyper
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
-        if let Err(error) = watcher.watch(connection).await {
-            // Clients going away, or slow readers being cut off.
-            tracing::trace!(%error, "connection ended");
-        }
+            self.deadlines,
+            head_deadline,
+            watcher,
+        )
+        .await;
     }
 }
 

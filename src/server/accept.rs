@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::metrics::gauge::Gauge;
@@ -20,8 +20,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::tls;
-use crate::app::{AppState, ConnectionService, router};
-use crate::edge::{self, Activity, Deadlines, EdgeIo, MAX_HEAD, MAX_HEADERS};
+use crate::app::{AppState, router, serve_with_hyper};
+use crate::edge::{self, Deadlines, MAX_HEAD, MAX_HEADERS};
 use crate::http1;
 use crate::metrics::Metrics;
 
@@ -129,15 +129,9 @@ impl Acceptor {
             return;
         };
         // The handshake and the first head share one deadline.
-        let activity = Activity::new(Instant::now() + self.deadlines.head, self.deadlines.idle);
-        let service = ConnectionService {
-            router: self.router.clone(),
-            remote,
-            activity: activity.clone(),
-        };
-        let (acceptor, hyper) = (acceptor.clone(), self.hyper.clone());
-        let waiting = self.waiting.clone();
-        let write = self.deadlines.write;
+        let first_head = Instant::now() + self.deadlines.head;
+        let (acceptor, hyper, router) = (acceptor.clone(), self.hyper.clone(), self.router.clone());
+        let (waiting, deadlines) = (self.waiting.clone(), self.deadlines);
         tokio::spawn(async move {
             let stream = tokio::select! {
                 () = waiting.cancelled() => return,
@@ -146,12 +140,10 @@ impl Acceptor {
                     None => return,
                 },
             };
-            // The auto builder reads the HTTP/2 preface that ALPN `h2` promised.
-            let io = TokioIo::new(EdgeIo::new(stream, activity, write));
-            let connection = hyper.serve_connection_with_upgrades(io, service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::trace!(%error, "connection ended");
-            }
+            serve_with_hyper(
+                &hyper, router, stream, remote, deadlines, first_head, watcher,
+            )
+            .await;
             drop(open);
         });
     }
