@@ -40,6 +40,7 @@ impl Default for Deadlines {
         }
     }
 }
+
 /// The longest request head, whichever parser reads it (HTTP/2: the header list).
 pub const MAX_HEAD: usize = 16 * 1024;
 /// The most header fields in one HTTP/1 head, as hyper counts them.
@@ -164,14 +165,17 @@ impl<IO: OverTcp> EdgeIo<IO> {
             self.stalled = false;
             return outcome;
         }
-        let deadline = Instant::now() + self.write;
-        let sleep = self
-            .stall
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if !self.stalled {
             self.stalled = true;
-            sleep.as_mut().reset(deadline);
+            let deadline = Instant::now() + self.write;
+            match &mut self.stall {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
         }
+        let Some(sleep) = &mut self.stall else {
+            return Poll::Pending;
+        };
         match sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
                 // What the kernel still holds for this client goes with the connection.

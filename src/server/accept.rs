@@ -210,7 +210,8 @@ impl AcceptFailures {
             self.since_logged = 0;
             self.recovery_logged = false;
         }
-        let wait = Duration::from_millis(10) * 2u32.pow(self.in_a_row.min(7) - 1);
+        // 10, 20, 40 ... 640 ms, then 1 s.
+        let wait = Duration::from_millis(10) * 2u32.pow(self.in_a_row.min(8) - 1);
         tokio::time::sleep(wait.min(Duration::from_secs(1))).await;
     }
 
