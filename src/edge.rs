@@ -26,7 +26,8 @@ pub struct Deadlines {
     /// A write the client leaves untaken, before its connection is closed (an event stream's
     /// writes too on hyper's path; on herald's HTTP/1 path a stream is bounded by its queue).
     pub write: Duration,
-    /// A connection with no request in progress, once it has served one.
+    /// A connection with no request in progress, once it has served one. (On HTTP/1 the
+    /// next head's deadline, which counts the wait, comes first.)
     pub idle: Duration,
 }
 

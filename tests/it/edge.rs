@@ -7,13 +7,14 @@
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use herald::edge::Deadlines;
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::TestApp;
 use crate::helpers::tls::{SelfSigned, read_tls_until_closed, spawn_https_with};
 use crate::helpers::wire::{RawClient, post_request};
+use crate::helpers::{TestApp, send};
 
 /// Deadlines short enough for a test.
 const FAST: Deadlines = Deadlines {
@@ -318,7 +319,7 @@ async fn an_http2_connection_with_no_request_in_progress_is_closed_at_the_idle_d
     let h2 = certificate.client(https.addr);
     for (app, client) in [(&plain, h2c), (&https, h2)] {
         let base = app.wait_for_metric(OPEN, |_| true).await;
-        let response = client.get(app.url("/healthz")).send().await.unwrap();
+        let response = send(client.get(app.url("/healthz"))).await;
         assert_eq!(response.version(), reqwest::Version::HTTP_2);
         assert_eq!(response.status(), StatusCode::OK);
         let idle_from = Instant::now();
@@ -398,7 +399,7 @@ async fn a_cookie_authenticated_change_must_come_from_this_servers_origin_or_a_l
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        async move { request.send().await.unwrap().status() }
+        async move { send(request).await.status() }
     };
     let one = format!("/api/notifications/alice/{id}/read");
     let refused = [
@@ -512,4 +513,84 @@ async fn at_the_file_limit_accepts_back_off_log_once_and_serve_again_when_files_
         "logged once per interval:\n{log}"
     );
     server.stop();
+}
+
+#[tokio::test]
+async fn an_http2_header_list_over_16_kib_is_refused_and_the_connection_serves_on() {
+    let app = spawn_fast().await;
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let fits = send(
+        h2c.get(app.url("/healthz"))
+            .header("x-padding", "p".repeat(15 * 1024)),
+    )
+    .await;
+    assert_eq!(fits.status(), StatusCode::OK);
+    let refused = tokio::time::timeout(
+        crate::helpers::WAIT,
+        h2c.get(app.url("/healthz"))
+            .header("x-padding", "p".repeat(20 * 1024))
+            .send(),
+    )
+    .await
+    .expect("answered in time");
+    match refused {
+        Ok(answer) => assert_eq!(answer.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+        Err(error) => assert!(error.is_request(), "{error:?}"),
+    }
+    let after = send(h2c.get(app.url("/healthz"))).await;
+    assert_eq!(after.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_http2_body_that_never_finishes_gets_408_by_its_deadline_and_stores_nothing() {
+    let app = spawn_fast().await;
+    let h2c = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let half = futures::stream::iter([Ok::<_, std::io::Error>(BODY[..10].to_owned())])
+        .chain(futures::stream::pending());
+    let started = Instant::now();
+    let answer = send(
+        h2c.post(app.url("/api/notifications/alice"))
+            .header("content-type", "application/json")
+            .body(reqwest::Body::wrap_stream(half)),
+    )
+    .await;
+    assert_eq!(answer.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(started.elapsed() < FAST.body + SLACK);
+    assert_eq!(app.history_total("alice").await, 0);
+}
+
+#[tokio::test]
+async fn a_tls_http1_keep_alive_connection_is_closed_by_the_next_heads_deadline() {
+    let certificate = SelfSigned::new();
+    let app = spawn_fast_https(&certificate).await;
+    let mut tls = certificate.connect_raw(app.addr, &[b"http/1.1"]).await;
+    tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.ends_with(br#"{"status":"ok"}"#) {
+        let n = tokio::time::timeout(crate::helpers::WAIT, tls.read(&mut buf))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(n > 0, "closed before the answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    // On HTTP/1 the wait for the next head counts toward that head's deadline, as on
+    // herald's own path, so an idle connection ends at the head deadline, before the idle one.
+    let idle_from = Instant::now();
+    let rest = read_tls_until_closed(&mut tls).await;
+    let idled = idle_from.elapsed();
+    assert_eq!(rest, "");
+    assert!(
+        idled >= FAST.head - Duration::from_millis(100) && idled < FAST.head + SLACK,
+        "closed after {idled:?}"
+    );
 }
