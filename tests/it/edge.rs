@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::tls::{SelfSigned, read_tls_until_closed, spawn_https_with};
 use crate::helpers::wire::{RawClient, post_request};
-use crate::helpers::{TestApp, send};
+use crate::helpers::{TestApp, h2c_client, send};
 
 /// Deadlines short enough for a test.
 const FAST: Deadlines = Deadlines {
@@ -312,10 +312,7 @@ async fn an_http2_connection_with_no_request_in_progress_is_closed_at_the_idle_d
     let certificate = SelfSigned::new();
     let plain = spawn_fast().await;
     let https = spawn_fast_https(&certificate).await;
-    let h2c = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2c = h2c_client();
     let h2 = certificate.client(https.addr);
     for (app, client) in [(&plain, h2c), (&https, h2)] {
         let base = app.wait_for_metric(OPEN, |_| true).await;
@@ -518,10 +515,7 @@ async fn at_the_file_limit_accepts_back_off_log_once_and_serve_again_when_files_
 #[tokio::test]
 async fn an_http2_header_list_over_16_kib_is_refused_and_the_connection_serves_on() {
     let app = spawn_fast().await;
-    let h2c = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2c = h2c_client();
     let fits = send(
         h2c.get(app.url("/healthz"))
             .header("x-padding", "p".repeat(15 * 1024)),
@@ -547,10 +541,7 @@ async fn an_http2_header_list_over_16_kib_is_refused_and_the_connection_serves_o
 #[tokio::test]
 async fn an_http2_body_that_never_finishes_gets_408_by_its_deadline_and_stores_nothing() {
     let app = spawn_fast().await;
-    let h2c = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2c = h2c_client();
     let half = futures::stream::iter([Ok::<_, std::io::Error>(BODY[..10].to_owned())])
         .chain(futures::stream::pending());
     let started = Instant::now();

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::wire::{RawClient, expect_lean_stream, get_request, post_request};
-use crate::helpers::{SseClient, TestApp};
+use crate::helpers::{SseClient, TestApp, h2c_client};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -208,10 +208,7 @@ async fn a_stream_whose_client_leaves_gives_back_its_place_without_waiting_for_a
 #[tokio::test]
 async fn http2_by_prior_knowledge_and_an_oversized_head_are_served_by_hyper() {
     let app = TestApp::spawn().await;
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = h2c_client();
     let mut stream = SseClient::open(&h2, &app.url("/events/ann"), None).await;
     stream.expect_connected().await;
 

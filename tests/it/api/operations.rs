@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::answers::{assert_error, sample};
-use crate::helpers::{SseClient, TestApp, WAIT, padded_body, read_json, titles};
+use crate::helpers::{SseClient, TestApp, WAIT, h2c_client, padded_body, read_json, titles};
 
 #[tokio::test]
 async fn a_broadcast_answers_sent_and_the_number_of_this_nodes_streams() {
@@ -264,10 +264,7 @@ async fn metrics_are_prometheus_text_whose_values_follow_the_traffic() {
     // reader. (Over HTTP/2 every frame is queued; on the HTTP/1 path an idle stream's frame
     // goes straight to its socket, and only a full socket makes frames queue: slow_reader.rs.)
     let tiny = TestApp::spawn_with(|s| s.queue.max_bytes = 64).await;
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let h2 = h2c_client();
     let mut slow = SseClient::open(&h2, &tiny.url("/events/sam"), None).await;
     slow.expect_connected().await;
     tiny.publish("sam", "too big for the queue").await;

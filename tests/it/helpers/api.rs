@@ -400,6 +400,14 @@ pub fn client_from(local: &str) -> reqwest::Client {
 }
 
 /// Sends `request`, failing the test if no response comes within [`WAIT`].
+/// A client that speaks HTTP/2 by prior knowledge (h2c) to plain-HTTP servers.
+pub fn h2c_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .expect("h2c client")
+}
+
 pub async fn send(request: reqwest::RequestBuilder) -> reqwest::Response {
     tokio::time::timeout(WAIT, request.send())
         .await
