@@ -171,6 +171,8 @@ pub async fn history(
                 limit,
                 before,
                 unread_only,
+                category: None,
+                archived: false,
             },
         )
         .await?;
