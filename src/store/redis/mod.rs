@@ -4,47 +4,38 @@
 //! docs/architecture.md#the-redis-store-cluster-mode.
 
 mod follow;
+mod history;
+mod lifecycle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::{Script, ScriptInvocation, Value};
 
 use super::{
-    Archived, BulkOutcome, EventSink, HistoryPage, HistoryQuery, MarkedRead, PublishOutcome, ReplayPage, Retention,
-    StoreError, StoredEvent,
+    EventSink, MarkedRead, PublishOutcome, ReplayPage, Retention, StoreError, StoredEvent, payload,
 };
-use crate::domain::{
-    EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
-    NotificationPatch, UserId,
-};
+use crate::domain::{EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, UserId};
 
 const LIBRARY: &str = include_str!("scripts.lua");
 
 const PUBLISH: &str = r#"
--- KEYS: log, own stream, last, pruned, list, bodies, unread, idempotency key
--- ARGV: user, notification id, json, history limit, idempotency ttl (0: none), max events, age ms
+-- KEYS: log, last, pruned, expiring, idempotency key, then the user's seven (see user_keys)
+-- ARGV: user, notification id, json, history limit, idempotency ttl (0: none), max events,
+--       age ms, category ('' for none), expires ms ('' for none)
 if ARGV[5] ~= '0' then
-  local earlier = redis.call('GET', KEYS[8])
+  local earlier = redis.call('GET', KEYS[5])
   if earlier then return {'repeat', earlier} end
 end
-local id = append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], 'notification', ARGV[3],
-  tonumber(ARGV[6]), tonumber(ARGV[7]))
-redis.call('LPUSH', KEYS[5], ARGV[2])
-redis.call('HSET', KEYS[6], ARGV[2], ARGV[3])
-redis.call('SADD', KEYS[7], ARGV[2])
-local limit = tonumber(ARGV[4])
-local extra = redis.call('LRANGE', KEYS[5], limit, -1)
-if #extra > 0 then
-  redis.call('LTRIM', KEYS[5], 0, limit - 1)
-  for _, old in ipairs(extra) do
-    redis.call('HDEL', KEYS[6], old)
-    redis.call('SREM', KEYS[7], old)
-  end
-end
-if ARGV[5] ~= '0' then redis.call('SET', KEYS[8], ARGV[3], 'EX', ARGV[5]) end
+local u = user_keys(6)
+local age_ms = tonumber(ARGV[7])
+local id = add_event(KEYS[1], u.own, ARGV[1], 'notification', ARGV[3], ARGV[2], ARGV[9],
+  retention_cutoff(age_ms), age_ms)
+store_notification(u, KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[8], ARGV[9], tonumber(ARGV[4]))
+finish_appends(KEYS[1], KEYS[2], KEYS[3], id, tonumber(ARGV[6]))
+if ARGV[5] ~= '0' then redis.call('SET', KEYS[5], ARGV[3], 'EX', ARGV[5]) end
 return {'created', id}
 "#;
 
@@ -60,7 +51,7 @@ const MARK_READ: &str = r#"
 if redis.call('HEXISTS', KEYS[5], ARGV[2]) == 0 then return 'notfound' end
 if redis.call('SREM', KEYS[6], ARGV[2]) == 0 then return 'already' end
 append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], 'read', ARGV[3], tonumber(ARGV[4]),
-  tonumber(ARGV[5]))
+  tonumber(ARGV[5]), ARGV[2])
 return 'changed'
 "#;
 
@@ -73,33 +64,6 @@ if n > 0 then
     tonumber(ARGV[4]))
 end
 return n
-"#;
-
-const HISTORY: &str = r#"
--- KEYS: list, bodies, unread, last.  ARGV: before id ('' for none), limit, unread only ('1')
-local start = 0
-if ARGV[1] ~= '' then
-  local pos = redis.call('LPOS', KEYS[1], ARGV[1])
-  if not pos then return {'notfound'} end
-  start = pos + 1
-end
-local limit = tonumber(ARGV[2])
-local ids = {}
-if ARGV[3] == '1' then
-  for _, nid in ipairs(redis.call('LRANGE', KEYS[1], start, -1)) do
-    if #ids >= limit then break end
-    if redis.call('SISMEMBER', KEYS[3], nid) == 1 then ids[#ids + 1] = nid end
-  end
-else
-  ids = redis.call('LRANGE', KEYS[1], start, start + limit - 1)
-end
-local bodies, unread = {}, {}
-for i, nid in ipairs(ids) do
-  bodies[i] = redis.call('HGET', KEYS[2], nid)
-  unread[i] = redis.call('SISMEMBER', KEYS[3], nid)
-end
-return {'ok', redis.call('GET', KEYS[4]) or '0-0', redis.call('LLEN', KEYS[1]),
-  redis.call('SCARD', KEYS[3]), bodies, unread}
 "#;
 
 const REPLAY: &str = r#"
@@ -156,6 +120,11 @@ struct Inner {
 
 struct Scripts {
     publish: Script,
+    publish_many: Script,
+    update: Script,
+    delete: Script,
+    set_archived: Script,
+    expire: Script,
     broadcast: Script,
     mark_read: Script,
     mark_all_read: Script,
@@ -169,10 +138,15 @@ impl Scripts {
         let script = |body: &str| Script::new(&format!("{LIBRARY}\n{body}"));
         Self {
             publish: script(PUBLISH),
+            publish_many: script(lifecycle::PUBLISH_MANY),
+            update: script(lifecycle::UPDATE),
+            delete: script(lifecycle::DELETE),
+            set_archived: script(lifecycle::SET_ARCHIVED),
+            expire: script(lifecycle::EXPIRE),
             broadcast: script(BROADCAST),
             mark_read: script(MARK_READ),
             mark_all_read: script(MARK_ALL_READ),
-            history: script(HISTORY),
+            history: script(history::HISTORY),
             replay: script(REPLAY),
             sweep: script(SWEEP),
         }
@@ -201,8 +175,30 @@ impl Keys {
     fn user(&self, user: &UserId, part: &str) -> String {
         format!("{}:user:{user}:{part}", self.prefix)
     }
+    /// The seven keys of one user's notifications, in the order the scripts' `user_keys`
+    /// reads them.
+    fn user_state(&self, user: &UserId) -> [String; 7] {
+        [
+            "events", "list", "bodies", "unread", "archived", "cat", "exp",
+        ]
+        .map(|part| self.user(user, part))
+    }
+    /// Every notification that expires, by when (members `user\nid`).
+    fn expiring(&self) -> String {
+        format!("{}:expiring", self.prefix)
+    }
     fn idempotency(&self, user: &UserId, key: &IdempotencyKey) -> String {
         format!("{}:idem:{user}:{}", self.prefix, key.as_str())
+    }
+    fn idempotency_many(&self, key: &IdempotencyKey) -> String {
+        format!("{}:idem-many:{}", self.prefix, key.as_str())
+    }
+}
+
+/// Adds one user's seven keys to a script call.
+fn add_user_keys(invocation: &mut ScriptInvocation<'_>, keys: &Keys, user: &UserId) {
+    for key in keys.user_state(user) {
+        invocation.key(key);
     }
 }
 
@@ -267,6 +263,11 @@ impl RedisStore {
         self.inner.retention.max_age.as_millis()
     }
 
+    /// How long an `Idempotency-Key` is remembered, in whole seconds.
+    fn idempotency_ttl(&self) -> u64 {
+        self.inner.retention.idempotency_window.as_secs().max(1)
+    }
+
     pub async fn publish(
         &self,
         user: UserId,
@@ -274,29 +275,27 @@ impl RedisStore {
         key: Option<IdempotencyKey>,
     ) -> Result<PublishOutcome, StoreError> {
         let keys = &self.inner.keys;
+        let expires = expires_arg(&new);
         let notification = new.into_notification();
         let body = serde_json::to_string(&notification)?;
         let idempotency_ttl = match &key {
-            Some(_) => self.inner.retention.idempotency_window.as_secs().max(1),
+            Some(_) => self.idempotency_ttl(),
             None => 0,
         };
-        // Without a key the script never touches KEYS[8]; any name will do.
+        // Without a key the script never touches its key; any name will do.
         let idempotency_key = key.as_ref().map_or_else(
             || keys.user(&user, "none"),
             |key| keys.idempotency(&user, key),
         );
-        let reply: (String, String) = self
-            .inner
-            .scripts
-            .publish
+        let mut invocation = self.inner.scripts.publish.prepare_invoke();
+        invocation
             .key(keys.log())
-            .key(keys.user(&user, "events"))
             .key(keys.last())
             .key(keys.pruned())
-            .key(keys.user(&user, "list"))
-            .key(keys.user(&user, "bodies"))
-            .key(keys.user(&user, "unread"))
-            .key(idempotency_key)
+            .key(keys.expiring())
+            .key(idempotency_key);
+        add_user_keys(&mut invocation, keys, &user);
+        invocation
             .arg(user.as_str())
             .arg(&notification.id)
             .arg(&body)
@@ -304,6 +303,9 @@ impl RedisStore {
             .arg(idempotency_ttl)
             .arg(self.inner.retention.max_events)
             .arg(self.age_ms() as u64)
+            .arg(category_arg(&notification))
+            .arg(&expires);
+        let reply: (String, String) = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
@@ -314,41 +316,6 @@ impl RedisStore {
                 parse_stream_id(&reply.1)?,
             )),
         }
-    }
-
-    pub async fn publish_many(
-        &self,
-        _users: Vec<UserId>,
-        _new: NewNotification,
-        _key: Option<IdempotencyKey>,
-    ) -> Result<BulkOutcome, StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
-    }
-
-    pub async fn update(
-        &self,
-        _user: UserId,
-        _id: String,
-        _patch: NotificationPatch,
-    ) -> Result<(Notification, EventId), StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
-    }
-
-    pub async fn delete(&self, _user: UserId, _id: String) -> Result<EventId, StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
-    }
-
-    pub async fn set_archived(
-        &self,
-        _user: UserId,
-        _id: String,
-        _archived: bool,
-    ) -> Result<Archived, StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
-    }
-
-    pub async fn expire(&self) -> Result<u64, StoreError> {
-        Ok(0)
     }
 
     pub async fn broadcast(&self, new: NewAnnouncement) -> Result<EventId, StoreError> {
@@ -373,7 +340,7 @@ impl RedisStore {
 
     pub async fn mark_read(&self, user: UserId, id: String) -> Result<MarkedRead, StoreError> {
         let keys = &self.inner.keys;
-        let data = serde_json::json!({ "ids": [id] }).to_string();
+        let data = payload::read_one(&id);
         let outcome: String = self
             .inner
             .scripts
@@ -410,59 +377,12 @@ impl RedisStore {
             .key(keys.pruned())
             .key(keys.user(&user, "unread"))
             .arg(user.as_str())
-            .arg(serde_json::json!({ "all": true }).to_string())
+            .arg(payload::read_all())
             .arg(self.inner.retention.max_events)
             .arg(self.age_ms() as u64)
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)
-    }
-
-    pub async fn history(
-        &self,
-        user: UserId,
-        query: HistoryQuery,
-    ) -> Result<HistoryPage, StoreError> {
-        let keys = &self.inner.keys;
-        let reply: Vec<Value> = self
-            .inner
-            .scripts
-            .history
-            .key(keys.user(&user, "list"))
-            .key(keys.user(&user, "bodies"))
-            .key(keys.user(&user, "unread"))
-            .key(keys.last())
-            .arg(query.before.as_deref().unwrap_or(""))
-            .arg(query.limit)
-            .arg(if query.unread_only { "1" } else { "0" })
-            .invoke_async(&mut self.conn())
-            .await
-            .map_err(unavailable)?;
-        let [status, last, total, unread, bodies, unread_flags] = reply.as_slice() else {
-            return Err(StoreError::UNKNOWN_CURSOR);
-        };
-        let _: String = redis::from_redis_value(status.clone()).map_err(corrupt)?;
-        let last: String = redis::from_redis_value(last.clone()).map_err(corrupt)?;
-        let bodies: Vec<Option<String>> =
-            redis::from_redis_value(bodies.clone()).map_err(corrupt)?;
-        let unread_flags: Vec<i64> =
-            redis::from_redis_value(unread_flags.clone()).map_err(corrupt)?;
-        let notifications = bodies
-            .into_iter()
-            .zip(unread_flags)
-            .filter_map(|(body, unread)| Some((body?, unread)))
-            .map(|(body, unread)| {
-                let mut notification: Notification = serde_json::from_str(&body)?;
-                notification.read = unread == 0;
-                Ok(notification)
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(HistoryPage {
-            notifications,
-            total: redis::from_redis_value(total.clone()).map_err(corrupt)?,
-            unread: redis::from_redis_value(unread.clone()).map_err(corrupt)?,
-            last_event_id: parse_stream_id(&last)?,
-        })
     }
 
     pub async fn replay_page(
@@ -611,14 +531,45 @@ fn entries(value: Option<&Value>) -> Result<Vec<StoredEvent>, StoreError> {
             let name = field("n")
                 .and_then(|n| EventName::parse(&n))
                 .ok_or_else(|| corrupt(format!("entry {id} has no known event name")))?;
+            let expires_ms = field("x")
+                .map(|at| {
+                    parse_ms(&at).ok_or_else(|| corrupt(format!("entry {id}: expiry {at:?}")))
+                })
+                .transpose()?;
             Ok(StoredEvent {
                 id: parse_stream_id(&id)?,
                 name,
                 data: field("d").unwrap_or_default(),
-                expires_ms: None,
+                expires_ms,
             })
         })
         .collect()
+}
+
+/// A time in Unix ms as a script passes it on: an integer, or a sorted set's score.
+fn parse_ms(raw: &str) -> Option<i64> {
+    raw.parse::<i64>()
+        .ok()
+        .or_else(|| raw.parse::<f64>().ok().map(|ms| ms as i64))
+}
+
+/// A new notification's expiry as a script argument: Unix ms, or '' for none.
+fn expires_arg(new: &NewNotification) -> String {
+    new.expires
+        .as_ref()
+        .map_or_else(String::new, |expiry| expiry.unix_ms.to_string())
+}
+
+/// A notification's category as a script argument, '' for none.
+fn category_arg(notification: &crate::domain::Notification) -> &str {
+    notification.category.as_ref().map_or("", |c| c.as_str())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {

@@ -32,14 +32,35 @@ local function note_pruned(pruned_key, id)
   end
 end
 
--- Appends one event: to the shared log (which every node reads) and, with the same id, to
--- `own` (the user's own stream, or the announcements stream) so that one user's replay reads
--- only what that user may see. Keeps the log within `max_events`. Returns the new id.
-local function append(log, own, last, pruned, user, name, data, max_events, age_ms)
-  local id = redis.call('XADD', log, '*', 'u', user, 'n', name, 'd', data)
-  local cutoff = string.format('%.0f-0', now_ms() - age_ms)
-  redis.call('XADD', own, 'MINID', '~', cutoff, id, 'n', name, 'd', data)
+-- Where the own streams' retention starts now: entries older than this may go.
+local function retention_cutoff(age_ms)
+  return string.format('%.0f-0', now_ms() - age_ms)
+end
+
+-- Adds one event to the shared log (which every node reads) and, with the same id, to `own`
+-- (the user's own stream, or the announcements stream) so that one user's replay reads only
+-- what that user may see. `subject` (field 's': the notification the event is about, so a
+-- delete finds it) and `expires` (field 'x': when that notification expires, in ms, so replay
+-- passes over it) are optional: nil or ''. Returns the new id; see `finish_appends`.
+local function add_event(log, own, user, name, data, subject, expires, cutoff, age_ms)
+  local fields = {'n', name, 'd', data}
+  if subject and subject ~= '' then
+    fields[#fields + 1] = 's'
+    fields[#fields + 1] = subject
+  end
+  if expires and expires ~= '' then
+    fields[#fields + 1] = 'x'
+    fields[#fields + 1] = expires
+  end
+  local id = redis.call('XADD', log, '*', 'u', user, unpack(fields))
+  redis.call('XADD', own, 'MINID', '~', cutoff, id, unpack(fields))
   redis.call('PEXPIRE', own, age_ms)
+  return id
+end
+
+-- After the last `add_event` of a script: records the newest id and keeps the log within
+-- `max_events`.
+local function finish_appends(log, last, pruned, id, max_events)
   redis.call('SET', last, id)
   local excess = redis.call('XLEN', log) - max_events
   if excess > 0 then
@@ -48,7 +69,87 @@ local function append(log, own, last, pruned, user, name, data, max_events, age_
     redis.call('XTRIM', log, 'MINID', next_id(newest_removed))
     note_pruned(pruned, newest_removed)
   end
+end
+
+-- Appends one event (see `add_event`) and finishes. Returns the new id.
+local function append(log, own, last, pruned, user, name, data, max_events, age_ms, subject,
+    expires)
+  local id = add_event(log, own, user, name, data, subject, expires, retention_cutoff(age_ms),
+    age_ms)
+  finish_appends(log, last, pruned, id, max_events)
   return id
+end
+
+-- One user's keys, passed as seven KEYS from index `at`: own stream, list (newest first),
+-- bodies (id -> JSON), unread (set), archived (set), categories (id -> category), expiries
+-- (sorted set: id by expiry ms).
+local function user_keys(at)
+  return {own = KEYS[at], list = KEYS[at + 1], bodies = KEYS[at + 2], unread = KEYS[at + 3],
+    archived = KEYS[at + 4], cat = KEYS[at + 5], exp = KEYS[at + 6]}
+end
+
+-- The member of the shared `expiring` sorted set that names one user's notification.
+local function expiring_member(user, nid)
+  return user .. '\n' .. nid
+end
+
+-- Forgets a notification's state; the caller takes it out of the list.
+local function forget(u, expiring, user, nid)
+  redis.call('HDEL', u.bodies, nid)
+  redis.call('SREM', u.unread, nid)
+  redis.call('SREM', u.archived, nid)
+  redis.call('HDEL', u.cat, nid)
+  if redis.call('ZREM', u.exp, nid) == 1 then
+    redis.call('ZREM', expiring, expiring_member(user, nid))
+  end
+end
+
+-- Stores a new notification (unread) with its category and expiry ('' for none), keeping the
+-- user's history within `limit` (the oldest go, with all their state).
+local function store_notification(u, expiring, user, nid, body, category, expires, limit)
+  local length = redis.call('LPUSH', u.list, nid)
+  redis.call('HSET', u.bodies, nid, body)
+  redis.call('SADD', u.unread, nid)
+  if category ~= '' then redis.call('HSET', u.cat, nid, category) end
+  if expires ~= '' then
+    redis.call('ZADD', u.exp, expires, nid)
+    redis.call('ZADD', expiring, expires, expiring_member(user, nid))
+  end
+  if length > limit then
+    for _, old in ipairs(redis.call('RPOP', u.list, length - limit)) do
+      forget(u, expiring, user, old)
+    end
+  end
+end
+
+-- Deletes every event about the notifications in `ids` (a set: id -> true, `count` of them)
+-- from the user's stream and, under the same ids, from the log, so that no replay delivers
+-- them again. Every event about a notification follows the one that created it, so the
+-- stream is read from its newest end and only until each one's `notification` event is
+-- passed (or the stream ends: retention may have taken it).
+local function purge_events(log, own, ids, count)
+  local pending, from = count, '+'
+  while pending > 0 do
+    local batch = redis.call('XREVRANGE', own, from, '-', 'COUNT', 256)
+    if #batch == 0 then break end
+    local doomed = {}
+    for _, entry in ipairs(batch) do
+      local fields, name, subject = entry[2], nil, nil
+      for i = 1, #fields, 2 do
+        if fields[i] == 'n' then name = fields[i + 1]
+        elseif fields[i] == 's' then subject = fields[i + 1] end
+      end
+      if subject and ids[subject] then
+        doomed[#doomed + 1] = entry[1]
+        if name == 'notification' then pending = pending - 1 end
+      end
+    end
+    if #doomed > 0 then
+      redis.call('XDEL', own, unpack(doomed))
+      redis.call('XDEL', log, unpack(doomed))
+    end
+    from = '(' .. batch[#batch][1]
+  end
 end
 
 local function first_id(log)
