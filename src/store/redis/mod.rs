@@ -13,8 +13,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use super::{
-    Archived, BulkOutcome, EventSink, HistoryPage, HistoryQuery, MarkedRead, PublishOutcome, ReplayPage, Retention,
-    StoreError, StoredEvent,
+    Archived, BulkOutcome, EventSink, HistoryPage, HistoryQuery, MarkedRead, PublishOutcome,
+    ReplayPage, Retention, StoreError, StoredEvent,
 };
 use crate::domain::{
     EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification,

@@ -82,11 +82,13 @@ pub(super) enum Command {
     },
 }
 
+/// Sends a command's result, or the group's failure in its place when the group did not commit.
+type SendResult = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
 /// A command's result, held until its group commits.
 struct Done {
     failed: bool,
-    /// Sends the result, or the group's failure in its place when the group did not commit.
-    send: Box<dyn FnOnce(Option<&StoreError>) + Send>,
+    send: SendResult,
 }
 
 impl Done {
@@ -342,9 +344,7 @@ fn apply(tx: &Connection, log: &mut Log<'_>, command: Command, retention: Retent
         Command::MarkRead { user, id, reply } => {
             Done::new(reply, ops::mark_read(tx, log, user, &id))
         }
-        Command::MarkAllRead { user, reply } => {
-            Done::new(reply, ops::mark_all_read(tx, log, user))
-        }
+        Command::MarkAllRead { user, reply } => Done::new(reply, ops::mark_all_read(tx, log, user)),
         Command::Update {
             user,
             id,
