@@ -1,14 +1,11 @@
 //! `herald publish` and `herald broadcast`: one request each, the answer printed as JSON.
 
-use anyhow::Context;
-use reqwest::RequestBuilder;
 use reqwest::header::HeaderValue;
 use serde::Serialize;
-use serde_json::{Value, json};
-use url::Url;
+use serde_json::json;
 
 use super::client::{
-    ServerArgs, bearer, endpoint, error_from_response, one_shot_client, print_line, with_credential,
+    PublishKey, ServerArgs, endpoint, one_shot_client, send_and_print, with_credential,
 };
 
 /// Send a notification to one user and print the stored notification as one line of JSON.
@@ -35,9 +32,8 @@ pub struct PublishArgs {
     idempotency_key: Option<HeaderValue>,
     #[command(flatten)]
     server: ServerArgs,
-    /// Publish key, sent as `Authorization: Bearer KEY` (needed when the server has publish keys)
-    #[arg(long = "key", env = "HERALD_PUBLISH_KEY", hide_env_values = true, value_name = "KEY", value_parser = bearer)]
-    publish_key: Option<HeaderValue>,
+    #[command(flatten)]
+    publish_key: PublishKey,
 }
 
 /// Send an announcement to every connected user and print the server's answer as JSON.
@@ -51,9 +47,8 @@ pub struct BroadcastArgs {
     message: String,
     #[command(flatten)]
     server: ServerArgs,
-    /// Publish key, sent as `Authorization: Bearer KEY` (needed when the server has publish keys)
-    #[arg(long = "key", env = "HERALD_PUBLISH_KEY", hide_env_values = true, value_name = "KEY", value_parser = bearer)]
-    publish_key: Option<HeaderValue>,
+    #[command(flatten)]
+    publish_key: PublishKey,
 }
 
 /// The `type` of a notification, as the server spells it.
@@ -90,7 +85,11 @@ pub async fn publish(args: PublishArgs) -> anyhow::Result<()> {
     if let Some(key) = args.idempotency_key {
         request = request.header("Idempotency-Key", key);
     }
-    send_and_print(with_credential(request, args.publish_key), &args.server.url).await
+    send_and_print(
+        with_credential(request, args.publish_key.header),
+        &args.server.url,
+    )
+    .await
 }
 
 /// Sends one announcement to everyone and prints the server's answer.
@@ -98,21 +97,9 @@ pub async fn broadcast(args: BroadcastArgs) -> anyhow::Result<()> {
     let url = endpoint(&args.server.url, &["api", "broadcast"])?;
     let announcement = json!({ "title": args.title, "message": args.message });
     let request = one_shot_client()?.post(url).json(&announcement);
-    send_and_print(with_credential(request, args.publish_key), &args.server.url).await
-}
-
-/// Sends a request whose answer is one JSON document and prints that document on one line.
-async fn send_and_print(request: RequestBuilder, server: &Url) -> anyhow::Result<()> {
-    let response = request
-        .send()
-        .await
-        .with_context(|| format!("could not reach the herald server at {server}"))?;
-    if !response.status().is_success() {
-        return Err(error_from_response(response).await);
-    }
-    let answer: Value = response
-        .json()
-        .await
-        .context("the server's answer is not JSON")?;
-    print_line(&answer)
+    send_and_print(
+        with_credential(request, args.publish_key.header),
+        &args.server.url,
+    )
+    .await
 }
