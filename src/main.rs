@@ -31,7 +31,10 @@ struct Cli {
 enum Command {
     /// Run the notification server
     Serve(ServeArgs),
-    /// Send a notification to one user and print it as stored
+    /// Send a notification to one user (or several with --to) and print the server's answer
+    ///
+    /// Prints the stored notification as one line of JSON; with --to, the id each user's
+    /// notification got: {"notifications":[{"userId":..,"id":..}, ...]}.
     Publish(cli::publish::PublishArgs),
     /// Send an announcement to every open stream
     Broadcast(cli::publish::BroadcastArgs),
