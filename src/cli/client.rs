@@ -1,7 +1,7 @@
 //! What every client command shares: where the server is, the credentials a request carries
-//! (a publish key or a user's token), how a one-shot request is sent and its answer
+//! (a publish key, a user's token, or either), how a one-shot request is sent and its answer
 //! printed, and how a refusal becomes a one-line error. The commands themselves are in
-//! [`super::publish`] and [`super::subscribe`]; they use the public API
+//! [`super::publish`], [`super::lifecycle`] and [`super::subscribe`]; they use the public API
 //! (docs/protocol.md) like any other application.
 
 use std::io::Write;
@@ -61,6 +61,24 @@ pub struct UserToken {
         value_parser = bearer
     )]
     pub header: Option<HeaderValue>,
+}
+
+/// Either credential, for what a publisher and the user both may do. When both are given (a
+/// shell may export both variables) the publish key is sent: whatever the token may do, the key
+/// may too.
+#[derive(clap::Args, Debug, Clone)]
+pub struct KeyOrToken {
+    #[command(flatten)]
+    pub key: PublishKey,
+    #[command(flatten)]
+    pub token: UserToken,
+}
+
+impl KeyOrToken {
+    /// The `Authorization` value to send, if any.
+    pub fn header(self) -> Option<HeaderValue> {
+        self.key.header.or(self.token.header)
+    }
 }
 
 /// `context: cause`, naming only the innermost cause: reqwest's outer layers repeat the URL.
