@@ -18,21 +18,18 @@ async fn herald(app: &TestApp, command: &str, args: &[&str]) -> Finished {
 
 /// Publishes a notification for alice with every optional field, asserting `201`.
 async fn publish_full(app: &TestApp) -> Value {
-    let (status, sent) = app
-        .post_json(
-            "/api/notifications/alice",
-            &json!({
-                "type": "warning",
-                "title": "Build running",
-                "message": "step 3 of 5",
-                "link": "/builds/7",
-                "data": { "build": 7 },
-                "category": "ci",
-            }),
-        )
-        .await;
-    assert_eq!(status, reqwest::StatusCode::CREATED, "{sent}");
-    sent
+    app.publish_body(
+        "alice",
+        &json!({
+            "type": "warning",
+            "title": "Build running",
+            "message": "step 3 of 5",
+            "link": "/builds/7",
+            "data": { "build": 7 },
+            "category": "ci",
+        }),
+    )
+    .await
 }
 
 fn id_of(notification: &Value) -> &str {
