@@ -400,7 +400,7 @@ function waitForLifecycle(page, n, { name = 'rec', timeout = WAIT } = {}) {
 const EXPIRY_WAIT = 15_000; // expiry is checked every 2 s; `deleted` follows within a few seconds
 
 for (const transport of ['fetch', 'eventsource']) {
-  test(`over ${transport}, an update, an archive, an unarchive, a delete and an expiry reach their callbacks, and replay`, { timeout: 60_000 }, async () => {
+  test(`over ${transport}, an update, an archive, an unarchive, a delete and an expiry reach their callbacks, also replayed`, { timeout: 60_000 }, async () => {
     const user = freshUser(`lifecycle-${transport}`);
     const base = `/api/notifications/${user}`;
     const page = await blankPage(h);
@@ -419,18 +419,26 @@ for (const transport of ['fetch', 'eventsource']) {
     assert.deepEqual([archived.status, archived.body], [200, { id: sent.id, archived: true }]);
     const unarchived = await h.api('POST', `${base}/${sent.id}/unarchive`);
     assert.deepEqual([unarchived.status, unarchived.body], [200, { id: sent.id, archived: false }]);
+    await waitForLifecycle(page, 3);
+
+    // A second subscription resuming after the notification gets the changes replayed, with
+    // the same ids, then goes on live.
+    const notificationId = (await page.evaluate(() => window.rec.events))[1].id;
+    await startClient(page, { user, transport, lastEventId: notificationId }, 'replay');
+    await waitForLifecycle(page, 3, { name: 'replay' });
+
     const deleted = await h.api('DELETE', `${base}/${sent.id}`);
     assert.equal(deleted.status, 204);
     await waitForLifecycle(page, 4);
-
     const expiring = await h.publish(user, { title: 'Flash sale', message: 'one second only', ttl: 1 });
     assert.equal(typeof expiring.expiresAt, 'string');
     await waitForLifecycle(page, 5, { timeout: EXPIRY_WAIT });
+    await waitForLifecycle(page, 5, { name: 'replay' });
     await sleep(300); // a stray extra callback would show up by now
 
     const events = await page.evaluate(() => window.rec.events);
-    assert.deepEqual(events.map((e) => e.type),
-      ['connected', 'notification', 'updated', 'archived', 'archived', 'deleted', 'notification', 'deleted']);
+    const types = ['connected', 'notification', 'updated', 'archived', 'archived', 'deleted', 'notification', 'deleted'];
+    assert.deepEqual(events.map((e) => e.type), types);
     const ids = events.map((e) => e.id);
     assert.ok(ids.slice(1).every((id) => /^\d[\d-]*$/.test(id)), `event ids: ${ids}`);
     const lifecycle = await page.evaluate(() => window.rec.lifecycle);
@@ -442,16 +450,19 @@ for (const transport of ['fetch', 'eventsource']) {
       ['onDelete', { ids: [expiring.id], reason: 'expired' }, ids[7]],
     ]);
     assert.equal(await page.evaluate(() => window.sub.lastEventId), ids[7]);
-
-    // A second subscription resuming after the first notification gets the changes replayed,
-    // with the same ids; the expired one is not replayed as a notification.
-    await startClient(page, { user, transport, lastEventId: ids[1] }, 'replay');
-    await waitForLifecycle(page, 5, { name: 'replay' });
-    await sleep(300);
     const replayed = await page.evaluate(() => window.replay.events);
-    assert.deepEqual(replayed.map((e) => e.type), ['connected', 'updated', 'archived', 'archived', 'deleted', 'deleted']);
+    assert.deepEqual(replayed.map((e) => [e.type, e.id]), [['connected', null], ...types.slice(2).map((t, i) => [t, ids[i + 2]])]);
     assert.deepEqual(await page.evaluate(() => window.replay.lifecycle), lifecycle);
-    await page.evaluate(() => { window.sub.close(); window.replaySub.close(); });
+
+    // Resuming from the same point now: what was deleted or expired meanwhile comes back only
+    // as its deletion, never as a notification or its changes.
+    await startClient(page, { user, transport, lastEventId: notificationId }, 'late');
+    await waitForLifecycle(page, 2, { name: 'late' });
+    await sleep(300);
+    assert.deepEqual((await page.evaluate(() => window.late.events)).map((e) => [e.type, e.id]),
+      [['connected', null], ['deleted', ids[5]], ['deleted', ids[7]]]);
+    assert.deepEqual(await page.evaluate(() => window.late.lifecycle), [lifecycle[3], lifecycle[4]]);
+    await page.evaluate(() => { window.sub.close(); window.replaySub.close(); window.lateSub.close(); });
     await h.closePage(page);
   });
 }
