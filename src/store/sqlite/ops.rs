@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::writer::{About, Log};
+use super::log::{About, Log};
 use crate::domain::{
     EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationPatch,
     UserId, format_unix_ms,
