@@ -83,7 +83,12 @@ describe('the page in token mode', () => {
     const second = await h.publish(user, { title: 'Second', message: 'live', type: 'warning' });
     await waitForCount(page, 2);
     await waitForBadge(page, '2');
-    await page.click(`#list li[data-id="${first.id}"] .mark-read`);
+    // The badge changes at once; the server's state only once the request is answered.
+    const [marked] = await Promise.all([
+      page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname.endsWith('/read'), { timeout: WAIT }),
+      page.click(`#list li[data-id="${first.id}"] .mark-read`),
+    ]);
+    assert.equal(marked.status(), 200);
     await waitForBadge(page, '1');
     const stored = await h.api('GET', `/api/notifications/${user}`);
     assert.deepEqual(stored.body.notifications.map((n) => [n.id, n.read]), [[second.id, false], [first.id, true]]);
