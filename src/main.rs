@@ -1,5 +1,6 @@
-//! The `herald` command: `serve` (the default) and the HTTP clients `publish`, `broadcast` and
-//! `subscribe`. Errors end the process with one line on stderr and a non-zero status.
+//! The `herald` command: `serve` (the default) and the HTTP clients `publish`, `broadcast`,
+//! `update`, `delete`, `archive` and `subscribe`. Errors end the process with one line on stderr
+//! and a non-zero status.
 
 #![forbid(unsafe_code)]
 
@@ -31,10 +32,30 @@ struct Cli {
 enum Command {
     /// Run the notification server
     Serve(ServeArgs),
-    /// Send a notification to one user and print it as stored
+    /// Send a notification to one user (or several with --to) and print the server's answer
+    ///
+    /// Prints the stored notification as one line of JSON; with --to, the id each user's
+    /// notification got: {"notifications":[{"userId":..,"id":..}, ...]}.
     Publish(cli::publish::PublishArgs),
     /// Send an announcement to every open stream
     Broadcast(cli::publish::BroadcastArgs),
+    /// Change a sent notification and print it as it now is (needs a publish key)
+    ///
+    /// Only the fields given change. --clear-link, --clear-data and --clear-category remove a
+    /// field. The user's open streams get an `updated` event with the printed JSON.
+    Update(cli::lifecycle::UpdateArgs),
+    /// Delete a notification for good (a publish key or the user's own token)
+    ///
+    /// Prints {"id":ID,"deleted":true}. The notification leaves the user's history and their
+    /// open streams get a `deleted` event. When both --key and --token are given, the key is
+    /// sent.
+    Delete(cli::lifecycle::DeleteArgs),
+    /// Archive a notification, or with --undo unarchive it (a publish key or the user's own token)
+    ///
+    /// Prints the server's answer, {"id":ID,"archived":true|false}. History leaves archived
+    /// notifications out unless asked for them. When both --key and --token are given, the key
+    /// is sent.
+    Archive(cli::lifecycle::ArchiveArgs),
     /// Print a user's events as JSON lines, reconnecting with Last-Event-ID
     Subscribe(cli::subscribe::SubscribeArgs),
     /// Mint a subscriber token (HS256) for a user with the server's --jwt-secret
@@ -75,6 +96,9 @@ fn main() -> std::process::ExitCode {
             Some(Command::Serve(args)) => serve(args).await,
             Some(Command::Publish(args)) => cli::publish::publish(args).await,
             Some(Command::Broadcast(args)) => cli::publish::broadcast(args).await,
+            Some(Command::Update(args)) => cli::lifecycle::update(args).await,
+            Some(Command::Delete(args)) => cli::lifecycle::delete(args).await,
+            Some(Command::Archive(args)) => cli::lifecycle::archive(args).await,
             Some(Command::Subscribe(args)) => cli::subscribe::subscribe(args).await,
             Some(Command::Token(args)) => cli::token::mint(args),
         }

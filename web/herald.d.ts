@@ -17,6 +17,16 @@ export interface Notification {
   /** RFC 3339, UTC. */
   timestamp: string;
   read: boolean;
+  /** The publisher's own JSON object, exactly as given; absent when it sent none. */
+  data?: { [key: string]: unknown };
+  /** 1..64 characters of `a-z 0-9 . _ -`; absent when it has none. */
+  category?: string;
+  /** RFC 3339, UTC: when it expires (then `deleted` with reason `expired` follows). */
+  expiresAt?: string;
+  /** Present, and true, only while archived; history leaves archived ones out by default. */
+  archived?: true;
+  /** RFC 3339, UTC: when it was last updated; absent until an update. */
+  updatedAt?: string;
 }
 
 /** A broadcast to everyone (`event: announcement`). */
@@ -30,6 +40,21 @@ export interface Announcement {
 
 /** Read state changed on another device (`event: read`). */
 export type ReadChange = { ids: string[]; all?: undefined } | { all: true; ids?: undefined };
+
+/**
+ * Notifications removed (`event: deleted`): retracted by the publisher or dismissed by the user
+ * (no `reason`), or past their `expiresAt` (`reason: 'expired'`). They are gone from history.
+ */
+export interface Deletion {
+  ids: string[];
+  reason?: 'expired';
+}
+
+/** Notifications archived or unarchived, on this device or another (`event: archived`). */
+export interface ArchiveChange {
+  ids: string[];
+  archived: boolean;
+}
 
 /** The history asked for is gone (`event: resync`): refetch it; the stream goes on live. */
 export interface Resync {
@@ -53,6 +78,9 @@ interface EventPayloads {
   notification: Notification;
   announcement: Announcement;
   read: ReadChange;
+  updated: Notification;
+  deleted: Deletion;
+  archived: ArchiveChange;
   resync: Resync;
   reauth: Reauth;
 }
@@ -69,7 +97,10 @@ export type HeraldEvent = {
 /** An event with an id, as passed to the typed callbacks next to its payload. */
 export interface DeliveredEvent<T> {
   type: string;
-  /** The event's `id:` (herald sends one with every notification, announcement, read and resync). */
+  /**
+   * The event's `id:` (herald sends one with every notification, announcement, read, updated,
+   * deleted, archived and resync).
+   */
   id: string | null;
   data: T;
 }
@@ -131,6 +162,11 @@ export interface SubscribeCallbacks {
   onNotification?(notification: Notification, event: DeliveredEvent<Notification>): void;
   onAnnouncement?(announcement: Announcement, event: DeliveredEvent<Announcement>): void;
   onRead?(change: ReadChange, event: DeliveredEvent<ReadChange>): void;
+  /** A notification was changed by its publisher: the whole new notification, same `id`. */
+  onUpdate?(notification: Notification, event: DeliveredEvent<Notification>): void;
+  /** Notifications were deleted, dismissed or expired: remove them. */
+  onDelete?(deletion: Deletion, event: DeliveredEvent<Deletion>): void;
+  onArchive?(change: ArchiveChange, event: DeliveredEvent<ArchiveChange>): void;
   /** History was lost for this client: refetch it. `lastEventId` already points past the gap. */
   onResync?(resync: Resync, event: DeliveredEvent<Resync>): void;
   /**

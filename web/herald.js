@@ -15,7 +15,9 @@ var Herald = (function () {
 
   const DEFAULT_BASE_MS = 1000;
   const DEFAULT_MAX_MS = 30000;
-  const KNOWN_EVENTS = ['connected', 'notification', 'announcement', 'read', 'resync', 'reauth'];
+  const KNOWN_EVENTS = [
+    'connected', 'notification', 'announcement', 'read', 'updated', 'deleted', 'archived', 'resync', 'reauth',
+  ];
 
   /** An error that ends a subscription or fails one attempt; `status` is the HTTP status, if any. */
   class HeraldError extends Error {
@@ -269,6 +271,9 @@ var Herald = (function () {
         case 'notification': call(o.onNotification, data, event); break;
         case 'announcement': call(o.onAnnouncement, data, event); break;
         case 'read': call(o.onRead, data, event); break;
+        case 'updated': call(o.onUpdate, data, event); break;
+        case 'deleted': call(o.onDelete, data, event); break;
+        case 'archived': call(o.onArchive, data, event); break;
         case 'resync': call(o.onResync, data, event); break;
         case 'reauth': reauth(data); break;
         default: break;

@@ -1,7 +1,8 @@
-//! What every client command shares: where the server is, how a request carries its key or
-//! token, and how a refusal becomes a one-line error. The commands themselves are in
-//! [`super::publish`] and [`super::subscribe`]; they use the public API (docs/protocol.md) like any
-//! other application.
+//! What every client command shares: where the server is, the credentials a request carries
+//! (a publish key, a user's token, or either), how a one-shot request is sent and its answer
+//! printed, and how a refusal becomes a one-line error. The commands themselves are in
+//! [`super::publish`], [`super::lifecycle`] and [`super::subscribe`]; they use the public API
+//! (docs/protocol.md) like any other application.
 
 use std::io::Write;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use reqwest::header::{AUTHORIZATION, HeaderValue};
 use reqwest::{Client, RequestBuilder, Response};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use url::Url;
 
 /// How long to wait for the TCP (and TLS) connection to the server.
@@ -29,6 +31,54 @@ pub struct ServerArgs {
         value_parser = parse_server_url
     )]
     pub url: Url,
+}
+
+/// A publish key, for the commands only a publisher may run.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PublishKey {
+    /// Publish key, sent as `Authorization: Bearer KEY` (needed when the server has publish keys)
+    #[arg(
+        id = "publish_key",
+        long = "key",
+        env = "HERALD_PUBLISH_KEY",
+        hide_env_values = true,
+        value_name = "KEY",
+        value_parser = bearer
+    )]
+    pub header: Option<HeaderValue>,
+}
+
+/// A user's own token, for the commands a user may run on their own notifications.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UserToken {
+    /// Subscriber token (a JWT whose `sub` is the user), sent as `Authorization: Bearer TOKEN`
+    #[arg(
+        id = "token",
+        long = "token",
+        env = "HERALD_TOKEN",
+        hide_env_values = true,
+        value_name = "TOKEN",
+        value_parser = bearer
+    )]
+    pub header: Option<HeaderValue>,
+}
+
+/// Either credential, for what a publisher and the user both may do. When both are given (a
+/// shell may export both variables) the publish key is sent: whatever the token may do, the key
+/// may too.
+#[derive(clap::Args, Debug, Clone)]
+pub struct KeyOrToken {
+    #[command(flatten)]
+    pub key: PublishKey,
+    #[command(flatten)]
+    pub token: UserToken,
+}
+
+impl KeyOrToken {
+    /// The `Authorization` value to send, if any.
+    pub fn header(self) -> Option<HeaderValue> {
+        self.key.header.or(self.token.header)
+    }
 }
 
 /// `context: cause`, naming only the innermost cause: reqwest's outer layers repeat the URL.
@@ -63,6 +113,41 @@ pub(super) fn with_credential(
     }
 }
 
+/// Sends a one-shot request and returns its answer if it is a success; anything else becomes a
+/// one-line error.
+pub(super) async fn send_expecting_success(
+    request: RequestBuilder,
+    server: &Url,
+) -> anyhow::Result<Response> {
+    let response = request
+        .send()
+        .await
+        .with_context(|| format!("could not reach the herald server at {server}"))?;
+    if !response.status().is_success() {
+        return Err(error_from_response(response).await);
+    }
+    Ok(response)
+}
+
+/// Sends a request whose answer is one JSON document and prints that document on one line, as
+/// the server wrote it (compact): re-encoding would reorder the keys of a publisher's `data` and
+/// round its numbers. Only an answer spread over several lines is re-encoded onto one.
+pub(super) async fn send_and_print(request: RequestBuilder, server: &Url) -> anyhow::Result<()> {
+    let body = send_expecting_success(request, server)
+        .await?
+        .bytes()
+        .await
+        .with_context(|| format!("could not read the answer of the herald server at {server}"))?;
+    let answer: Box<RawValue> =
+        serde_json::from_slice(&body).context("the server's answer is not JSON")?;
+    // A line break in JSON text can only be whitespace between tokens.
+    if answer.get().contains(['\n', '\r']) {
+        let answer: Value = serde_json::from_str(answer.get())?;
+        return print_line(&answer);
+    }
+    print_line(&answer)
+}
+
 /// Turns a non-success answer into a one-line error: `server answered STATUS: REASON`, where
 /// REASON is the `error` field of a JSON body, or the body itself.
 pub(super) async fn error_from_response(response: Response) -> anyhow::Error {
@@ -90,7 +175,7 @@ pub(super) fn endpoint(server: &Url, segments: &[&str]) -> anyhow::Result<Url> {
         .iter()
         .find(|segment| matches!(**segment, "" | "." | ".."))
     {
-        bail!("{segment:?} is not a valid user id");
+        bail!("{segment:?} is not a valid user id or notification id");
     }
     let mut url = server.clone();
     url.path_segments_mut()

@@ -15,7 +15,7 @@ use serde_json::Value;
 use url::Url;
 
 use super::client::{
-    CONNECT_TIMEOUT, ServerArgs, bearer, endpoint, error_from_response, print_line,
+    CONNECT_TIMEOUT, ServerArgs, UserToken, endpoint, error_from_response, print_line,
     with_credential, with_root_cause,
 };
 
@@ -39,9 +39,8 @@ pub struct SubscribeArgs {
     user_id: String,
     #[command(flatten)]
     server: ServerArgs,
-    /// Subscriber token (a JWT whose `sub` is the user), sent as `Authorization: Bearer TOKEN`
-    #[arg(long, env = "HERALD_TOKEN", hide_env_values = true, value_name = "TOKEN", value_parser = bearer)]
-    token: Option<HeaderValue>,
+    #[command(flatten)]
+    token: UserToken,
     /// Start after this event id: replay every retained event newer than it, then go on live
     #[arg(long, value_name = "ID", value_parser = parse_event_id)]
     last_event_id: Option<String>,
@@ -73,7 +72,7 @@ pub async fn subscribe(args: SubscribeArgs) -> anyhow::Result<()> {
     let mut subscription = Subscription {
         client,
         url,
-        token: args.token,
+        token: args.token.header,
         last_event_id: args.last_event_id,
         retry: DEFAULT_RETRY,
         failed_attempts: 0,

@@ -125,7 +125,9 @@ impl Expiry {
             (Some(ttl), None) => {
                 let secs = retention.as_secs();
                 if !(1..=secs).contains(&ttl) {
-                    return Err(format!("ttl must be a whole number of seconds from 1 to {secs}"));
+                    return Err(format!(
+                        "ttl must be a whole number of seconds from 1 to {secs}"
+                    ));
                 }
                 Ok(Some(Self::at(now_ms + ttl as i64 * 1000)))
             }
@@ -157,7 +159,8 @@ impl Expiry {
     /// The expiry a stored notification shows, read back from its text.
     pub fn of(notification: &Notification) -> Option<Self> {
         let text = notification.expires_at.as_deref()?;
-        let at = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+        let at =
+            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
         Some(Self::at(unix_ms(at)))
     }
 }
@@ -310,7 +313,10 @@ mod tests {
             "{ \"z\" : 1.50, \"a\" : [ \"x y\", \"q\\\" \" ] ,\n\"e\":\"\\u00e9\" }",
         ))
         .expect("an object");
-        assert_eq!(data.as_str(), r#"{"z":1.50,"a":["x y","q\" "],"e":"\u00e9"}"#);
+        assert_eq!(
+            data.as_str(),
+            r#"{"z":1.50,"a":["x y","q\" "],"e":"\u00e9"}"#
+        );
         for not_object in ["[1]", "\"s\"", "3", "null", "true"] {
             assert_eq!(
                 JsonObject::parse(&raw(not_object)),
@@ -342,7 +348,9 @@ mod tests {
     fn expiry_is_a_ttl_or_a_future_time_within_retention() {
         let now = OffsetDateTime::from_unix_timestamp(1_700_000_000).expect("time");
         let day = Duration::from_secs(86_400);
-        let at = Expiry::parse(Some(60), None, now, day).expect("valid").expect("set");
+        let at = Expiry::parse(Some(60), None, now, day)
+            .expect("valid")
+            .expect("set");
         assert_eq!(at.unix_ms, 1_700_000_060_000);
         assert_eq!(at.text, "2023-11-14T22:14:20.000Z");
         assert_eq!(Expiry::parse(None, None, now, day), Ok(None));
@@ -371,13 +379,21 @@ mod tests {
             vec![UserId::parse("b").unwrap(), UserId::parse("a").unwrap()]
         );
         assert!(Recipients::parse(None).unwrap_err().starts_with("users"));
-        assert!(Recipients::parse(Some(&[])).unwrap_err().starts_with("users"));
+        assert!(
+            Recipients::parse(Some(&[]))
+                .unwrap_err()
+                .starts_with("users")
+        );
         let twice = Recipients::parse(Some(&names(&["a", "b", "a"]))).unwrap_err();
         assert_eq!(twice, "users[2]: \"a\" is listed twice");
         let bad = Recipients::parse(Some(&names(&["a", "a b"]))).unwrap_err();
         assert!(bad.starts_with("users[1]: "), "{bad}");
         let many: Vec<String> = (0..=MAX_RECIPIENTS).map(|i| format!("u{i}")).collect();
-        assert!(Recipients::parse(Some(&many)).unwrap_err().starts_with("users"));
+        assert!(
+            Recipients::parse(Some(&many))
+                .unwrap_err()
+                .starts_with("users")
+        );
         assert!(Recipients::parse(Some(&many[..MAX_RECIPIENTS])).is_ok());
     }
 

@@ -212,6 +212,8 @@ pub struct NewNotification {
     pub data: Option<JsonObject>,
     pub category: Option<Category>,
     pub expires: Option<Expiry>,
+    /// When it was accepted: its `timestamp`, and where a `ttl` counts from.
+    pub accepted: OffsetDateTime,
 }
 
 impl NewNotification {
@@ -239,6 +241,7 @@ impl NewNotification {
             data: None,
             category: None,
             expires: None,
+            accepted: OffsetDateTime::now_utc(),
         })
     }
 
@@ -254,7 +257,7 @@ impl NewNotification {
     ) -> Result<Self, String> {
         self.data = data.map(JsonObject::parse).transpose()?;
         self.category = category.map(Category::parse).transpose()?;
-        self.expires = Expiry::parse(ttl, expires_at, OffsetDateTime::now_utc(), retention)?;
+        self.expires = Expiry::parse(ttl, expires_at, self.accepted, retention)?;
         Ok(self)
     }
 }
@@ -272,7 +275,7 @@ impl NewNotification {
             link: self.link,
             data: self.data,
             category: self.category,
-            timestamp: timestamp_now(),
+            timestamp: format_time(self.accepted),
             expires_at: self.expires.map(|expiry| expiry.text),
             updated_at: None,
             read: false,
@@ -396,18 +399,10 @@ pub struct Notification {
     /// RFC 3339, UTC, millisecond precision.
     pub timestamp: String,
     /// When it stops existing: it is then gone from history and replay.
-    #[serde(
-        rename = "expiresAt",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "expiresAt", default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<String>,
     /// When it was last changed by a publisher.
-    #[serde(
-        rename = "updatedAt",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<String>,
     pub read: bool,
     /// Present, and true, once archived.

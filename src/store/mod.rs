@@ -146,32 +146,47 @@ impl ReplayPage {
     }
 }
 
-/// The JSON of the events about a notification's lifecycle, the same from every backend.
+/// The JSON of the events about a notification's lifecycle, the same from every backend, with
+/// its keys in the documented order.
 pub mod payload {
-    use serde_json::json;
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    struct Ids<'a> {
+        ids: &'a [&'a str],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        archived: Option<bool>,
+    }
+
+    fn ids(ids: &[&str], reason: Option<&'static str>, archived: Option<bool>) -> String {
+        serde_json::to_string(&Ids {
+            ids,
+            reason,
+            archived,
+        })
+        .unwrap_or_default()
+    }
 
     /// `read` for one notification.
     pub fn read_one(id: &str) -> String {
-        json!({ "ids": [id] }).to_string()
+        ids(&[id], None, None)
     }
 
     /// `read` for all of a user's notifications.
     pub fn read_all() -> String {
-        json!({ "all": true }).to_string()
+        r#"{"all":true}"#.to_owned()
     }
 
     /// `deleted`: by a request, or (`expired`) by the clock.
-    pub fn deleted(ids: &[&str], expired: bool) -> String {
-        if expired {
-            json!({ "ids": ids, "reason": "expired" }).to_string()
-        } else {
-            json!({ "ids": ids }).to_string()
-        }
+    pub fn deleted(deleted: &[&str], expired: bool) -> String {
+        ids(deleted, expired.then_some("expired"), None)
     }
 
     /// `archived` or unarchived.
     pub fn archived(id: &str, archived: bool) -> String {
-        json!({ "ids": [id], "archived": archived }).to_string()
+        ids(&[id], None, Some(archived))
     }
 }
 

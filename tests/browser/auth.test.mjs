@@ -1,6 +1,7 @@
 // Auth in the browser (docs/protocol.md#auth): the page's token mode (a token field, the
-// `herald_token` cookie, `/events/me` with a bearer header, never the token in the URL, sign out,
-// reauth) and herald.js with header auth over fetch streaming (401, reauth with a fresh token).
+// `herald_token` cookie, `/events/me` with a bearer header, never the token in the URL, archive
+// and dismiss with the user's own token, sign out, reauth) and herald.js with header auth over
+// fetch streaming (401, reauth with a fresh token).
 // Run: `node --test tests/browser/` (after `cargo build`).
 
 import { test, describe, before, after } from 'node:test';
@@ -82,7 +83,12 @@ describe('the page in token mode', () => {
     const second = await h.publish(user, { title: 'Second', message: 'live', type: 'warning' });
     await waitForCount(page, 2);
     await waitForBadge(page, '2');
-    await page.click(`#list li[data-id="${first.id}"] .mark-read`);
+    // The badge changes at once; the server's state only once the request is answered.
+    const [marked] = await Promise.all([
+      page.waitForResponse((r) => r.request().method() === 'POST' && new URL(r.url()).pathname.endsWith('/read'), { timeout: WAIT }),
+      page.click(`#list li[data-id="${first.id}"] .mark-read`),
+    ]);
+    assert.equal(marked.status(), 200);
     await waitForBadge(page, '1');
     const stored = await h.api('GET', `/api/notifications/${user}`);
     assert.deepEqual(stored.body.notifications.map((n) => [n.id, n.read]), [[second.id, false], [first.id, true]]);
@@ -105,6 +111,44 @@ describe('the page in token mode', () => {
     assert.equal(await tokenCookie(page), null);
     assert.equal((await listItems(page)).length, 0);
     assert.equal(await page.textContent('#notice'), 'Signed out.');
+    await h.closePage(page);
+  });
+
+  test('Archive and Dismiss work with the signed-in user\'s own token, and survive a reload', { timeout: 40_000 }, async () => {
+    const user = freshUser('tess');
+    const token = await mintToken(user, SECRET);
+    const kept = await h.publish(user, { title: 'Kept', message: 'stays in the inbox' });
+    const toArchive = await h.publish(user, { title: 'Later', message: 'archived' });
+    const toDismiss = await h.publish(user, { title: 'Noise', message: 'dismissed' });
+    const page = await h.newPage();
+    const requests = recordRequests(page);
+    await page.goto(`${h.url}/?token=${token}`, { timeout: WAIT });
+    await waitForState(page, 'live');
+    await waitForCount(page, 3);
+    await waitForBadge(page, '3');
+
+    for (const [id, button, method, status] of [[toArchive.id, 'archive', 'POST', 200], [toDismiss.id, 'dismiss', 'DELETE', 204]]) {
+      const [response] = await Promise.all([
+        page.waitForResponse((r) => r.request().method() === method && new URL(r.url()).pathname.includes(id), { timeout: WAIT }),
+        page.click(`#list li[data-id="${id}"] .${button}`),
+      ]);
+      assert.equal(response.status(), status, `${button} answered ${response.status()}`);
+    }
+    await waitForCount(page, 1);
+    await waitForBadge(page, '1');
+    const changes = requests.filter((r) => r.method === 'POST' || r.method === 'DELETE')
+      .map((r) => [r.method, new URL(r.url).pathname, r.headers.authorization]);
+    assert.deepEqual(changes, [
+      ['POST', `/api/notifications/${user}/${toArchive.id}/archive`, `Bearer ${token}`],
+      ['DELETE', `/api/notifications/${user}/${toDismiss.id}`, `Bearer ${token}`],
+    ]);
+    await page.reload({ timeout: WAIT });
+    await waitForState(page, 'live');
+    await waitForCount(page, 1);
+    assert.deepEqual((await listItems(page)).map((i) => i.id), [kept.id]);
+    await waitForBadge(page, '1');
+    const archived = await h.api('GET', `/api/notifications/${user}?archived=true`);
+    assert.deepEqual(archived.body.notifications.map((n) => n.id), [toArchive.id]);
     await h.closePage(page);
   });
 

@@ -1,7 +1,8 @@
 // The client module, herald.js: its SSE parser, backoff and reconnection rules in Node with a
 // scripted fetch (exact and fast), then the real file as the server serves it, in Chromium,
-// against the real binary: module and classic script, delivery, a server restart with
-// Last-Event-ID on both transports, resync, and backoff with Retry-After.
+// against the real binary: module and classic script, delivery, the lifecycle events (updated,
+// deleted, archived) on both transports, a server restart with Last-Event-ID on both transports,
+// resync, and backoff with Retry-After.
 // Run: `node --test tests/browser/` (after `cargo build`). Token auth: auth.test.mjs.
 
 import { test, describe, before, after } from 'node:test';
@@ -240,6 +241,34 @@ describe('subscribe() with a scripted fetch', () => {
     sub.close();
   });
 
+  test('updated, deleted and archived reach onUpdate, onDelete and onArchive with their ids', async () => {
+    const changed = { id: 'n1', type: 'warning', title: 'corrected', message: 'm', timestamp: '2026-01-01T00:00:00.000Z', read: false, category: 'billing', updatedAt: '2026-01-01T00:01:00.000Z' };
+    const { fetchImpl } = scriptedFetch([
+      { hang: [CONNECTED, note(1, 'one'),
+        `id: 2\nevent: updated\ndata: ${JSON.stringify(changed)}\n\n`,
+        'id: 3\nevent: archived\ndata: {"ids":["n1"],"archived":true}\n\n',
+        'id: 4\nevent: deleted\ndata: {"ids":["n1"]}\n\n',
+        'id: 5\nevent: deleted\ndata: {"ids":["n7","n8"],"reason":"expired"}\n\n'] },
+    ]);
+    const lifecycle = [];
+    const { sub, seen, until } = record({
+      url: 'http://h/events/u', fetch: fetchImpl,
+      onUpdate: (n, e) => lifecycle.push(['onUpdate', n, e.id, e.type]),
+      onDelete: (d, e) => lifecycle.push(['onDelete', d, e.id, e.type]),
+      onArchive: (a, e) => lifecycle.push(['onArchive', a, e.id, e.type]),
+    });
+    await until(() => seen.events.length === 6, 'six events');
+    sub.close();
+    assert.deepEqual(lifecycle, [
+      ['onUpdate', changed, '2', 'updated'],
+      ['onArchive', { ids: ['n1'], archived: true }, '3', 'archived'],
+      ['onDelete', { ids: ['n1'] }, '4', 'deleted'],
+      ['onDelete', { ids: ['n7', 'n8'], reason: 'expired' }, '5', 'deleted'],
+    ]);
+    assert.deepEqual(seen.events.map((e) => e.type), ['connected', 'notification', 'updated', 'archived', 'deleted', 'deleted']);
+    assert.equal(sub.lastEventId, '5');
+  });
+
   test('a resync moves lastEventId to its id and reaches onResync', async () => {
     const { fetchImpl } = scriptedFetch([
       { hang: [CONNECTED, 'id: 77\nevent: resync\ndata: {"reason":"unknown id","oldestId":"12"}\n\n'] },
@@ -359,6 +388,81 @@ for (const transport of ['fetch', 'eventsource']) {
       assert.ok(s.delayMs >= 0 && s.delayMs < Math.min(2000, base * 2 ** (s.attempt - 1)), JSON.stringify(s));
     }
     await page.evaluate(() => window.sub.close());
+    await h.closePage(page);
+  });
+}
+
+/** Waits until the recorder `name` holds `n` lifecycle callbacks. */
+function waitForLifecycle(page, n, { name = 'rec', timeout = WAIT } = {}) {
+  return page.waitForFunction(([key, want]) => window[key].lifecycle.length >= want, [name, n], { timeout });
+}
+
+const EXPIRY_WAIT = 15_000; // expiry is checked every 2 s; `deleted` follows within a few seconds
+
+for (const transport of ['fetch', 'eventsource']) {
+  test(`over ${transport}, an update, an archive, an unarchive, a delete and an expiry reach their callbacks, also replayed`, { timeout: 60_000 }, async () => {
+    const user = freshUser(`lifecycle-${transport}`);
+    const base = `/api/notifications/${user}`;
+    const page = await blankPage(h);
+    await startClient(page, { user, transport });
+    await waitForClientState(page, 'open');
+    const sent = await h.publish(user, { title: 'Invoice due', message: 'INV-7', category: 'billing', data: { invoice: 7, lines: [1, 2] } });
+    assert.equal(sent.category, 'billing');
+    assert.deepEqual(sent.data, { invoice: 7, lines: [1, 2] });
+    await waitForNotifications(page, 1);
+
+    const patched = await h.api('PATCH', `${base}/${sent.id}`, { title: 'Invoice overdue', type: 'warning', category: 'billing.late' });
+    assert.equal(patched.status, 200, JSON.stringify(patched.body));
+    assert.equal(patched.body.title, 'Invoice overdue');
+    assert.equal(typeof patched.body.updatedAt, 'string');
+    const archived = await h.api('POST', `${base}/${sent.id}/archive`);
+    assert.deepEqual([archived.status, archived.body], [200, { id: sent.id, archived: true }]);
+    const unarchived = await h.api('POST', `${base}/${sent.id}/unarchive`);
+    assert.deepEqual([unarchived.status, unarchived.body], [200, { id: sent.id, archived: false }]);
+    await waitForLifecycle(page, 3);
+
+    // A second subscription resuming after the notification gets the changes replayed, with
+    // the same ids, then goes on live.
+    const notificationId = (await page.evaluate(() => window.rec.events))[1].id;
+    await startClient(page, { user, transport, lastEventId: notificationId }, 'replay');
+    await waitForLifecycle(page, 3, { name: 'replay' });
+
+    const deleted = await h.api('DELETE', `${base}/${sent.id}`);
+    assert.equal(deleted.status, 204);
+    await waitForLifecycle(page, 4);
+    const expiring = await h.publish(user, { title: 'Flash sale', message: 'one second only', ttl: 1 });
+    assert.equal(typeof expiring.expiresAt, 'string');
+    await waitForLifecycle(page, 5, { timeout: EXPIRY_WAIT });
+    await waitForLifecycle(page, 5, { name: 'replay' });
+    await sleep(300); // a stray extra callback would show up by now
+
+    const events = await page.evaluate(() => window.rec.events);
+    const types = ['connected', 'notification', 'updated', 'archived', 'archived', 'deleted', 'notification', 'deleted'];
+    assert.deepEqual(events.map((e) => e.type), types);
+    const ids = events.map((e) => e.id);
+    assert.ok(ids.slice(1).every((id) => /^\d[\d-]*$/.test(id)), `event ids: ${ids}`);
+    const lifecycle = await page.evaluate(() => window.rec.lifecycle);
+    assert.deepEqual(lifecycle, [
+      ['onUpdate', patched.body, ids[2]],
+      ['onArchive', { ids: [sent.id], archived: true }, ids[3]],
+      ['onArchive', { ids: [sent.id], archived: false }, ids[4]],
+      ['onDelete', { ids: [sent.id] }, ids[5]],
+      ['onDelete', { ids: [expiring.id], reason: 'expired' }, ids[7]],
+    ]);
+    assert.equal(await page.evaluate(() => window.sub.lastEventId), ids[7]);
+    const replayed = await page.evaluate(() => window.replay.events);
+    assert.deepEqual(replayed.map((e) => [e.type, e.id]), [['connected', null], ...types.slice(2).map((t, i) => [t, ids[i + 2]])]);
+    assert.deepEqual(await page.evaluate(() => window.replay.lifecycle), lifecycle);
+
+    // Resuming from the same point now: what was deleted or expired meanwhile comes back only
+    // as its deletion, never as a notification or its changes.
+    await startClient(page, { user, transport, lastEventId: notificationId }, 'late');
+    await waitForLifecycle(page, 2, { name: 'late' });
+    await sleep(300);
+    assert.deepEqual((await page.evaluate(() => window.late.events)).map((e) => [e.type, e.id]),
+      [['connected', null], ['deleted', ids[5]], ['deleted', ids[7]]]);
+    assert.deepEqual(await page.evaluate(() => window.late.lifecycle), [lifecycle[3], lifecycle[4]]);
+    await page.evaluate(() => { window.sub.close(); window.replaySub.close(); window.lateSub.close(); });
     await h.closePage(page);
   });
 }

@@ -236,15 +236,20 @@ export async function blankPage(h) {
 
 /**
  * Starts `subscribe(options)` from `/herald.js` in the page, recording what it reports in
- * `window.rec`; `onReauth` records the reauth and hands back `window.freshToken` (if set).
+ * `window.rec` (under `name`, default `rec`, and the subscription as `window.sub` or
+ * `window[name + 'Sub']`); `onReauth` records the reauth and hands back `window.freshToken`.
+ * The lifecycle callbacks record `[callback, payload, event id]` in `rec.lifecycle`.
  */
-export async function startClient(page, options) {
-  await page.evaluate(async (opts) => {
+export async function startClient(page, options, name = 'rec') {
+  await page.evaluate(async ([opts, key]) => {
     const { subscribe } = await import('/herald.js');
-    const rec = window.rec = { events: [], states: [], resyncs: [], reauths: [], errors: [] };
-    window.sub = subscribe({
+    const rec = window[key] = { events: [], states: [], resyncs: [], reauths: [], errors: [], lifecycle: [] };
+    window[key === 'rec' ? 'sub' : key + 'Sub'] = subscribe({
       ...opts,
       onEvent: (e) => rec.events.push({ type: e.type, id: e.id, data: e.data }),
+      onUpdate: (n, e) => rec.lifecycle.push(['onUpdate', n, e.id]),
+      onDelete: (d, e) => rec.lifecycle.push(['onDelete', d, e.id]),
+      onArchive: (a, e) => rec.lifecycle.push(['onArchive', a, e.id]),
       onResync: (r, e) => rec.resyncs.push({ data: r, id: e.id }),
       onReauth: (r) => { rec.reauths.push(r); return window.freshToken; },
       onStateChange: (state, info) => rec.states.push({
@@ -253,7 +258,7 @@ export async function startClient(page, options) {
       }),
       onError: (err) => rec.errors.push({ name: err.name, message: err.message, status: err.status }),
     });
-  }, options);
+  }, [options, name]);
 }
 
 /** The notifications the page's subscription delivered: event id and title. */

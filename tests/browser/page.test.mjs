@@ -1,6 +1,7 @@
 // Drives the page at `/` in headless Chromium against the real herald binary: live delivery,
 // text-only rendering, read state across tabs, history + stream without gaps or duplicates,
-// paging back through history, keyboard use, and recovery after a server restart.
+// categories, updates in place, deletes and expiry, archive and dismiss, paging back through
+// history, keyboard use, and recovery after a server restart.
 // Run: `node --test tests/browser/` (after `cargo build`).
 //
 // HERALD_SCREENSHOTS=1 also writes docs/screenshots/page-{desktop,phone}.png.
@@ -244,6 +245,197 @@ test('after a server restart the page goes live again and misses nothing', { tim
   await h.closePage(page);
 });
 
+// ---- the lifecycle: categories, updates, deletes, expiry, archive and dismiss -----------------
+
+const EXPIRY_WAIT = 15_000; // expiry is checked every 2 s; `deleted` follows within a few seconds
+
+/** Every item of #list, top to bottom, with its type, category and buttons. */
+function itemDetails(page) {
+  return page.$$eval('#list li[data-id]', (lis) => lis.map((li) => ({
+    id: li.dataset.id,
+    type: li.dataset.type,
+    category: li.querySelector('.category')?.textContent ?? null,
+    title: li.querySelector('.title').textContent,
+    message: li.querySelector('.message').textContent,
+    unread: li.classList.contains('unread'),
+    edited: li.querySelector('.edited') !== null,
+    buttons: [...li.querySelectorAll('.actions button')].filter((b) => !b.hidden).map((b) => b.className),
+  })));
+}
+
+/** Publishes one notification per title, oldest first, with distinct timestamps; returns them. */
+async function publishEach(user, titles, fields = {}) {
+  const sent = [];
+  for (const title of titles) {
+    sent.push(await h.publish(user, { title, message: `message ${title}`, ...fields[title] }));
+    await sleep(5);
+  }
+  return sent;
+}
+
+/** Clicks `selector` and resolves the response to the request it makes to `method`. */
+async function clickAndAwait(page, selector, method) {
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === method && new URL(r.url()).pathname.startsWith('/api/notifications/'), { timeout: WAIT }),
+    page.click(selector),
+  ]);
+  return response;
+}
+
+const UNREAD_BUTTONS = ['mark-read', 'archive', 'dismiss'];
+
+test('each item shows its category, and an update is applied in place as text', { timeout: 40_000 }, async () => {
+  const user = freshUser('patch');
+  const [one, two, three] = await publishEach(user, ['one', 'two', 'three'], { two: { category: 'billing', type: 'info' } });
+  const page = await h.openPage(user);
+  await waitForCount(page, 3);
+  const base = { type: 'info', category: null, unread: true, edited: false, buttons: UNREAD_BUTTONS };
+  assert.deepEqual(await itemDetails(page), [
+    { ...base, id: three.id, title: 'three', message: 'message three' },
+    { ...base, id: two.id, category: 'billing', title: 'two', message: 'message two' },
+    { ...base, id: one.id, title: 'one', message: 'message one' },
+  ]);
+  await page.click(`#list li[data-id="${one.id}"] .mark-read`);
+  await waitForBadge(page, '2');
+
+  const title = '<img src=x onerror="window.__pwned=1"> overdue';
+  const patched = await h.api('PATCH', `/api/notifications/${user}/${two.id}`, { title, message: '<b>pay now</b>', type: 'error', category: 'billing.late' });
+  assert.equal(patched.status, 200, JSON.stringify(patched.body));
+  await page.waitForFunction((id) => document.querySelector(`#list li[data-id="${id}"]`)?.dataset.type === 'error', two.id, { timeout: WAIT });
+  const readOne = { ...base, id: one.id, title: 'one', message: 'message one', unread: false, buttons: ['archive', 'dismiss'] };
+  assert.deepEqual(await itemDetails(page), [
+    { ...base, id: three.id, title: 'three', message: 'message three' },
+    { ...base, id: two.id, type: 'error', category: 'billing.late', title, message: '<b>pay now</b>', edited: true },
+    readOne,
+  ]);
+  assert.equal(await page.$$eval('#list img, #list b', (els) => els.length), 0, 'no markup from notification text');
+  assert.equal(await badge(page), '2');
+
+  // An update to a read one keeps it read; `null` removes the category.
+  assert.equal((await h.api('PATCH', `/api/notifications/${user}/${one.id}`, { message: 'one, reworded' })).status, 200);
+  assert.equal((await h.api('PATCH', `/api/notifications/${user}/${two.id}`, { category: null })).status, 200);
+  await page.waitForFunction((id) => document.querySelector(`#list li[data-id="${id}"] .category`) === null, two.id, { timeout: WAIT });
+  await page.waitForFunction((id) => document.querySelector(`#list li[data-id="${id}"] .message`)?.textContent === 'one, reworded', one.id, { timeout: WAIT });
+  const items = await itemDetails(page);
+  assert.deepEqual(items.map((i) => [i.id, i.category, i.unread, i.edited]),
+    [[three.id, null, true, false], [two.id, null, true, true], [one.id, null, false, true]]);
+  assert.equal(await badge(page), '2');
+  assert.equal(await page.evaluate(() => typeof window.__pwned), 'undefined');
+
+  // History agrees after a reload.
+  await page.reload({ timeout: WAIT });
+  await waitForState(page, 'live');
+  await waitForCount(page, 3);
+  assert.deepEqual(await itemDetails(page), items);
+  await waitForBadge(page, '2');
+  await h.closePage(page);
+});
+
+test('a notification deleted by its publisher leaves the list, and the badge counts it only if unread', { timeout: 40_000 }, async () => {
+  const user = freshUser('retract');
+  const [one, two, three] = await publishEach(user, ['one', 'two', 'three']);
+  const page = await h.openPage(user);
+  await waitForCount(page, 3);
+  await waitForBadge(page, '3');
+  await page.click(`#list li[data-id="${one.id}"] .mark-read`);
+  await waitForBadge(page, '2');
+
+  assert.equal((await h.api('DELETE', `/api/notifications/${user}/${two.id}`)).status, 204);
+  await waitForCount(page, 2);
+  await waitForBadge(page, '1');
+  assert.equal((await h.api('DELETE', `/api/notifications/${user}/${one.id}`)).status, 204);
+  await waitForCount(page, 1);
+  await sleep(300); // a wrong badge change would show up by now
+  assert.deepEqual(await listItems(page), [{ id: three.id, title: 'three', message: 'message three', unread: true }]);
+  assert.equal(await badge(page), '1');
+  await h.closePage(page);
+});
+
+test('an expired notification leaves the list by itself, and stays gone after a reload', { timeout: 40_000 }, async () => {
+  const user = freshUser('expiry');
+  const page = await h.openPage(user);
+  const [kept] = await publishEach(user, ['kept']);
+  const expiring = await h.publish(user, { title: 'flash sale', message: 'one second only', ttl: 1 });
+  assert.equal(typeof expiring.expiresAt, 'string');
+  await page.waitForSelector(`#list li[data-id="${expiring.id}"]`, { timeout: WAIT });
+  await page.waitForSelector(`#list li[data-id="${expiring.id}"]`, { state: 'detached', timeout: EXPIRY_WAIT });
+  await waitForBadge(page, '1');
+  assert.deepEqual(await listItems(page), [{ id: kept.id, title: 'kept', message: 'message kept', unread: true }]);
+
+  await page.reload({ timeout: WAIT });
+  await waitForState(page, 'live');
+  await waitForCount(page, 1);
+  assert.deepEqual(await listItems(page), [{ id: kept.id, title: 'kept', message: 'message kept', unread: true }]);
+  assert.equal(await badge(page), '1');
+  await h.closePage(page);
+});
+
+test('Archive and Dismiss take items off the inbox, other tabs follow, and a reload agrees', { timeout: 60_000 }, async () => {
+  const user = freshUser('archive');
+  const [a, b, c] = await publishEach(user, ['a', 'b', 'c']);
+  const inbox = await h.openPage(user);
+  const archive = await h.openPage(user);
+  await waitForCount(inbox, 3);
+  await waitForCount(archive, 3);
+  await archive.click('#view-archived');
+  await waitForState(archive, 'live');
+  await waitForCount(archive, 0);
+  assert.equal((await archive.textContent('#view-name')).trim(), 'Archived');
+  assert.equal(await archive.isVisible('#mark-all'), false);
+  await waitForBadge(archive, '3'); // the badge counts the inbox in either view
+
+  const archived = await clickAndAwait(inbox, `#list li[data-id="${b.id}"] .archive`, 'POST');
+  assert.equal(archived.status(), 200);
+  await waitForCount(inbox, 2);
+  assert.deepEqual((await listItems(inbox)).map((i) => i.id), [c.id, a.id]);
+  assert.equal(await inbox.evaluate(() => document.activeElement.dataset.id), a.id, 'focus moves to the next item');
+  await waitForBadge(inbox, '2');
+  // The other tab, on its archived view, shows it.
+  await waitForCount(archive, 1);
+  assert.deepEqual(await itemDetails(archive), [
+    { id: b.id, type: 'info', category: null, title: 'b', message: 'message b', unread: true, edited: false, buttons: ['mark-read', 'unarchive', 'dismiss'] },
+  ]);
+  await waitForBadge(archive, '2');
+
+  const dismissed = await clickAndAwait(inbox, `#list li[data-id="${a.id}"] .dismiss`, 'DELETE');
+  assert.equal(dismissed.status(), 204);
+  await waitForCount(inbox, 1);
+  await waitForBadge(inbox, '1');
+  await waitForBadge(archive, '1');
+  await sleep(300); // the stream's echo of both changes must not count them again
+  assert.equal(await badge(inbox), '1');
+  assert.deepEqual((await listItems(inbox)).map((i) => i.id), [c.id]);
+
+  const stored = await h.api('GET', `/api/notifications/${user}`);
+  assert.deepEqual([stored.body.notifications.map((n) => n.id), stored.body.unread], [[c.id], 1]);
+  const storedArchived = await h.api('GET', `/api/notifications/${user}?archived=true`);
+  assert.deepEqual(storedArchived.body.notifications.map((n) => [n.id, n.archived]), [[b.id, true]]);
+
+  await inbox.reload({ timeout: WAIT });
+  await waitForState(inbox, 'live');
+  await waitForCount(inbox, 1);
+  assert.deepEqual((await listItems(inbox)).map((i) => i.id), [c.id]);
+  await waitForBadge(inbox, '1');
+
+  // Unarchive from the archived view: it leaves that view and is back in the inbox, in order.
+  const unarchived = await clickAndAwait(archive, `#list li[data-id="${b.id}"] .unarchive`, 'POST');
+  assert.equal(unarchived.status(), 200);
+  await waitForCount(archive, 0);
+  assert.equal(await archive.isVisible('#empty'), true);
+  assert.equal((await archive.textContent('#empty')).trim(), 'No archived notifications.');
+  await waitForBadge(archive, '2');
+  await waitForCount(inbox, 2);
+  assert.deepEqual((await listItems(inbox)).map((i) => i.id), [c.id, b.id]);
+  await waitForBadge(inbox, '2');
+
+  await archive.click('#view-inbox');
+  await waitForState(archive, 'live');
+  await waitForCount(archive, 2);
+  assert.deepEqual((await listItems(archive)).map((i) => i.id), [c.id, b.id]);
+  await h.closePage(inbox);
+  await h.closePage(archive);
+});
+
 /** Publishes `n` notifications titled n1..n<n>; returns their ids, newest first. */
 async function publishMany(user, n) {
   const ids = [];
@@ -288,7 +480,9 @@ test('scrolling to the end pages older history in with before=, each notificatio
   const live = await h.publish(user, { title: 'live', message: 'after paging' });
   await waitForCount(page, 56);
   assert.equal((await listItems(page))[0].id, live.id);
-  await page.click(`#list li[data-id="${newestFirst[54]}"] .mark-read`);
+  // The badge changes at once; the server's count only once the request is answered.
+  const marked = await clickAndAwait(page, `#list li[data-id="${newestFirst[54]}"] .mark-read`, 'POST');
+  assert.equal(marked.status(), 200);
   await waitForBadge(page, '55');
   const stored = await h.api('GET', `/api/notifications/${user}?limit=1&unread=true`);
   assert.equal(stored.body.unread, 55);

@@ -1,6 +1,13 @@
 //! README.md#try-it: `herald publish`, `broadcast` and `subscribe`, run as the real binary against
 //! a real server. Every wait on a child process has a timeout, and a child still running when its
 //! test ends is killed.
+//!
+//! - `publish`: the notification lifecycle's publish flags (`--data`, `--category`, `--ttl`,
+//!   `--expires-at`, `--to`) and what the CLI refuses before sending.
+//! - `lifecycle`: `update`, `delete` and `archive`, with a publish key and with a user's token.
+
+mod lifecycle;
+mod publish;
 
 use std::time::{Duration, Instant};
 

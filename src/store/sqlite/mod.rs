@@ -3,6 +3,7 @@
 //! inside one transaction so a page and its counts come from the same snapshot.
 
 mod checkpoint;
+mod log;
 mod ops;
 mod retention;
 mod schema;

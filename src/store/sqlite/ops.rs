@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::writer::{About, Log};
+use super::log::{About, Log};
 use crate::domain::{
     EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationPatch,
     UserId, format_unix_ms,
@@ -213,12 +213,7 @@ struct Current {
     expires_ms: Option<i64>,
 }
 
-fn current(
-    tx: &Connection,
-    log: &Log<'_>,
-    user: &UserId,
-    id: &str,
-) -> Result<Current, StoreError> {
+fn current(tx: &Connection, log: &Log<'_>, user: &UserId, id: &str) -> Result<Current, StoreError> {
     let row = tx
         .prepare_cached(
             "SELECT body, read, archived, expires_ms FROM notifications

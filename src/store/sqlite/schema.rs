@@ -72,7 +72,9 @@ CREATE INDEX IF NOT EXISTS notifications_expiring ON notifications (expires_ms)
 fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
     for (table, column, definition) in ADDED_COLUMNS {
         let present = conn
-            .prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
             .exists([column])?;
         if !present {
             conn.execute_batch(&format!(

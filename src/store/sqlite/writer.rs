@@ -6,19 +6,20 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
 use super::checkpoint::Checkpointer;
+use super::log::Log;
 use super::{ops, retention};
 use crate::domain::{
-    EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
-    NotificationPatch, UserId,
+    EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationPatch,
+    UserId,
 };
 use crate::store::{
-    Archived, Audience, BulkOutcome, CommittedEvent, EventSink, MarkedRead, PublishOutcome,
-    Retention, StoreError,
+    Archived, BulkOutcome, CommittedEvent, EventSink, MarkedRead, PublishOutcome, Retention,
+    StoreError,
 };
 
 /// The most commands committed in one transaction.
@@ -82,11 +83,13 @@ pub(super) enum Command {
     },
 }
 
+/// Sends a command's result, or the group's failure in its place when the group did not commit.
+type SendResult = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
 /// A command's result, held until its group commits.
 struct Done {
     failed: bool,
-    /// Sends the result, or the group's failure in its place when the group did not commit.
-    send: Box<dyn FnOnce(Option<&StoreError>) + Send>,
+    send: SendResult,
 }
 
 impl Done {
@@ -258,63 +261,6 @@ impl Writer {
     }
 }
 
-/// The events a group appends, with the ids they take, and what it takes out of the log.
-pub(super) struct Log<'a> {
-    next_seq: u64,
-    events: &'a mut Vec<CommittedEvent>,
-    pub now_ms: i64,
-    /// Events removed from the log (deleted notifications) in this group.
-    pub removed: u64,
-    /// A retention sweep runs before this group commits.
-    sweep_asked: bool,
-}
-
-/// The notification an event is about, so a delete can find the event and an expiry hide it.
-#[derive(Clone, Copy)]
-pub(super) struct About<'a> {
-    pub subject: &'a str,
-    pub expires_ms: Option<i64>,
-}
-
-impl Log<'_> {
-    pub fn append(
-        &mut self,
-        tx: &Connection,
-        audience: Audience,
-        name: EventName,
-        data: String,
-        about: Option<About<'_>>,
-    ) -> Result<EventId, StoreError> {
-        let seq = self.next_seq;
-        let user = match &audience {
-            Audience::User(user) => Some(user.as_str()),
-            Audience::Everyone => None,
-        };
-        tx.prepare_cached(
-            "INSERT INTO events (seq, user_id, name, data, created_ms, subject, expires_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
-            seq as i64,
-            user,
-            name.as_str(),
-            data,
-            self.now_ms,
-            about.map(|about| about.subject),
-            about.and_then(|about| about.expires_ms),
-        ])?;
-        self.next_seq += 1;
-        let id = EventId::from_seq(seq);
-        self.events.push(CommittedEvent {
-            id,
-            audience,
-            name,
-            data,
-        });
-        Ok(id)
-    }
-}
-
 fn apply(tx: &Connection, log: &mut Log<'_>, command: Command, retention: Retention) -> Done {
     match command {
         Command::Publish {
@@ -342,9 +288,7 @@ fn apply(tx: &Connection, log: &mut Log<'_>, command: Command, retention: Retent
         Command::MarkRead { user, id, reply } => {
             Done::new(reply, ops::mark_read(tx, log, user, &id))
         }
-        Command::MarkAllRead { user, reply } => {
-            Done::new(reply, ops::mark_all_read(tx, log, user))
-        }
+        Command::MarkAllRead { user, reply } => Done::new(reply, ops::mark_all_read(tx, log, user)),
         Command::Update {
             user,
             id,

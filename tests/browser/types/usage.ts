@@ -5,6 +5,7 @@
 import Herald, {
   subscribe, backoffDelay, HeraldError, SseParser,
   type Notification, type HeraldEvent, type ConnectionState, type Subscription,
+  type Deletion, type ArchiveChange,
 } from '../../../web/herald.js';
 
 const shown: Notification[] = [];
@@ -28,6 +29,25 @@ const sub: Subscription = subscribe({
     const ids: string[] = change.ids;
     void ids;
   },
+  onUpdate(n, event) {
+    const i = shown.findIndex((m) => m.id === n.id);
+    if (i !== -1) shown[i] = n;
+    const edited: string | undefined = n.updatedAt;
+    const category: string | undefined = n.category;
+    const data: { [key: string]: unknown } | undefined = n.data;
+    const id: string | null = event.id;
+    void edited; void category; void data; void id;
+  },
+  onDelete(d: Deletion) {
+    const expired: boolean = d.reason === 'expired';
+    for (const id of d.ids) shown.splice(shown.findIndex((m) => m.id === id), 1);
+    void expired;
+  },
+  onArchive(change: ArchiveChange, event) {
+    const archived: boolean = change.archived;
+    const ids: string[] = event.data.ids;
+    void archived; void ids;
+  },
   onResync(r) { const oldest: string | null = r.oldestId; void oldest; },
   onStateChange(next, info) { state = next; void info.delayMs; },
   onError(err) { if (err instanceof HeraldError) void err.status; },
@@ -35,6 +55,16 @@ const sub: Subscription = subscribe({
     if (event.type === 'notification') {
       const title: string = event.data.title;
       void title;
+    } else if (event.type === 'updated') {
+      const expires: string | undefined = event.data.expiresAt;
+      const archived: true | undefined = event.data.archived;
+      void expires; void archived;
+    } else if (event.type === 'deleted') {
+      const ids: string[] = event.data.ids;
+      void ids;
+    } else if (event.type === 'archived') {
+      const archived: boolean = event.data.archived;
+      void archived;
     }
   },
 });
@@ -68,3 +98,9 @@ subscribe({ user: 'a', onRead: (change) => { if (!change.all) { const n: number[
 subscribe({ token: 't', onReauth: () => 42 });
 // @ts-expect-error: notifications have no `body`
 subscribe({ user: 'a', onNotification: (n) => n.body });
+// @ts-expect-error: a deletion's reason is 'expired' or absent
+subscribe({ user: 'a', onDelete: (d) => d.reason === 'retracted' });
+// @ts-expect-error: an archive change names its ids, not one id
+subscribe({ user: 'a', onArchive: (c) => c.id });
+// @ts-expect-error: a category is a string
+subscribe({ user: 'a', onUpdate: (n) => { const c: number | undefined = n.category; void c; } });

@@ -1,6 +1,6 @@
 //! `herald` commands other than a server that keeps serving, each wait with a timeout:
-//! [`Herald`] (`publish`, `broadcast`, `subscribe`, read line by line), [`run_herald`] to
-//! completion, and [`run_serve`], a `serve` expected to refuse and exit by itself.
+//! [`Herald`] (`publish`, `update`, `subscribe` and the rest, read line by line), [`run_herald`]
+//! to completion, and [`run_serve`], a `serve` expected to refuse and exit by itself.
 
 use std::process::{ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -124,7 +124,7 @@ impl Herald {
 }
 
 impl Finished {
-    /// The one JSON line a successful `publish` or `broadcast` prints.
+    /// The one JSON line a successful client command (`publish`, `archive`, ...) prints.
     pub fn printed_json(&self) -> Value {
         assert!(self.status.success(), "herald failed: {}", self.stderr);
         assert_eq!(self.stdout.len(), 1, "exactly one line: {:?}", self.stdout);
@@ -145,6 +145,37 @@ impl Finished {
         );
         assert_one_line_saying(&self.stderr, words);
     }
+
+    /// Asserts the command failed with exactly `line` (and its newline) on stderr and nothing
+    /// on stdout.
+    pub fn assert_failed_with(&self, line: &str) {
+        assert!(
+            !self.status.success(),
+            "herald succeeded: {:?}",
+            self.stdout
+        );
+        assert!(
+            self.stdout.is_empty(),
+            "nothing on stdout: {:?}",
+            self.stdout
+        );
+        assert_eq!(self.stderr, format!("{line}\n"));
+    }
+
+    /// Asserts clap refused the arguments (exit status 2) with exactly `line` on stderr.
+    pub fn assert_usage_error(&self, line: &str) {
+        self.assert_failed_with(line);
+        assert_eq!(self.status.code(), Some(2), "a usage error exits 2");
+    }
+}
+
+/// The one line a client command prints when the server refuses: what the server answers
+/// `request`, as `herald: server answered STATUS: ERROR`.
+pub async fn refusal_line(request: reqwest::RequestBuilder) -> String {
+    let (status, body) = super::read_json(super::send(request).await).await;
+    assert!(!status.is_success(), "the server accepted: {body}");
+    let error = body["error"].as_str().expect("an {\"error\"} body");
+    format!("herald: server answered {status}: {error}")
 }
 
 /// The titles of printed events, in order.
