@@ -100,6 +100,12 @@ return append(KEYS[1], u.own, KEYS[2], KEYS[3], ARGV[1], 'archived', ARGV[4],
   tonumber(ARGV[5]), tonumber(ARGV[6]), nid, expires)
 "#;
 
+pub(super) const DUE: &str = r#"
+-- KEYS: expiring.  ARGV: how many at most.  Due by Redis's clock, which every script that
+-- checks an expiry reads: nodes whose clocks differ still agree on what is due.
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+"#;
+
 pub(super) const EXPIRE: &str = r#"
 -- KEYS: log, last, pruned, expiring, then the user's seven (see user_keys)
 -- ARGV: user, max events, age ms, the deleted event's json before and after its quoted ids,
@@ -323,14 +329,13 @@ impl RedisStore {
     /// so nodes sweeping at once never both remove one notification).
     pub async fn expire(&self) -> Result<u64, StoreError> {
         let keys = &self.inner.keys;
-        let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-            .arg(keys.expiring())
-            .arg("-inf")
-            .arg(now_ms())
-            .arg("LIMIT")
-            .arg(0)
+        let due: Vec<String> = self
+            .inner
+            .scripts
+            .due
+            .key(keys.expiring())
             .arg(EXPIRE_BATCH)
-            .query_async(&mut self.conn())
+            .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
         let mut by_user: BTreeMap<UserId, Vec<String>> = BTreeMap::new();
