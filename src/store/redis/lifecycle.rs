@@ -135,11 +135,22 @@ return #removed
 "#;
 
 /// How often an update reads and tries again when the notification changed meanwhile.
-const UPDATE_ATTEMPTS: usize = 5;
+const UPDATE_ATTEMPTS: u32 = 20;
+/// The longest pause before an update tries again; the pauses are random up to this, so that
+/// updates racing for one notification spread out instead of colliding again.
+const UPDATE_BACKOFF_MS: u64 = 32;
 /// The most due notifications one expiry pass takes; the next pass takes the rest.
 const EXPIRE_BATCH: usize = 5000;
 /// Users whose expired notifications are removed at once (each its own script).
 const EXPIRE_CONCURRENCY: usize = 16;
+
+/// A random pause of up to 2^attempt ms (at most `UPDATE_BACKOFF_MS`).
+fn backoff(attempt: u32) -> std::time::Duration {
+    use std::hash::BuildHasher;
+    let most = (1u64 << attempt.min(16)).min(UPDATE_BACKOFF_MS);
+    let random = std::collections::hash_map::RandomState::new().hash_one(attempt);
+    std::time::Duration::from_millis(random % (most + 1))
+}
 
 impl RedisStore {
     /// One notification per user in one script: all are stored, or none.
@@ -214,7 +225,10 @@ impl RedisStore {
         patch: NotificationPatch,
     ) -> Result<(Notification, EventId), StoreError> {
         let keys = &self.inner.keys;
-        for _ in 0..UPDATE_ATTEMPTS {
+        for attempt in 0..UPDATE_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(backoff(attempt)).await;
+            }
             let (body, unread, archived): (Option<String>, u8, u8) = redis::pipe()
                 .cmd("HGET")
                 .arg(keys.user(&user, "bodies"))
