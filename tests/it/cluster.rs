@@ -457,3 +457,54 @@ async fn with_aof_a_redis_crash_loses_no_acknowledged_publish() {
     let mut replay = Subscription::open(&apis[0], user, Some("0")).await;
     assert_eq!(replay.next_events(events.len()).await, events);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lifecycle_changes_through_one_node_reach_every_node_and_an_expiry_is_sent_once() {
+    let Some(redis) = own_redis(&[]) else { return };
+    let nodes = start_cluster(&redis, 3, &[]);
+    let apis = apis(&nodes);
+    let mut streams = Vec::new();
+    for api in &apis {
+        streams.push(Subscription::open(api, "alice", None).await);
+    }
+    let short = apis[0]
+        .publish_body("alice", &json!({ "title": "short", "message": "m", "ttl": 2 }))
+        .await;
+    let ids = apis[1].publish_to_many(&["alice", "bob"], &note("both")).await;
+    let path = format!("/api/notifications/alice/{}", ids[0]);
+    let (status, updated) = apis[2].patch_json(&path, &json!({ "title": "changed" })).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    let (status, _) = apis[0].post_empty(&format!("{path}/archive")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = apis[1].delete(&path).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+
+    let mut seen: Option<Vec<Received>> = None;
+    for stream in &mut streams {
+        // Every node runs the expiry sweep; exactly one `deleted` comes of it.
+        let events = stream.next_events(6).await;
+        let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(
+            names,
+            ["notification", "notification", "updated", "archived", "deleted", "deleted"]
+        );
+        assert_eq!(events[2].data, updated);
+        assert_eq!(events[4].data, json!({ "ids": [ids[0]] }));
+        assert_eq!(
+            events[5].data,
+            json!({ "ids": [short["id"]], "reason": "expired" })
+        );
+        stream.expect_no_event(QUIET).await;
+        assert_strictly_increasing(&event_ids(&events));
+        match &seen {
+            None => seen = Some(events),
+            Some(first) => assert_eq!(&events, first, "the same events and ids on every node"),
+        }
+    }
+    for api in &apis {
+        assert_eq!(api.history_total("alice").await, 0);
+        let (_, replay) = api.replay("alice", "0", 2).await;
+        let names: Vec<&str> = replay.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(names, ["deleted", "deleted"], "nothing deleted is replayed");
+    }
+}
