@@ -20,7 +20,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery, JsonBody, Publisher, user_id};
 use crate::http::origin::SameOriginIfCookie;
 use crate::http::rate_limit::WithinPublishRate;
-use crate::store::{Addressed, BulkOutcome, HistoryQuery, MarkedRead, PublishOutcome};
+use crate::store::{Addressed, BulkOutcome, HistoryQuery, MarkedRead, PublishOutcome, ReadAll};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -323,7 +323,8 @@ pub async fn mark_read(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = user_id(&raw_user)?;
     caller.require_reader_of(&state.settings.auth, &user)?;
-    if state.store.mark_read(user, id.clone()).await? == MarkedRead::Changed {
+    if let MarkedRead::Changed(event) = state.store.mark_read(user, id.clone()).await? {
+        state.hub.wait_dispatched(event).await;
         state.metrics.events_published.inc();
     }
     Ok(Json(json!({ "id": id, "read": true })))
@@ -347,8 +348,9 @@ pub async fn mark_all_read(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let user = user_id(&raw_user)?;
     caller.require_reader_of(&state.settings.auth, &user)?;
-    let updated = state.store.mark_all_read(user).await?;
-    if updated > 0 {
+    let ReadAll { updated, event } = state.store.mark_all_read(user).await?;
+    if let Some(event) = event {
+        state.hub.wait_dispatched(event).await;
         state.metrics.events_published.inc();
     }
     Ok(Json(json!({ "updated": updated })))

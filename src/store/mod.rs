@@ -260,8 +260,18 @@ impl From<serde_json::Error> for StoreError {
 /// The outcome of marking one notification read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MarkedRead {
-    Changed,
+    /// Now read, as the `read` event with this id.
+    Changed(EventId),
     AlreadyRead,
+}
+
+/// What marking all of a user's notifications read did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadAll {
+    /// How many went from unread to read.
+    pub updated: u64,
+    /// The `read` event, when any did.
+    pub event: Option<EventId>,
 }
 
 /// Every backend herald can run on, chosen once at start-up.
@@ -354,7 +364,7 @@ impl Store {
         }
     }
 
-    pub async fn mark_all_read(&self, user: UserId) -> Result<u64, StoreError> {
+    pub async fn mark_all_read(&self, user: UserId) -> Result<ReadAll, StoreError> {
         match self {
             Self::Sqlite(store) => store.mark_all_read(user).await,
             Self::Redis(store) => store.mark_all_read(user).await,

@@ -468,11 +468,18 @@ async fn lifecycle_changes_through_one_node_reach_every_node_and_an_expiry_is_se
         streams.push(Subscription::open(api, "alice", None).await);
     }
     let short = apis[0]
-        .publish_body("alice", &json!({ "title": "short", "message": "m", "ttl": 2 }))
+        .publish_body(
+            "alice",
+            &json!({ "title": "short", "message": "m", "ttl": 2 }),
+        )
         .await;
-    let ids = apis[1].publish_to_many(&["alice", "bob"], &note("both")).await;
+    let ids = apis[1]
+        .publish_to_many(&["alice", "bob"], &note("both"))
+        .await;
     let path = format!("/api/notifications/alice/{}", ids[0]);
-    let (status, updated) = apis[2].patch_json(&path, &json!({ "title": "changed" })).await;
+    let (status, updated) = apis[2]
+        .patch_json(&path, &json!({ "title": "changed" }))
+        .await;
     assert_eq!(status, StatusCode::OK, "{updated}");
     let (status, _) = apis[0].post_empty(&format!("{path}/archive")).await;
     assert_eq!(status, StatusCode::OK);
@@ -486,7 +493,14 @@ async fn lifecycle_changes_through_one_node_reach_every_node_and_an_expiry_is_se
         let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
         assert_eq!(
             names,
-            ["notification", "notification", "updated", "archived", "deleted", "deleted"]
+            [
+                "notification",
+                "notification",
+                "updated",
+                "archived",
+                "deleted",
+                "deleted"
+            ]
         );
         assert_eq!(events[2].data, updated);
         assert_eq!(events[4].data, json!({ "ids": [ids[0]] }));

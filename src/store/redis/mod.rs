@@ -15,7 +15,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, ScriptInvocation, Value};
 
 use super::{
-    EventSink, MarkedRead, PublishOutcome, ReplayPage, Retention, StoreError, StoredEvent, payload,
+    EventSink, MarkedRead, PublishOutcome, ReadAll, ReplayPage, Retention, StoreError, StoredEvent,
+    payload,
 };
 use crate::domain::{EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, UserId};
 
@@ -50,20 +51,21 @@ const MARK_READ: &str = r#"
 -- ARGV: user, notification id, read-event json, max events, age ms
 if redis.call('HEXISTS', KEYS[5], ARGV[2]) == 0 then return 'notfound' end
 if redis.call('SREM', KEYS[6], ARGV[2]) == 0 then return 'already' end
-append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], 'read', ARGV[3], tonumber(ARGV[4]),
+return append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], 'read', ARGV[3], tonumber(ARGV[4]),
   tonumber(ARGV[5]), ARGV[2])
-return 'changed'
 "#;
 
 const MARK_ALL_READ: &str = r#"
 -- KEYS: log, own stream, last, pruned, unread.  ARGV: user, read-event json, max events, age ms
+-- Returns how many were unread, and the read event's id ('' when none were).
 local n = redis.call('SCARD', KEYS[5])
+local id = ''
 if n > 0 then
   redis.call('DEL', KEYS[5])
-  append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], 'read', ARGV[2], tonumber(ARGV[3]),
+  id = append(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], 'read', ARGV[2], tonumber(ARGV[3]),
     tonumber(ARGV[4]))
 end
-return n
+return {n, id}
 "#;
 
 const REPLAY: &str = r#"
@@ -364,13 +366,14 @@ impl RedisStore {
         match outcome.as_str() {
             "notfound" => Err(StoreError::UNKNOWN_NOTIFICATION),
             "already" => Ok(MarkedRead::AlreadyRead),
-            _ => Ok(MarkedRead::Changed),
+            event => Ok(MarkedRead::Changed(parse_stream_id(event)?)),
         }
     }
 
-    pub async fn mark_all_read(&self, user: UserId) -> Result<u64, StoreError> {
+    pub async fn mark_all_read(&self, user: UserId) -> Result<ReadAll, StoreError> {
         let keys = &self.inner.keys;
-        self.inner
+        let (updated, event): (u64, String) = self
+            .inner
             .scripts
             .mark_all_read
             .key(keys.log())
@@ -384,7 +387,11 @@ impl RedisStore {
             .arg(self.age_ms() as u64)
             .invoke_async(&mut self.conn())
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        let event = (!event.is_empty())
+            .then(|| parse_stream_id(&event))
+            .transpose()?;
+        Ok(ReadAll { updated, event })
     }
 
     pub async fn replay_page(

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{
     Archived, BulkOutcome, EventSink, HistoryPage, HistoryQuery, MarkedRead, PublishOutcome,
-    ReplayPage, Retention, StoreError, StoredEvent, SyncMode,
+    ReadAll, ReplayPage, Retention, StoreError, StoredEvent, SyncMode,
 };
 use crate::domain::{
     EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
@@ -233,7 +233,7 @@ impl SqliteStore {
             .await
     }
 
-    pub async fn mark_all_read(&self, user: UserId) -> Result<u64, StoreError> {
+    pub async fn mark_all_read(&self, user: UserId) -> Result<ReadAll, StoreError> {
         self.write(|reply| Command::MarkAllRead { user, reply })
             .await
     }

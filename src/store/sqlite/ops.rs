@@ -9,8 +9,8 @@ use crate::domain::{
     UserId, format_unix_ms,
 };
 use crate::store::{
-    Addressed, Archived, Audience, BulkOutcome, MarkedRead, PublishOutcome, Retention, StoreError,
-    payload,
+    Addressed, Archived, Audience, BulkOutcome, MarkedRead, PublishOutcome, ReadAll, Retention,
+    StoreError, payload,
 };
 
 /// The `idempotency_keys.user_id` of a publish to many users: no user id is empty.
@@ -192,19 +192,25 @@ pub fn mark_read(
         expires_ms: None,
     };
     let data = payload::read_one(id);
-    log.append(tx, Audience::User(user), EventName::Read, data, Some(about))?;
-    Ok(MarkedRead::Changed)
+    let event = log.append(tx, Audience::User(user), EventName::Read, data, Some(about))?;
+    Ok(MarkedRead::Changed(event))
 }
 
-pub fn mark_all_read(tx: &Connection, log: &mut Log<'_>, user: UserId) -> Result<u64, StoreError> {
-    let changed = tx
+pub fn mark_all_read(
+    tx: &Connection,
+    log: &mut Log<'_>,
+    user: UserId,
+) -> Result<ReadAll, StoreError> {
+    let updated = tx
         .prepare_cached("UPDATE notifications SET read = 1 WHERE user_id = ?1 AND read = 0")?
         .execute([user.as_str()])? as u64;
-    if changed > 0 {
+    let event = if updated > 0 {
         let data = payload::read_all();
-        log.append(tx, Audience::User(user), EventName::Read, data, None)?;
-    }
-    Ok(changed)
+        Some(log.append(tx, Audience::User(user), EventName::Read, data, None)?)
+    } else {
+        None
+    };
+    Ok(ReadAll { updated, event })
 }
 
 /// A user's notification that has not expired, as stored, with its read and archive state.

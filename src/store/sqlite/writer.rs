@@ -18,8 +18,8 @@ use crate::domain::{
     UserId,
 };
 use crate::store::{
-    Archived, BulkOutcome, CommittedEvent, EventSink, MarkedRead, PublishOutcome, Retention,
-    StoreError,
+    Archived, BulkOutcome, CommittedEvent, EventSink, MarkedRead, PublishOutcome, ReadAll,
+    Retention, StoreError,
 };
 
 /// The most commands committed in one transaction.
@@ -52,7 +52,7 @@ pub(super) enum Command {
     },
     MarkAllRead {
         user: UserId,
-        reply: Reply<u64>,
+        reply: Reply<ReadAll>,
     },
     Update {
         user: UserId,
