@@ -56,6 +56,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(http::events::router())
         .merge(http::notifications::router())
+        .merge(http::lifecycle::router())
         .merge(http::ops::router())
         .merge(http::assets::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })

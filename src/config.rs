@@ -37,6 +37,8 @@ mod defaults {
 const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 /// How often retention sweeps the log by age: at least once a minute.
 const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// How often notifications past their expiry are deleted (open streams learn within this).
+const EXPIRE_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
@@ -267,6 +269,8 @@ pub struct Settings {
     pub sync: SyncMode,
     /// How often retention sweeps the log by age (at least once a minute).
     pub sweep_every: Duration,
+    /// How often notifications past their expiry are deleted.
+    pub expire_every: Duration,
     /// How long each part of a connection's life may take.
     pub deadlines: Deadlines,
     /// Settings that work but deserve a word in the log.
@@ -543,6 +547,7 @@ impl Settings {
             shutdown_timeout: Duration::from_secs(defaults::SHUTDOWN_TIMEOUT_SECS),
             sync: SyncMode::Full,
             sweep_every: SWEEP_EVERY,
+            expire_every: EXPIRE_EVERY,
             deadlines: Deadlines::default(),
             warnings: Vec::new(),
         }

@@ -99,11 +99,15 @@ impl EventStream {
             ReplayPage::Events { events, complete } => {
                 let mut chunk = BytesMut::new();
                 let mut sent = 0;
+                let now_ms = unix_ms();
                 for event in &events {
                     if event.id > self.last_sent {
-                        encode::put_event(&mut chunk, Some(event.id), event.name, &event.data);
+                        // An expired notification is passed over, never sent.
+                        if !event.is_expired(now_ms) {
+                            encode::put_event(&mut chunk, Some(event.id), event.name, &event.data);
+                            sent += 1;
+                        }
                         self.last_sent = event.id;
-                        sent += 1;
                     }
                 }
                 self.metrics.events_replayed.inc_by(sent);
@@ -130,6 +134,13 @@ impl EventStream {
             }
         }
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 /// The monotonic instant at which Unix time reaches `unix_secs`.

@@ -44,13 +44,25 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::bad_request("request body must be a JSON object"));
         }
-        serde_json::from_slice(&body).map(Self).map_err(|error| {
-            if error.is_data() {
-                ApiError::bad_request(format!("request body has the wrong shape: {error}"))
-            } else {
-                ApiError::bad_request("request body is not valid JSON")
+        // The path names the field at fault: `ttl: invalid type: ...`.
+        let mut reader = serde_json::Deserializer::from_slice(&body);
+        match serde_path_to_error::deserialize(&mut reader) {
+            Ok(value) => match reader.end() {
+                Ok(()) => Ok(Self(value)),
+                Err(_) => Err(ApiError::bad_request("request body is not valid JSON")),
+            },
+            Err(error) => {
+                let path = error.path().to_string();
+                let error = error.into_inner();
+                Err(if !error.is_data() {
+                    ApiError::bad_request("request body is not valid JSON")
+                } else if path == "." {
+                    ApiError::bad_request(format!("request body has the wrong shape: {error}"))
+                } else {
+                    ApiError::bad_request(format!("{path}: {error}"))
+                })
             }
-        })
+        }
     }
 }
 

@@ -5,6 +5,7 @@ pub mod assets;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod lifecycle;
 pub mod notifications;
 pub mod openapi;
 pub mod ops;

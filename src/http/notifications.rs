@@ -9,18 +9,22 @@ use axum::routing::post;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::domain::{IdempotencyKey, NewAnnouncement, NewNotification, Notification};
+use crate::domain::{
+    Category, IdempotencyKey, NewAnnouncement, NewNotification, Notification, Recipients,
+};
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery, JsonBody, Publisher, user_id};
 use crate::http::origin::SameOriginIfCookie;
 use crate::http::rate_limit::WithinPublishRate;
-use crate::store::{HistoryQuery, MarkedRead, PublishOutcome};
+use crate::store::{Addressed, BulkOutcome, HistoryQuery, MarkedRead, PublishOutcome};
 
 pub fn router() -> Router<AppState> {
     Router::new()
+        .route("/api/notifications", post(publish_many))
         .route("/api/notifications/{user_id}", post(publish).get(history))
         .route("/api/notifications/{user_id}/read-all", post(mark_all_read))
         .route("/api/notifications/{user_id}/{id}/read", post(mark_read))
@@ -31,12 +35,55 @@ pub fn router() -> Router<AppState> {
 /// a message naming the field.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct PublishBody {
+    /// Only for `POST /api/notifications`: 1..=1000 distinct user ids, each of whom gets its
+    /// own notification.
+    users: Option<Vec<String>>,
     #[serde(rename = "type")]
     #[schema(value_type = Option<crate::domain::NotificationKind>)]
     kind: Option<String>,
     title: Option<String>,
     message: Option<String>,
     link: Option<String>,
+    /// A JSON object of your own, at most 8 KiB as compact JSON, returned exactly as given.
+    #[schema(value_type = Option<Object>)]
+    data: Option<Box<RawValue>>,
+    /// 1..=64 characters of `a-z 0-9 . _ -`.
+    category: Option<String>,
+    /// Seconds until the notification expires, 1..=the retention age.
+    ttl: Option<u64>,
+    /// When the notification expires (RFC 3339, in the future, within the retention age); not
+    /// with `ttl`.
+    #[serde(rename = "expiresAt")]
+    expires_at: Option<String>,
+}
+
+impl PublishBody {
+    fn notification(&self, state: &AppState) -> Result<NewNotification, ApiError> {
+        NewNotification::parse(
+            self.kind.as_deref(),
+            self.title.as_deref(),
+            self.message.as_deref(),
+            self.link.as_deref(),
+        )
+        .and_then(|new| {
+            new.with_extras(
+                self.data.as_deref(),
+                self.category.as_deref(),
+                self.ttl,
+                self.expires_at.as_deref(),
+                state.settings.retention.max_age,
+            )
+        })
+        .map_err(ApiError::BadRequest)
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiError> {
+    headers
+        .get("idempotency-key")
+        .map(|raw| IdempotencyKey::parse(raw.as_bytes()))
+        .transpose()
+        .map_err(ApiError::BadRequest)
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -74,18 +121,13 @@ pub async fn publish(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let user = user_id(&raw_user)?;
-    let notification = NewNotification::parse(
-        body.kind.as_deref(),
-        body.title.as_deref(),
-        body.message.as_deref(),
-        body.link.as_deref(),
-    )
-    .map_err(ApiError::BadRequest)?;
-    let key = headers
-        .get("idempotency-key")
-        .map(|raw| IdempotencyKey::parse(raw.as_bytes()))
-        .transpose()
-        .map_err(ApiError::BadRequest)?;
+    if body.users.is_some() {
+        return Err(ApiError::bad_request(
+            "users belongs to POST /api/notifications; this route names its user in the path",
+        ));
+    }
+    let notification = body.notification(&state)?;
+    let key = idempotency_key(&headers)?;
     let outcome = state.store.publish(user, notification, key).await?;
     state
         .metrics
@@ -103,11 +145,72 @@ pub async fn publish(
     })
 }
 
+/// The answer to a publish to many users.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PublishedToMany {
+    /// One per user, in the order given.
+    notifications: Vec<Addressed>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/notifications",
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "covers the whole request: the same key again within 24 h returns the first answer"),
+    ),
+    request_body(content = PublishBody, description = "`users` and the fields of a single publish"),
+    responses(
+        (status = 201, body = PublishedToMany, description = "every user's notification stored durably, in one transaction, and sent"),
+        (status = 200, body = PublishedToMany, description = "a repeat of an Idempotency-Key: the first answer, nothing sent again"),
+        (status = 400, description = "invalid input (a fault anywhere in `users` names `users`); nothing stored"),
+        (status = 413, description = "body over 64 KiB"),
+        (status = 415, description = "not JSON"),
+        (status = 429, description = "over --publish-rate for this client address; nothing stored (see Retry-After)"),
+        (status = 503, description = "the store is unavailable; nothing stored"),
+    ),
+    tag = "notifications"
+)]
+pub async fn publish_many(
+    State(state): State<AppState>,
+    _: WithinPublishRate,
+    _: Publisher,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<PublishBody>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let users = Recipients::parse(body.users.as_deref()).map_err(ApiError::BadRequest)?;
+    let notification = body.notification(&state)?;
+    let key = idempotency_key(&headers)?;
+    let outcome = state
+        .store
+        .publish_many(users.into_vec(), notification, key)
+        .await?;
+    state
+        .metrics
+        .publish_latency
+        .observe(started.elapsed().as_secs_f64());
+    Ok(match outcome {
+        BulkOutcome::Created(notifications, last) => {
+            state.hub.wait_dispatched(last).await;
+            state
+                .metrics
+                .events_published
+                .inc_by(notifications.len() as u64);
+            (StatusCode::CREATED, Json(PublishedToMany { notifications })).into_response()
+        }
+        BulkOutcome::Repeated(notifications) => {
+            (StatusCode::OK, Json(PublishedToMany { notifications })).into_response()
+        }
+    })
+}
+
 #[derive(Debug, Deserialize)]
 pub struct HistoryParams {
     limit: Option<String>,
     before: Option<String>,
     unread: Option<String>,
+    category: Option<String>,
+    archived: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -133,6 +236,8 @@ pub struct HistoryResponse {
         ("limit" = Option<u32>, Query, description = "1..=100, default 20"),
         ("before" = Option<String>, Query, description = "a notification id: the page after it (older)"),
         ("unread" = Option<bool>, Query, description = "only unread notifications"),
+        ("category" = Option<String>, Query, description = "only this category"),
+        ("archived" = Option<bool>, Query, description = "true: only archived notifications; by default archived ones are left out"),
     ),
     responses(
         (status = 200, body = HistoryResponse),
@@ -157,11 +262,14 @@ pub async fn history(
             .filter(|n| (1..=100).contains(n))
             .ok_or_else(|| ApiError::bad_request("limit must be a whole number from 1 to 100"))?,
     };
-    let unread_only = match params.unread.as_deref() {
-        None | Some("false" | "0") => false,
-        Some("true" | "1" | "") => true,
-        Some(_) => return Err(ApiError::bad_request("unread must be true or false")),
-    };
+    let unread_only = flag("unread", params.unread.as_deref())?;
+    let archived = flag("archived", params.archived.as_deref())?;
+    let category = params
+        .category
+        .as_deref()
+        .map(Category::parse)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
     let before = params.before.filter(|b| !b.is_empty());
     let page = state
         .store
@@ -171,6 +279,8 @@ pub async fn history(
                 limit,
                 before,
                 unread_only,
+                category,
+                archived,
             },
         )
         .await?;
@@ -181,6 +291,17 @@ pub async fn history(
         unread: page.unread,
         last_event_id: page.last_event_id.to_string(),
     }))
+}
+
+/// A yes/no query parameter: absent, `false` or `0` is no; `true`, `1` or empty is yes.
+fn flag(name: &str, raw: Option<&str>) -> Result<bool, ApiError> {
+    match raw {
+        None | Some("false" | "0") => Ok(false),
+        Some("true" | "1" | "") => Ok(true),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "{name} must be true or false"
+        ))),
+    }
 }
 
 #[utoipa::path(

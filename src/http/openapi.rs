@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::http::{events, notifications, ops};
+use crate::http::{events, lifecycle, notifications, ops};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -15,10 +15,15 @@ use crate::http::{events, notifications, ops};
         events::subscribe,
         events::subscribe_me,
         notifications::publish,
+        notifications::publish_many,
         notifications::history,
         notifications::mark_read,
         notifications::mark_all_read,
         notifications::broadcast,
+        lifecycle::update,
+        lifecycle::delete,
+        lifecycle::archive,
+        lifecycle::unarchive,
         ops::stats,
         ops::healthz,
         ops::readyz,
@@ -31,6 +36,11 @@ use crate::http::{events, notifications, ops};
         notifications::PublishBody,
         notifications::BroadcastBody,
         notifications::HistoryResponse,
+        notifications::PublishedToMany,
+        lifecycle::PatchBody,
+        crate::store::Addressed,
+        crate::domain::JsonObject,
+        crate::domain::Category,
     ))
 )]
 pub struct ApiDoc;

@@ -1,5 +1,6 @@
 //! The node's background tasks, under one tracker and one stop token: heartbeats on quiet
-//! streams, the retention sweep, and forgetting clients whose publish budget has refilled.
+//! streams, the retention sweep, deleting expired notifications, and forgetting clients whose
+//! publish budget has refilled.
 
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ impl BackgroundTasks {
         let stop = CancellationToken::new();
         tracker.spawn(send_heartbeats(state.clone(), stop.clone()));
         tracker.spawn(sweep_retention(state.clone(), stop.clone()));
+        tracker.spawn(expire_notifications(state.clone(), stop.clone()));
         if let Some(limiter) = &state.publish_limiter {
             tracker.spawn(rate_limit::forget_quiet_clients(
                 limiter.clone(),
@@ -60,6 +62,24 @@ async fn sweep_retention(state: AppState, stop: CancellationToken) {
                     tracing::warn!(%error, "retention sweep failed");
                 }
             }
+        }
+    }
+}
+
+async fn expire_notifications(state: AppState, stop: CancellationToken) {
+    let mut ticks = tokio::time::interval(state.settings.expire_every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticks.tick() => match state.store.expire().await {
+                Ok(0) => {}
+                Ok(expired) => {
+                    tracing::debug!(expired, "deleted expired notifications");
+                    state.metrics.events_published.inc();
+                }
+                Err(error) => tracing::warn!(%error, "deleting expired notifications failed"),
+            },
         }
     }
 }

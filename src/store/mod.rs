@@ -8,7 +8,8 @@ pub mod sqlite;
 use std::time::Duration;
 
 use crate::domain::{
-    EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
+    Category, EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
+    NotificationPatch, UserId,
 };
 
 pub use self::redis::{RedisSettings, RedisStore};
@@ -46,6 +47,32 @@ pub enum PublishOutcome {
     Repeated(Notification),
 }
 
+/// What a publish to many users did.
+#[derive(Debug, Clone)]
+pub enum BulkOutcome {
+    /// Stored, one notification per user in the order given; the last event has this id.
+    Created(Vec<Addressed>, EventId),
+    /// The Idempotency-Key was seen within 24 h: these are the notifications it made then.
+    Repeated(Vec<Addressed>),
+}
+
+/// One user's notification of a publish to many.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Addressed {
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    pub id: String,
+}
+
+/// What archiving or unarchiving did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Archived {
+    /// Changed, as the event with this id.
+    Changed(EventId),
+    /// It already was.
+    Unchanged,
+}
+
 /// One page of a user's history.
 #[derive(Debug, Clone)]
 pub struct HistoryQuery {
@@ -53,6 +80,10 @@ pub struct HistoryQuery {
     /// Start after (older than) this notification.
     pub before: Option<String>,
     pub unread_only: bool,
+    /// Only this category.
+    pub category: Option<Category>,
+    /// Only archived notifications (`true`) or only the others (`false`).
+    pub archived: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +102,15 @@ pub struct StoredEvent {
     pub id: EventId,
     pub name: EventName,
     pub data: String,
+    /// For a `notification` or `updated` event, when its notification expires (Unix ms): past
+    /// that, it is not replayed.
+    pub expires_ms: Option<i64>,
+}
+
+impl StoredEvent {
+    pub fn is_expired(&self, now_ms: i64) -> bool {
+        self.expires_ms.is_some_and(|at| at <= now_ms)
+    }
 }
 
 /// The answer to "what did this user miss after that id?"
@@ -103,6 +143,50 @@ impl ReplayPage {
             reason: "the events after this id are past retention",
             oldest,
         }
+    }
+}
+
+/// The JSON of the events about a notification's lifecycle, the same from every backend, with
+/// its keys in the documented order.
+pub mod payload {
+    use serde::Serialize;
+
+    #[derive(Serialize)]
+    struct Ids<'a> {
+        ids: &'a [&'a str],
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'static str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        archived: Option<bool>,
+    }
+
+    fn ids(ids: &[&str], reason: Option<&'static str>, archived: Option<bool>) -> String {
+        serde_json::to_string(&Ids {
+            ids,
+            reason,
+            archived,
+        })
+        .unwrap_or_default()
+    }
+
+    /// `read` for one notification.
+    pub fn read_one(id: &str) -> String {
+        ids(&[id], None, None)
+    }
+
+    /// `read` for all of a user's notifications.
+    pub fn read_all() -> String {
+        r#"{"all":true}"#.to_owned()
+    }
+
+    /// `deleted`: by a request, or (`expired`) by the clock.
+    pub fn deleted(deleted: &[&str], expired: bool) -> String {
+        ids(deleted, expired.then_some("expired"), None)
+    }
+
+    /// `archived` or unarchived.
+    pub fn archived(id: &str, archived: bool) -> String {
+        ids(&[id], None, Some(archived))
     }
 }
 
@@ -197,6 +281,62 @@ impl Store {
         match self {
             Self::Sqlite(store) => store.publish(user, notification, key).await,
             Self::Redis(store) => store.publish(user, notification, key).await,
+        }
+    }
+
+    /// One notification for each of `users`, in one transaction.
+    pub async fn publish_many(
+        &self,
+        users: Vec<UserId>,
+        notification: NewNotification,
+        key: Option<IdempotencyKey>,
+    ) -> Result<BulkOutcome, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.publish_many(users, notification, key).await,
+            Self::Redis(store) => store.publish_many(users, notification, key).await,
+        }
+    }
+
+    /// Applies `patch`; the updated notification is also the `updated` event with this id.
+    pub async fn update(
+        &self,
+        user: UserId,
+        id: String,
+        patch: NotificationPatch,
+    ) -> Result<(Notification, EventId), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.update(user, id, patch).await,
+            Self::Redis(store) => store.update(user, id, patch).await,
+        }
+    }
+
+    /// Removes the notification and every event about it from the log; the `deleted` event
+    /// has this id.
+    pub async fn delete(&self, user: UserId, id: String) -> Result<EventId, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.delete(user, id).await,
+            Self::Redis(store) => store.delete(user, id).await,
+        }
+    }
+
+    pub async fn set_archived(
+        &self,
+        user: UserId,
+        id: String,
+        archived: bool,
+    ) -> Result<Archived, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.set_archived(user, id, archived).await,
+            Self::Redis(store) => store.set_archived(user, id, archived).await,
+        }
+    }
+
+    /// Deletes notifications whose expiry has passed, with a `deleted` event (reason
+    /// `expired`) for each user that had any; returns how many went.
+    pub async fn expire(&self) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.expire().await,
+            Self::Redis(store) => store.expire().await,
         }
     }
 

@@ -14,6 +14,7 @@ mod fuzz;
 mod helpers;
 mod http1;
 mod isolation;
+mod lifecycle;
 mod limits;
 mod logs;
 mod retention;

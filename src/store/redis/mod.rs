@@ -13,11 +13,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
 use super::{
-    EventSink, HistoryPage, HistoryQuery, MarkedRead, PublishOutcome, ReplayPage, Retention,
-    StoreError, StoredEvent,
+    Archived, BulkOutcome, EventSink, HistoryPage, HistoryQuery, MarkedRead, PublishOutcome,
+    ReplayPage, Retention, StoreError, StoredEvent,
 };
 use crate::domain::{
-    EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
+    EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
+    NotificationPatch, UserId,
 };
 
 const LIBRARY: &str = include_str!("scripts.lua");
@@ -315,6 +316,41 @@ impl RedisStore {
         }
     }
 
+    pub async fn publish_many(
+        &self,
+        _users: Vec<UserId>,
+        _new: NewNotification,
+        _key: Option<IdempotencyKey>,
+    ) -> Result<BulkOutcome, StoreError> {
+        Err(StoreError::Unavailable("not built yet".into()))
+    }
+
+    pub async fn update(
+        &self,
+        _user: UserId,
+        _id: String,
+        _patch: NotificationPatch,
+    ) -> Result<(Notification, EventId), StoreError> {
+        Err(StoreError::Unavailable("not built yet".into()))
+    }
+
+    pub async fn delete(&self, _user: UserId, _id: String) -> Result<EventId, StoreError> {
+        Err(StoreError::Unavailable("not built yet".into()))
+    }
+
+    pub async fn set_archived(
+        &self,
+        _user: UserId,
+        _id: String,
+        _archived: bool,
+    ) -> Result<Archived, StoreError> {
+        Err(StoreError::Unavailable("not built yet".into()))
+    }
+
+    pub async fn expire(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+
     pub async fn broadcast(&self, new: NewAnnouncement) -> Result<EventId, StoreError> {
         let keys = &self.inner.keys;
         let announcement = new.into_announcement();
@@ -579,6 +615,7 @@ fn entries(value: Option<&Value>) -> Result<Vec<StoredEvent>, StoreError> {
                 id: parse_stream_id(&id)?,
                 name,
                 data: field("d").unwrap_or_default(),
+                expires_ms: None,
             })
         })
         .collect()

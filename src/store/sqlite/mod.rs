@@ -3,6 +3,8 @@
 //! inside one transaction so a page and its counts come from the same snapshot.
 
 mod checkpoint;
+mod ops;
+mod retention;
 mod schema;
 mod writer;
 
@@ -14,11 +16,12 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    EventSink, HistoryPage, HistoryQuery, MarkedRead, PublishOutcome, ReplayPage, Retention,
-    StoreError, StoredEvent, SyncMode,
+    Archived, BulkOutcome, EventSink, HistoryPage, HistoryQuery, MarkedRead, PublishOutcome,
+    ReplayPage, Retention, StoreError, StoredEvent, SyncMode,
 };
 use crate::domain::{
-    EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, UserId,
+    EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
+    NotificationPatch, UserId,
 };
 use writer::{Command, Writer};
 
@@ -162,6 +165,60 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn publish_many(
+        &self,
+        users: Vec<UserId>,
+        notification: NewNotification,
+        key: Option<IdempotencyKey>,
+    ) -> Result<BulkOutcome, StoreError> {
+        self.write(|reply| Command::PublishMany {
+            users,
+            notification,
+            key,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn update(
+        &self,
+        user: UserId,
+        id: String,
+        patch: NotificationPatch,
+    ) -> Result<(Notification, EventId), StoreError> {
+        self.write(|reply| Command::Update {
+            user,
+            id,
+            patch,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn delete(&self, user: UserId, id: String) -> Result<EventId, StoreError> {
+        self.write(|reply| Command::Delete { user, id, reply })
+            .await
+    }
+
+    pub async fn set_archived(
+        &self,
+        user: UserId,
+        id: String,
+        archived: bool,
+    ) -> Result<Archived, StoreError> {
+        self.write(|reply| Command::SetArchived {
+            user,
+            id,
+            archived,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn expire(&self) -> Result<u64, StoreError> {
+        self.write(|reply| Command::Expire { reply }).await
+    }
+
     pub async fn broadcast(&self, announcement: NewAnnouncement) -> Result<EventId, StoreError> {
         self.write(|reply| Command::Broadcast {
             announcement,
@@ -211,6 +268,7 @@ impl SqliteStore {
         user: UserId,
         query: HistoryQuery,
     ) -> Result<HistoryPage, StoreError> {
+        let now_ms = unix_ms();
         self.read(move |tx| {
             let last_seq = schema::last_seq(tx)?;
             let before_seq = match &query.before {
@@ -221,29 +279,56 @@ impl SqliteStore {
                     .optional()?
                     .ok_or(StoreError::UNKNOWN_CURSOR)?,
             };
+            // What the filters select; `total` and `unread` count the same.
+            const SELECTED: &str = "user_id = :user AND archived = :archived
+                AND (expires_ms IS NULL OR expires_ms > :now)
+                AND (:category IS NULL OR category = :category)";
+            let category = query.category.as_ref().map(|c| c.as_str());
             let unread_filter = if query.unread_only { " AND read = 0" } else { "" };
             let mut page = tx.prepare_cached(&format!(
-                "SELECT body, read FROM notifications WHERE user_id = ?1 AND seq < ?2{unread_filter}
-                 ORDER BY seq DESC LIMIT ?3"
+                "SELECT body, read, archived FROM notifications
+                 WHERE {SELECTED} AND seq < :before{unread_filter}
+                 ORDER BY seq DESC LIMIT :limit"
             ))?;
             let notifications = page
-                .query_map(params![user.as_str(), before_seq, query.limit], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, bool>(1)?))
-                })?
+                .query_map(
+                    rusqlite::named_params! {
+                        ":user": user.as_str(),
+                        ":archived": query.archived,
+                        ":now": now_ms,
+                        ":category": category,
+                        ":before": before_seq,
+                        ":limit": query.limit,
+                    },
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, bool>(1)?,
+                            row.get::<_, bool>(2)?,
+                        ))
+                    },
+                )?
                 .map(|row| {
-                    let (body, read) = row?;
+                    let (body, read, archived) = row?;
                     let mut notification: Notification = serde_json::from_str(&body)?;
                     notification.read = read;
+                    notification.archived = archived;
                     Ok(notification)
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
             let (total, unread) = tx
-                .prepare_cached(
-                    "SELECT COUNT(*), COALESCE(SUM(read = 0), 0) FROM notifications WHERE user_id = ?1",
-                )?
-                .query_row([user.as_str()], |row| {
-                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
-                })?;
+                .prepare_cached(&format!(
+                    "SELECT COUNT(*), COALESCE(SUM(read = 0), 0) FROM notifications WHERE {SELECTED}"
+                ))?
+                .query_row(
+                    rusqlite::named_params! {
+                        ":user": user.as_str(),
+                        ":archived": query.archived,
+                        ":now": now_ms,
+                        ":category": category,
+                    },
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                )?;
             Ok(HistoryPage {
                 notifications,
                 total: total.max(0) as u64,
@@ -301,12 +386,12 @@ fn events_for(
     fetch: i64,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut select = tx.prepare_cached(
-        "SELECT seq, name, data FROM (
-             SELECT seq, name, data FROM events
+        "SELECT seq, name, data, expires_ms FROM (
+             SELECT seq, name, data, expires_ms FROM events
              WHERE user_id = ?3 AND seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?4)
          UNION ALL
-         SELECT seq, name, data FROM (
-             SELECT seq, name, data FROM events
+         SELECT seq, name, data, expires_ms FROM (
+             SELECT seq, name, data, expires_ms FROM events
              WHERE user_id IS NULL AND seq > ?1 AND seq <= ?2 ORDER BY seq LIMIT ?4)
          ORDER BY seq LIMIT ?4",
     )?;
@@ -317,11 +402,12 @@ fn events_for(
                 row.get::<_, i64>(0)?,
                 row.get::<_, String>(1)?,
                 row.get::<_, String>(2)?,
+                row.get::<_, Option<i64>>(3)?,
             ))
         },
     )?;
     rows.map(|row| {
-        let (seq, name, data) = row?;
+        let (seq, name, data, expires_ms) = row?;
         let name = EventName::parse(&name).ok_or_else(|| {
             StoreError::Corrupt(format!("unknown event name {name:?} in the log"))
         })?;
@@ -329,7 +415,15 @@ fn events_for(
             id: EventId::from_seq(seq.max(0) as u64),
             name,
             data,
+            expires_ms,
         })
     })
     .collect()
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }

@@ -4,8 +4,11 @@ use rusqlite::Connection;
 
 use crate::store::SyncMode;
 
-/// Tables: `events` is the replay log (`user_id` NULL for announcements); `notifications` is
-/// the per-user history with read state; `idempotency_keys` remembers recent publish keys;
+/// Tables: `events` is the replay log (`user_id` NULL for announcements; `subject` the
+/// notification an event is about, so a delete can take them all out of the log; `expires_ms`
+/// when that notification expires); `notifications` is the per-user history with read and
+/// archive state; `idempotency_keys` remembers recent publish keys (`user_id` '' for a
+/// publish to many users, which no user id can be);
 /// `meta` holds `last_seq` (at least the newest id issued before events were last removed, so
 /// ids never repeat even when retention empties the log; see [`last_seq`]) and
 /// `pruned_through` (the newest id retention has removed). Events are found by age through
@@ -16,7 +19,9 @@ CREATE TABLE IF NOT EXISTS events (
     user_id    TEXT,
     name       TEXT    NOT NULL,
     data       TEXT    NOT NULL,
-    created_ms INTEGER NOT NULL
+    created_ms INTEGER NOT NULL,
+    subject    TEXT,
+    expires_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq);
 DROP INDEX IF EXISTS events_by_age;
@@ -26,7 +31,10 @@ CREATE TABLE IF NOT EXISTS notifications (
     user_id TEXT    NOT NULL,
     seq     INTEGER NOT NULL,
     body    TEXT    NOT NULL,
-    read    INTEGER NOT NULL DEFAULT 0
+    read    INTEGER NOT NULL DEFAULT 0,
+    category   TEXT,
+    archived   INTEGER NOT NULL DEFAULT 0,
+    expires_ms INTEGER
 );
 CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications (user_id, seq);
 
@@ -45,6 +53,38 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0), ('pruned_through', 0);
 ";
 
+/// Columns added since the first release, for files made before them.
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("events", "subject", "TEXT"),
+    ("events", "expires_ms", "INTEGER"),
+    ("notifications", "category", "TEXT"),
+    ("notifications", "archived", "INTEGER NOT NULL DEFAULT 0"),
+    ("notifications", "expires_ms", "INTEGER"),
+];
+
+/// Indexes over added columns. Only notifications that expire are in `notifications_expiring`,
+/// so the expiry sweep reads what is due and nothing else.
+const INDEXES: &str = "
+CREATE INDEX IF NOT EXISTS notifications_expiring ON notifications (expires_ms)
+    WHERE expires_ms IS NOT NULL;
+";
+
+fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
+    for (table, column, definition) in ADDED_COLUMNS {
+        let present = conn
+            .prepare(&format!(
+                "SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"
+            ))?
+            .exists([column])?;
+        if !present {
+            conn.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
 /// Settings for the single writing connection; creates the schema.
 pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -60,7 +100,9 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
     // commit that does it), unless an unusual burst grew it past this.
     conn.pragma_update(None, "journal_size_limit", 256 << 20)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    conn.execute_batch(SCHEMA)
+    conn.execute_batch(SCHEMA)?;
+    add_missing_columns(conn)?;
+    conn.execute_batch(INDEXES)
 }
 
 /// Settings for a reading connection: WAL readers never block the writer.

@@ -291,6 +291,11 @@ async fn the_openapi_document_is_openapi_3_and_lists_the_api() {
         ("/api/notifications/{userId}", "get"),
         ("/api/notifications/{userId}/{id}/read", "post"),
         ("/api/notifications/{userId}/read-all", "post"),
+        ("/api/notifications", "post"),
+        ("/api/notifications/{userId}/{id}", "patch"),
+        ("/api/notifications/{userId}/{id}", "delete"),
+        ("/api/notifications/{userId}/{id}/archive", "post"),
+        ("/api/notifications/{userId}/{id}/unarchive", "post"),
         ("/api/broadcast", "post"),
         ("/api/stats", "get"),
         ("/healthz", "get"),
@@ -313,7 +318,6 @@ async fn an_unknown_route_is_404_and_a_wrong_method_is_405_both_with_an_error() 
         "/nope",
         "/api",
         "/api/nope",
-        "/api/notifications",
         "/events",
         "/api/notifications/alice/x/y/z",
     ] {
@@ -323,6 +327,8 @@ async fn an_unknown_route_is_404_and_a_wrong_method_is_405_both_with_an_error() 
     let wrong = [
         (reqwest::Method::DELETE, "/api/broadcast"),
         (reqwest::Method::GET, "/api/broadcast"),
+        (reqwest::Method::GET, "/api/notifications"),
+        (reqwest::Method::PUT, "/api/notifications/alice/x"),
         (reqwest::Method::PUT, "/api/notifications/alice"),
         (reqwest::Method::DELETE, "/api/notifications/alice"),
         (reqwest::Method::GET, "/api/notifications/alice/read-all"),

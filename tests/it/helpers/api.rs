@@ -61,6 +61,46 @@ impl Api {
         read_json(send(self.client.post(self.url(path)).json(body)).await).await
     }
 
+    pub async fn patch_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        read_json(send(self.client.patch(self.url(path)).json(body)).await).await
+    }
+
+    /// `DELETE path`: the status and the body (`null` when empty, as a `204` is).
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        read_json(send(self.client.delete(self.url(path))).await).await
+    }
+
+    /// Publishes `body` to `user` and asserts it was stored (`201`).
+    pub async fn publish_body(&self, user: &str, body: &Value) -> Value {
+        let (status, answer) = self
+            .post_json(&format!("/api/notifications/{user}"), body)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::CREATED,
+            "publish {body} to {user}: {answer}"
+        );
+        answer
+    }
+
+    /// Publishes `body` to every one of `users` in one request and asserts it was stored;
+    /// returns each user's notification id, in the order given.
+    pub async fn publish_to_many(&self, users: &[&str], body: &Value) -> Vec<String> {
+        let mut body = body.clone();
+        body["users"] = json!(users);
+        let (status, answer) = self.post_json("/api/notifications", &body).await;
+        assert_eq!(status, StatusCode::CREATED, "publish to many: {answer}");
+        let sent = answer["notifications"].as_array().expect("notifications");
+        assert_eq!(sent.len(), users.len(), "{answer}");
+        sent.iter()
+            .zip(users)
+            .map(|(one, user)| {
+                assert_eq!(one["userId"], *user, "in the order given: {answer}");
+                one["id"].as_str().expect("id").to_owned()
+            })
+            .collect()
+    }
+
     pub async fn post_empty(&self, path: &str) -> (StatusCode, Value) {
         read_json(send(self.client.post(self.url(path))).await).await
     }

@@ -1,11 +1,18 @@
 //! The vocabulary of herald: user ids, event ids and notifications, each parsed once at the
 //! edge so that deeper code never re-checks a raw string.
 
+mod lifecycle;
+
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+
+pub use lifecycle::{
+    Category, Expiry, JsonObject, MAX_DATA_BYTES, MAX_RECIPIENTS, NotificationPatch, RawPatch,
+    Recipients,
+};
 
 /// The longest user id we accept, in bytes (all allowed characters are ASCII).
 pub const MAX_USER_ID_LEN: usize = 128;
@@ -126,6 +133,9 @@ pub enum EventName {
     Read,
     Resync,
     Reauth,
+    Updated,
+    Deleted,
+    Archived,
 }
 
 impl EventName {
@@ -137,6 +147,9 @@ impl EventName {
             Self::Read => "read",
             Self::Resync => "resync",
             Self::Reauth => "reauth",
+            Self::Updated => "updated",
+            Self::Deleted => "deleted",
+            Self::Archived => "archived",
         }
     }
 
@@ -148,6 +161,9 @@ impl EventName {
             Self::Read,
             Self::Resync,
             Self::Reauth,
+            Self::Updated,
+            Self::Deleted,
+            Self::Archived,
         ]
         .into_iter()
         .find(|name| name.as_str() == raw)
@@ -193,9 +209,16 @@ pub struct NewNotification {
     pub title: String,
     pub message: String,
     pub link: Option<String>,
+    pub data: Option<JsonObject>,
+    pub category: Option<Category>,
+    pub expires: Option<Expiry>,
+    /// When it was accepted: its `timestamp`, and where a `ttl` counts from.
+    pub accepted: OffsetDateTime,
 }
 
 impl NewNotification {
+    /// Checks the text fields; `data`, `category` and expiry start absent (see
+    /// [`NewNotification::with_extras`]).
     pub fn parse(
         kind: Option<&str>,
         title: Option<&str>,
@@ -215,7 +238,27 @@ impl NewNotification {
             title,
             message,
             link,
+            data: None,
+            category: None,
+            expires: None,
+            accepted: OffsetDateTime::now_utc(),
         })
+    }
+
+    /// Adds the publisher's `data`, a `category` and an expiry (`ttl` in seconds or
+    /// `expiresAt`, at most `retention` away).
+    pub fn with_extras(
+        mut self,
+        data: Option<&serde_json::value::RawValue>,
+        category: Option<&str>,
+        ttl: Option<u64>,
+        expires_at: Option<&str>,
+        retention: std::time::Duration,
+    ) -> Result<Self, String> {
+        self.data = data.map(JsonObject::parse).transpose()?;
+        self.category = category.map(Category::parse).transpose()?;
+        self.expires = Expiry::parse(ttl, expires_at, self.accepted, retention)?;
+        Ok(self)
     }
 }
 
@@ -230,8 +273,13 @@ impl NewNotification {
             title: self.title,
             message: self.message,
             link: self.link,
-            timestamp: timestamp_now(),
+            data: self.data,
+            category: self.category,
+            timestamp: format_time(self.accepted),
+            expires_at: self.expires.map(|expiry| expiry.text),
+            updated_at: None,
             read: false,
+            archived: false,
         }
     }
 }
@@ -340,11 +388,26 @@ pub struct Notification {
     pub kind: NotificationKind,
     pub title: String,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link: Option<String>,
+    /// The publisher's own JSON object, exactly as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<JsonObject>,
+    /// `a-z 0-9 . _ -`, for filtering.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
     /// RFC 3339, UTC, millisecond precision.
     pub timestamp: String,
+    /// When it stops existing: it is then gone from history and replay.
+    #[serde(rename = "expiresAt", default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// When it was last changed by a publisher.
+    #[serde(rename = "updatedAt", default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<String>,
     pub read: bool,
+    /// Present, and true, once archived.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub archived: bool,
 }
 
 /// A broadcast, sent to every stream as an `announcement` event.
@@ -360,10 +423,21 @@ pub struct Announcement {
 
 /// Now, as the RFC 3339 UTC text with milliseconds that JavaScript's `toISOString` writes.
 pub fn timestamp_now() -> String {
+    format_time(OffsetDateTime::now_utc())
+}
+
+/// A Unix time in milliseconds as [`timestamp_now`] writes times.
+pub fn format_unix_ms(unix_ms: i64) -> String {
+    let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    format_time(at)
+}
+
+fn format_time(at: OffsetDateTime) -> String {
     const ISO_MILLIS: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
     );
-    OffsetDateTime::now_utc()
+    at.to_offset(time::UtcOffset::UTC)
         .format(ISO_MILLIS)
         .unwrap_or_else(|_| "1970-01-01T00:00:00.000Z".into())
 }

@@ -1,0 +1,365 @@
+//! What each write does inside the writer's transaction: the rows it changes and the events it
+//! appends to the log (docs/protocol.md#the-notification-lifecycle).
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::writer::{About, Log};
+use crate::domain::{
+    EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationPatch,
+    UserId, format_unix_ms,
+};
+use crate::store::{
+    Addressed, Archived, Audience, BulkOutcome, MarkedRead, PublishOutcome, Retention, StoreError,
+    payload,
+};
+
+/// The `idempotency_keys.user_id` of a publish to many users: no user id is empty.
+const MANY_USERS: &str = "";
+
+pub fn publish(
+    tx: &Connection,
+    log: &mut Log<'_>,
+    user: UserId,
+    new: NewNotification,
+    key: Option<IdempotencyKey>,
+    retention: Retention,
+) -> Result<PublishOutcome, StoreError> {
+    if let Some(earlier) = earlier_answer(tx, log, user.as_str(), key.as_ref(), retention)? {
+        return Ok(PublishOutcome::Repeated(serde_json::from_str(&earlier)?));
+    }
+    let expires_ms = new.expires.as_ref().map(|expiry| expiry.unix_ms);
+    let notification = new.into_notification();
+    let body = serde_json::to_string(&notification)?;
+    let id = insert(tx, log, &user, &notification, &body, expires_ms, retention)?;
+    if let Some(key) = &key {
+        remember_answer(tx, log, user.as_str(), key, &body)?;
+    }
+    Ok(PublishOutcome::Created(notification, id))
+}
+
+/// One notification per user, each with its own id, all in the caller's savepoint.
+pub fn publish_many(
+    tx: &Connection,
+    log: &mut Log<'_>,
+    users: Vec<UserId>,
+    new: NewNotification,
+    key: Option<IdempotencyKey>,
+    retention: Retention,
+) -> Result<BulkOutcome, StoreError> {
+    if let Some(earlier) = earlier_answer(tx, log, MANY_USERS, key.as_ref(), retention)? {
+        return Ok(BulkOutcome::Repeated(serde_json::from_str(&earlier)?));
+    }
+    let expires_ms = new.expires.as_ref().map(|expiry| expiry.unix_ms);
+    let mut notification = new.into_notification();
+    let mut sent = Vec::with_capacity(users.len());
+    let mut last = None;
+    for user in users {
+        notification.id = uuid::Uuid::now_v7().to_string();
+        let body = serde_json::to_string(&notification)?;
+        last = Some(insert(
+            tx,
+            log,
+            &user,
+            &notification,
+            &body,
+            expires_ms,
+            retention,
+        )?);
+        sent.push(Addressed {
+            user_id: user.as_str().to_owned(),
+            id: notification.id.clone(),
+        });
+    }
+    if let Some(key) = &key {
+        remember_answer(tx, log, MANY_USERS, key, &serde_json::to_string(&sent)?)?;
+    }
+    let last = last.ok_or_else(|| StoreError::Conflict("a publish to no users".into()))?;
+    Ok(BulkOutcome::Created(sent, last))
+}
+
+/// What an `Idempotency-Key` answered within its window, if it was seen.
+fn earlier_answer(
+    tx: &Connection,
+    log: &Log<'_>,
+    scope: &str,
+    key: Option<&IdempotencyKey>,
+    retention: Retention,
+) -> Result<Option<String>, StoreError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let since = log.now_ms - retention.idempotency_window.as_millis() as i64;
+    Ok(tx
+        .prepare_cached(
+            "SELECT notification FROM idempotency_keys
+             WHERE user_id = ?1 AND key = ?2 AND created_ms >= ?3",
+        )?
+        .query_row(params![scope, key.as_str(), since], |row| row.get(0))
+        .optional()?)
+}
+
+fn remember_answer(
+    tx: &Connection,
+    log: &Log<'_>,
+    scope: &str,
+    key: &IdempotencyKey,
+    answer: &str,
+) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO idempotency_keys (user_id, key, notification, created_ms)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![scope, key.as_str(), answer, log.now_ms])?;
+    Ok(())
+}
+
+/// Stores one notification and its `notification` event, keeping the user's history within
+/// its limit (the writer is the only place history grows).
+fn insert(
+    tx: &Connection,
+    log: &mut Log<'_>,
+    user: &UserId,
+    notification: &Notification,
+    body: &str,
+    expires_ms: Option<i64>,
+    retention: Retention,
+) -> Result<crate::domain::EventId, StoreError> {
+    let about = About {
+        subject: &notification.id,
+        expires_ms,
+    };
+    let id = log.append(
+        tx,
+        Audience::User(user.clone()),
+        EventName::Notification,
+        body.to_owned(),
+        Some(about),
+    )?;
+    tx.prepare_cached(
+        "INSERT INTO notifications (id, user_id, seq, body, category, expires_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        notification.id,
+        user.as_str(),
+        id.major as i64,
+        body,
+        notification.category.as_ref().map(|c| c.as_str()),
+        expires_ms,
+    ])?;
+    tx.prepare_cached(
+        "DELETE FROM notifications WHERE user_id = ?1 AND seq <= (
+             SELECT seq FROM notifications WHERE user_id = ?1
+             ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+    )?
+    .execute(params![user.as_str(), retention.history_per_user as i64])?;
+    Ok(id)
+}
+
+pub fn broadcast(
+    tx: &Connection,
+    log: &mut Log<'_>,
+    new: NewAnnouncement,
+) -> Result<crate::domain::EventId, StoreError> {
+    let announcement = new.into_announcement();
+    let data = serde_json::to_string(&announcement)?;
+    log.append(tx, Audience::Everyone, EventName::Announcement, data, None)
+}
+
+pub fn mark_read(
+    tx: &Connection,
+    log: &mut Log<'_>,
+    user: UserId,
+    id: &str,
+) -> Result<MarkedRead, StoreError> {
+    let changed = tx
+        .prepare_cached(
+            "UPDATE notifications SET read = 1 WHERE id = ?1 AND user_id = ?2 AND read = 0",
+        )?
+        .execute(params![id, user.as_str()])?;
+    if changed == 0 {
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM notifications WHERE id = ?1 AND user_id = ?2")?
+            .exists(params![id, user.as_str()])?;
+        return if exists {
+            Ok(MarkedRead::AlreadyRead)
+        } else {
+            Err(StoreError::UNKNOWN_NOTIFICATION)
+        };
+    }
+    let about = About {
+        subject: id,
+        expires_ms: None,
+    };
+    let data = payload::read_one(id);
+    log.append(tx, Audience::User(user), EventName::Read, data, Some(about))?;
+    Ok(MarkedRead::Changed)
+}
+
+pub fn mark_all_read(tx: &Connection, log: &mut Log<'_>, user: UserId) -> Result<u64, StoreError> {
+    let changed = tx
+        .prepare_cached("UPDATE notifications SET read = 1 WHERE user_id = ?1 AND read = 0")?
+        .execute([user.as_str()])? as u64;
+    if changed > 0 {
+        let data = payload::read_all();
+        log.append(tx, Audience::User(user), EventName::Read, data, None)?;
+    }
+    Ok(changed)
+}
+
+/// A user's notification that has not expired, as stored, with its read and archive state.
+struct Current {
+    notification: Notification,
+    expires_ms: Option<i64>,
+}
+
+fn current(tx: &Connection, log: &Log<'_>, user: &UserId, id: &str) -> Result<Current, StoreError> {
+    let row = tx
+        .prepare_cached(
+            "SELECT body, read, archived, expires_ms FROM notifications
+             WHERE id = ?1 AND user_id = ?2 AND (expires_ms IS NULL OR expires_ms > ?3)",
+        )?
+        .query_row(params![id, user.as_str(), log.now_ms], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, bool>(1)?,
+                row.get::<_, bool>(2)?,
+                row.get::<_, Option<i64>>(3)?,
+            ))
+        })
+        .optional()?;
+    let (body, read, archived, expires_ms) = row.ok_or(StoreError::UNKNOWN_NOTIFICATION)?;
+    let mut notification: Notification = serde_json::from_str(&body)?;
+    notification.read = read;
+    notification.archived = archived;
+    Ok(Current {
+        notification,
+        expires_ms,
+    })
+}
+
+pub fn update(
+    tx: &Connection,
+    log: &mut Log<'_>,
+    user: UserId,
+    id: &str,
+    patch: &NotificationPatch,
+) -> Result<(Notification, crate::domain::EventId), StoreError> {
+    let Current {
+        mut notification,
+        expires_ms,
+    } = current(tx, log, &user, id)?;
+    patch.apply_to(&mut notification, format_unix_ms(log.now_ms));
+    let body = serde_json::to_string(&notification)?;
+    tx.prepare_cached("UPDATE notifications SET body = ?1, category = ?2 WHERE id = ?3")?
+        .execute(params![
+            body,
+            notification.category.as_ref().map(|c| c.as_str()),
+            id
+        ])?;
+    let about = About {
+        subject: id,
+        expires_ms,
+    };
+    let event = log.append(
+        tx,
+        Audience::User(user),
+        EventName::Updated,
+        body,
+        Some(about),
+    )?;
+    Ok((notification, event))
+}
+
+pub fn delete(
+    tx: &Connection,
+    log: &mut Log<'_>,
+    user: UserId,
+    id: &str,
+) -> Result<crate::domain::EventId, StoreError> {
+    let seq: i64 = tx
+        .prepare_cached("SELECT seq FROM notifications WHERE id = ?1 AND user_id = ?2")?
+        .query_row(params![id, user.as_str()], |row| row.get(0))
+        .optional()?
+        .ok_or(StoreError::UNKNOWN_NOTIFICATION)?;
+    remove(tx, log, &user, id, seq)?;
+    let data = payload::deleted(&[id], false);
+    log.append(tx, Audience::User(user), EventName::Deleted, data, None)
+}
+
+/// Takes a notification out of history, and every event about it out of the log, so that no
+/// replay delivers it again.
+fn remove(
+    tx: &Connection,
+    log: &mut Log<'_>,
+    user: &UserId,
+    id: &str,
+    seq: i64,
+) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM notifications WHERE id = ?1")?
+        .execute([id])?;
+    // Every event about it is at or after the one that created it.
+    let events = tx
+        .prepare_cached("DELETE FROM events WHERE user_id = ?1 AND seq >= ?2 AND subject = ?3")?
+        .execute(params![user.as_str(), seq, id])?;
+    log.removed += events as u64;
+    Ok(())
+}
+
+pub fn set_archived(
+    tx: &Connection,
+    log: &mut Log<'_>,
+    user: UserId,
+    id: &str,
+    archived: bool,
+) -> Result<Archived, StoreError> {
+    let Current {
+        notification,
+        expires_ms,
+    } = current(tx, log, &user, id)?;
+    if notification.archived == archived {
+        return Ok(Archived::Unchanged);
+    }
+    tx.prepare_cached("UPDATE notifications SET archived = ?1 WHERE id = ?2")?
+        .execute(params![archived, id])?;
+    let about = About {
+        subject: id,
+        expires_ms,
+    };
+    let data = payload::archived(id, archived);
+    let event = log.append(
+        tx,
+        Audience::User(user),
+        EventName::Archived,
+        data,
+        Some(about),
+    )?;
+    Ok(Archived::Changed(event))
+}
+
+/// The most notifications one expiry pass removes; the next pass takes the rest.
+const EXPIRE_BATCH: i64 = 5000;
+
+/// Removes notifications whose time has come, with one `deleted` event per user.
+pub fn expire(tx: &Connection, log: &mut Log<'_>) -> Result<u64, StoreError> {
+    let due: Vec<(String, String, i64)> = tx
+        .prepare_cached(
+            "SELECT user_id, id, seq FROM notifications WHERE expires_ms <= ?1
+             ORDER BY user_id, seq LIMIT ?2",
+        )?
+        .query_map(params![log.now_ms, EXPIRE_BATCH], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for user_due in due.chunk_by(|a, b| a.0 == b.0) {
+        let user = UserId::parse(&user_due[0].0)
+            .map_err(|why| StoreError::Corrupt(format!("a stored user id: {why}")))?;
+        for (_, id, seq) in user_due {
+            remove(tx, log, &user, id, *seq)?;
+        }
+        let ids: Vec<&str> = user_due.iter().map(|(_, id, _)| id.as_str()).collect();
+        let data = payload::deleted(&ids, true);
+        log.append(tx, Audience::User(user), EventName::Deleted, data, None)?;
+    }
+    Ok(due.len() as u64)
+}
