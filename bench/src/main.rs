@@ -3,11 +3,12 @@
 //!
 //! # Layout
 //! - [`setup`]: the flags, checked once ([`parse`] keeps every target on loopback, 127.0.0.0/8).
-//! - [`scenarios`]: hold, fanout, targeted, replay and floor; each opens streams, publishes,
-//!   waits with a deadline and reports.
+//! - [`scenarios`]: hold, fanout, targeted, many-recipients, replay and floor; each opens
+//!   streams, publishes, waits with a deadline and reports.
 //! - [`fleet`], [`conn`], [`sse`]: the streams, on a hand-written HTTP/1.1 + SSE client so that
 //!   tens of thousands of idle streams stay cheap.
-//! - [`publish`]: publishes through reqwest with keep-alive.
+//! - [`publish`]: publishes (to one user, many users or everyone) through reqwest with
+//!   keep-alive.
 //! - [`tally`] checks what arrived; [`report`] prints the table and the JSON line.
 //! - [`floor`]: the ideal server of the `floor` scenario, which this binary starts as its own
 //!   child (the hidden `floor-server` subcommand) to show what any server could do here.
@@ -89,6 +90,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Hold => scenarios::hold(&setup).await,
         Scenario::Fanout => scenarios::fanout(&setup).await,
         Scenario::Targeted => scenarios::targeted(&setup).await,
+        Scenario::ManyRecipients => scenarios::many_recipients(&setup).await,
         Scenario::Replay => scenarios::replay(&setup).await,
         Scenario::Floor => scenarios::floor(&setup).await?,
     };

@@ -79,6 +79,14 @@ pub fn parse_body(raw: &str) -> Result<String, String> {
     Ok(raw.to_owned())
 }
 
+pub fn parse_batch_body(raw: &str) -> Result<String, String> {
+    let body = parse_body(raw)?;
+    if !body.contains("{users}") {
+        return Err("the body must contain {users}, where the list of user ids goes".into());
+    }
+    Ok(body)
+}
+
 pub fn parse_header(raw: &str) -> Result<(String, String), String> {
     let (name, value) = raw.split_once(':').ok_or("expected NAME: VALUE")?;
     let (name, value) = (name.trim(), value.trim());
@@ -141,6 +149,14 @@ mod tests {
         assert_eq!(addrs[255], Ipv4Addr::new(127, 0, 1, 1));
         assert_eq!(parse_source_addrs("127.0.0.5").unwrap().0.len(), 1);
         assert!(parse_source_addrs("10.0.0.1-10.0.0.5").is_err());
+    }
+
+    #[test]
+    fn a_batch_body_names_both_the_users_and_the_send_time() {
+        assert!(parse_batch_body(r#"{"users":{users},"message":"{ts}"}"#).is_ok());
+        let no_users = parse_batch_body(r#"{"users":["a"],"message":"{ts}"}"#);
+        assert!(no_users.unwrap_err().contains("{users}"));
+        assert!(parse_batch_body(r#"{"users":{users}}"#).is_err());
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! The publishing side: a keep-alive HTTP client posting the body template with `{user}` and
-//! `{ts}` filled in, from a bounded set of concurrent publishers, optionally paced. Each send is
-//! stamped from [`SendClock`], so a send time is unique in a run and names its event.
+//! The publishing side: a keep-alive HTTP client posting the body template with `{user}` (or, for
+//! a publish to many users at once, `{users}`) and `{ts}` filled in, from a bounded set of
+//! concurrent publishers, optionally paced. Each send is stamped from [`SendClock`], so a send
+//! time is unique in a run and names its event.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,6 +45,9 @@ pub enum Pick {
     Random,
     /// Publish `i` goes to user `i % users`, so every user gets the same number.
     RoundRobin,
+    /// Publish `i` goes to this many users at once, from user `i * size` on (wrapping around),
+    /// named in the body's `{users}`; the answer must list each of them.
+    Batch(usize),
 }
 
 /// A batch of publishes.
@@ -55,13 +59,18 @@ pub struct Plan<'a> {
     pub concurrency: usize,
     /// Publishes per second across all publishers; `None` sends as fast as answers come.
     pub rate: Option<f64>,
+    /// No publish starts once this long has passed since the first, even if fewer than `count`
+    /// were sent.
+    pub time_limit: Option<Duration>,
 }
 
 /// One acknowledged publish.
 #[derive(Debug, Clone, Copy)]
 pub struct Sent {
-    /// Index into the plan's users, `None` for a broadcast.
+    /// Index into the plan's users of the (first) recipient, `None` for a broadcast.
     pub user: Option<u32>,
+    /// Users it went to: `user` and the ones after it, wrapping around the plan's users.
+    pub recipients: u32,
     pub send_time: u64,
 }
 
@@ -110,13 +119,19 @@ impl Publisher {
         })
     }
 
-    /// Sends one publish to `url` for `user`; returns its send time and round trip.
-    async fn post(&self, url: &str, user: &str) -> Result<(u64, Duration), String> {
+    /// Sends one publish to `url` for `to`; returns its send time and round trip. A publish to
+    /// many users counts only if its answer lists each of them.
+    async fn post(&self, url: &str, to: &Recipients<'_>) -> Result<(u64, Duration), String> {
         let send_time = self.clock.stamp();
-        let body = self
-            .body_template
-            .replace("{user}", user)
-            .replace("{ts}", &send_time.to_string());
+        let mut body = self.body_template.replace("{ts}", &send_time.to_string());
+        match to {
+            Recipients::One(user) => body = body.replace("{user}", user),
+            Recipients::Many(users) => {
+                // JSON-encoded, so a prefix with a quote in it still makes a valid body.
+                let list = serde_json::to_string(users).unwrap_or_default();
+                body = body.replace("{users}", &list);
+            }
+        }
         let began = Instant::now();
         let response = self
             .client
@@ -132,7 +147,10 @@ impl Publisher {
         if !status.is_success() {
             return Err(format!("status {}", status.as_u16()));
         }
-        read.map_err(|error| root_cause(&error))?;
+        let answer = read.map_err(|error| root_cause(&error))?;
+        if let Recipients::Many(users) = to {
+            check_batch_answer(&answer, users)?;
+        }
         Ok((send_time, round_trip))
     }
 
@@ -151,6 +169,7 @@ impl Publisher {
                     url_template.clone(),
                 );
                 let (count, rate, pick) = (plan.count, plan.rate, plan.pick);
+                let stop_at = plan.time_limit.map(|limit| began + limit);
                 tokio::spawn(async move {
                     let mut outcome = BatchOutcome::default();
                     loop {
@@ -162,12 +181,29 @@ impl Publisher {
                             let due = began + Duration::from_secs_f64(index as f64 / rate);
                             tokio::time::sleep_until(due.into()).await;
                         }
+                        if stop_at.is_some_and(|stop_at| Instant::now() >= stop_at) {
+                            return outcome;
+                        }
                         let user = pick_user(pick, index, users.len());
                         let name = user.map_or("", |user| &*users[user as usize]);
                         let url = url_template.replace("{user}", name);
-                        match publisher.post(&url, name).await {
+                        let (to, recipients) = match (pick, user) {
+                            (Pick::Batch(size), Some(first)) => {
+                                let members = batch_members(first, size, users.len());
+                                let names: Vec<&str> =
+                                    members.map(|user| &*users[user as usize]).collect();
+                                let recipients = names.len() as u32;
+                                (Recipients::Many(names), recipients)
+                            }
+                            _ => (Recipients::One(name), u32::from(user.is_some())),
+                        };
+                        match publisher.post(&url, &to).await {
                             Ok((send_time, round_trip)) => {
-                                outcome.sent.push(Sent { user, send_time });
+                                outcome.sent.push(Sent {
+                                    user,
+                                    recipients,
+                                    send_time,
+                                });
                                 outcome.latencies_ns.push(round_trip.as_nanos() as u64);
                             }
                             Err(reason) => *outcome.failures.entry(reason).or_insert(0) += 1,
@@ -196,13 +232,56 @@ impl Publisher {
     }
 }
 
+/// Who one publish goes to, as the body names them.
+enum Recipients<'a> {
+    /// `{user}`: one user, or nobody (`""`) for a broadcast.
+    One(&'a str),
+    /// `{users}`: a JSON list.
+    Many(Vec<&'a str>),
+}
+
+/// The (first) user of publish `index`.
 fn pick_user(pick: Pick, index: u64, users: usize) -> Option<u32> {
     let users = users.max(1) as u64;
     match pick {
         Pick::Nobody => None,
         Pick::RoundRobin => Some((index % users) as u32),
         Pick::Random => Some((splitmix64(index) % users) as u32),
+        Pick::Batch(size) => Some((index.wrapping_mul(size as u64) % users) as u32),
     }
+}
+
+/// The users of a batch of `size` from user `first` on, wrapping around `users`; no user twice
+/// (a batch larger than the users holds each of them once).
+pub fn batch_members(first: u32, size: usize, users: usize) -> impl Iterator<Item = u32> {
+    let users = users.max(1);
+    (0..size.min(users)).map(move |offset| ((first as usize + offset) % users) as u32)
+}
+
+/// A batch's answer must be `{"notifications":[{"userId","id"}, ...]}` naming each of `users`,
+/// in the order sent, each with an id; anything else is the reason it does not count.
+fn check_batch_answer(answer: &[u8], users: &[&str]) -> Result<(), String> {
+    let answer: serde_json::Value =
+        serde_json::from_slice(answer).map_err(|_| "answer is not JSON".to_owned())?;
+    let Some(listed) = answer["notifications"].as_array() else {
+        return Err("answer has no notifications list".into());
+    };
+    if listed.len() != users.len() {
+        return Err(format!(
+            "answer lists {} of {} users",
+            listed.len(),
+            users.len()
+        ));
+    }
+    for (entry, user) in listed.iter().zip(users) {
+        if entry["userId"].as_str() != Some(user) {
+            return Err("answer lists other users or another order".into());
+        }
+        if entry["id"].as_str().is_none_or(str::is_empty) {
+            return Err("answer lists a user without an id".into());
+        }
+    }
+    Ok(())
 }
 
 /// A fixed, well-mixed pseudo-random sequence (SplitMix64): good enough to spread publishes.
@@ -234,6 +313,41 @@ mod tests {
         let clock = SendClock::default();
         let stamps: Vec<u64> = (0..10_000).map(|_| clock.stamp()).collect();
         assert!(stamps.windows(2).all(|pair| pair[0] < pair[1]));
+    }
+
+    #[test]
+    fn batches_cycle_through_the_users_and_every_user_gets_the_same_share() {
+        let (users, size) = (5, 2);
+        let mut counts = [0; 5];
+        for index in 0..10 {
+            let first = pick_user(Pick::Batch(size), index, users).unwrap();
+            for member in batch_members(first, size, users) {
+                counts[member as usize] += 1;
+            }
+        }
+        assert_eq!(counts, [4; 5]);
+        let wrapped: Vec<u32> = batch_members(4, 3, 5).collect();
+        assert_eq!(wrapped, [4, 0, 1]);
+        let capped: Vec<u32> = batch_members(1, 9, 3).collect();
+        assert_eq!(capped, [1, 2, 0], "never a user twice");
+    }
+
+    #[test]
+    fn a_batch_answer_counts_only_if_it_lists_every_user_in_order_with_an_id() {
+        let users = ["a", "b"];
+        let good = br#"{"notifications":[{"userId":"a","id":"1"},{"userId":"b","id":"2"}]}"#;
+        assert_eq!(check_batch_answer(good, &users), Ok(()));
+        let short = br#"{"notifications":[{"userId":"a","id":"1"}]}"#;
+        assert_eq!(
+            check_batch_answer(short, &users),
+            Err("answer lists 1 of 2 users".into())
+        );
+        let swapped = br#"{"notifications":[{"userId":"b","id":"1"},{"userId":"a","id":"2"}]}"#;
+        assert!(check_batch_answer(swapped, &users).is_err());
+        let no_id = br#"{"notifications":[{"userId":"a","id":"1"},{"userId":"b","id":""}]}"#;
+        assert!(check_batch_answer(no_id, &users).is_err());
+        assert!(check_batch_answer(br#"{"id":"1"}"#, &users).is_err());
+        assert!(check_batch_answer(b"created", &users).is_err());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The five scenarios. Each opens its streams (one user per stream), publishes, waits for the
+//! The six scenarios. Each opens its streams (one user per stream), publishes, waits for the
 //! deliveries it expects or for `--deadline`, and reports what arrived: nothing waits forever,
 //! and whatever did not arrive in time is counted as lost.
 
@@ -10,7 +10,7 @@ use crate::floor::{Broadcast, FloorProcess};
 use crate::publish::{BatchOutcome, Pick, Plan};
 use crate::report::{Report, Sample, add_resources, round};
 use crate::setup::{ReplayWith, Setup};
-use crate::tally::{add_tally, all_received_latencies, tally};
+use crate::tally::{add_tally, all_received_latencies, send_times_per_user, tally};
 
 /// Pause after the last stream opened before reading the server's memory, so allocations made
 /// just after the greeting are counted.
@@ -50,6 +50,7 @@ pub async fn fanout(setup: &Setup) -> Report {
             count: args.events,
             concurrency: 1,
             rate: Some(rate),
+            time_limit: None,
         })
         .await;
     let send_times: Vec<u64> = sent.sent.iter().map(|sent| sent.send_time).collect();
@@ -141,6 +142,7 @@ pub async fn targeted(setup: &Setup) -> Report {
             count: args.publishes,
             concurrency: args.concurrency,
             rate: args.rate,
+            time_limit: None,
         })
         .await;
     fleet
@@ -149,11 +151,70 @@ pub async fn targeted(setup: &Setup) -> Report {
     let after = Sample::take(&args.server_pids);
     let outcomes = fleet.close().await;
     // Idle streams come after the users' and are due nothing.
-    let per_user = send_times_per_user(&sent, outcomes.len());
+    let per_user = send_times_per_user(&sent.sent, setup.users.len(), outcomes.len());
     let expected: Vec<&[u64]> = per_user.iter().map(Vec::as_slice).collect();
     add_open(&mut report, "", &open, &outcomes);
     add_publishes(&mut report, "publish", sent);
     add_tally(&mut report, &tally(&outcomes, &expected, None), true);
+    add_resources(&mut report, before, after, None);
+    report
+}
+
+/// N users with a stream each; K publishes of B users each (one notification per user, cycling
+/// through the users) from C publishers with one request in flight each, for at most
+/// `--duration`. Every 201 must list its B users; each of them is then due that notification.
+pub async fn many_recipients(setup: &Setup) -> Report {
+    let args = &setup.args;
+    let mut report = new_report(setup, "many-recipients");
+    report.add("batch_size", args.batch_size as u64, "users per publish");
+    report.add("batches", args.batches, "(planned)");
+    report.add("concurrency", args.concurrency as u64, "in flight");
+    report.add("rate", args.rate, "/s");
+    report.add("duration_s", args.duration.map(|d| d.as_secs_f64()), "s");
+    let before = Sample::take(&args.server_pids);
+    let (fleet, open) = open_fleet(setup, setup.specs(None)).await;
+    eprintln!(
+        "bench: {} publishes of {} users each, {} at a time",
+        args.batches, args.batch_size, args.concurrency
+    );
+    let sent = setup
+        .publisher
+        .run(Plan {
+            url_template: &args.batch_url,
+            users: &setup.users,
+            pick: Pick::Batch(args.batch_size),
+            count: args.batches,
+            concurrency: args.concurrency,
+            rate: args.rate,
+            time_limit: args.duration,
+        })
+        .await;
+    let stored: u64 = sent
+        .sent
+        .iter()
+        .map(|sent| u64::from(sent.recipients))
+        .sum();
+    fleet
+        .wait_delivered(stored, Instant::now() + args.deadline)
+        .await;
+    let after = Sample::take(&args.server_pids);
+    let outcomes = fleet.close().await;
+    let per_user = send_times_per_user(&sent.sent, setup.users.len(), outcomes.len());
+    let expected: Vec<&[u64]> = per_user.iter().map(Vec::as_slice).collect();
+    let first_send = sent.sent.iter().map(|sent| sent.send_time).min();
+    let stored_per_s = stored as f64 / sent.elapsed.as_secs_f64().max(1e-9);
+    add_open(&mut report, "", &open, &outcomes);
+    add_publishes(&mut report, "batch", sent);
+    report.add("stored", stored, "notifications (acknowledged)");
+    report.add("stored_per_s", round(stored_per_s, 1), "/s");
+    let counted = tally(&outcomes, &expected, None);
+    let delivered_per_s = first_send.and_then(|first| counted.delivered_per_second(first));
+    report.add(
+        "delivered_per_s",
+        delivered_per_s,
+        "/s (first send to last arrival)",
+    );
+    add_tally(&mut report, &counted, true);
     add_resources(&mut report, before, after, None);
     report
 }
@@ -245,7 +306,7 @@ async fn publish_while_away(setup: &Setup, streams: usize) -> (BatchOutcome, Vec
         }
     };
     let per_user = match args.replay_with {
-        ReplayWith::User => send_times_per_user(&sent, streams),
+        ReplayWith::User => send_times_per_user(&sent.sent, streams, streams),
         ReplayWith::Broadcast => {
             let mut times: Vec<u64> = sent.sent.iter().map(|sent| sent.send_time).collect();
             times.sort_unstable();
@@ -306,6 +367,7 @@ fn user_plan(setup: &Setup, count: u64) -> Plan<'_> {
         count,
         concurrency: setup.args.concurrency,
         rate: setup.args.rate,
+        time_limit: None,
     }
 }
 
@@ -317,6 +379,7 @@ fn broadcast_plan(setup: &Setup, count: u64) -> Plan<'_> {
         count,
         concurrency: 1,
         rate: setup.args.rate,
+        time_limit: None,
     }
 }
 
@@ -415,16 +478,4 @@ fn add_publishes(report: &mut Report, what: &str, mut sent: BatchOutcome) {
     report.add(&format!("{what}_per_s"), round(rate, 1), "/s");
     report.percentiles(&format!("{what}_latency"), &mut sent.latencies_ns);
     report.reasons(&format!("{what}_failure_reasons"), &sent.failures);
-}
-
-/// Send times of the acknowledged publishes, grouped by user and sorted.
-fn send_times_per_user(sent: &BatchOutcome, users: usize) -> Vec<Vec<u64>> {
-    let mut per_user = vec![Vec::new(); users];
-    for sent in &sent.sent {
-        if let Some(user) = sent.user {
-            per_user[user as usize].push(sent.send_time);
-        }
-    }
-    per_user.iter_mut().for_each(|times| times.sort_unstable());
-    per_user
 }

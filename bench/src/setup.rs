@@ -11,7 +11,8 @@ use anyhow::bail;
 use crate::conn::SseEndpoint;
 use crate::fleet::{self, FleetConfig, StreamSpec};
 use crate::parse::{
-    SourceAddrs, parse_body, parse_header, parse_pub_url, parse_source_addrs, parse_sub_url,
+    SourceAddrs, parse_batch_body, parse_body, parse_header, parse_pub_url, parse_source_addrs,
+    parse_sub_url,
 };
 use crate::publish::Publisher;
 
@@ -28,10 +29,11 @@ const SPARE_FILES: u64 = 64;
 )]
 pub struct BenchArgs {
     /// hold: open idle streams; fanout: broadcasts to every stream; targeted: publishes to
-    /// random users; replay: drop every stream, publish, reconnect with Last-Event-ID; floor:
-    /// fanout against an ideal server the bench starts (one write per stream per broadcast),
-    /// the best any server could do on this machine (ignores --sub-url, --broadcast-url and
-    /// --server-pid)
+    /// random users; many-recipients: publishes each naming --batch-size users (one notification
+    /// each), cycling through the users; replay: drop every stream, publish, reconnect with
+    /// Last-Event-ID; floor: fanout against an ideal server the bench starts (one write per
+    /// stream per broadcast), the best any server could do on this machine (ignores --sub-url,
+    /// --broadcast-url and --server-pid)
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// Stream URL template (`{user}` is each stream's user); repeat to spread streams
@@ -44,10 +46,17 @@ pub struct BenchArgs {
     /// Broadcast URL
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000/api/broadcast", value_parser = parse_pub_url)]
     pub broadcast_url: String,
+    /// many-recipients: URL of a publish to many users at once
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000/api/notifications", value_parser = parse_pub_url)]
+    pub batch_url: String,
     /// Body of publishes and broadcasts: `{ts}` becomes the send time (ns since the Unix
     /// epoch, 19 digits), which each stream finds in the event's data; `{user}` the user
     #[arg(long, value_name = "JSON", default_value = r#"{"title":"bench","message":"{ts}"}"#, value_parser = parse_body)]
     pub pub_body: String,
+    /// many-recipients: body of a publish to many users; `{users}` becomes the JSON list of
+    /// user ids, `{ts}` the send time
+    #[arg(long, value_name = "JSON", default_value = r#"{"users":{users},"title":"bench","message":"{ts}"}"#, value_parser = parse_batch_body)]
+    pub batch_body: String,
     /// Extra request header, e.g. `Authorization: Bearer K` (repeatable; sent on every request)
     #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
     pub headers: Vec<(String, String)>,
@@ -58,12 +67,13 @@ pub struct BenchArgs {
     /// per 5,000 streams from 127.0.0.2]
     #[arg(long, value_name = "RANGE", value_parser = parse_source_addrs)]
     pub source_addrs: Option<SourceAddrs>,
-    /// Streams (one user each)
+    /// Streams (one user each) [many-recipients: 5000 by default]
     #[arg(
         long,
         visible_alias = "users",
         value_name = "N",
-        default_value_t = 1000
+        default_value_t = 1000,
+        default_value_if("scenario", "many-recipients", "5000")
     )]
     pub streams: usize,
     /// fanout and floor: broadcasts; replay: events published to each user while it is away
@@ -76,12 +86,27 @@ pub struct BenchArgs {
     /// targeted: publishes to random users
     #[arg(long, value_name = "M", default_value_t = 10_000)]
     pub publishes: u64,
+    /// many-recipients: users named in one publish (the server takes at most 1,000)
+    #[arg(long, value_name = "B", default_value_t = 1000)]
+    pub batch_size: usize,
+    /// many-recipients: publishes of --batch-size users each
+    #[arg(long, value_name = "K", default_value_t = 300)]
+    pub batches: u64,
+    /// many-recipients: start no publish after this long, even if fewer than --batches went
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
     /// targeted: extra streams, for users `{prefix}idle-{i}`, that are sent nothing; anything
     /// they receive counts as unexpected
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub idle_streams: usize,
-    /// Concurrent keep-alive publishers (targeted and replay)
-    #[arg(long, value_name = "C", default_value_t = 32)]
+    /// Concurrent keep-alive publishers, each with one request in flight (targeted, replay and
+    /// many-recipients) [many-recipients: 4 by default]
+    #[arg(
+        long,
+        value_name = "C",
+        default_value_t = 32,
+        default_value_if("scenario", "many-recipients", "4")
+    )]
     pub concurrency: usize,
     /// Streams connecting at once
     #[arg(long, value_name = "N", default_value_t = 512)]
@@ -111,6 +136,7 @@ pub enum Scenario {
     Hold,
     Fanout,
     Targeted,
+    ManyRecipients,
     Replay,
     Floor,
 }
@@ -150,6 +176,16 @@ impl Setup {
         if args.idle_streams > 0 && !matches!(args.scenario, Scenario::Targeted) {
             bail!("--idle-streams is for the targeted scenario only");
         }
+        let many_recipients = matches!(args.scenario, Scenario::ManyRecipients);
+        if args.duration.is_some() && !many_recipients {
+            bail!("--duration is for the many-recipients scenario only");
+        }
+        if many_recipients && (args.batch_size == 0 || args.batch_size > args.streams) {
+            bail!(
+                "--batch-size must be between 1 and --users ({}): a publish names each user once",
+                args.streams
+            );
+        }
         let streams = args.streams + args.idle_streams;
         let files_needed = streams as u64 + args.concurrency as u64 + SPARE_FILES;
         if let Some(limit) = open_files_limit() {
@@ -175,7 +211,11 @@ impl Setup {
         let idle_users = (0..args.idle_streams)
             .map(|index| Arc::from(format!("{prefix}idle-{index}")))
             .collect();
-        let publisher = Arc::new(Publisher::new(&args.headers, args.pub_body.clone())?);
+        let body = match args.scenario {
+            Scenario::ManyRecipients => args.batch_body.clone(),
+            _ => args.pub_body.clone(),
+        };
+        let publisher = Arc::new(Publisher::new(&args.headers, body)?);
         Ok(Self {
             sources,
             users,
@@ -255,6 +295,10 @@ mod tests {
             "http://127.0.0.1:1/p/{user}",
             "--broadcast-url",
             "http://localhost:1/b",
+            "--batch-url",
+            "http://localhost:1/p",
+            "--batch-body",
+            "{\"users\":{users},\"m\":\"{ts}\"}",
             "--pub-body",
             "{\"m\":\"{ts}\"}",
             "--header",
@@ -277,6 +321,12 @@ mod tests {
             "7",
             "--idle-streams",
             "9",
+            "--batch-size",
+            "4",
+            "--batches",
+            "6",
+            "--duration",
+            "3s",
             "--concurrency",
             "2",
             "--connect-concurrency",
@@ -304,7 +354,55 @@ mod tests {
         );
         assert_eq!((args.streams, args.replay_with), (5, ReplayWith::Broadcast));
         assert_eq!(args.idle_streams, 9);
+        assert_eq!((args.batch_size, args.batches), (4, 6));
+        assert_eq!(args.duration, Some(Duration::from_secs(3)));
         assert_eq!(args.deadline, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn many_recipients_has_its_own_defaults_and_explicit_flags_still_win() {
+        let parse = |line: &[&str]| {
+            <Cli as clap::Parser>::try_parse_from(line)
+                .expect("parses")
+                .args
+        };
+        let args = parse(&["bench", "many-recipients"]);
+        assert_eq!((args.streams, args.concurrency), (5000, 4));
+        assert_eq!((args.batch_size, args.batches), (1000, 300));
+        let args = parse(&["bench", "targeted"]);
+        assert_eq!((args.streams, args.concurrency), (1000, 32));
+        let args = parse(&[
+            "bench",
+            "many-recipients",
+            "--users",
+            "20",
+            "--concurrency",
+            "2",
+        ]);
+        assert_eq!((args.streams, args.concurrency), (20, 2));
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_users_or_a_duration_elsewhere_is_refused() {
+        let refused = |line: &[&str]| {
+            let args = <Cli as clap::Parser>::try_parse_from(line)
+                .expect("parses")
+                .args;
+            Setup::new(args).err().expect("refused").to_string()
+        };
+        let line = [
+            "bench",
+            "many-recipients",
+            "--users",
+            "10",
+            "--batch-size",
+            "11",
+        ];
+        assert!(refused(&line).contains("--batch-size"));
+        let line = ["bench", "many-recipients", "--batch-size", "0"];
+        assert!(refused(&line).contains("--batch-size"));
+        let line = ["bench", "targeted", "--duration", "5s"];
+        assert!(refused(&line).contains("--duration"));
     }
 
     #[test]

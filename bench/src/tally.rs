@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use crate::fleet::StreamOutcome;
-use crate::report::Report;
+use crate::publish::{Sent, batch_members};
+use crate::report::{Report, round};
 
 /// What arrived compared with what should have.
 #[derive(Debug, Default)]
@@ -19,6 +20,8 @@ pub struct Tally {
     unexpected: u64,
     /// Receive minus send time of each first arrival.
     latencies_ns: Vec<u64>,
+    /// The latest first arrival of an expected event, in ns since the epoch (0: none).
+    last_arrival_ns: u64,
     events_without_send_time: u64,
     comments: u64,
 }
@@ -51,12 +54,44 @@ pub fn tally(
                 tally.delivered += 1;
                 tally.duplicates += count - 1;
                 tally.latencies_ns.push(latency);
+                tally.last_arrival_ns = tally.last_arrival_ns.max(send_time + latency);
             } else {
                 tally.unexpected += count;
             }
         }
     }
     tally
+}
+
+impl Tally {
+    /// Expected events that arrived, per second from `first_send` (ns since the epoch) to the
+    /// last first arrival; `None` when nothing arrived.
+    pub fn delivered_per_second(&self, first_send: u64) -> Option<f64> {
+        let span_ns = self.last_arrival_ns.checked_sub(first_send)?;
+        if self.delivered == 0 {
+            return None;
+        }
+        Some(round(
+            self.delivered as f64 * 1e9 / span_ns.max(1) as f64,
+            1,
+        ))
+    }
+}
+
+/// Send times of the acknowledged publishes, one sorted list per stream: a publish reaches its
+/// `recipients` users from its `user` on, wrapping around the first `users` streams (the users';
+/// streams after them, `streams` in all, are due nothing).
+pub fn send_times_per_user(sent: &[Sent], users: usize, streams: usize) -> Vec<Vec<u64>> {
+    let mut per_user = vec![Vec::new(); streams.max(users)];
+    for sent in sent {
+        if let Some(first) = sent.user {
+            for user in batch_members(first, sent.recipients as usize, users) {
+                per_user[user as usize].push(sent.send_time);
+            }
+        }
+    }
+    per_user.iter_mut().for_each(|times| times.sort_unstable());
+    per_user
 }
 
 pub fn add_tally(report: &mut Report, tally: &Tally, with_latency: bool) {
@@ -138,6 +173,45 @@ mod tests {
             StreamOutcome::default(),
         ];
         assert_eq!(all_received_latencies(&outcomes, &[100, 200, 300]), [9, 7]);
+    }
+
+    fn sent(user: u32, recipients: u32, send_time: u64) -> Sent {
+        Sent {
+            user: Some(user),
+            recipients,
+            send_time,
+        }
+    }
+
+    #[test]
+    fn a_batch_is_due_to_each_of_its_users_and_wraps_around_the_users_only() {
+        // Three users and one idle stream; the second batch wraps from user 2 to user 0.
+        let batches = [sent(0, 2, 30), sent(2, 2, 10), sent(1, 1, 20)];
+        let per_user = send_times_per_user(&batches, 3, 4);
+        assert_eq!(per_user, [vec![10, 30], vec![20, 30], vec![10], vec![]]);
+        let broadcast = Sent {
+            user: None,
+            recipients: 0,
+            send_time: 5,
+        };
+        let nobody: [Vec<u64>; 2] = [vec![], vec![]];
+        assert_eq!(send_times_per_user(&[broadcast], 2, 2), nobody);
+    }
+
+    #[test]
+    fn the_delivery_rate_runs_from_the_first_send_to_the_last_first_arrival() {
+        // Two events of a batch sent at 1 s; one arrives 0.5 s later, one 1 s later, twice.
+        let second = 1_000_000_000;
+        let outcomes = [
+            opened_with(&[(second, second / 2)]),
+            opened_with(&[(second, second), (second, 3 * second)]),
+        ];
+        let due = [second];
+        let counted = tally(&outcomes, &[&due, &due], None);
+        assert_eq!((counted.delivered, counted.duplicates), (2, 1));
+        assert_eq!(counted.delivered_per_second(second), Some(2.0));
+        let nothing = tally(&[StreamOutcome::default()], &[&due], None);
+        assert_eq!(nothing.delivered_per_second(second), None);
     }
 
     #[test]

@@ -63,6 +63,8 @@ impl Target {
             format!("{base}/api/notifications/{{user}}"),
             "--broadcast-url".to_owned(),
             format!("{base}/api/broadcast"),
+            "--batch-url".to_owned(),
+            format!("{base}/api/notifications"),
             "--server-pid".to_owned(),
             std::process::id().to_string(),
         ];
@@ -186,6 +188,39 @@ async fn targeted_sends_idle_streams_nothing_and_still_delivers_every_publish() 
     assert_eq!(report["idle_streams"], 20, "{report}");
     assert_eq!(report["opened"], 30, "{report}");
     assert_every_event_arrived_once(&report, 50);
+    target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_recipients_delivers_each_users_notification_of_every_acknowledged_batch_once() {
+    let target = Target::start().await;
+    // 7 batches of 10 cycle through the 20 users: users 0-9 get 4 notifications, 10-19 get 3.
+    let report = target
+        .bench(&[
+            "many-recipients",
+            "--users",
+            "20",
+            "--batch-size",
+            "10",
+            "--batches",
+            "7",
+            "--concurrency",
+            "3",
+        ])
+        .await;
+    assert_eq!(report["scenario"], "many-recipients");
+    assert_eq!(report["batch_ok"], 7, "{report}");
+    assert_eq!(report["batch_failed"], 0, "{report}");
+    assert_eq!(report["stored"], 70, "{report}");
+    assert_every_event_arrived_once(&report, 70);
+    for figure in [
+        "stored_per_s",
+        "delivered_per_s",
+        "batch_latency_p99_ms",
+        "delivery_latency_p99_ms",
+    ] {
+        assert!(report[figure].is_number(), "{figure}: {report}");
+    }
     target.stop().await;
 }
 
