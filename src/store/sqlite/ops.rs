@@ -30,7 +30,13 @@ pub fn publish(
     let expires_ms = new.expires.as_ref().map(|expiry| expiry.unix_ms);
     let notification = new.into_notification();
     let body = serde_json::to_string(&notification)?;
-    let id = insert(tx, log, &user, &notification, &body, expires_ms, retention)?;
+    let stored = Stored {
+        id: &notification.id,
+        category: notification.category.as_ref().map(|c| c.as_str()),
+        body: &body,
+        expires_ms,
+    };
+    let id = insert(tx, log, &user, &stored, retention)?;
     if let Some(key) = &key {
         remember_answer(tx, log, user.as_str(), key, &body)?;
     }
@@ -50,24 +56,30 @@ pub fn publish_many(
         return Ok(BulkOutcome::Repeated(serde_json::from_str(&earlier)?));
     }
     let expires_ms = new.expires.as_ref().map(|expiry| expiry.unix_ms);
-    let mut notification = new.into_notification();
+    let notification = new.into_notification();
+    let category = notification.category.as_ref().map(|c| c.as_str());
+    // Encoded once: each user's body is this one with its own id in front.
+    let after_id = encoded_after_id(&notification)?;
     let mut sent = Vec::with_capacity(users.len());
     let mut last = None;
+    let mut body = String::with_capacity(after_id.len() + 48);
     for user in users {
-        notification.id = uuid::Uuid::now_v7().to_string();
-        let body = serde_json::to_string(&notification)?;
-        last = Some(insert(
-            tx,
-            log,
-            &user,
-            &notification,
-            &body,
+        let id = uuid::Uuid::now_v7().to_string();
+        body.clear();
+        body.push_str(r#"{"id":""#);
+        body.push_str(&id);
+        body.push('"');
+        body.push_str(&after_id);
+        let stored = Stored {
+            id: &id,
+            category,
+            body: &body,
             expires_ms,
-            retention,
-        )?);
+        };
+        last = Some(insert(tx, log, &user, &stored, retention)?);
         sent.push(Addressed {
             user_id: user.as_str().to_owned(),
-            id: notification.id.clone(),
+            id,
         });
     }
     if let Some(key) = &key {
@@ -113,26 +125,44 @@ fn remember_answer(
     Ok(())
 }
 
+/// The JSON of `notification` after its `id` (its first field): `,"type":...}`.
+fn encoded_after_id(notification: &Notification) -> Result<String, StoreError> {
+    let mut without_id = notification.clone();
+    without_id.id = String::new();
+    let encoded = serde_json::to_string(&without_id)?;
+    encoded
+        .strip_prefix(r#"{"id":"""#)
+        .map(str::to_owned)
+        .ok_or_else(|| StoreError::Corrupt("a notification's JSON must start with its id".into()))
+}
+
+/// One notification as it goes into the store.
+struct Stored<'a> {
+    id: &'a str,
+    category: Option<&'a str>,
+    /// The notification's JSON, also its `notification` event.
+    body: &'a str,
+    expires_ms: Option<i64>,
+}
+
 /// Stores one notification and its `notification` event, keeping the user's history within
 /// its limit (the writer is the only place history grows).
 fn insert(
     tx: &Connection,
     log: &mut Log<'_>,
     user: &UserId,
-    notification: &Notification,
-    body: &str,
-    expires_ms: Option<i64>,
+    stored: &Stored<'_>,
     retention: Retention,
 ) -> Result<crate::domain::EventId, StoreError> {
     let about = About {
-        subject: &notification.id,
-        expires_ms,
+        subject: stored.id,
+        expires_ms: stored.expires_ms,
     };
     let id = log.append(
         tx,
         Audience::User(user.clone()),
         EventName::Notification,
-        body.to_owned(),
+        stored.body.to_owned(),
         Some(about),
     )?;
     tx.prepare_cached(
@@ -140,12 +170,12 @@ fn insert(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?
     .execute(params![
-        notification.id,
+        stored.id,
         user.as_str(),
         id.major as i64,
-        body,
-        notification.category.as_ref().map(|c| c.as_str()),
-        expires_ms,
+        stored.body,
+        stored.category,
+        stored.expires_ms,
     ])?;
     tx.prepare_cached(
         "DELETE FROM notifications WHERE user_id = ?1 AND seq <= (
@@ -348,15 +378,19 @@ const EXPIRE_BATCH: i64 = 5000;
 
 /// Removes notifications whose time has come, with one `deleted` event per user.
 pub fn expire(tx: &Connection, log: &mut Log<'_>) -> Result<u64, StoreError> {
-    let due: Vec<(String, String, i64)> = tx
+    // Ordered by expiry, so the planner reads only what is due through its partial index
+    // (ordered by user, it would rather walk every notification in the user index); grouped
+    // by user here.
+    let mut due: Vec<(String, String, i64)> = tx
         .prepare_cached(
             "SELECT user_id, id, seq FROM notifications WHERE expires_ms <= ?1
-             ORDER BY user_id, seq LIMIT ?2",
+             ORDER BY expires_ms LIMIT ?2",
         )?
         .query_map(params![log.now_ms, EXPIRE_BATCH], |row| {
             Ok((row.get(0)?, row.get(1)?, row.get(2)?))
         })?
         .collect::<Result<_, _>>()?;
+    due.sort_unstable_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
     for user_due in due.chunk_by(|a, b| a.0 == b.0) {
         let user = UserId::parse(&user_due[0].0)
             .map_err(|why| StoreError::Corrupt(format!("a stored user id: {why}")))?;
@@ -368,4 +402,58 @@ pub fn expire(tx: &Connection, log: &mut Log<'_>) -> Result<u64, StoreError> {
         log.append(tx, Audience::User(user), EventName::Deleted, data, None)?;
     }
     Ok(due.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::NewNotification;
+
+    #[test]
+    fn the_expiry_sweep_reads_only_what_is_due_through_its_index() {
+        let conn = Connection::open_in_memory().expect("open");
+        super::super::schema::prepare_writer(&conn, crate::store::SyncMode::Normal)
+            .expect("schema");
+        let plan: Vec<String> = conn
+            .prepare(
+                "EXPLAIN QUERY PLAN SELECT user_id, id, seq FROM notifications
+                 WHERE expires_ms <= 1 ORDER BY expires_ms LIMIT 10",
+            )
+            .expect("explain")
+            .query_map([], |row| row.get::<_, String>(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(
+            plan,
+            ["SEARCH notifications USING INDEX notifications_expiring (expires_ms<?)"]
+        );
+    }
+
+    #[test]
+    fn a_body_spliced_after_its_id_is_the_notification_encoded_whole() {
+        let raw: Box<serde_json::value::RawValue> =
+            serde_json::from_str(r#"{"b": [1, "\"x\""], "a": {}}"#).expect("JSON");
+        let new = NewNotification::parse(Some("warning"), Some("T"), Some("M"), Some("/x"))
+            .and_then(|n| {
+                n.with_extras(
+                    Some(&raw),
+                    Some("ops"),
+                    Some(60),
+                    None,
+                    Duration::from_secs(600),
+                )
+            })
+            .expect("valid");
+        let mut notification = new.into_notification();
+        notification.id = "01a2489d-92ba-73d4-90ed-545daec7c0f0".into();
+        let after_id = encoded_after_id(&notification).expect("encoded");
+        let spliced = format!(r#"{{"id":"{}"{after_id}"#, notification.id);
+        assert_eq!(
+            spliced,
+            serde_json::to_string(&notification).expect("encoded")
+        );
+    }
 }

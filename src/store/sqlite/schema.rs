@@ -94,6 +94,10 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // A publish to a thousand users touches thousands of pages in one transaction: keep them
+    // (and each command's savepoint journal) in memory until the commit writes them once.
+    conn.pragma_update(None, "cache_size", -32_768)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Checkpoints run on their own thread (`checkpoint`), not inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // A log started over keeps its file (reusing it costs nothing; cutting it back stalls the
