@@ -94,10 +94,6 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
-    // A publish to a thousand users touches thousands of pages in one transaction: keep them
-    // (and each command's savepoint journal) in memory until the commit writes them once.
-    conn.pragma_update(None, "cache_size", -32_768)?;
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Checkpoints run on their own thread (`checkpoint`), not inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // A log started over keeps its file (reusing it costs nothing; cutting it back stalls the
@@ -107,6 +103,20 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
     conn.execute_batch(SCHEMA)?;
     add_missing_columns(conn)?;
     conn.execute_batch(INDEXES)
+}
+
+/// The writer's page cache (KiB) for ordinary groups: SQLite's default.
+const CACHE_KIB: i64 = 2_000;
+/// The page cache (KiB) while a group holds a publish to many users: one such transaction
+/// touches thousands of index pages, which would otherwise be written to the log twice (spilled
+/// before the commit, then again at it). A cache this big costs ordinary commits time, so it is
+/// only this large for those groups.
+const BULK_CACHE_KIB: i64 = 32_768;
+
+/// Sizes the writer's page cache for a group with (`bulk`) or without a publish to many.
+pub fn size_cache_for(conn: &Connection, bulk: bool) -> rusqlite::Result<()> {
+    let kib = if bulk { BULK_CACHE_KIB } else { CACHE_KIB };
+    conn.pragma_update(None, "cache_size", -kib)
 }
 
 /// Settings for a reading connection: WAL readers never block the writer.

@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Shared;
 use super::checkpoint::Checkpointer;
 use super::log::Log;
-use super::{ops, retention};
+use super::{ops, retention, schema};
 use crate::domain::{
     EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationPatch,
     UserId,
@@ -205,6 +205,12 @@ impl Writer {
     ) -> Result<u64, StoreError> {
         let now_ms = unix_ms();
         let retention = self.retention;
+        let bulk = group
+            .iter()
+            .any(|command| matches!(command, Command::PublishMany { .. }));
+        if bulk {
+            schema::size_cache_for(&self.conn, true)?;
+        }
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -256,6 +262,9 @@ impl Writer {
                 .execute([next_seq as i64 - 1])?;
         }
         tx.commit()?;
+        if bulk {
+            schema::size_cache_for(&self.conn, false)?;
+        }
         self.next_seq = next_seq;
         Ok(retained)
     }
