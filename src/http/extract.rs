@@ -44,25 +44,27 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err(ApiError::bad_request("request body must be a JSON object"));
         }
-        // The path names the field at fault: `ttl: invalid type: ...`.
-        let mut reader = serde_json::Deserializer::from_slice(&body);
-        match serde_path_to_error::deserialize(&mut reader) {
-            Ok(value) => match reader.end() {
-                Ok(()) => Ok(Self(value)),
-                Err(_) => Err(ApiError::bad_request("request body is not valid JSON")),
-            },
-            Err(error) => {
-                let path = error.path().to_string();
-                let error = error.into_inner();
-                Err(if !error.is_data() {
-                    ApiError::bad_request("request body is not valid JSON")
-                } else if path == "." {
-                    ApiError::bad_request(format!("request body has the wrong shape: {error}"))
-                } else {
-                    ApiError::bad_request(format!("{path}: {error}"))
-                })
+        match serde_json::from_slice(&body) {
+            Ok(value) => Ok(Self(value)),
+            Err(error) if !error.is_data() => {
+                Err(ApiError::bad_request("request body is not valid JSON"))
             }
+            Err(error) => Err(wrong_shape::<T>(&body, error)),
         }
+    }
+}
+
+/// The error for a body that is JSON but not of the shape `T` wants, naming the field at
+/// fault (`ttl: invalid type: ...`). The path is found by reading the body again, so the
+/// common case, a body that fits, pays nothing for it.
+fn wrong_shape<T: DeserializeOwned>(body: &[u8], error: serde_json::Error) -> ApiError {
+    let mut reader = serde_json::Deserializer::from_slice(body);
+    match serde_path_to_error::deserialize::<_, T>(&mut reader) {
+        Err(traced) if traced.path().to_string() != "." => {
+            let path = traced.path().to_string();
+            ApiError::bad_request(format!("{path}: {}", traced.into_inner()))
+        }
+        _ => ApiError::bad_request(format!("request body has the wrong shape: {error}")),
     }
 }
 
