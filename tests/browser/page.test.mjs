@@ -548,10 +548,10 @@ test('screenshots of the page with every kind of notification', {
   const outDir = path.join(repoRoot, 'docs', 'screenshots');
   await mkdir(outDir, { recursive: true });
   const samples = [
-    { type: 'info', title: 'Weekly report is ready', message: 'Your analytics summary for last week is available.', link: '/reports/weekly' },
-    { type: 'warning', title: 'Disk usage at 91%', message: 'Volume /var/lib/postgres on db-2 is almost full.' },
-    { type: 'error', title: 'Payment failed', message: 'The card ending in 4242 was declined. Update it to keep your plan.', link: 'https://example.com/billing' },
-    { type: 'success', title: 'Deploy finished', message: 'api@3f9c1e2 is live in production (2m 14s).' },
+    { type: 'info', title: 'Weekly report is ready', message: 'Your analytics summary for last week is available.', link: '/reports/weekly', category: 'reports' },
+    { type: 'warning', title: 'Disk usage at 91%', message: 'Volume /var/lib/postgres on db-2 is almost full.', category: 'infra' },
+    { type: 'error', title: 'Payment failed', message: 'The card ending in 4242 was declined. Update it to keep your plan.', link: 'https://example.com/billing', category: 'billing' },
+    { type: 'success', title: 'Deploy finished', message: 'api@3f9c1e2 is live in production (2m 14s).', category: 'deploys' },
     { type: 'info', title: 'New comment on “Q3 roadmap”', message: 'Priya: Looks good — can we move the search work up?' },
   ];
   const sent = [];
