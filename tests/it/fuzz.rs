@@ -1,6 +1,7 @@
 //! A property test of the whole HTTP surface: a few hundred random requests (random JSON and bytes
 //! as bodies, random content types, path segments, queries, `Idempotency-Key` and `Last-Event-ID`
-//! values) against one real server. None may get a 5xx; every 4xx carries a JSON `{"error"}`
+//! values; publishes to many users, patches and archives of real and made-up notifications,
+//! deletes of made-up ones) against one real server. None may get a 5xx; every 4xx carries a JSON `{"error"}`
 //! (docs/protocol.md#errors); whatever is accepted obeys the rules of docs/protocol.md#publishing;
 //! a stream opened from any id starts with `connected` and then sends exactly what the user missed
 //! (or `resync`); and at the end the server is alive and delivering.

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use super::WAIT;
 use super::app::TestApp;
 use super::sse::Received;
-use requests::{Probe, is_valid_user};
+use requests::{LAST, Probe, is_valid_user};
 
 pub use requests::probe;
 
@@ -70,6 +70,25 @@ impl Recorder {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+}
+
+impl Harness {
+    /// `id`, or for [`LAST`] the id of the newest notification `user`'s recorder received.
+    fn resolve(&self, user: &str, id: String) -> String {
+        if id != LAST {
+            return id;
+        }
+        let Some(recorder) = self.recorders.get(user) else {
+            return id;
+        };
+        let events = recorder.events.lock().unwrap();
+        events
+            .iter()
+            .rev()
+            .find(|event| event.event == "notification")
+            .and_then(|event| event.data["id"].as_str())
+            .map_or(id, str::to_owned)
     }
 }
 
@@ -133,7 +152,11 @@ fn check_notification(case: &str, n: &Value) -> Result<(), TestCaseError> {
                 "message",
                 "link",
                 "timestamp",
-                "read"
+                "read",
+                "data",
+                "category",
+                "updatedAt",
+                "archived"
             ]
             .contains(&key.as_str()),
             "{case}: unexpected key {key} in {n}"
@@ -168,6 +191,20 @@ fn check_notification(case: &str, n: &Value) -> Result<(), TestCaseError> {
             .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok())
     );
     prop_assert!(n["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    if let Some(data) = object.get("data") {
+        prop_assert!(data.is_object(), "{case}: data {data}");
+        prop_assert!(data.to_string().len() <= 8 * 1024, "{case}: data too big");
+    }
+    if let Some(category) = object.get("category") {
+        let category = category.as_str().unwrap_or("");
+        prop_assert!(
+            (1..=64).contains(&category.len())
+                && category
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)),
+            "{case}: category {category:?} accepted"
+        );
+    }
     Ok(())
 }
 
@@ -245,6 +282,75 @@ pub async fn run_probe(harness: &Harness, probe: Probe) -> Result<(), TestCaseEr
                 .client
                 .post(app.url(&format!("/api/notifications/{user}/{id}/read")));
             checked(&case, send(request).await?).await?;
+        }
+        Probe::PublishMany { key, body } => {
+            let mut request = app
+                .client
+                .post(app.url("/api/notifications"))
+                .header("content-type", "application/json")
+                .body(body.into_bytes());
+            if let Some(key) = key {
+                let key = HeaderValue::from_bytes(&key).map_err(|e| fail(e.to_string()))?;
+                request = request.header("idempotency-key", key);
+            }
+            let (status, json) = checked("publish to many", send(request).await?).await?;
+            if status.is_success() {
+                let answer = json.unwrap_or_default();
+                let sent = answer["notifications"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                prop_assert!((1..=1000).contains(&sent.len()), "{answer}");
+                for one in &sent {
+                    prop_assert!(one["userId"].as_str().is_some_and(|u| is_valid_user(u)));
+                    prop_assert!(
+                        one["id"]
+                            .as_str()
+                            .is_some_and(|id| uuid::Uuid::parse_str(id).is_ok())
+                    );
+                }
+            }
+        }
+        Probe::Patch { user, id, body } => {
+            let id = harness.resolve(&user, id);
+            let case = format!("patch {user}/{id}");
+            let request = app
+                .client
+                .patch(app.url(&format!("/api/notifications/{user}/{id}")))
+                .header("content-type", "application/json")
+                .body(body.into_bytes());
+            let (status, json) = checked(&case, send(request).await?).await?;
+            if status.is_success() {
+                let n = json.ok_or_else(|| fail(format!("{case}: not JSON")))?;
+                check_notification(&case, &n)?;
+                prop_assert_eq!(n["id"].as_str(), Some(id.as_str()));
+                prop_assert!(n["updatedAt"].is_string(), "{case}: {n}");
+            }
+        }
+        Probe::Archive { user, id, undo } => {
+            let id = harness.resolve(&user, id);
+            let action = if undo { "unarchive" } else { "archive" };
+            let case = format!("{action} {user}/{id}");
+            let request = app
+                .client
+                .post(app.url(&format!("/api/notifications/{user}/{id}/{action}")));
+            let (status, json) = checked(&case, send(request).await?).await?;
+            if status.is_success() {
+                prop_assert_eq!(json, Some(json!({ "id": id, "archived": !undo })));
+            }
+        }
+        Probe::Delete { user, id } => {
+            let case = format!("delete {user}/{id}");
+            let request = app
+                .client
+                .delete(app.url(&format!("/api/notifications/{user}/{id}")));
+            let (status, _) = checked(&case, send(request).await?).await?;
+            prop_assert_ne!(
+                status,
+                StatusCode::NO_CONTENT,
+                "{}: nothing to delete",
+                case
+            );
         }
         Probe::ReadAll { user } => {
             let case = format!("read-all {user}");

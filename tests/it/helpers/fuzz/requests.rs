@@ -48,6 +48,29 @@ pub enum Probe {
         user: String,
         id: String,
     },
+    /// `POST /api/notifications`: a near-valid body with a random `users` list.
+    PublishMany {
+        key: Option<Vec<u8>>,
+        body: Body,
+    },
+    /// `PATCH` a notification: `id` is random, or [`LAST`] for the user's newest one.
+    Patch {
+        user: String,
+        id: String,
+        body: Body,
+    },
+    /// Archive or unarchive (`undo`) a notification: `id` as for [`Probe::Patch`].
+    Archive {
+        user: String,
+        id: String,
+        undo: bool,
+    },
+    /// `DELETE` a notification by a random id (never a real one: the recorders compare replays
+    /// with what they received, and a delete takes events out of the log).
+    Delete {
+        user: String,
+        id: String,
+    },
     ReadAll {
         user: String,
     },
@@ -62,6 +85,9 @@ pub enum Probe {
         query: String,
     },
 }
+
+/// Stands for the id of the newest notification a recorded user's stream received.
+pub const LAST: &str = "@last";
 
 /// Unreserved bytes stay as they are; every other byte becomes `%XX`.
 fn percent_encode(bytes: &[u8]) -> String {
@@ -181,8 +207,11 @@ fn json_value() -> impl Strategy<Value = Value> {
 
 fn field_name() -> impl Strategy<Value = String> {
     prop_oneof![
-        3 => select(vec!["type", "title", "message", "link", "id", "read", "timestamp"])
-            .prop_map(str::to_owned),
+        3 => select(vec![
+            "type", "title", "message", "link", "id", "read", "timestamp", "data", "category",
+            "users", "archived",
+        ])
+        .prop_map(str::to_owned),
         1 => ".{0,8}",
     ]
 }
@@ -347,6 +376,27 @@ fn query() -> impl Strategy<Value = String> {
     ]
 }
 
+/// A `users` list: mostly the recorded users and valid ids, sometimes faults (duplicates, bad
+/// ids, the wrong type, too many).
+fn users() -> impl Strategy<Value = Value> {
+    let one = prop_oneof![
+        4 => select(USERS.to_vec()).prop_map(Value::from),
+        2 => "[A-Za-z0-9._~@+-]{1,12}".prop_map(Value::from),
+        1 => text().prop_map(Value::from),
+        1 => json_value(),
+    ];
+    prop_oneof![
+        6 => vec(one, 0..6).prop_map(Value::Array),
+        1 => (990usize..1010).prop_map(|n| Value::from((0..n).map(|i| format!("u{i}")).collect::<Vec<_>>())),
+        1 => json_value(),
+    ]
+}
+
+/// A notification id in a path: random, or [`LAST`].
+fn notification_id() -> impl Strategy<Value = String> {
+    prop_oneof![2 => Just(LAST.to_owned()), 3 => segment()]
+}
+
 pub fn probe() -> impl Strategy<Value = Probe> {
     let other_path = prop_oneof![
         select(
@@ -376,6 +426,23 @@ pub fn probe() -> impl Strategy<Value = Probe> {
         3 => (segment(), query()).prop_map(|(user, query)| Probe::History { user, query }),
         1 => (segment(), segment()).prop_map(|(user, id)| Probe::MarkRead { user, id }),
         1 => segment().prop_map(|user| Probe::ReadAll { user }),
+        2 => (idempotency_key(), near_valid_object(), option::weighted(0.9, users())).prop_map(
+            |(key, mut body, users)| {
+                if let (Some(users), Some(object)) = (users, body.as_object_mut()) {
+                    object.insert("users".into(), users);
+                }
+                Probe::PublishMany { key, body: Body::Json(body) }
+            }
+        ),
+        2 => (segment(), notification_id(), prop_oneof![
+            3 => btree_map(field_name(), json_value(), 0..4)
+                .prop_map(|fields| Body::Json(Value::Object(fields.into_iter().collect()))),
+            1 => body(),
+        ])
+            .prop_map(|(user, id, body)| Probe::Patch { user, id, body }),
+        1 => (segment(), notification_id(), any::<bool>())
+            .prop_map(|(user, id, undo)| Probe::Archive { user, id, undo }),
+        1 => (segment(), segment()).prop_map(|(user, id)| Probe::Delete { user, id }),
         4 => (segment(), last_event_id(), query()).prop_map(|(user, last_event_id, query)| {
             Probe::Stream { user, last_event_id, query }
         }),

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 
 use super::requests::{is_valid_user, percent_decode};
 use super::{Harness, USERS, checked, fail, send};
+use herald::domain::EventId;
+
 use crate::helpers::{Received, TestApp, WAIT};
 
 /// How a stream opened from a given `Last-Event-ID` must begin, given the newest id.
@@ -19,15 +21,15 @@ enum Expected {
     /// No id: live events only.
     Live,
     /// A valid id: every event after it that the user may see, then live.
-    Replay(u64),
+    Replay(EventId),
     /// An id the server never issued: `resync` first.
     Resync,
     /// Forms the server may read either way (`007`, `5-0`, `5-1`): replay after this number, or
     /// `resync`.
-    ReplayOrResync(u64),
+    ReplayOrResync(EventId),
 }
 
-fn expected_start(header: Option<&[u8]>, query: &str, newest: u64) -> Expected {
+fn expected_start(header: Option<&[u8]>, query: &str, newest: EventId) -> Expected {
     let from_query: Vec<String> =
         url::form_urlencoded::parse(query.trim_start_matches('?').as_bytes())
             .filter(|(k, _)| k == "lastEventId")
@@ -49,7 +51,7 @@ fn expected_start(header: Option<&[u8]>, query: &str, newest: u64) -> Expected {
     let id = raw.trim();
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     if digits(id) {
-        return match id.parse::<u64>() {
+        return match id.parse::<u64>().map(EventId::from_seq) {
             Ok(n) if n > newest => Expected::Resync,
             Ok(n) if id.len() > 1 && id.starts_with('0') => Expected::ReplayOrResync(n),
             Ok(n) => Expected::Replay(n),
@@ -59,7 +61,9 @@ fn expected_start(header: Option<&[u8]>, query: &str, newest: u64) -> Expected {
     match id.split_once('-') {
         Some((major, minor)) if digits(major) && digits(minor) => {
             match (major.parse::<u64>(), minor.parse::<u64>()) {
-                (Ok(n), Ok(_)) if n <= newest => Expected::ReplayOrResync(n),
+                (Ok(n), Ok(m)) if EventId::new(n, m) <= newest => {
+                    Expected::ReplayOrResync(EventId::new(n, m))
+                }
                 _ => Expected::Resync,
             }
         }
@@ -67,7 +71,7 @@ fn expected_start(header: Option<&[u8]>, query: &str, newest: u64) -> Expected {
     }
 }
 
-async fn newest_id(app: &TestApp) -> Result<u64, TestCaseError> {
+async fn newest_id(app: &TestApp) -> Result<EventId, TestCaseError> {
     let (status, page) = app
         .get_json(&format!("/api/notifications/{}?limit=1", USERS[0]))
         .await;
@@ -78,11 +82,11 @@ async fn newest_id(app: &TestApp) -> Result<u64, TestCaseError> {
         .ok_or_else(|| fail(format!("lastEventId: {page}")))
 }
 
-fn event_id(event: &Received) -> Result<u64, TestCaseError> {
+fn event_id(event: &Received) -> Result<EventId, TestCaseError> {
     event
         .id
         .parse()
-        .map_err(|_| fail(format!("an id that is not a number: {event:?}")))
+        .map_err(|_| fail(format!("not an event id: {event:?}")))
 }
 
 /// The next event of a stream, within [`WAIT`].
@@ -204,7 +208,14 @@ pub(super) async fn check_stream(
     );
     for event in &before_marker {
         prop_assert!(
-            ["notification", "announcement", "read"].contains(&event.event.as_str()),
+            [
+                "notification",
+                "announcement",
+                "read",
+                "updated",
+                "archived"
+            ]
+            .contains(&event.event.as_str()),
             "{case}: {event:?}"
         );
     }
@@ -215,10 +226,8 @@ pub(super) async fn check_stream(
         let want: Vec<&Received> = recorded
             .iter()
             .filter(|e| {
-                e.id.parse::<herald::domain::EventId>().is_ok_and(|id| {
-                    id > herald::domain::EventId::from_seq(after)
-                        && id <= herald::domain::EventId::from_seq(newest)
-                })
+                e.id.parse::<EventId>()
+                    .is_ok_and(|id| id > after && id <= newest)
             })
             .collect();
         let got: Vec<&Received> = before_marker.iter().collect();
