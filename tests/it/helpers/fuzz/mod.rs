@@ -302,7 +302,7 @@ pub async fn run_probe(harness: &Harness, probe: Probe) -> Result<(), TestCaseEr
                     .unwrap_or_default();
                 prop_assert!((1..=1000).contains(&sent.len()), "{answer}");
                 for one in &sent {
-                    prop_assert!(one["userId"].as_str().is_some_and(|u| is_valid_user(u)));
+                    prop_assert!(one["userId"].as_str().is_some_and(is_valid_user));
                     prop_assert!(
                         one["id"]
                             .as_str()
