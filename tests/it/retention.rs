@@ -156,3 +156,46 @@ async fn ids_are_never_reused_after_the_log_is_emptied_by_age_nor_after_a_restar
     let live = stream.next_event().await;
     assert!(numeric(&live.id) > numeric(&after_restart[0].id));
 }
+
+#[tokio::test]
+async fn history_stays_within_its_limit_across_deletes_refused_batches_and_publishes_to_many() {
+    let app = TestApp::spawn_with(|s| s.retention.history_per_user = 3).await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        ids.push(app.publish("hana", &format!("n{n}")).await["id"].clone());
+    }
+    let (status, _) = app
+        .delete(&format!(
+            "/api/notifications/hana/{}",
+            ids[1].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // Two left: one more fits without dropping anything.
+    app.publish("hana", "n3").await;
+    assert_eq!(
+        page_titles(&app.history("hana", "?limit=100").await),
+        ["n3", "n2", "n0"]
+    );
+    // A refused batch (a bad id after hana's) stores nothing and counts nothing.
+    let (status, _) = app
+        .post_json(
+            "/api/notifications",
+            &json!({ "users": ["hana", "b c"], "title": "no", "message": "m" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    app.publish_to_many(
+        &["ivan", "hana"],
+        &json!({ "title": "many", "message": "m" }),
+    )
+    .await;
+    app.publish("hana", "n4").await;
+    let page = app.history("hana", "?limit=100").await;
+    assert_eq!(page_titles(&page), ["n4", "many", "n3"]);
+    assert_eq!(page["total"], 3);
+    assert_eq!(
+        page_titles(&app.history("ivan", "?limit=100").await),
+        ["many"]
+    );
+}

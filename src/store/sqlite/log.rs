@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, params};
 
+use super::sizes::HistorySizes;
 use crate::domain::{EventId, EventName};
 use crate::store::{Audience, CommittedEvent, StoreError};
 
@@ -16,6 +17,8 @@ pub(super) struct Log<'a> {
     pub removed: u64,
     /// A retention sweep runs before this group commits.
     pub sweep_asked: bool,
+    /// How many notifications each user has, as far as the writer knows.
+    pub history_sizes: &'a mut HistorySizes,
 }
 
 /// The notification an event is about, so a delete can find the event and an expiry hide it.

@@ -7,6 +7,7 @@ mod log;
 mod ops;
 mod retention;
 mod schema;
+mod sizes;
 mod writer;
 
 use std::path::Path;
@@ -100,6 +101,7 @@ impl SqliteStore {
             next_seq: last_seq + 1,
             retained,
             checkpointer: checkpoint::Checkpointer::start(&path)?,
+            history_sizes: sizes::HistorySizes::default(),
         };
         std::thread::Builder::new()
             .name("herald-writer".into())

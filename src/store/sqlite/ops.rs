@@ -177,12 +177,16 @@ fn insert(
         stored.category,
         stored.expires_ms,
     ])?;
-    tx.prepare_cached(
-        "DELETE FROM notifications WHERE user_id = ?1 AND seq <= (
-             SELECT seq FROM notifications WHERE user_id = ?1
-             ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-    )?
-    .execute(params![user.as_str(), retention.history_per_user as i64])?;
+    let limit = retention.history_per_user;
+    if log.history_sizes.grew(tx, user.as_str())? > limit {
+        tx.prepare_cached(
+            "DELETE FROM notifications WHERE user_id = ?1 AND seq <= (
+                 SELECT seq FROM notifications WHERE user_id = ?1
+                 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+        )?
+        .execute(params![user.as_str(), limit as i64])?;
+        log.history_sizes.set(user.as_str(), limit);
+    }
     Ok(id)
 }
 
@@ -334,6 +338,7 @@ fn remove(
 ) -> Result<(), StoreError> {
     tx.prepare_cached("DELETE FROM notifications WHERE id = ?1")?
         .execute([id])?;
+    log.history_sizes.forget(user.as_str());
     // Every event about it is at or after the one that created it.
     let events = tx
         .prepare_cached("DELETE FROM events WHERE user_id = ?1 AND seq >= ?2 AND subject = ?3")?

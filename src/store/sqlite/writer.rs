@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::Shared;
 use super::checkpoint::Checkpointer;
 use super::log::Log;
+use super::sizes::HistorySizes;
 use super::{ops, retention, schema};
 use crate::domain::{
     EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationPatch,
@@ -119,6 +120,8 @@ pub(super) struct Writer {
     pub retained: u64,
     /// Copies the WAL into the database file off this thread.
     pub checkpointer: Checkpointer,
+    /// How many notifications each user has, so history is trimmed only when it must be.
+    pub history_sizes: HistorySizes,
 }
 
 impl Writer {
@@ -188,6 +191,7 @@ impl Writer {
             Err(error) => {
                 tracing::error!(%error, "a group of writes failed to commit");
                 self.next_seq = first_seq;
+                self.history_sizes.forget_all();
                 self.shared.healthy.store(false, Ordering::Release);
                 for result in done {
                     (result.send)(Some(&error));
@@ -220,6 +224,7 @@ impl Writer {
             now_ms,
             removed: 0,
             sweep_asked: false,
+            history_sizes: &mut self.history_sizes,
         };
         for command in group {
             // Each command in its own savepoint: one failing leaves the others standing. (The
@@ -232,6 +237,7 @@ impl Writer {
                 log.next_seq = mark.0;
                 log.events.truncate(mark.1);
                 log.removed = mark.2;
+                log.history_sizes.forget_all();
             }
             tx.prepare_cached("RELEASE command")?.execute([])?;
             done.push(result);
