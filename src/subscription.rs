@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures::Stream;
 use futures::future::BoxFuture;
 
-use crate::domain::{EventId, EventName, UserId};
+use crate::domain::{EventId, EventName, UserId, now_unix_ms};
 use crate::hub::Admission;
 use crate::metrics::Metrics;
 use crate::sse::encode;
@@ -99,7 +99,7 @@ impl EventStream {
             ReplayPage::Events { events, complete } => {
                 let mut chunk = BytesMut::new();
                 let mut sent = 0;
-                let now_ms = unix_ms();
+                let now_ms = now_unix_ms();
                 for event in &events {
                     if event.id > self.last_sent {
                         // An expired notification is passed over, never sent.
@@ -134,13 +134,6 @@ impl EventStream {
             }
         }
     }
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
 }
 
 /// The monotonic instant at which Unix time reaches `unix_secs`.

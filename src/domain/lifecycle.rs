@@ -155,14 +155,6 @@ impl Expiry {
             text: format_unix_ms(unix_ms),
         }
     }
-
-    /// The expiry a stored notification shows, read back from its text.
-    pub fn of(notification: &Notification) -> Option<Self> {
-        let text = notification.expires_at.as_deref()?;
-        let at =
-            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
-        Some(Self::at(unix_ms(at)))
-    }
 }
 
 fn unix_ms(at: OffsetDateTime) -> i64 {

@@ -9,10 +9,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-pub use lifecycle::{
-    Category, Expiry, JsonObject, MAX_DATA_BYTES, MAX_RECIPIENTS, NotificationPatch, RawPatch,
-    Recipients,
-};
+pub use lifecycle::{Category, Expiry, JsonObject, NotificationPatch, RawPatch, Recipients};
 
 /// The longest user id we accept, in bytes (all allowed characters are ASCII).
 pub const MAX_USER_ID_LEN: usize = 128;
@@ -424,6 +421,14 @@ pub struct Announcement {
 /// Now, as the RFC 3339 UTC text with milliseconds that JavaScript's `toISOString` writes.
 pub fn timestamp_now() -> String {
     format_time(OffsetDateTime::now_utc())
+}
+
+/// Now, in milliseconds since the Unix epoch: the clock every expiry and retention age is read by.
+pub fn now_unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as i64
 }
 
 /// A Unix time in milliseconds as [`timestamp_now`] writes times.

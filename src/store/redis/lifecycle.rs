@@ -7,12 +7,11 @@ use std::collections::BTreeMap;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    RedisStore, add_user_keys, category_arg, corrupt, expires_arg, now_ms, parse_stream_id,
-    unavailable,
+    RedisStore, add_user_keys, category_arg, corrupt, expires_arg, parse_stream_id, unavailable,
 };
 use crate::domain::{
     EventId, IdempotencyKey, NewNotification, Notification, NotificationPatch, UserId,
-    format_unix_ms,
+    format_unix_ms, now_unix_ms,
 };
 use crate::store::{Addressed, Archived, BulkOutcome, StoreError, payload};
 
@@ -248,7 +247,7 @@ impl RedisStore {
             let mut notification: Notification = serde_json::from_str(&body)?;
             notification.read = unread == 0;
             notification.archived = archived == 1;
-            patch.apply_to(&mut notification, format_unix_ms(now_ms()));
+            patch.apply_to(&mut notification, format_unix_ms(now_unix_ms()));
             let updated = serde_json::to_string(&notification)?;
             let mut invocation = self.inner.scripts.update.prepare_invoke();
             invocation

@@ -574,13 +574,6 @@ fn category_arg(notification: &crate::domain::Notification) -> &str {
     notification.category.as_ref().map_or("", |c| c.as_str())
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
-}
-
 fn unavailable(error: redis::RedisError) -> StoreError {
     StoreError::Unavailable(format!("redis: {error}"))
 }

@@ -271,7 +271,7 @@ impl SqliteStore {
         user: UserId,
         query: HistoryQuery,
     ) -> Result<HistoryPage, StoreError> {
-        let now_ms = unix_ms();
+        let now_ms = crate::domain::now_unix_ms();
         self.read(move |tx| {
             let last_seq = schema::last_seq(tx)?;
             let before_seq = match &query.before {
@@ -422,11 +422,4 @@ fn events_for(
         })
     })
     .collect()
-}
-
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as i64
 }

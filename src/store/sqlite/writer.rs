@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
@@ -207,7 +206,7 @@ impl Writer {
         events: &mut Vec<CommittedEvent>,
         done: &mut Vec<Done>,
     ) -> Result<u64, StoreError> {
-        let now_ms = unix_ms();
+        let now_ms = crate::domain::now_unix_ms();
         let retention = self.retention;
         let bulk = group
             .iter()
@@ -324,11 +323,4 @@ fn apply(tx: &Connection, log: &mut Log<'_>, command: Command, retention: Retent
         }
         Command::Close { .. } => unreachable!("Close ends the group before it is applied"),
     }
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO)
-        .as_millis() as i64
 }
