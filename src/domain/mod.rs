@@ -407,6 +407,20 @@ pub struct Notification {
     pub archived: bool,
 }
 
+impl Notification {
+    /// This notification's JSON after its `id` (its first field): `,"type":...}`. A copy that
+    /// differs only by id encodes as `{"id":"` + id + `"` + this, so a publish to many users
+    /// encodes the rest once.
+    pub fn json_after_id(&self) -> serde_json::Result<String> {
+        use serde::ser::Error;
+        let json = serde_json::to_string(self)?;
+        let head = format!("{{\"id\":{}", serde_json::to_string(&self.id)?);
+        json.strip_prefix(&head).map(str::to_owned).ok_or_else(|| {
+            serde_json::Error::custom("a notification's JSON must start with its id")
+        })
+    }
+}
+
 /// A broadcast, sent to every stream as an `announcement` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Announcement {
@@ -787,6 +801,34 @@ mod tests {
                 prop_assert_eq!(Some(a.title.as_str()), title.map(str::trim));
                 prop_assert_eq!(Some(a.message.as_str()), message.map(str::trim));
             }
+        }
+    }
+
+    #[test]
+    fn a_notification_spliced_after_its_id_is_the_notification_encoded_whole() {
+        let raw: Box<serde_json::value::RawValue> =
+            serde_json::from_str(r#"{"b": [1, "\"x\""], "a": {}}"#).expect("JSON");
+        let new = NewNotification::parse(Some("warning"), Some("T"), Some("M"), Some("/x"))
+            .and_then(|n| {
+                n.with_extras(
+                    Some(&raw),
+                    Some("ops"),
+                    Some(60),
+                    None,
+                    std::time::Duration::from_secs(600),
+                )
+            })
+            .expect("valid");
+        let mut notification = new.into_notification();
+        for id in ["01a2489d-92ba-73d4-90ed-545daec7c0f0", "other"] {
+            notification.id = id.into();
+            let after_id = notification.json_after_id().expect("encoded");
+            assert!(after_id.starts_with(r#","type":"warning""#), "{after_id}");
+            let spliced = format!(r#"{{"id":"{id}"{after_id}"#);
+            assert_eq!(
+                spliced,
+                serde_json::to_string(&notification).expect("encoded")
+            );
         }
     }
 

@@ -19,7 +19,7 @@ pub(super) const PUBLISH_MANY: &str = r#"
 -- KEYS: log, last, pruned, expiring, idempotency key, then seven per user (see user_keys)
 -- ARGV: body tail, history limit, idempotency ttl (0: none), max events, age ms, category
 --       ('' for none), expires ms ('' for none), the answer the idempotency key keeps, then
---       each user's id and notification id. A body is '{"id":"' .. notification id .. tail.
+--       each user's id and notification id. A body is '{"id":"' .. notification id .. '"' .. tail.
 if ARGV[3] ~= '0' then
   local earlier = redis.call('GET', KEYS[5])
   if earlier then return {'repeat', earlier} end
@@ -30,7 +30,7 @@ local id
 for i = 0, (#ARGV - 8) / 2 - 1 do
   local user, nid = ARGV[9 + 2 * i], ARGV[10 + 2 * i]
   local u = user_keys(6 + 7 * i)
-  local body = '{"id":"' .. nid .. tail
+  local body = '{"id":"' .. nid .. '"' .. tail
   id = add_event(KEYS[1], u.own, user, 'notification', body, nid, ARGV[7], cutoff, age_ms)
   store_notification(u, KEYS[4], user, nid, body, ARGV[6], ARGV[7], limit)
 end
@@ -167,10 +167,7 @@ impl RedisStore {
         let notification = new.into_notification();
         // Every body is the same but for the id, which comes first: the script is sent the
         // rest once, not a thousand times.
-        let body = serde_json::to_string(&notification)?;
-        let tail = body
-            .strip_prefix(&format!("{{\"id\":\"{}", notification.id))
-            .ok_or_else(|| corrupt("a notification's JSON does not start with its id"))?;
+        let tail = notification.json_after_id()?;
         let sent: Vec<Addressed> = users
             .iter()
             .map(|user| Addressed {
@@ -194,7 +191,7 @@ impl RedisStore {
             add_user_keys(&mut invocation, keys, user);
         }
         invocation
-            .arg(tail)
+            .arg(&tail)
             .arg(self.inner.retention.history_per_user)
             .arg(idempotency_ttl)
             .arg(self.inner.retention.max_events)

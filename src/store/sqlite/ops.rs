@@ -59,7 +59,7 @@ pub fn publish_many(
     let notification = new.into_notification();
     let category = notification.category.as_ref().map(|c| c.as_str());
     // Encoded once: each user's body is this one with its own id in front.
-    let after_id = encoded_after_id(&notification)?;
+    let after_id = notification.json_after_id()?;
     let mut sent = Vec::with_capacity(users.len());
     let mut last = None;
     let mut body = String::with_capacity(after_id.len() + 48);
@@ -123,17 +123,6 @@ fn remember_answer(
     )?
     .execute(params![scope, key.as_str(), answer, log.now_ms])?;
     Ok(())
-}
-
-/// The JSON of `notification` after its `id` (its first field): `,"type":...}`.
-fn encoded_after_id(notification: &Notification) -> Result<String, StoreError> {
-    let mut without_id = notification.clone();
-    without_id.id = String::new();
-    let encoded = serde_json::to_string(&without_id)?;
-    encoded
-        .strip_prefix(r#"{"id":"""#)
-        .map(str::to_owned)
-        .ok_or_else(|| StoreError::Corrupt("a notification's JSON must start with its id".into()))
 }
 
 /// One notification as it goes into the store.
@@ -411,10 +400,7 @@ pub fn expire(tx: &Connection, log: &mut Log<'_>) -> Result<u64, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::domain::NewNotification;
 
     #[test]
     fn the_expiry_sweep_reads_only_what_is_due_through_its_index() {
@@ -434,31 +420,6 @@ mod tests {
         assert_eq!(
             plan,
             ["SEARCH notifications USING INDEX notifications_expiring (expires_ms<?)"]
-        );
-    }
-
-    #[test]
-    fn a_body_spliced_after_its_id_is_the_notification_encoded_whole() {
-        let raw: Box<serde_json::value::RawValue> =
-            serde_json::from_str(r#"{"b": [1, "\"x\""], "a": {}}"#).expect("JSON");
-        let new = NewNotification::parse(Some("warning"), Some("T"), Some("M"), Some("/x"))
-            .and_then(|n| {
-                n.with_extras(
-                    Some(&raw),
-                    Some("ops"),
-                    Some(60),
-                    None,
-                    Duration::from_secs(600),
-                )
-            })
-            .expect("valid");
-        let mut notification = new.into_notification();
-        notification.id = "01a2489d-92ba-73d4-90ed-545daec7c0f0".into();
-        let after_id = encoded_after_id(&notification).expect("encoded");
-        let spliced = format!(r#"{{"id":"{}"{after_id}"#, notification.id);
-        assert_eq!(
-            spliced,
-            serde_json::to_string(&notification).expect("encoded")
         );
     }
 }
