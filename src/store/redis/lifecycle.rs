@@ -198,7 +198,11 @@ impl RedisStore {
             .arg(self.age_ms() as u64)
             .arg(category_arg(&notification))
             .arg(&expires)
-            .arg(serde_json::to_string(&sent)?);
+            // The answer a repeat of the key gets; encoded only when there is a key.
+            .arg(match key {
+                Some(_) => serde_json::to_string(&sent)?,
+                None => String::new(),
+            });
         for one in &sent {
             invocation.arg(&one.user_id).arg(&one.id);
         }
