@@ -73,11 +73,14 @@ async fn expire_notifications(state: AppState, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticks.tick() => match state.store.expire().await {
-                Ok(0) => {}
-                Ok(expired) => {
-                    tracing::debug!(expired, "deleted expired notifications");
-                    state.metrics.events_published.inc();
+                Ok(expired) if expired.notifications > 0 => {
+                    tracing::debug!(
+                        notifications = expired.notifications,
+                        "deleted expired notifications"
+                    );
+                    state.metrics.events_published.inc_by(expired.events);
                 }
+                Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "deleting expired notifications failed"),
             },
         }

@@ -73,6 +73,15 @@ pub enum Archived {
     Unchanged,
 }
 
+/// What one expiry pass removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Expired {
+    /// Notifications deleted.
+    pub notifications: u64,
+    /// `deleted` events appended: one per user that had any.
+    pub events: u64,
+}
+
 /// One page of a user's history.
 #[derive(Debug, Clone)]
 pub struct HistoryQuery {
@@ -342,8 +351,8 @@ impl Store {
     }
 
     /// Deletes notifications whose expiry has passed, with a `deleted` event (reason
-    /// `expired`) for each user that had any; returns how many went.
-    pub async fn expire(&self) -> Result<u64, StoreError> {
+    /// `expired`) for each user that had any.
+    pub async fn expire(&self) -> Result<Expired, StoreError> {
         match self {
             Self::Sqlite(store) => store.expire().await,
             Self::Redis(store) => store.expire().await,

@@ -13,7 +13,7 @@ use crate::domain::{
     EventId, IdempotencyKey, NewNotification, Notification, NotificationPatch, UserId,
     format_unix_ms, now_unix_ms,
 };
-use crate::store::{Addressed, Archived, BulkOutcome, StoreError, payload};
+use crate::store::{Addressed, Archived, BulkOutcome, Expired, StoreError, payload};
 
 pub(super) const PUBLISH_MANY: &str = r#"
 -- KEYS: log, last, pruned, expiring, idempotency key, then seven per user (see user_keys)
@@ -341,7 +341,7 @@ impl RedisStore {
 
     /// Removes what is due in the shared `expiring` set, one script per user (each re-checks,
     /// so nodes sweeping at once never both remove one notification).
-    pub async fn expire(&self) -> Result<u64, StoreError> {
+    pub async fn expire(&self) -> Result<Expired, StoreError> {
         let keys = &self.inner.keys;
         let due: Vec<String> = self
             .inner
@@ -405,7 +405,12 @@ impl RedisStore {
                 }
             })
             .buffer_unordered(EXPIRE_CONCURRENCY)
-            .try_fold(0, |total, removed| async move { Ok(total + removed) })
+            .try_fold(Expired::default(), |total, removed| async move {
+                Ok(Expired {
+                    notifications: total.notifications + removed,
+                    events: total.events + u64::from(removed > 0),
+                })
+            })
             .await
     }
 }

@@ -18,8 +18,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    Archived, BulkOutcome, EventSink, HistoryPage, HistoryQuery, MarkedRead, PublishOutcome,
-    ReadAll, ReplayPage, Retention, StoreError, StoredEvent, SyncMode,
+    Archived, BulkOutcome, EventSink, Expired, HistoryPage, HistoryQuery, MarkedRead,
+    PublishOutcome, ReadAll, ReplayPage, Retention, StoreError, StoredEvent, SyncMode,
 };
 use crate::domain::{
     EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
@@ -218,7 +218,7 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn expire(&self) -> Result<u64, StoreError> {
+    pub async fn expire(&self) -> Result<Expired, StoreError> {
         self.write(|reply| Command::Expire { reply }).await
     }
 

@@ -9,8 +9,8 @@ use crate::domain::{
     UserId, format_unix_ms,
 };
 use crate::store::{
-    Addressed, Archived, Audience, BulkOutcome, MarkedRead, PublishOutcome, ReadAll, Retention,
-    StoreError, payload,
+    Addressed, Archived, Audience, BulkOutcome, Expired, MarkedRead, PublishOutcome, ReadAll,
+    Retention, StoreError, payload,
 };
 
 /// The `idempotency_keys.user_id` of a publish to many users: no user id is empty.
@@ -371,7 +371,7 @@ pub fn set_archived(
 const EXPIRE_BATCH: i64 = 5000;
 
 /// Removes notifications whose time has come, with one `deleted` event per user.
-pub fn expire(tx: &Connection, log: &mut Log<'_>) -> Result<u64, StoreError> {
+pub fn expire(tx: &Connection, log: &mut Log<'_>) -> Result<Expired, StoreError> {
     // Ordered by expiry, so the planner reads only what is due through its partial index
     // (ordered by user, it would rather walk every notification in the user index); grouped
     // by user here.
@@ -385,6 +385,7 @@ pub fn expire(tx: &Connection, log: &mut Log<'_>) -> Result<u64, StoreError> {
         })?
         .collect::<Result<_, _>>()?;
     due.sort_unstable_by(|a, b| (&a.0, a.2).cmp(&(&b.0, b.2)));
+    let mut events = 0;
     for user_due in due.chunk_by(|a, b| a.0 == b.0) {
         let user = UserId::parse(&user_due[0].0)
             .map_err(|why| StoreError::Corrupt(format!("a stored user id: {why}")))?;
@@ -394,8 +395,12 @@ pub fn expire(tx: &Connection, log: &mut Log<'_>) -> Result<u64, StoreError> {
         let ids: Vec<&str> = user_due.iter().map(|(_, id, _)| id.as_str()).collect();
         let data = payload::deleted(&ids, true);
         log.append(tx, Audience::User(user), EventName::Deleted, data, None)?;
+        events += 1;
     }
-    Ok(due.len() as u64)
+    Ok(Expired {
+        notifications: due.len() as u64,
+        events,
+    })
 }
 
 #[cfg(test)]

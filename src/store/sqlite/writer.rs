@@ -18,7 +18,7 @@ use crate::domain::{
     UserId,
 };
 use crate::store::{
-    Archived, BulkOutcome, CommittedEvent, EventSink, MarkedRead, PublishOutcome, ReadAll,
+    Archived, BulkOutcome, CommittedEvent, EventSink, Expired, MarkedRead, PublishOutcome, ReadAll,
     Retention, StoreError,
 };
 
@@ -72,7 +72,7 @@ pub(super) enum Command {
         reply: Reply<Archived>,
     },
     Expire {
-        reply: Reply<u64>,
+        reply: Reply<Expired>,
     },
     Sweep {
         reply: Reply<()>,

@@ -81,8 +81,8 @@ async fn an_expired_notification_leaves_history_replay_and_open_streams_within_t
     let mut stream = app.subscribe("alice", None).await;
     stream.expect_connected().await;
     let short = app
-        .publish_body(
-            "alice",
+        .publish_to_many(
+            &["alice", "bob"],
             &json!({ "title": "short", "message": "m", "ttl": 1 }),
         )
         .await;
@@ -93,19 +93,23 @@ async fn an_expired_notification_leaves_history_replay_and_open_streams_within_t
     assert_eq!(expired.event, "deleted");
     assert_eq!(
         expired.data,
-        json!({ "ids": [id_of(&short)], "reason": "expired" })
+        json!({ "ids": [short[0]], "reason": "expired" })
     );
     assert!(!expired.id.is_empty());
     assert_eq!(page_ids(&app.history("alice", "").await), [id_of(&kept)]);
+    assert_eq!(app.history_total("bob").await, 0);
+    // Three notifications, then one `deleted` for each of the two users.
+    app.wait_for_metric("herald_events_published_total", |n| n == 5.0)
+        .await;
     let (_, events) = app.replay("alice", "0", 2).await;
     assert_eq!(
         replayed(&events),
         vec![
             ("notification".to_owned(), vec![id_of(&kept).to_owned()]),
-            ("deleted".to_owned(), vec![id_of(&short).to_owned()]),
+            ("deleted".to_owned(), vec![short[0].clone()]),
         ]
     );
-    let (status, _) = app.delete(&path("alice", id_of(&short))).await;
+    let (status, _) = app.delete(&path("alice", &short[0])).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
