@@ -167,6 +167,12 @@ async fn a_delete_is_204_sends_deleted_and_the_notification_is_gone() {
         let (status, answer) = app.delete(&path("alice", target)).await;
         assert_error(case, StatusCode::NOT_FOUND, status, &answer);
     }
+    for action in ["archive", "unarchive", "read"] {
+        let (status, answer) = app
+            .post_empty(&format!("{}/{action}", path("alice", &announcement_id)))
+            .await;
+        assert_error(action, StatusCode::NOT_FOUND, status, &answer);
+    }
     let (status, answer) = app.delete(&path("bob", id_of(&kept))).await;
     assert_error("bob's path", StatusCode::NOT_FOUND, status, &answer);
     assert_eq!(app.history_total("alice").await, 1);
