@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    RedisStore, add_user_keys, category_arg, corrupt, expires_arg, parse_stream_id, unavailable,
+    RedisStore, add_user_keys, appending, category_arg, corrupt, expires_arg, parse_stream_id,
+    unavailable,
 };
 use crate::domain::{
     EventId, IdempotencyKey, NewNotification, Notification, NotificationPatch, UserId,
@@ -180,13 +181,8 @@ impl RedisStore {
             // Never touched without a key; any name will do.
             None => (format!("{}:idem-many", keys.prefix), 0),
         };
-        let mut invocation = self.inner.scripts.publish_many.prepare_invoke();
-        invocation
-            .key(keys.log())
-            .key(keys.last())
-            .key(keys.pruned())
-            .key(keys.expiring())
-            .key(idempotency_key);
+        let mut invocation = appending(&self.inner.scripts.publish_many, keys);
+        invocation.key(keys.expiring()).key(idempotency_key);
         for user in &users {
             add_user_keys(&mut invocation, keys, user);
         }
@@ -250,11 +246,7 @@ impl RedisStore {
             notification.archived = archived == 1;
             patch.apply_to(&mut notification, format_unix_ms(now_unix_ms()));
             let updated = serde_json::to_string(&notification)?;
-            let mut invocation = self.inner.scripts.update.prepare_invoke();
-            invocation
-                .key(keys.log())
-                .key(keys.last())
-                .key(keys.pruned());
+            let mut invocation = appending(&self.inner.scripts.update, keys);
             add_user_keys(&mut invocation, keys, &user);
             invocation
                 .arg(user.as_str())
@@ -285,12 +277,8 @@ impl RedisStore {
     /// Removes the notification and every event about it from the log.
     pub async fn delete(&self, user: UserId, id: String) -> Result<EventId, StoreError> {
         let keys = &self.inner.keys;
-        let mut invocation = self.inner.scripts.delete.prepare_invoke();
-        invocation
-            .key(keys.log())
-            .key(keys.last())
-            .key(keys.pruned())
-            .key(keys.expiring());
+        let mut invocation = appending(&self.inner.scripts.delete, keys);
+        invocation.key(keys.expiring());
         add_user_keys(&mut invocation, keys, &user);
         invocation
             .arg(user.as_str())
@@ -315,11 +303,7 @@ impl RedisStore {
         archived: bool,
     ) -> Result<Archived, StoreError> {
         let keys = &self.inner.keys;
-        let mut invocation = self.inner.scripts.set_archived.prepare_invoke();
-        invocation
-            .key(keys.log())
-            .key(keys.last())
-            .key(keys.pruned());
+        let mut invocation = appending(&self.inner.scripts.set_archived, keys);
         add_user_keys(&mut invocation, keys, &user);
         invocation
             .arg(user.as_str())
@@ -382,12 +366,8 @@ impl RedisStore {
             .ok_or_else(|| corrupt("the deleted payload has no id list"))?;
         futures::stream::iter(by_user)
             .map(|(user, ids)| {
-                let mut invocation = self.inner.scripts.expire.prepare_invoke();
-                invocation
-                    .key(keys.log())
-                    .key(keys.last())
-                    .key(keys.pruned())
-                    .key(keys.expiring());
+                let mut invocation = appending(&self.inner.scripts.expire, keys);
+                invocation.key(keys.expiring());
                 add_user_keys(&mut invocation, keys, &user);
                 invocation
                     .arg(user.as_str())

@@ -199,6 +199,17 @@ impl Keys {
     }
 }
 
+/// Starts a call of `script` with the log's three keys (log, last, pruned), which every script
+/// that appends to the log takes first.
+fn appending<'a>(script: &'a Script, keys: &Keys) -> ScriptInvocation<'a> {
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(keys.log())
+        .key(keys.last())
+        .key(keys.pruned());
+    invocation
+}
+
 /// Adds one user's seven keys to a script call.
 fn add_user_keys(invocation: &mut ScriptInvocation<'_>, keys: &Keys, user: &UserId) {
     for key in keys.user_state(user) {
@@ -291,13 +302,8 @@ impl RedisStore {
             || keys.user(&user, "none"),
             |key| keys.idempotency(&user, key),
         );
-        let mut invocation = self.inner.scripts.publish.prepare_invoke();
-        invocation
-            .key(keys.log())
-            .key(keys.last())
-            .key(keys.pruned())
-            .key(keys.expiring())
-            .key(idempotency_key);
+        let mut invocation = appending(&self.inner.scripts.publish, keys);
+        invocation.key(keys.expiring()).key(idempotency_key);
         add_user_keys(&mut invocation, keys, &user);
         invocation
             .arg(user.as_str())
