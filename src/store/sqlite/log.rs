@@ -1,7 +1,7 @@
 //! The log as one group of writes sees it: the events it appends, with the ids they take, and
 //! how many it takes out (a delete removes every event about its notification).
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, Statement, params};
 
 use super::sizes::HistorySizes;
 use crate::domain::{EventId, EventName};
@@ -28,10 +28,30 @@ pub(super) struct About<'a> {
     pub expires_ms: Option<i64>,
 }
 
+/// Appends one event; prepared once by a caller that appends many (see [`Log::append_with`]).
+pub(super) const APPEND: &str =
+    // OR ROLLBACK: a clash (impossible: the writer hands out `seq`) ends the transaction, so
+    // SQLite keeps no statement journal for this insert.
+    "INSERT OR ROLLBACK INTO events (seq, user_id, name, data, created_ms, subject, expires_ms)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+
 impl Log<'_> {
     pub fn append(
         &mut self,
         tx: &Connection,
+        audience: Audience,
+        name: EventName,
+        data: String,
+        about: Option<About<'_>>,
+    ) -> Result<EventId, StoreError> {
+        let mut append = tx.prepare_cached(APPEND)?;
+        self.append_with(&mut append, audience, name, data, about)
+    }
+
+    /// [`Log::append`] with the statement [`APPEND`] already prepared.
+    pub fn append_with(
+        &mut self,
+        append: &mut Statement<'_>,
         audience: Audience,
         name: EventName,
         data: String,
@@ -42,11 +62,7 @@ impl Log<'_> {
             Audience::User(user) => Some(user.as_str()),
             Audience::Everyone => None,
         };
-        tx.prepare_cached(
-            "INSERT INTO events (seq, user_id, name, data, created_ms, subject, expires_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?
-        .execute(params![
+        append.execute(params![
             seq as i64,
             user,
             name.as_str(),

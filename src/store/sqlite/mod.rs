@@ -3,6 +3,7 @@
 //! inside one transaction so a page and its counts come from the same snapshot.
 
 mod checkpoint;
+mod dispatch;
 mod log;
 mod ops;
 mod retention;
@@ -96,7 +97,7 @@ impl SqliteStore {
         let writer = Writer {
             conn,
             shared: shared.clone(),
-            sink,
+            dispatcher: dispatch::Dispatcher::start(sink)?,
             retention,
             next_seq: last_seq + 1,
             retained,

@@ -1,9 +1,9 @@
 //! What each write does inside the writer's transaction: the rows it changes and the events it
 //! appends to the log (docs/protocol.md#the-notification-lifecycle).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
-use super::log::{About, Log};
+use super::log::{self, About, Log};
 use crate::domain::{
     EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationPatch,
     UserId, format_unix_ms,
@@ -36,14 +36,14 @@ pub fn publish(
         body: &body,
         expires_ms,
     };
-    let id = insert(tx, log, &user, &stored, retention)?;
+    let id = Inserts::prepare(tx)?.insert(tx, log, &user, &stored, retention)?;
     if let Some(key) = &key {
         remember_answer(tx, log, user.as_str(), key, &body)?;
     }
     Ok(PublishOutcome::Created(notification, id))
 }
 
-/// One notification per user, each with its own id, all in the caller's savepoint.
+/// One notification per user, each with its own id, all in the caller's transaction.
 pub fn publish_many(
     tx: &Connection,
     log: &mut Log<'_>,
@@ -63,6 +63,7 @@ pub fn publish_many(
     let mut sent = Vec::with_capacity(users.len());
     let mut last = None;
     let mut body = String::with_capacity(after_id.len() + 48);
+    let mut inserts = Inserts::prepare(tx)?;
     for user in users {
         let id = uuid::Uuid::now_v7().to_string();
         body.clear();
@@ -76,7 +77,7 @@ pub fn publish_many(
             body: &body,
             expires_ms,
         };
-        last = Some(insert(tx, log, &user, &stored, retention)?);
+        last = Some(inserts.insert(tx, log, &user, &stored, retention)?);
         sent.push(Addressed {
             user_id: user.as_str().to_owned(),
             id,
@@ -134,49 +135,67 @@ struct Stored<'a> {
     expires_ms: Option<i64>,
 }
 
-/// Stores one notification and its `notification` event, keeping the user's history within
-/// its limit (the writer is the only place history grows).
-fn insert(
-    tx: &Connection,
-    log: &mut Log<'_>,
-    user: &UserId,
-    stored: &Stored<'_>,
-    retention: Retention,
-) -> Result<crate::domain::EventId, StoreError> {
-    let about = About {
-        subject: stored.id,
-        expires_ms: stored.expires_ms,
-    };
-    let id = log.append(
-        tx,
-        Audience::User(user.clone()),
-        EventName::Notification,
-        stored.body.to_owned(),
-        Some(about),
-    )?;
-    tx.prepare_cached(
-        "INSERT INTO notifications (id, user_id, seq, body, category, expires_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        stored.id,
-        user.as_str(),
-        id.major as i64,
-        stored.body,
-        stored.category,
-        stored.expires_ms,
-    ])?;
-    let limit = retention.history_per_user;
-    if log.history_sizes.grew(tx, user.as_str())? > limit {
-        tx.prepare_cached(
-            "DELETE FROM notifications WHERE user_id = ?1 AND seq <= (
-                 SELECT seq FROM notifications WHERE user_id = ?1
-                 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-        )?
-        .execute(params![user.as_str(), limit as i64])?;
-        log.history_sizes.set(user.as_str(), limit);
+/// The two statements that store a notification, prepared once for all the notifications of
+/// one command.
+struct Inserts<'c> {
+    append: CachedStatement<'c>,
+    notification: CachedStatement<'c>,
+}
+
+impl<'c> Inserts<'c> {
+    fn prepare(tx: &'c Connection) -> Result<Self, StoreError> {
+        Ok(Self {
+            append: tx.prepare_cached(log::APPEND)?,
+            // OR ROLLBACK, as for the log: a fresh UUID never clashes, and SQLite keeps no
+            // statement journal.
+            notification: tx.prepare_cached(
+                "INSERT OR ROLLBACK INTO notifications (id, user_id, seq, body, category, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?,
+        })
     }
-    Ok(id)
+
+    /// Stores one notification and its `notification` event, keeping the user's history within
+    /// its limit (the writer is the only place history grows).
+    fn insert(
+        &mut self,
+        tx: &Connection,
+        log: &mut Log<'_>,
+        user: &UserId,
+        stored: &Stored<'_>,
+        retention: Retention,
+    ) -> Result<crate::domain::EventId, StoreError> {
+        let about = About {
+            subject: stored.id,
+            expires_ms: stored.expires_ms,
+        };
+        let id = log.append_with(
+            &mut self.append,
+            Audience::User(user.clone()),
+            EventName::Notification,
+            stored.body.to_owned(),
+            Some(about),
+        )?;
+        self.notification.execute(params![
+            stored.id,
+            user.as_str(),
+            id.major as i64,
+            stored.body,
+            stored.category,
+            stored.expires_ms,
+        ])?;
+        let limit = retention.history_per_user;
+        if log.history_sizes.grew(tx, user.as_str())? > limit {
+            tx.prepare_cached(
+                "DELETE FROM notifications WHERE user_id = ?1 AND seq <= (
+                     SELECT seq FROM notifications WHERE user_id = ?1
+                     ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
+            )?
+            .execute(params![user.as_str(), limit as i64])?;
+            log.history_sizes.set(user.as_str(), limit);
+        }
+        Ok(id)
+    }
 }
 
 pub fn broadcast(

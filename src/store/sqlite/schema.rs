@@ -94,6 +94,8 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
     };
     conn.pragma_update(None, "synchronous", synchronous)?;
     conn.pragma_update(None, "foreign_keys", "OFF")?;
+    // Statement journals (a statement's undo) in memory, not in a temporary file.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Checkpoints run on their own thread (`checkpoint`), not inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     // A log started over keeps its file (reusing it costs nothing; cutting it back stalls the

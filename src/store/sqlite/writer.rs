@@ -1,6 +1,6 @@
 //! The single writer: one thread owns the writing connection and commits what queued up in
 //! groups (one transaction, one fsync). Ids are assigned here, dense and increasing; committed
-//! events go to the sink in id order right after the group's replies.
+//! events go to the dispatch thread in id order right after the group's replies.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
 use super::checkpoint::Checkpointer;
+use super::dispatch::Dispatcher;
 use super::log::Log;
 use super::sizes::HistorySizes;
 use super::{ops, retention, schema};
@@ -18,8 +19,8 @@ use crate::domain::{
     UserId,
 };
 use crate::store::{
-    Archived, BulkOutcome, CommittedEvent, EventSink, Expired, MarkedRead, PublishOutcome, ReadAll,
-    Retention, StoreError,
+    Archived, BulkOutcome, CommittedEvent, Expired, MarkedRead, PublishOutcome, ReadAll, Retention,
+    StoreError,
 };
 
 /// The most commands committed in one transaction.
@@ -88,14 +89,15 @@ type SendResult = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// A command's result, held until its group commits.
 struct Done {
-    failed: bool,
+    /// Why the command failed, if it did.
+    failure: Option<StoreError>,
     send: SendResult,
 }
 
 impl Done {
     fn new<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Self {
         Self {
-            failed: result.is_err(),
+            failure: result.as_ref().err().cloned(),
             send: Box::new(move |failure| {
                 let result = match failure {
                     Some(error) => Err(error.clone()),
@@ -111,7 +113,8 @@ impl Done {
 pub(super) struct Writer {
     pub conn: Connection,
     pub shared: Arc<Shared>,
-    pub sink: Arc<dyn EventSink>,
+    /// Hands each committed group's events to the streams, off this thread.
+    pub dispatcher: Dispatcher,
     pub retention: Retention,
     /// The id the next event gets.
     pub next_seq: u64,
@@ -156,6 +159,7 @@ impl Writer {
             }
         }
         commands.close();
+        self.dispatcher.stop();
         self.checkpointer.stop();
         if let Err(error) = self
             .conn
@@ -183,7 +187,12 @@ impl Writer {
                 for result in done {
                     (result.send)(None);
                 }
-                self.sink.dispatch(&events);
+                if !self.dispatcher.send(events) {
+                    tracing::error!(
+                        "the dispatch thread is gone: committed events reach no stream"
+                    );
+                    self.shared.closed.store(true, Ordering::Release);
+                }
                 self.checkpointer.nudge();
                 self.checkpointer.finish_if_asked(&self.conn);
             }
@@ -225,21 +234,24 @@ impl Writer {
             sweep_asked: false,
             history_sizes: &mut self.history_sizes,
         };
-        for command in group {
-            // Each command in its own savepoint: one failing leaves the others standing. (The
-            // statements are prepared once: rusqlite's `Savepoint` parses its SQL every time.)
-            tx.prepare_cached("SAVEPOINT command")?.execute([])?;
-            let mark = (log.next_seq, log.events.len(), log.removed);
+        let mut commands = group.into_iter();
+        while let Some(command) = commands.next() {
+            // Commands share the transaction without savepoints of their own (a savepoint copies
+            // every page it touches aside first). A command refused for what it asked (an
+            // unknown id, say) has written nothing, so the others stand; one that failed after
+            // writing (a full disk, a broken file) fails its whole group instead.
+            let before = (tx.total_changes(), log.next_seq, log.removed);
             let result = apply(&tx, &mut log, command, retention);
-            if result.failed {
-                tx.prepare_cached("ROLLBACK TO command")?.execute([])?;
-                log.next_seq = mark.0;
-                log.events.truncate(mark.1);
-                log.removed = mark.2;
-                log.history_sizes.forget_all();
-            }
-            tx.prepare_cached("RELEASE command")?.execute([])?;
+            let failure = result.failure.clone();
             done.push(result);
+            if let Some(error) = failure {
+                let wrote =
+                    tx.is_autocommit() || (tx.total_changes(), log.next_seq, log.removed) != before;
+                if wrote {
+                    done.extend(commands.map(|command| refuse(command, error.clone())));
+                    return Err(error);
+                }
+            }
         }
         let next_seq = log.next_seq;
         let appended = next_seq - self.next_seq;
@@ -272,6 +284,23 @@ impl Writer {
         }
         self.next_seq = next_seq;
         Ok(retained)
+    }
+}
+
+/// A command's answer when its group failed before reaching it.
+fn refuse(command: Command, error: StoreError) -> Done {
+    match command {
+        Command::Publish { reply, .. } => Done::new(reply, Err(error)),
+        Command::PublishMany { reply, .. } => Done::new(reply, Err(error)),
+        Command::Broadcast { reply, .. } => Done::new(reply, Err(error)),
+        Command::MarkRead { reply, .. } => Done::new(reply, Err(error)),
+        Command::MarkAllRead { reply, .. } => Done::new(reply, Err(error)),
+        Command::Update { reply, .. } => Done::new(reply, Err(error)),
+        Command::Delete { reply, .. } => Done::new(reply, Err(error)),
+        Command::SetArchived { reply, .. } => Done::new(reply, Err(error)),
+        Command::Expire { reply } => Done::new(reply, Err(error)),
+        Command::Sweep { reply } => Done::new(reply, Err(error)),
+        Command::Close { .. } => unreachable!("Close ends the group before it is applied"),
     }
 }
 
@@ -322,5 +351,162 @@ fn apply(tx: &Connection, log: &mut Log<'_>, command: Command, retention: Retent
             Done::new(reply, Ok(()))
         }
         Command::Close { .. } => unreachable!("Close ends the group before it is applied"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::{EventSink, SyncMode};
+
+    /// Keeps the ids of what it is handed.
+    #[derive(Default)]
+    struct Ids(Mutex<Vec<EventId>>);
+
+    impl EventSink for Ids {
+        fn resume_after(&self, _newest: EventId) {}
+        fn dispatch(&self, events: &[CommittedEvent]) {
+            let mut ids = self.0.lock().unwrap();
+            ids.extend(events.iter().map(|event| event.id));
+        }
+    }
+
+    fn writer(dir: &std::path::Path, sink: Arc<Ids>) -> Writer {
+        let path = dir.join("herald.db");
+        let conn = Connection::open(&path).unwrap();
+        schema::prepare_writer(&conn, SyncMode::Normal).unwrap();
+        Writer {
+            conn,
+            shared: Arc::new(super::super::Shared::default()),
+            dispatcher: Dispatcher::start(sink).unwrap(),
+            retention: Retention {
+                max_age: Duration::from_secs(3600),
+                max_events: 1_000,
+                history_per_user: 100,
+                idempotency_window: Duration::from_secs(3600),
+            },
+            next_seq: 1,
+            retained: 0,
+            checkpointer: Checkpointer::start(&path).unwrap(),
+            history_sizes: HistorySizes::default(),
+        }
+    }
+
+    fn user(name: &str) -> UserId {
+        UserId::parse(name).unwrap()
+    }
+
+    fn note(title: &str) -> NewNotification {
+        NewNotification::parse(None, Some(title), Some("body"), None).unwrap()
+    }
+
+    fn publish(
+        to: &str,
+        title: &str,
+    ) -> (
+        Command,
+        oneshot::Receiver<Result<PublishOutcome, StoreError>>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        let command = Command::Publish {
+            user: user(to),
+            notification: note(title),
+            key: None,
+            reply,
+        };
+        (command, answer)
+    }
+
+    fn rows(writer: &Writer, table: &str) -> i64 {
+        writer
+            .conn
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_command_refused_for_what_it_asked_leaves_the_rest_of_its_group_standing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Ids::default());
+        let mut writer = writer(dir.path(), sink.clone());
+        let (first, mut first_answer) = publish("alice", "one");
+        let (reply, mut refused) = oneshot::channel();
+        let unknown = Command::MarkRead {
+            user: user("alice"),
+            id: "no-such-notification".into(),
+            reply,
+        };
+        let (last, mut last_answer) = publish("bob", "two");
+
+        writer.commit_group(vec![first, unknown, last]);
+
+        assert!(
+            matches!(first_answer.try_recv(), Ok(Ok(PublishOutcome::Created(_, id))) if id == EventId::from_seq(1))
+        );
+        assert!(matches!(
+            refused.try_recv(),
+            Ok(Err(StoreError::NotFound(_)))
+        ));
+        assert!(
+            matches!(last_answer.try_recv(), Ok(Ok(PublishOutcome::Created(_, id))) if id == EventId::from_seq(2))
+        );
+        assert_eq!(
+            (rows(&writer, "notifications"), rows(&writer, "events")),
+            (2, 2)
+        );
+        writer.dispatcher.stop();
+        assert_eq!(
+            *sink.0.lock().unwrap(),
+            [EventId::from_seq(1), EventId::from_seq(2)]
+        );
+    }
+
+    #[test]
+    fn a_command_that_fails_after_writing_fails_its_whole_group_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Ids::default());
+        let mut writer = writer(dir.path(), sink.clone());
+        // A real failure halfway through a publish to many: mallory's notification is refused
+        // after bob's was written.
+        writer
+            .conn
+            .execute_batch(
+                "CREATE TRIGGER refuse_mallory AFTER INSERT ON notifications
+                 WHEN NEW.user_id = 'mallory' BEGIN SELECT RAISE(ABORT, 'refused'); END;",
+            )
+            .unwrap();
+        let (first, mut first_answer) = publish("alice", "one");
+        let (reply, mut many_answer) = oneshot::channel();
+        let many = Command::PublishMany {
+            users: vec![user("bob"), user("mallory")],
+            notification: note("two"),
+            key: None,
+            reply,
+        };
+        let (last, mut last_answer) = publish("carol", "three");
+
+        writer.commit_group(vec![first, many, last]);
+
+        assert!(matches!(first_answer.try_recv(), Ok(Err(_))));
+        assert!(matches!(many_answer.try_recv(), Ok(Err(_))));
+        assert!(matches!(last_answer.try_recv(), Ok(Err(_))));
+        assert_eq!(
+            (rows(&writer, "notifications"), rows(&writer, "events")),
+            (0, 0)
+        );
+
+        // The ids the failed group took are given out again, and the next group commits.
+        let (again, mut again_answer) = publish("alice", "four");
+        writer.commit_group(vec![again]);
+        assert!(
+            matches!(again_answer.try_recv(), Ok(Ok(PublishOutcome::Created(_, id))) if id == EventId::from_seq(1))
+        );
+        writer.dispatcher.stop();
+        assert_eq!(*sink.0.lock().unwrap(), [EventId::from_seq(1)]);
     }
 }
