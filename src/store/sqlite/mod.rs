@@ -103,6 +103,7 @@ impl SqliteStore {
             retained,
             checkpointer: checkpoint::Checkpointer::start(&path)?,
             history_sizes: sizes::HistorySizes::default(),
+            bulk_cache: false,
         };
         std::thread::Builder::new()
             .name("herald-writer".into())

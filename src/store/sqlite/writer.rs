@@ -124,6 +124,8 @@ pub(super) struct Writer {
     pub checkpointer: Checkpointer,
     /// How many notifications each user has, so history is trimmed only when it must be.
     pub history_sizes: HistorySizes,
+    /// The page cache is sized for groups with a publish to many (`schema::size_cache_for`).
+    pub bulk_cache: bool,
 }
 
 impl Writer {
@@ -220,8 +222,11 @@ impl Writer {
         let bulk = group
             .iter()
             .any(|command| matches!(command, Command::PublishMany { .. }));
-        if bulk {
-            schema::size_cache_for(&self.conn, true)?;
+        // The cache changes size only when the kind of group does: shrinking it throws its
+        // pages away, which the next publish to many would read back in.
+        if bulk != self.bulk_cache {
+            schema::size_cache_for(&self.conn, bulk)?;
+            self.bulk_cache = bulk;
         }
         let tx = self
             .conn
@@ -279,9 +284,6 @@ impl Writer {
                 .execute([next_seq as i64 - 1])?;
         }
         tx.commit()?;
-        if bulk {
-            schema::size_cache_for(&self.conn, false)?;
-        }
         self.next_seq = next_seq;
         Ok(retained)
     }
@@ -392,6 +394,7 @@ mod tests {
             retained: 0,
             checkpointer: Checkpointer::start(&path).unwrap(),
             history_sizes: HistorySizes::default(),
+            bulk_cache: false,
         }
     }
 
