@@ -6,14 +6,15 @@
 # run's JSON line and a summary table. Loopback only; every server is started here on a free
 # port and killed by its PID.
 #   bench/scripts/many-recipients.sh [sqlite] [redis]
-#   RUNS=1 USERS=5000 BATCH=1000 BATCHES=300 CONCURRENCY=4 by default
+#   RUNS=1 USERS=5000 BATCH=1000 BATCHES=300 CONCURRENCY=2 by default (2 in flight keep the
+#   delivery p99 near one batch round trip; see BENCHMARKS.md)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-1}
 USERS=${USERS:-5000}
 BATCH=${BATCH:-1000}
 BATCHES=${BATCHES:-300}
-CONCURRENCY=${CONCURRENCY:-4}
+CONCURRENCY=${CONCURRENCY:-2}
 BACKENDS=("$@")
 [ ${#BACKENDS[@]} -gt 0 ] || BACKENDS=(sqlite)
 WORK=${TMPDIR:-/tmp}/herald-many-recipients

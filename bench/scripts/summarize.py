@@ -16,6 +16,8 @@ FIGURES = {
     "targeted": ["publish_per_s", "publish_latency_p50_ms", "publish_latency_p99_ms",
                  "delivery_latency_p50_ms", "delivery_latency_p99_ms", "lost"],
     "replay": ["catchup_s", "delivered", "lost", "duplicates"],
+    "many-recipients": ["stored_per_s", "delivered_per_s", "delivery_latency_p50_ms",
+                        "delivery_latency_p99_ms", "batch_latency_p99_ms", "lost"],
 }
 
 
