@@ -331,6 +331,24 @@ test('each item shows its category, and an update is applied in place as text', 
   await h.closePage(page);
 });
 
+test('an item that expires says when, and one that does not says nothing of it', { timeout: 40_000 }, async () => {
+  const user = freshUser('expires');
+  const [lasting, hourly] = await publishEach(user, ['lasting', 'hourly'], { hourly: { ttl: 3600 } });
+  assert.equal(typeof hourly.expiresAt, 'string', JSON.stringify(hourly));
+  assert.equal(lasting.expiresAt, undefined, JSON.stringify(lasting));
+  const page = await h.openPage(user);
+  await waitForCount(page, 2);
+  const shown = await page.$$eval('#list li[data-id]', (lis) => lis.map((li) => {
+    const expires = li.querySelector('.expires');
+    return [li.dataset.id, expires?.textContent ?? null, expires?.dateTime ?? null];
+  }));
+  assert.deepEqual(shown, [
+    [hourly.id, 'expires in 1 hour', new Date(hourly.expiresAt).toISOString()],
+    [lasting.id, null, null],
+  ]);
+  await h.closePage(page);
+});
+
 test('a notification deleted by its publisher leaves the list, and the badge counts it only if unread', { timeout: 40_000 }, async () => {
   const user = freshUser('retract');
   const [one, two, three] = await publishEach(user, ['one', 'two', 'three']);
