@@ -435,6 +435,17 @@ test('Archive and Dismiss take items off the inbox, other tabs follow, and a rel
   assert.deepEqual((await listItems(inbox)).map((i) => i.id), [c.id]);
   await waitForBadge(inbox, '1');
 
+  // The archived view survives a reload: it is in the address.
+  assert.equal(new URL(archive.url()).searchParams.get('view'), 'archived');
+  await archive.reload({ timeout: WAIT });
+  await waitForState(archive, 'live');
+  await waitForCount(archive, 1);
+  assert.deepEqual((await listItems(archive)).map((i) => i.id), [b.id]);
+  assert.equal((await archive.textContent('#view-name')).trim(), 'Archived');
+  assert.equal(await archive.getAttribute('#view-archived', 'aria-pressed'), 'true');
+  assert.equal(await archive.isVisible('#mark-all'), false);
+  await waitForBadge(archive, '1');
+
   // Unarchive from the archived view: it leaves that view and is back in the inbox, in order.
   const unarchived = await clickAndAwait(archive, `#list li[data-id="${b.id}"] .unarchive`, 'POST');
   assert.equal(unarchived.status(), 200);
@@ -450,6 +461,7 @@ test('Archive and Dismiss take items off the inbox, other tabs follow, and a rel
   await waitForState(archive, 'live');
   await waitForCount(archive, 2);
   assert.deepEqual((await listItems(archive)).map((i) => i.id), [c.id, b.id]);
+  assert.equal(new URL(archive.url()).searchParams.get('view'), null);
   await h.closePage(inbox);
   await h.closePage(archive);
 });
