@@ -133,22 +133,19 @@ impl Finished {
 
     /// Asserts the command failed with one line on stderr that contains every one of `words`.
     pub fn assert_failed_saying(&self, words: &[&str]) {
-        assert!(
-            !self.status.success(),
-            "herald succeeded: {:?}",
-            self.stdout
-        );
-        assert!(
-            self.stdout.is_empty(),
-            "nothing on stdout: {:?}",
-            self.stdout
-        );
+        self.assert_failed_quietly();
         assert_one_line_saying(&self.stderr, words);
     }
 
     /// Asserts the command failed with exactly `line` (and its newline) on stderr and nothing
     /// on stdout.
     pub fn assert_failed_with(&self, line: &str) {
+        self.assert_failed_quietly();
+        assert_eq!(self.stderr, format!("{line}\n"));
+    }
+
+    /// Asserts the command failed and printed nothing on stdout.
+    fn assert_failed_quietly(&self) {
         assert!(
             !self.status.success(),
             "herald succeeded: {:?}",
@@ -159,7 +156,6 @@ impl Finished {
             "nothing on stdout: {:?}",
             self.stdout
         );
-        assert_eq!(self.stderr, format!("{line}\n"));
     }
 
     /// Asserts clap refused the arguments (exit status 2) with exactly `line` on stderr.
