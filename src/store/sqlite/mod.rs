@@ -53,7 +53,8 @@ pub(super) struct Shared {
     retained: AtomicU64,
     /// False after a failed commit, until one succeeds.
     healthy: AtomicBool,
-    /// True once the writer has stopped.
+    /// True once the writer has stopped, or once its dispatch thread has (committed events
+    /// then reach no stream).
     closed: AtomicBool,
 }
 
