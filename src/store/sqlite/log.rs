@@ -19,6 +19,8 @@ pub(super) struct Log<'a> {
     pub sweep_asked: bool,
     /// How many notifications each user has, as far as the writer knows.
     pub history_sizes: &'a mut HistorySizes,
+    /// `meta.pruned_through` as this group found it, once read (see [`Log::pruned_through`]).
+    pub pruned_through: Option<u64>,
 }
 
 /// The notification an event is about, so a delete can find the event and an expiry hide it.
@@ -36,6 +38,18 @@ pub(super) const APPEND: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 impl Log<'_> {
+    /// The newest id past retention: events up to it are not replayable, and the only ones
+    /// left are `notification` events history still needs. Retention moves it only after the
+    /// group's commands, so it holds for all of them.
+    pub fn pruned_through(&mut self, tx: &Connection) -> Result<u64, StoreError> {
+        if let Some(seq) = self.pruned_through {
+            return Ok(seq);
+        }
+        let seq = super::schema::meta(tx, "pruned_through")?;
+        self.pruned_through = Some(seq);
+        Ok(seq)
+    }
+
     pub fn append(
         &mut self,
         tx: &Connection,

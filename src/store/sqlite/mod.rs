@@ -11,6 +11,9 @@ mod schema;
 mod sizes;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -73,11 +76,7 @@ impl SqliteStore {
         let conn = Connection::open(&path)?;
         schema::prepare_writer(&conn, sync)?;
         let last_seq = schema::last_seq(&conn)?;
-        let retained = conn
-            .query_row("SELECT COUNT(*) FROM events", [], |row| {
-                row.get::<_, i64>(0)
-            })?
-            .max(0) as u64;
+        let retained = schema::replayable_events(&conn)?;
         let readers = (0..READERS)
             .map(|_| {
                 let reader = Connection::open_with_flags(
@@ -285,16 +284,16 @@ impl SqliteStore {
                     .optional()?
                     .ok_or(StoreError::UNKNOWN_CURSOR)?,
             };
-            // What the filters select; `total` and `unread` count the same.
-            const SELECTED: &str = "user_id = :user AND archived = :archived
-                AND (expires_ms IS NULL OR expires_ms > :now)
-                AND (:category IS NULL OR category = :category)";
             let category = query.category.as_ref().map(|c| c.as_str());
-            let unread_filter = if query.unread_only { " AND read = 0" } else { "" };
+            let unread_filter = if query.unread_only {
+                " AND n.read = 0"
+            } else {
+                ""
+            };
             let mut page = tx.prepare_cached(&format!(
-                "SELECT body, read, archived FROM notifications
-                 WHERE {SELECTED} AND seq < :before{unread_filter}
-                 ORDER BY seq DESC LIMIT :limit"
+                "SELECT COALESCE(n.body, e.data), n.read, n.archived FROM {HISTORY}
+                 WHERE {SELECTED} AND e.seq < :before{unread_filter}
+                 ORDER BY e.seq DESC LIMIT :limit"
             ))?;
             let notifications = page
                 .query_map(
@@ -324,7 +323,7 @@ impl SqliteStore {
                 .collect::<Result<Vec<_>, StoreError>>()?;
             let (total, unread) = tx
                 .prepare_cached(&format!(
-                    "SELECT COUNT(*), COALESCE(SUM(read = 0), 0) FROM notifications WHERE {SELECTED}"
+                    "SELECT COUNT(*), COALESCE(SUM(n.read = 0), 0) FROM {HISTORY} WHERE {SELECTED}"
                 ))?
                 .query_row(
                     rusqlite::named_params! {
@@ -356,9 +355,7 @@ impl SqliteStore {
             let last_seq = schema::last_seq(tx)?;
             let pruned_through = schema::meta(tx, "pruned_through")?;
             let oldest = || -> Result<Option<EventId>, StoreError> {
-                let seq: Option<i64> =
-                    tx.query_row("SELECT MIN(seq) FROM events", [], |row| row.get(0))?;
-                Ok(seq.map(|seq| EventId::from_seq(seq.max(0) as u64)))
+                Ok(schema::oldest_replayable(tx)?.map(EventId::from_seq))
             };
             if after.minor != 0 || after.major > last_seq {
                 return Ok(ReplayPage::never_issued(oldest()?));
@@ -380,6 +377,16 @@ impl SqliteStore {
         .await
     }
 }
+
+/// A user's history as SQL: the user's events (`e`, through the log's per-user index, which is
+/// why the join is a `CROSS JOIN`: SQLite then keeps that order) that created a notification
+/// still stored (`n`). See `schema` for why history is found through the log.
+const HISTORY: &str = "events e CROSS JOIN notifications n ON n.seq = e.seq";
+
+/// What a history query's filters select; `total` and `unread` count the same.
+const SELECTED: &str = "e.user_id = :user AND n.archived = :archived
+    AND (n.expires_ms IS NULL OR n.expires_ms > :now)
+    AND (:category IS NULL OR n.category = :category)";
 
 /// Up to `fetch` events for `user` (its own and announcements) with ids in `(after, upto]`,
 /// oldest first: two index ranges merged by id, so the cost follows what this user may see,

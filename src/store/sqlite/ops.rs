@@ -147,10 +147,10 @@ impl<'c> Inserts<'c> {
         Ok(Self {
             append: tx.prepare_cached(log::APPEND)?,
             // OR ROLLBACK, as for the log: a fresh UUID never clashes, and SQLite keeps no
-            // statement journal.
+            // statement journal. No body: the text is its event's until an update.
             notification: tx.prepare_cached(
-                "INSERT OR ROLLBACK INTO notifications (id, user_id, seq, body, category, expires_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR ROLLBACK INTO notifications (seq, id, user_id, category, expires_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?,
         })
     }
@@ -177,25 +177,36 @@ impl<'c> Inserts<'c> {
             Some(about),
         )?;
         self.notification.execute(params![
+            id.major as i64,
             stored.id,
             user.as_str(),
-            id.major as i64,
-            stored.body,
             stored.category,
             stored.expires_ms,
         ])?;
         let limit = retention.history_per_user;
-        if log.history_sizes.grew(tx, user.as_str())? > limit {
-            tx.prepare_cached(
-                "DELETE FROM notifications WHERE user_id = ?1 AND seq <= (
-                     SELECT seq FROM notifications WHERE user_id = ?1
-                     ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
-            )?
-            .execute(params![user.as_str(), limit as i64])?;
-            log.history_sizes.set(user.as_str(), limit);
+        let mut size = log.history_sizes.grew(tx, user.as_str(), id.major as i64)?;
+        while size > limit {
+            let Some(oldest) = log.history_sizes.oldest(user.as_str()) else {
+                break;
+            };
+            drop_from_history(tx, log, oldest)?;
+            size = log.history_sizes.took_oldest(tx, user.as_str())?;
         }
         Ok(id)
     }
+}
+
+/// Takes a notification past the history limit out of history. Its events stay in the log as
+/// long as they are replayable; its `notification` event, if past retention, was kept only for
+/// history, and goes too.
+fn drop_from_history(tx: &Connection, log: &mut Log<'_>, seq: i64) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM notifications WHERE seq = ?1")?
+        .execute([seq])?;
+    if seq as u64 <= log.pruned_through(tx)? {
+        tx.prepare_cached("DELETE FROM events WHERE seq = ?1")?
+            .execute([seq])?;
+    }
+    Ok(())
 }
 
 pub fn broadcast(
@@ -244,7 +255,10 @@ pub fn mark_all_read(
     user: UserId,
 ) -> Result<ReadAll, StoreError> {
     let updated = tx
-        .prepare_cached("UPDATE notifications SET read = 1 WHERE user_id = ?1 AND read = 0")?
+        .prepare_cached(
+            "UPDATE notifications SET read = 1
+             WHERE read = 0 AND seq IN (SELECT seq FROM events WHERE user_id = ?1)",
+        )?
         .execute([user.as_str()])? as u64;
     let event = if updated > 0 {
         let data = payload::read_all();
@@ -264,8 +278,9 @@ struct Current {
 fn current(tx: &Connection, log: &Log<'_>, user: &UserId, id: &str) -> Result<Current, StoreError> {
     let row = tx
         .prepare_cached(
-            "SELECT body, read, archived, expires_ms FROM notifications
-             WHERE id = ?1 AND user_id = ?2 AND (expires_ms IS NULL OR expires_ms > ?3)",
+            "SELECT COALESCE(n.body, e.data), n.read, n.archived, n.expires_ms
+             FROM notifications n CROSS JOIN events e ON e.seq = n.seq
+             WHERE n.id = ?1 AND n.user_id = ?2 AND (n.expires_ms IS NULL OR n.expires_ms > ?3)",
         )?
         .query_row(params![id, user.as_str(), log.now_ms], |row| {
             Ok((
@@ -347,11 +362,17 @@ fn remove(
     tx.prepare_cached("DELETE FROM notifications WHERE id = ?1")?
         .execute([id])?;
     log.history_sizes.forget(user.as_str());
-    // Every event about it is at or after the one that created it.
-    let events = tx
+    // Every event about it is at or after the one that created it. Those past retention are not
+    // counted as leaving the log: the only one is its `notification` event, kept for history.
+    let pruned_through = log.pruned_through(tx)? as i64;
+    let replayable = tx
         .prepare_cached("DELETE FROM events WHERE user_id = ?1 AND seq >= ?2 AND subject = ?3")?
-        .execute(params![user.as_str(), seq, id])?;
-    log.removed += events as u64;
+        .execute(params![user.as_str(), seq.max(pruned_through + 1), id])?;
+    if seq <= pruned_through {
+        tx.prepare_cached("DELETE FROM events WHERE seq = ?1")?
+            .execute([seq])?;
+    }
+    log.removed += replayable as u64;
     Ok(())
 }
 

@@ -1,33 +1,53 @@
-//! Retention inside the writer's transaction: the log kept within `--retention-events` at
-//! every commit, and by age (with old idempotency keys) at each sweep.
+//! Retention inside the writer's transaction: the replayable log kept within
+//! `--retention-events` at every commit, and by age (with old idempotency keys) at each sweep.
+//! Events past retention leave the log, except the `notification` events of notifications still
+//! in history, which history is read through (see `schema`).
 
 use rusqlite::{Connection, OptionalExtension};
 
+use super::schema;
 use crate::store::{Retention, StoreError};
 
-/// Removes the `count` oldest events; returns how many went.
+/// Takes the `count` oldest replayable events past retention; returns how many stopped being
+/// replayable.
 pub(super) fn prune_oldest(tx: &Connection, count: u64) -> Result<u64, StoreError> {
-    let newest_removed: Option<i64> = tx
+    let pruned_through = schema::meta(tx, "pruned_through")? as i64;
+    let newest_pruned: Option<i64> = tx
         .query_row(
-            "SELECT seq FROM events ORDER BY seq LIMIT 1 OFFSET ?1",
-            [count as i64 - 1],
+            "SELECT seq FROM events WHERE seq > ?1 ORDER BY seq LIMIT 1 OFFSET ?2",
+            [pruned_through, count as i64 - 1],
             |row| row.get(0),
         )
         .optional()?;
-    let Some(newest_removed) = newest_removed else {
+    let Some(newest_pruned) = newest_pruned else {
         return Ok(0);
     };
-    let removed = tx.execute("DELETE FROM events WHERE seq <= ?1", [newest_removed])?;
-    note_pruned_through(tx, newest_removed)?;
-    Ok(removed as u64)
+    prune_through(tx, pruned_through, newest_pruned)?;
+    // The `count` events after `pruned_through` are the ones up to `newest_pruned`.
+    Ok(count)
 }
 
-/// Removes events older than the retention age and idempotency keys past their window.
+/// Puts events up to `newest_pruned` past retention, removing all but those history needs.
+fn prune_through(tx: &Connection, pruned_through: i64, newest_pruned: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "DELETE FROM events WHERE seq > ?1 AND seq <= ?2
+         AND seq NOT IN (SELECT seq FROM notifications WHERE seq > ?1 AND seq <= ?2)",
+        [pruned_through, newest_pruned],
+    )?;
+    tx.execute(
+        "UPDATE meta SET value = MAX(value, ?1) WHERE name = 'pruned_through'",
+        [newest_pruned],
+    )
+    .map(drop)
+}
+
+/// Puts events older than the retention age past retention, and removes idempotency keys past
+/// their window.
 pub(super) fn sweep(tx: &Connection, now_ms: i64, retention: Retention) -> Result<(), StoreError> {
     let cutoff = now_ms - retention.max_age.as_millis() as i64;
-    if let Some(newest_removed) = newest_older_than(tx, cutoff)? {
-        tx.execute("DELETE FROM events WHERE seq <= ?1", [newest_removed])?;
-        note_pruned_through(tx, newest_removed)?;
+    let pruned_through = schema::meta(tx, "pruned_through")? as i64;
+    if let Some(newest_pruned) = newest_older_than(tx, pruned_through, cutoff)? {
+        prune_through(tx, pruned_through, newest_pruned)?;
     }
     let key_cutoff = now_ms - retention.idempotency_window.as_millis() as i64;
     tx.execute(
@@ -37,10 +57,10 @@ pub(super) fn sweep(tx: &Connection, now_ms: i64, retention: Retention) -> Resul
     Ok(())
 }
 
-/// The newest event created before `cutoff`. Ids grow with time, so this bisects `seq` with
+/// The newest event after `after` created before `cutoff`. Ids grow with time, so this bisects `seq` with
 /// a few primary-key lookups instead of keeping an index on `created_ms`. (Should the clock
 /// step back, the order of ids is the true order, and events go by it.)
-fn newest_older_than(tx: &Connection, cutoff: i64) -> rusqlite::Result<Option<i64>> {
+fn newest_older_than(tx: &Connection, after: i64, cutoff: i64) -> rusqlite::Result<Option<i64>> {
     let first_from = |seq: i64| -> rusqlite::Result<Option<(i64, i64)>> {
         tx.prepare_cached(
             "SELECT seq, created_ms FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1",
@@ -48,10 +68,11 @@ fn newest_older_than(tx: &Connection, cutoff: i64) -> rusqlite::Result<Option<i6
         .query_row([seq], |row| Ok((row.get(0)?, row.get(1)?)))
         .optional()
     };
-    let (oldest, newest): (Option<i64>, Option<i64>) =
-        tx.query_row("SELECT MIN(seq), MAX(seq) FROM events", [], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?;
+    let (oldest, newest): (Option<i64>, Option<i64>) = tx.query_row(
+        "SELECT MIN(seq), MAX(seq) FROM events WHERE seq > ?1",
+        [after],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     let (Some(oldest), Some(newest)) = (oldest, newest) else {
         return Ok(None);
     };
@@ -72,14 +93,6 @@ fn newest_older_than(tx: &Connection, cutoff: i64) -> rusqlite::Result<Option<i6
         }
     }
     Ok(Some(old))
-}
-
-fn note_pruned_through(tx: &Connection, seq: i64) -> rusqlite::Result<()> {
-    tx.execute(
-        "UPDATE meta SET value = MAX(value, ?1) WHERE name = 'pruned_through'",
-        [seq],
-    )
-    .map(drop)
 }
 
 #[cfg(test)]
@@ -112,11 +125,20 @@ mod tests {
                 .map(|(seq, _)| *seq)
                 .max();
             assert_eq!(
-                newest_older_than(&conn, cutoff).expect("query"),
+                newest_older_than(&conn, 0, cutoff).expect("query"),
                 want,
                 "cutoff {cutoff}"
             );
         }
-        assert_eq!(newest_older_than(&log_with(&[]), 5).expect("query"), None);
+        assert_eq!(
+            newest_older_than(&log_with(&[]), 0, 5).expect("query"),
+            None
+        );
+        // Events up to `after` are past retention already, whatever their age.
+        assert_eq!(newest_older_than(&conn, 104, 2000).expect("query"), None);
+        assert_eq!(
+            newest_older_than(&conn, 100, 2000).expect("query"),
+            Some(104)
+        );
     }
 }

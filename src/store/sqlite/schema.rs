@@ -4,15 +4,21 @@ use rusqlite::Connection;
 
 use crate::store::SyncMode;
 
-/// Tables: `events` is the replay log (`user_id` NULL for announcements; `subject` the
-/// notification an event is about, so a delete can take them all out of the log; `expires_ms`
-/// when that notification expires); `notifications` is the per-user history with read and
-/// archive state; `idempotency_keys` remembers recent publish keys (`user_id` '' for a
-/// publish to many users, which no user id can be);
-/// `meta` holds `last_seq` (at least the newest id issued before events were last removed, so
-/// ids never repeat even when retention empties the log; see [`last_seq`]) and
-/// `pruned_through` (the newest id retention has removed). Events are found by age through
-/// `seq`, which grows with time, so the log needs no index on `created_ms`.
+/// Tables: `events` is the log (`user_id` NULL for announcements; `subject` the notification an
+/// event is about, so a delete can take them all out of the log; `expires_ms` when that
+/// notification expires); `notifications` is the per-user history with read and archive state,
+/// keyed by the id (`seq`) of the event that created it. Its text is that event's `data` until
+/// an update gives it a `body` of its own, and a user's history is found through the log's one
+/// per-user index, `events_by_user`, so that storing a notification touches one per-user index,
+/// not two. Retention therefore keeps the `notification` event of every notification still in
+/// history, even once it is past retention (`seq` at or below `pruned_through`): such events
+/// are never replayed, only read by history (docs/architecture.md#the-sqlite-store).
+/// `idempotency_keys` remembers recent publish keys (`user_id` '' for a publish to many users,
+/// which no user id can be); `meta` holds `last_seq` (at least the newest id issued before
+/// events were last removed, so ids never repeat even when retention empties the log; see
+/// [`last_seq`]) and `pruned_through` (the newest id retention has removed: the events after
+/// it are the replayable ones). Events are found by age through `seq`, which grows with time,
+/// so the log needs no index on `created_ms`.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events (
     seq        INTEGER PRIMARY KEY,
@@ -26,17 +32,6 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, seq);
 DROP INDEX IF EXISTS events_by_age;
 
-CREATE TABLE IF NOT EXISTS notifications (
-    id      TEXT    PRIMARY KEY,
-    user_id TEXT    NOT NULL,
-    seq     INTEGER NOT NULL,
-    body    TEXT    NOT NULL,
-    read    INTEGER NOT NULL DEFAULT 0,
-    category   TEXT,
-    archived   INTEGER NOT NULL DEFAULT 0,
-    expires_ms INTEGER
-);
-CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications (user_id, seq);
 
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     user_id      TEXT    NOT NULL,
@@ -52,6 +47,19 @@ CREATE TABLE IF NOT EXISTS meta (
 ) WITHOUT ROWID;
 INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0), ('pruned_through', 0);
 ";
+
+/// The columns of `notifications` (made here, not in [`SCHEMA`], so that moving an older file to
+/// this layout makes the same table; see [`key_history_by_event`]).
+const NOTIFICATIONS_COLUMNS: &str = "(
+    seq        INTEGER PRIMARY KEY,
+    id         TEXT    NOT NULL UNIQUE,
+    user_id    TEXT    NOT NULL,
+    body       TEXT,
+    read       INTEGER NOT NULL DEFAULT 0,
+    category   TEXT,
+    archived   INTEGER NOT NULL DEFAULT 0,
+    expires_ms INTEGER
+)";
 
 /// Columns added since the first release, for files made before them.
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
@@ -85,6 +93,35 @@ fn add_missing_columns(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Files made before history was keyed by its events had `notifications` keyed by `id`, with
+/// its own per-user index and a copy of each text. This moves such a file to the present layout
+/// in one transaction: the rows keep their text (as a `body` of their own), and the
+/// `notification` event of any notification that retention had already taken out of the log
+/// comes back, past retention, so that history can be found through the log.
+fn key_history_by_event(conn: &Connection) -> rusqlite::Result<()> {
+    let keyed_by_event = conn
+        .prepare("SELECT pk FROM pragma_table_info('notifications') WHERE name = 'seq'")?
+        .query_row([], |row| row.get::<_, i64>(0))?
+        == 1;
+    if keyed_by_event {
+        return Ok(());
+    }
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE notifications_by_event {NOTIFICATIONS_COLUMNS};
+         INSERT INTO notifications_by_event
+             (seq, id, user_id, body, read, category, archived, expires_ms)
+             SELECT seq, id, user_id, body, read, category, archived, expires_ms
+             FROM notifications;
+         INSERT INTO events (seq, user_id, name, data, created_ms, subject, expires_ms)
+             SELECT seq, user_id, 'notification', body, 0, id, expires_ms FROM notifications n
+             WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.seq = n.seq);
+         DROP TABLE notifications;
+         ALTER TABLE notifications_by_event RENAME TO notifications;
+         COMMIT;"
+    ))
+}
+
 /// Settings for the single writing connection; creates the schema.
 pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -103,7 +140,11 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
     conn.pragma_update(None, "journal_size_limit", 256 << 20)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(SCHEMA)?;
+    conn.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS notifications {NOTIFICATIONS_COLUMNS}"
+    ))?;
     add_missing_columns(conn)?;
+    key_history_by_event(conn)?;
     conn.execute_batch(INDEXES)
 }
 
@@ -134,6 +175,24 @@ pub fn last_seq(conn: &Connection) -> rusqlite::Result<u64> {
         .prepare_cached("SELECT MAX(seq) FROM events")?
         .query_row([], |row| row.get(0))?;
     Ok(meta(conn, "last_seq")?.max(newest.unwrap_or(0).max(0) as u64))
+}
+
+/// How many events are replayable: those after `pruned_through`.
+pub fn replayable_events(conn: &Connection) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM events WHERE seq > (SELECT value FROM meta WHERE name = 'pruned_through')",
+    )?
+    .query_row([], |row| row.get::<_, i64>(0))
+    .map(|count| count.max(0) as u64)
+}
+
+/// The oldest replayable event's id, if any.
+pub fn oldest_replayable(conn: &Connection) -> rusqlite::Result<Option<u64>> {
+    conn.prepare_cached(
+        "SELECT MIN(seq) FROM events WHERE seq > (SELECT value FROM meta WHERE name = 'pruned_through')",
+    )?
+    .query_row([], |row| row.get::<_, Option<i64>>(0))
+    .map(|seq| seq.map(|seq| seq.max(0) as u64))
 }
 
 /// Reads one `meta` value inside the caller's transaction.

@@ -1,11 +1,12 @@
-//! How many notifications each user has stored, as the writer last counted them, so that
-//! keeping a user's history within its limit costs a map lookup per insert instead of a walk
-//! over that user's index. Only the writer thread uses it; anything it is unsure of (a rolled
-//! back command, a failed commit, a removal) it forgets, and counts again when next needed.
+//! How many notifications each user has stored, and which is the oldest, as the writer last
+//! knew them, so that keeping a user's history within its limit costs a map lookup per insert,
+//! and a short step along the user's events per notification it removes, instead of a walk over
+//! that user's history. Only the writer thread uses it; anything it is unsure of (a rolled back
+//! command, a failed commit, a removal) it forgets, and reads again when next needed.
 
 use std::collections::HashMap;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::store::StoreError;
 
@@ -14,41 +15,81 @@ const MAX_KNOWN: usize = 100_000;
 
 #[derive(Default)]
 pub(super) struct HistorySizes {
-    known: HashMap<Box<str>, u64>,
+    known: HashMap<Box<str>, Known>,
+}
+
+/// One user's history: how many notifications, and the id (`seq`) of the oldest when there are
+/// any.
+#[derive(Clone, Copy)]
+struct Known {
+    count: u64,
+    oldest: i64,
 }
 
 impl HistorySizes {
-    /// Counts one more notification of `user`, already inserted in `tx`; returns how many the
-    /// user now has.
-    pub fn grew(&mut self, tx: &Connection, user: &str) -> Result<u64, StoreError> {
-        if let Some(size) = self.known.get_mut(user) {
-            *size += 1;
-            return Ok(*size);
+    /// Counts one more notification of `user`, `seq`, already inserted in `tx`; returns how many
+    /// the user now has.
+    pub fn grew(&mut self, tx: &Connection, user: &str, seq: i64) -> Result<u64, StoreError> {
+        if let Some(known) = self.known.get_mut(user) {
+            known.count += 1;
+            if known.count == 1 {
+                known.oldest = seq;
+            }
+            return Ok(known.count);
         }
         if self.known.len() >= MAX_KNOWN {
             self.known.clear();
         }
-        let size: i64 = tx
-            .prepare_cached("SELECT COUNT(*) FROM notifications WHERE user_id = ?1")?
-            .query_row([user], |row| row.get(0))?;
-        let size = size.max(0) as u64;
-        self.known.insert(user.into(), size);
-        Ok(size)
+        let (count, oldest): (i64, Option<i64>) = tx
+            .prepare_cached(
+                "SELECT COUNT(*), MIN(e.seq) FROM events e CROSS JOIN notifications n
+                 ON n.seq = e.seq WHERE e.user_id = ?1",
+            )?
+            .query_row([user], |row| Ok((row.get(0)?, row.get(1)?)))?;
+        let known = Known {
+            count: count.max(0) as u64,
+            oldest: oldest.unwrap_or(seq),
+        };
+        self.known.insert(user.into(), known);
+        Ok(known.count)
     }
 
-    /// `user` now has exactly `size`.
-    pub fn set(&mut self, user: &str, size: u64) {
-        if let Some(known) = self.known.get_mut(user) {
-            *known = size;
+    /// The id of `user`'s oldest notification; known once [`HistorySizes::grew`] has counted it.
+    pub fn oldest(&self, user: &str) -> Option<i64> {
+        self.known
+            .get(user)
+            .filter(|known| known.count > 0)
+            .map(|known| known.oldest)
+    }
+
+    /// `user`'s oldest notification is gone from `tx`: finds the next oldest; returns how many
+    /// the user now has.
+    pub fn took_oldest(&mut self, tx: &Connection, user: &str) -> Result<u64, StoreError> {
+        let Some(known) = self.known.get_mut(user).filter(|known| known.count > 0) else {
+            return Ok(0);
+        };
+        let next: Option<i64> = tx
+            .prepare_cached(
+                "SELECT e.seq FROM events e WHERE e.user_id = ?1 AND e.seq > ?2
+                 AND EXISTS (SELECT 1 FROM notifications n WHERE n.seq = e.seq)
+                 ORDER BY e.seq LIMIT 1",
+            )?
+            .query_row(params![user, known.oldest], |row| row.get(0))
+            .optional()?;
+        known.count -= 1;
+        match next {
+            Some(next) => known.oldest = next,
+            None => known.count = 0,
         }
+        Ok(known.count)
     }
 
-    /// `user`'s count is no longer known.
+    /// `user`'s history is no longer known.
     pub fn forget(&mut self, user: &str) {
         self.known.remove(user);
     }
 
-    /// No count is known any more.
+    /// No history is known any more.
     pub fn forget_all(&mut self) {
         self.known.clear();
     }

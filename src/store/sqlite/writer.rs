@@ -238,6 +238,7 @@ impl Writer {
             removed: 0,
             sweep_asked: false,
             history_sizes: &mut self.history_sizes,
+            pruned_through: None,
         };
         let mut commands = group.into_iter();
         while let Some(command) = commands.next() {
@@ -273,11 +274,7 @@ impl Writer {
             removing = true;
             retention::sweep(&tx, now_ms, retention)?;
             // A sweep may remove any number of rows: count again (once a minute at most).
-            retained = tx
-                .query_row("SELECT COUNT(*) FROM events", [], |row| {
-                    row.get::<_, i64>(0)
-                })?
-                .max(0) as u64;
+            retained = schema::replayable_events(&tx)?;
         }
         if removing {
             tx.prepare_cached("UPDATE meta SET value = MAX(value, ?1) WHERE name = 'last_seq'")?
