@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
         .merge(http::notifications::router())
         .merge(http::lifecycle::router())
         .merge(http::ops::router())
+        .merge(http::push::router())
         .merge(http::assets::router())
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

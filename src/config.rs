@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crate::auth::{AuthSettings, PublishKeys, TokenVerifier};
 use crate::edge::Deadlines;
+use crate::push::VapidKey;
 use crate::sse::outbox::QueueBounds;
 use crate::store::{RedisSettings, Retention, SyncMode};
 
@@ -127,6 +128,25 @@ pub struct ServeArgs {
         requires = "tls_cert"
     )]
     pub tls_key: Option<PathBuf>,
+
+    /// PEM P-256 private key (VAPID): with --vapid-subject, turns Web Push on. `herald vapid-key`
+    /// makes one
+    #[arg(
+        long,
+        env = "HERALD_VAPID_KEY",
+        value_name = "FILE",
+        requires = "vapid_subject"
+    )]
+    pub vapid_key: Option<PathBuf>,
+
+    /// Who runs this server, for the push services: mailto:ADDRESS or an https:// URL
+    #[arg(
+        long,
+        env = "HERALD_VAPID_SUBJECT",
+        value_name = "URI",
+        requires = "vapid_key"
+    )]
+    pub vapid_subject: Option<String>,
 
     /// Publishes per second one client address may make (e.g. 50 or 50/s); more get 429
     #[arg(long, env = "HERALD_PUBLISH_RATE", value_name = "N/s")]
@@ -273,8 +293,18 @@ pub struct Settings {
     pub expire_every: Duration,
     /// How long each part of a connection's life may take.
     pub deadlines: Deadlines,
+    /// Web Push; `None` without `--vapid-key`.
+    pub push: Option<PushSettings>,
     /// Settings that work but deserve a word in the log.
     pub warnings: Vec<String>,
+}
+
+/// Web Push: the key and subject herald signs its requests to push services with.
+#[derive(Debug, Clone)]
+pub struct PushSettings {
+    pub key: Arc<VapidKey>,
+    /// `mailto:...` or `https://...`, the VAPID `sub`.
+    pub subject: String,
 }
 
 /// The certificate and key files for HTTPS.
@@ -322,6 +352,7 @@ impl ServeArgs {
         settings.auth = self.auth()?;
         settings.tls = self.tls_files()?;
         settings.redis = self.redis()?;
+        settings.push = self.push()?;
         settings.publish_rate = self.publish_rate.as_deref().map(parse_rate).transpose()?;
         settings.cors_origins = parse_cors(&self.cors_origin)?;
         settings.allow_anonymous = self.allow_anonymous;
@@ -427,6 +458,32 @@ impl ServeArgs {
         }
     }
 
+    fn push(&self) -> Result<Option<PushSettings>, ConfigError> {
+        let (path, subject) = match (&self.vapid_key, &self.vapid_subject) {
+            (Some(path), Some(subject)) => (path, subject.trim()),
+            (None, None) => return Ok(None),
+            _ => {
+                return Err(invalid(
+                    "vapid-key",
+                    "--vapid-key and --vapid-subject go together",
+                ));
+            }
+        };
+        check_vapid_subject(subject).map_err(|problem| invalid("vapid-subject", problem))?;
+        let pem = std::fs::read(path).map_err(|error| {
+            invalid(
+                "vapid-key",
+                format!("cannot read {}: {error}", path.display()),
+            )
+        })?;
+        let key = VapidKey::from_pem(&pem)
+            .map_err(|problem| invalid("vapid-key", format!("{}: {problem}", path.display())))?;
+        Ok(Some(PushSettings {
+            key: Arc::new(key),
+            subject: subject.to_owned(),
+        }))
+    }
+
     fn redis(&self) -> Result<Option<RedisSettings>, ConfigError> {
         let Some(url) = &self.redis_url else {
             return Ok(None);
@@ -455,6 +512,22 @@ fn read_public_key(path: &std::path::Path) -> Result<TokenVerifier, ConfigError>
         )
     })?;
     TokenVerifier::from_public_key_pem(&pem).map_err(|problem| invalid("jwt-public-key", problem))
+}
+
+/// A VAPID subject is how a push service reaches whoever runs the server (RFC 8292 §2.1).
+fn check_vapid_subject(subject: &str) -> Result<(), String> {
+    let expected = "expected mailto:ADDRESS or an https:// URL";
+    if let Some(address) = subject.strip_prefix("mailto:") {
+        let (local, domain) = address.split_once('@').unwrap_or_default();
+        if local.is_empty() || domain.is_empty() || address.contains(char::is_whitespace) {
+            return Err(format!("{subject:?}: {expected}"));
+        }
+        return Ok(());
+    }
+    match url::Url::parse(subject) {
+        Ok(url) if url.scheme() == "https" && url.host().is_some() => Ok(()),
+        _ => Err(format!("{subject:?}: {expected}")),
+    }
 }
 
 /// `IP:PORT`, or `HOST:PORT` resolved now (e.g. `localhost:3000`).
@@ -549,6 +622,7 @@ impl Settings {
             sweep_every: SWEEP_EVERY,
             expire_every: EXPIRE_EVERY,
             deadlines: Deadlines::default(),
+            push: None,
             warnings: Vec::new(),
         }
     }
@@ -594,6 +668,65 @@ mod tests {
         assert_eq!(s.cors_origins, CorsOrigins::Any);
         assert_eq!(s.shutdown_timeout, Duration::from_secs(10));
         assert_eq!(s.data_dir, PathBuf::from("./data"));
+    }
+
+    #[test]
+    fn push_is_on_with_a_readable_p256_key_and_a_subject_a_push_service_can_use() {
+        assert!(settings(&[]).unwrap().push.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vapid.pem");
+        let key = VapidKey::generate().unwrap();
+        std::fs::write(&path, key.to_pem().unwrap()).unwrap();
+        let path = path.to_str().unwrap();
+        for subject in ["mailto:ops@example.com", "https://example.com/contact"] {
+            let push = settings(&["--vapid-key", path, "--vapid-subject", subject])
+                .unwrap()
+                .push
+                .expect("push on");
+            assert_eq!(
+                (push.key.public_key(), push.subject.as_str()),
+                (key.public_key(), subject)
+            );
+        }
+        for subject in [
+            "ops@example.com",
+            "mailto:",
+            "mailto:ops",
+            "http://example.com",
+            "https://",
+        ] {
+            let error = settings(&["--vapid-key", path, "--vapid-subject", subject]).unwrap_err();
+            assert_eq!(error.flag, "vapid-subject", "{subject}: {error}");
+        }
+        let missing = dir.path().join("missing.pem");
+        let error = settings(&[
+            "--vapid-key",
+            missing.to_str().unwrap(),
+            "--vapid-subject",
+            "mailto:ops@example.com",
+        ])
+        .unwrap_err();
+        assert!(
+            error.flag == "vapid-key" && error.problem.starts_with("cannot read"),
+            "{error}"
+        );
+        std::fs::write(
+            dir.path().join("cert.pem"),
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let cert = dir.path().join("cert.pem");
+        let error = settings(&[
+            "--vapid-key",
+            cert.to_str().unwrap(),
+            "--vapid-subject",
+            "mailto:ops@example.com",
+        ])
+        .unwrap_err();
+        assert!(
+            error.flag == "vapid-key" && error.problem.contains("\"CERTIFICATE\""),
+            "{error}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //!
 //! ## Layout, bottom to top (a module imports only from those above it in this list)
 //! - [`domain`]: user ids, event ids, event names and notifications, parsed once at the edge.
+//! - [`push`]: Web Push: the server's VAPID key.
 //! - [`metrics`]: the node's Prometheus registry.
 //! - [`edge`]: the limits every connection lives within, and the deadlines kept below hyper.
 //! - [`sse`]: the wire format (an event becomes bytes once) and the bounded per-stream queue.
@@ -30,6 +31,7 @@ pub mod http;
 pub mod http1;
 pub mod hub;
 pub mod metrics;
+pub mod push;
 pub mod server;
 pub mod sse;
 pub mod store;

@@ -1,6 +1,6 @@
 //! The `herald` command: `serve` (the default) and the HTTP clients `publish`, `broadcast`,
-//! `update`, `delete`, `archive` and `subscribe`. Errors end the process with one line on stderr
-//! and a non-zero status.
+//! `update`, `delete`, `archive` and `subscribe`; `token` and `vapid-key`, which make
+//! credentials. Errors end the process with one line on stderr and a non-zero status.
 
 #![forbid(unsafe_code)]
 
@@ -60,6 +60,11 @@ enum Command {
     Subscribe(cli::subscribe::SubscribeArgs),
     /// Mint a subscriber token (HS256) for a user with the server's --jwt-secret
     Token(cli::token::TokenArgs),
+    /// Make a VAPID key for Web Push (--vapid-key) and print its public key
+    ///
+    /// Writes a new P-256 private key (PKCS#8 PEM, mode 0600) to --out, which must not exist,
+    /// and prints the public key as GET /api/push/public-key serves it.
+    VapidKey(cli::vapid_key::VapidKeyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -101,6 +106,7 @@ fn main() -> std::process::ExitCode {
             Some(Command::Archive(args)) => cli::lifecycle::archive(args).await,
             Some(Command::Subscribe(args)) => cli::subscribe::subscribe(args).await,
             Some(Command::Token(args)) => cli::token::mint(args),
+            Some(Command::VapidKey(args)) => cli::vapid_key::make(args),
         }
     });
     match outcome {

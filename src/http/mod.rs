@@ -10,4 +10,5 @@ pub mod notifications;
 pub mod openapi;
 pub mod ops;
 pub mod origin;
+pub mod push;
 pub mod rate_limit;

@@ -3,7 +3,7 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use crate::http::{events, lifecycle, notifications, ops};
+use crate::http::{events, lifecycle, notifications, ops, push};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,7 @@ use crate::http::{events, lifecycle, notifications, ops};
         ops::healthz,
         ops::readyz,
         ops::metrics,
+        push::public_key,
     ),
     components(schemas(
         crate::domain::Notification,
@@ -41,6 +42,7 @@ use crate::http::{events, lifecycle, notifications, ops};
         crate::store::Addressed,
         crate::domain::JsonObject,
         crate::domain::Category,
+        push::PublicKey,
     ))
 )]
 pub struct ApiDoc;

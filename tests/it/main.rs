@@ -17,6 +17,7 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod logs;
+mod push;
 mod retention;
 mod shutdown;
 mod slow_reader;

@@ -302,6 +302,7 @@ async fn the_openapi_document_is_openapi_3_and_lists_the_api() {
         ("/readyz", "get"),
         ("/metrics", "get"),
         ("/events/{userId}", "get"),
+        ("/api/push/public-key", "get"),
     ] {
         assert!(
             paths.get(path).is_some_and(|p| p.get(method).is_some()),

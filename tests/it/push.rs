@@ -1,0 +1,143 @@
+//! docs/protocol.md#web-push: the VAPID key. `herald vapid-key` makes one (checked against
+//! OpenSSL's reading of the file), `serve` takes it with `--vapid-key` and `--vapid-subject`,
+//! and `GET /api/push/public-key` serves its public half, or `404` while push is off.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::StatusCode;
+use serde_json::json;
+use tempfile::TempDir;
+
+use crate::helpers::command::{run_herald, run_serve};
+use crate::helpers::{ServerProcess, TestApp};
+
+/// The uncompressed public point OpenSSL derives from the private key in `pem`, base64url.
+fn openssl_public_key(pem: &Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(pem)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A P-256 SubjectPublicKeyInfo ends with the 65-byte uncompressed point.
+    let point = &out.stdout[out.stdout.len() - 65..];
+    assert_eq!(point[0], 0x04);
+    URL_SAFE_NO_PAD.encode(point)
+}
+
+fn openssl_key(curve: &str, path: &Path) {
+    let status = std::process::Command::new("openssl")
+        .args(["ecparam", "-name", curve, "-genkey", "-noout", "-out"])
+        .arg(path)
+        .status()
+        .expect("openssl runs");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn vapid_key_writes_a_key_only_its_owner_reads_prints_its_public_key_and_never_replaces_one()
+{
+    let dir = TempDir::new().expect("temp dir");
+    let path = dir.path().join("vapid.pem");
+    let made = run_herald(&["vapid-key", "--out", path.to_str().unwrap()]).await;
+    assert!(made.status.success(), "{made:?}");
+    let printed = String::from_utf8(made.stdout).unwrap();
+    assert_eq!(printed, format!("{}\n", openssl_public_key(&path)));
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    let written = std::fs::read(&path).unwrap();
+    let again = run_herald(&["vapid-key", "--out", path.to_str().unwrap()]).await;
+    assert!(!again.status.success());
+    assert_eq!(again.stdout, b"");
+    let stderr = String::from_utf8(again.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        written,
+        "the key is untouched"
+    );
+}
+
+#[tokio::test]
+async fn the_server_serves_the_public_key_of_its_vapid_key_and_404_without_one() {
+    let dir = TempDir::new().expect("temp dir");
+    // A key as `herald vapid-key` writes it, and one as OpenSSL does (SEC1).
+    let ours = dir.path().join("ours.pem");
+    assert!(
+        run_herald(&["vapid-key", "--out", ours.to_str().unwrap()])
+            .await
+            .status
+            .success()
+    );
+    let theirs = dir.path().join("theirs.pem");
+    openssl_key("prime256v1", &theirs);
+    for key in [&ours, &theirs] {
+        let data = TempDir::new().expect("temp dir");
+        let args = [
+            "--vapid-key",
+            key.to_str().unwrap(),
+            "--vapid-subject",
+            "mailto:ops@example.com",
+        ];
+        let server = ServerProcess::start(data.path(), &args);
+        let (status, body) = server.get_json("/api/push/public-key").await;
+        assert_eq!(
+            (status, body),
+            (
+                StatusCode::OK,
+                json!({ "publicKey": openssl_public_key(key) })
+            )
+        );
+        server.stop();
+    }
+
+    let app = TestApp::spawn().await;
+    let (status, body) = app.get_json("/api/push/public-key").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("--vapid-key")),
+        "{body}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_vapid_key_it_cannot_use_naming_the_flag() {
+    let dir = TempDir::new().expect("temp dir");
+    let p384 = dir.path().join("p384.pem");
+    openssl_key("secp384r1", &p384);
+    let p256 = dir.path().join("p256.pem");
+    openssl_key("prime256v1", &p256);
+    let (p384, p256) = (p384.to_str().unwrap(), p256.to_str().unwrap());
+    let subject = "mailto:ops@example.com";
+    run_serve(&["--vapid-key", p256], &[]).assert_refused_saying(&["--vapid-subject"]);
+    run_serve(&["--vapid-key", p384, "--vapid-subject", subject], &[])
+        .assert_refused_saying(&["--vapid-key", "not a P-256 private key"]);
+    run_serve(
+        &["--vapid-key", p256, "--vapid-subject", "ops@example.com"],
+        &[],
+    )
+    .assert_refused_saying(&["--vapid-subject", "mailto:"]);
+    run_serve(
+        &[
+            "--vapid-key",
+            "/nonexistent/vapid.pem",
+            "--vapid-subject",
+            subject,
+        ],
+        &[],
+    )
+    .assert_refused_saying(&["--vapid-key", "cannot read"]);
+}
