@@ -202,7 +202,14 @@ impl<'c> Inserts<'c> {
 fn drop_from_history(tx: &Connection, log: &mut Log<'_>, seq: i64) -> Result<(), StoreError> {
     tx.prepare_cached("DELETE FROM notifications WHERE seq = ?1")?
         .execute([seq])?;
-    if seq as u64 <= log.pruned_through(tx)? {
+    let pruned_through = log.pruned_through(tx)? as i64;
+    drop_kept_event(tx, seq, pruned_through)
+}
+
+/// Removes the `notification` event `seq` if it is past retention (`pruned_through`), where it
+/// was kept only for its notification's history.
+fn drop_kept_event(tx: &Connection, seq: i64, pruned_through: i64) -> Result<(), StoreError> {
+    if seq <= pruned_through {
         tx.prepare_cached("DELETE FROM events WHERE seq = ?1")?
             .execute([seq])?;
     }
@@ -368,10 +375,7 @@ fn remove(
     let replayable = tx
         .prepare_cached("DELETE FROM events WHERE user_id = ?1 AND seq >= ?2 AND subject = ?3")?
         .execute(params![user.as_str(), seq.max(pruned_through + 1), id])?;
-    if seq <= pruned_through {
-        tx.prepare_cached("DELETE FROM events WHERE seq = ?1")?
-            .execute([seq])?;
-    }
+    drop_kept_event(tx, seq, pruned_through)?;
     log.removed += replayable as u64;
     Ok(())
 }
