@@ -4,7 +4,6 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 
-use anyhow::Context;
 use herald::push::VapidKey;
 
 #[derive(clap::Args, Debug)]
@@ -32,9 +31,14 @@ pub fn make(args: VapidKeyArgs) -> anyhow::Result<()> {
             ),
             _ => anyhow::anyhow!("cannot create {path}: {error}"),
         })?;
-    file.write_all(pem.as_bytes())
+    if let Err(error) = file
+        .write_all(pem.as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {path}"))?;
+    {
+        // A half-written key would only block the next try.
+        let _ = std::fs::remove_file(&args.out);
+        return Err(anyhow::anyhow!("cannot write {path}: {error}"));
+    }
     println!("{}", key.public_key());
     Ok(())
 }

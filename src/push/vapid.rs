@@ -3,7 +3,6 @@
 //! and its public half in the form browsers take as `applicationServerKey`: the uncompressed
 //! point, base64url without padding.
 
-use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -55,15 +54,6 @@ impl VapidKey {
     pub fn public_key(&self) -> &str {
         &self.public_key
     }
-
-    /// The private key as SEC1 DER, for those signing with it.
-    pub fn private_der(&self) -> Result<Vec<u8>, String> {
-        self.pair
-            .private_key()
-            .as_der()
-            .map(|der| der.as_ref().to_vec())
-            .map_err(|_| "cannot encode the key".to_owned())
-    }
 }
 
 impl std::fmt::Debug for VapidKey {
@@ -77,6 +67,8 @@ impl std::fmt::Debug for VapidKey {
 
 #[cfg(test)]
 mod tests {
+    use aws_lc_rs::encoding::AsDer;
+
     use super::*;
 
     #[test]
@@ -94,7 +86,8 @@ mod tests {
     #[test]
     fn a_sec1_key_as_openssl_writes_it_is_read_too() {
         let key = VapidKey::generate().unwrap();
-        let sec1 = pem::encode(&pem::Pem::new("EC PRIVATE KEY", key.private_der().unwrap()));
+        let der = key.pair.private_key().as_der().unwrap();
+        let sec1 = pem::encode(&pem::Pem::new("EC PRIVATE KEY", der.as_ref()));
         let again = VapidKey::from_pem(sec1.as_bytes()).unwrap();
         assert_eq!(again.public_key(), key.public_key());
     }
