@@ -84,13 +84,20 @@ async fn the_server_serves_the_public_key_of_its_vapid_key_and_404_without_one()
     openssl_key("prime256v1", &theirs);
     for key in [&ours, &theirs] {
         let data = TempDir::new().expect("temp dir");
+        // Auth on: the public key is still served to anyone, as a page needs it before login.
         let args = [
             "--vapid-key",
             key.to_str().unwrap(),
             "--vapid-subject",
             "mailto:ops@example.com",
+            "--publish-key",
+            "k",
+            "--jwt-secret",
+            "0123456789abcdef0123456789abcdef",
         ];
         let server = ServerProcess::start(data.path(), &args);
+        let (status, _) = server.get_json("/api/stats").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "auth is on");
         let (status, body) = server.get_json("/api/push/public-key").await;
         assert_eq!(
             (status, body),
