@@ -131,6 +131,23 @@ async fn history_past_retention_keeps_its_notification_events_and_nothing_else()
     store.close().await;
 }
 
+#[tokio::test]
+async fn the_history_limit_steps_over_other_events_to_the_next_oldest_notification() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 1000, 2);
+    // Between notifications the user's log holds `read` events, which the writer's cached
+    // "oldest notification" must step over each time the limit takes one.
+    for n in 0..5 {
+        let (id, _) = publish(&store, &format!("n{n}")).await;
+        store.mark_read(hana(), id).await.unwrap();
+        let newest: Vec<String> = (n.max(1) - 1..=n).rev().map(|k| format!("n{k}")).collect();
+        assert_eq!(titles(&store).await, newest, "after n{n}");
+    }
+    // Ids: n0 1, read 2, n1 3, read 4, ... n4 9, read 10.
+    assert_eq!(seqs(dir.path(), "notifications"), [7, 9]);
+    store.close().await;
+}
+
 /// The layout of files made before history was found through the log.
 const KEYED_BY_ID: &str = "
 CREATE TABLE events (seq INTEGER PRIMARY KEY, user_id TEXT, name TEXT NOT NULL,
