@@ -43,6 +43,8 @@ pub struct AppState {
     pub publish_limiter: Option<Arc<PublishLimiter>>,
     /// Cancelled when the node starts draining: `/readyz` fails, new streams are turned away.
     pub draining: CancellationToken,
+    /// Woken by the store when a commit queued Web Push messages, for the pusher.
+    pub pushes_queued: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {

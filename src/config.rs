@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::auth::{AuthSettings, PublishKeys, TokenVerifier};
 use crate::edge::Deadlines;
 use crate::push::VapidKey;
+use crate::push::endpoint::{DEFAULT_ALLOW, EndpointPolicy, HostPattern};
 use crate::sse::outbox::QueueBounds;
+use crate::store::push::PushWhen;
 use crate::store::{RedisSettings, Retention, SyncMode};
 
 /// The listen address when neither `--listen` nor `PORT` says otherwise.
@@ -32,6 +34,8 @@ mod defaults {
     pub const SHUTDOWN_TIMEOUT_SECS: u64 = 10;
     pub const MAX_QUEUED_EVENTS: usize = 1024;
     pub const MAX_QUEUED_BYTES: usize = 1 << 20;
+    pub const PUSH_TTL: &str = "24h";
+    pub const PUSH_SUBSCRIPTIONS_PER_USER: u32 = 10;
 }
 
 /// How long an `Idempotency-Key` is remembered (docs/protocol.md#publishing).
@@ -147,6 +151,39 @@ pub struct ServeArgs {
         requires = "vapid_key"
     )]
     pub vapid_subject: Option<String>,
+
+    /// When a user's notification is pushed: offline (no open stream on any node) or always
+    #[arg(long, env = "HERALD_PUSH_WHEN", value_enum, default_value_t = PushWhen::Offline)]
+    pub push_when: PushWhen,
+
+    /// How long a push of a notification without an expiry is tried (e.g. 24h, 30m)
+    #[arg(long, env = "HERALD_PUSH_TTL", value_name = "DURATION", default_value = defaults::PUSH_TTL)]
+    pub push_ttl: humantime::Duration,
+
+    /// Push subscriptions one user may hold; more get 409
+    #[arg(
+        long,
+        env = "HERALD_PUSH_SUBSCRIPTIONS_PER_USER",
+        value_name = "N",
+        default_value_t = defaults::PUSH_SUBSCRIPTIONS_PER_USER
+    )]
+    pub push_subscriptions_per_user: u32,
+
+    /// Push service hosts herald may contact: an exact host or *.SUFFIX; repeatable
+    /// [default: *.googleapis.com, *.push.services.mozilla.com, *.push.apple.com,
+    /// *.notify.windows.com]
+    #[arg(
+        long,
+        env = "HERALD_PUSH_ENDPOINT_ALLOW",
+        value_name = "HOST",
+        value_delimiter = ','
+    )]
+    pub push_endpoint_allow: Vec<String>,
+
+    /// Contact any push endpoint: http, any host, internal addresses. For tests and local
+    /// development only
+    #[arg(long, env = "HERALD_PUSH_INSECURE_ENDPOINTS", value_parser = clap::builder::FalseyValueParser::new())]
+    pub push_insecure_endpoints: bool,
 
     /// Publishes per second one client address may make (e.g. 50 or 50/s); more get 429
     #[arg(long, env = "HERALD_PUBLISH_RATE", value_name = "N/s")]
@@ -299,12 +336,18 @@ pub struct Settings {
     pub warnings: Vec<String>,
 }
 
-/// Web Push: the key and subject herald signs its requests to push services with.
+/// Web Push: the key and subject herald signs its requests to push services with, and its
+/// rules for when and where to push.
 #[derive(Debug, Clone)]
 pub struct PushSettings {
     pub key: Arc<VapidKey>,
     /// `mailto:...` or `https://...`, the VAPID `sub`.
     pub subject: String,
+    pub when: PushWhen,
+    /// How long a push of a notification without an expiry is tried.
+    pub ttl: Duration,
+    pub subscriptions_per_user: u32,
+    pub endpoints: EndpointPolicy,
 }
 
 /// The certificate and key files for HTTPS.
@@ -478,9 +521,33 @@ impl ServeArgs {
         })?;
         let key = VapidKey::from_pem(&pem)
             .map_err(|problem| invalid("vapid-key", format!("{}: {problem}", path.display())))?;
+        let ttl = Duration::from(self.push_ttl);
+        if ttl < Duration::from_secs(1) {
+            return Err(invalid("push-ttl", "must be at least 1s"));
+        }
+        if self.push_subscriptions_per_user == 0 {
+            return Err(invalid("push-subscriptions-per-user", "must be at least 1"));
+        }
+        let allow = if self.push_endpoint_allow.is_empty() {
+            DEFAULT_ALLOW
+                .iter()
+                .map(|host| (*host).to_owned())
+                .collect()
+        } else {
+            self.push_endpoint_allow.clone()
+        };
+        let allow = allow
+            .iter()
+            .map(|raw| HostPattern::parse(raw))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|problem| invalid("push-endpoint-allow", problem))?;
         Ok(Some(PushSettings {
             key: Arc::new(key),
             subject: subject.to_owned(),
+            when: self.push_when,
+            ttl,
+            subscriptions_per_user: self.push_subscriptions_per_user,
+            endpoints: EndpointPolicy::new(allow, self.push_insecure_endpoints),
         }))
     }
 

@@ -35,6 +35,14 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Failed accepts (a full file table, usually).
     pub accept_failures: Counter,
+    /// Web Push messages a push service accepted.
+    pub pushes_sent: Counter,
+    /// Web Push messages given up on (refused, or still failing when their TTL ran out).
+    pub pushes_failed: Counter,
+    /// Subscriptions deleted because their push service no longer knew them (404/410).
+    pub push_subscriptions_removed: Counter,
+    /// Pushes owed and not yet made, as the pusher last counted them.
+    pub push_queue_depth: Gauge,
 }
 
 impl Metrics {
@@ -105,6 +113,27 @@ impl Metrics {
             "accept_failures",
             "Failed accepts, usually a full file table",
         );
+        let pushes_sent = counter(
+            &mut registry,
+            "pushes_sent",
+            "Web Push messages a push service accepted",
+        );
+        let pushes_failed = counter(
+            &mut registry,
+            "pushes_failed",
+            "Web Push messages given up on: refused, or failing until their TTL ran out",
+        );
+        let push_subscriptions_removed = counter(
+            &mut registry,
+            "push_subscriptions_removed",
+            "Push subscriptions deleted because their push service answered 404 or 410",
+        );
+        let push_queue_depth = Gauge::default();
+        registry.register(
+            "push_queue_depth",
+            "Web Push messages owed and not yet made",
+            push_queue_depth.clone(),
+        );
         let publish_latency = Histogram::new([
             0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
         ]);
@@ -128,6 +157,10 @@ impl Metrics {
             connections_open,
             connections_refused,
             accept_failures,
+            pushes_sent,
+            pushes_failed,
+            push_subscriptions_removed,
+            push_queue_depth,
         }
     }
 

@@ -2,6 +2,7 @@
 //! edge so that deeper code never re-checks a raw string.
 
 mod lifecycle;
+mod push;
 
 use std::fmt;
 use std::str::FromStr;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub use lifecycle::{Category, Expiry, JsonObject, NotificationPatch, RawPatch, Recipients};
+pub use push::PushSubscription;
 
 /// The longest user id we accept, in bytes (all allowed characters are ASCII).
 pub const MAX_USER_ID_LEN: usize = 128;

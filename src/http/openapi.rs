@@ -29,6 +29,12 @@ use crate::http::{events, lifecycle, notifications, ops, push};
         ops::readyz,
         ops::metrics,
         push::public_key,
+        push::subscribe,
+        push::list_subscriptions,
+        push::unsubscribe,
+        push::preferences,
+        push::set_preferences,
+        push::presence,
     ),
     components(schemas(
         crate::domain::Notification,
@@ -43,6 +49,13 @@ use crate::http::{events, lifecycle, notifications, ops, push};
         crate::domain::JsonObject,
         crate::domain::Category,
         push::PublicKey,
+        push::SubscriptionBody,
+        push::SubscriptionKeys,
+        push::SubscriptionId,
+        push::ListedSubscription,
+        push::SubscriptionList,
+        push::Preferences,
+        push::Presence,
     ))
 )]
 pub struct ApiDoc;

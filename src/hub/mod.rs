@@ -17,6 +17,7 @@ use crate::domain::{EventId, UserId};
 use crate::metrics::Metrics;
 use crate::sse::encode::{self, HEARTBEAT};
 use crate::sse::outbox::{Closing, Frame, Outbox, QueueBounds};
+use crate::store::push::Presence;
 use crate::store::{Audience, CommittedEvent, EventSink};
 
 /// Connection limits of this node.
@@ -49,6 +50,9 @@ pub struct Hub {
     /// Every lock holder does only in-memory work (no I/O, no await), so a blocking mutex is
     /// the cheap and correct choice.
     state: Mutex<HubState>,
+    /// Told the user whose count of streams here changed, when someone listens (a cluster
+    /// node, to keep its part of the cluster-wide presence current).
+    presence_changes: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<UserId>>,
 }
 
 #[derive(Default)]
@@ -95,7 +99,25 @@ impl Hub {
             metrics,
             stream_count: AtomicUsize::new(0),
             state: Mutex::new(HubState::default()),
+            presence_changes: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// From now on, every change in a user's count of streams here names that user on
+    /// `changes` (once per node; later calls are ignored).
+    pub fn report_presence(&self, changes: tokio::sync::mpsc::UnboundedSender<UserId>) {
+        let _ = self.presence_changes.set(changes);
+    }
+
+    fn presence_changed(&self, user: &UserId) {
+        if let Some(changes) = self.presence_changes.get() {
+            let _ = changes.send(user.clone());
+        }
+    }
+
+    /// How many streams `user` has open here.
+    pub fn streams_of(&self, user: &UserId) -> usize {
+        self.state.lock().streams.get(user).map_or(0, Vec::len)
     }
 
     /// Adds a stream for `user`, within the node's and the user's limits.
@@ -118,6 +140,7 @@ impl Hub {
             .push(outbox.clone());
         self.stream_count.store(total + 1, Ordering::Relaxed);
         self.metrics.streams.set(total as i64 + 1);
+        self.presence_changed(user);
         Ok(Admission {
             hub: self.clone(),
             user: user.clone(),
@@ -140,6 +163,9 @@ impl Hub {
         let total = self.stream_count.load(Ordering::Relaxed) - removed;
         self.stream_count.store(total, Ordering::Relaxed);
         self.metrics.streams.set(total as i64);
+        if removed > 0 {
+            self.presence_changed(user);
+        }
     }
 
     /// Open streams now, without waiting for the lock.
@@ -252,6 +278,12 @@ impl EventSink for Hub {
         drop(state);
         self.metrics.events_dispatched.inc_by(events.len() as u64);
         self.fanout.deliver(frames, deliveries);
+    }
+}
+
+impl Presence for Hub {
+    fn streams_here(&self, user: &UserId) -> usize {
+        self.streams_of(user)
     }
 }
 

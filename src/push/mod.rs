@@ -1,6 +1,11 @@
-//! Web Push (docs/protocol.md#web-push): what herald needs to reach a browser with no tab open.
-//! So far the server's VAPID key, which identifies herald to the browsers' push services.
+//! Web Push (docs/protocol.md#web-push): reaching a browser with no tab open. The server's
+//! VAPID key (`vapid`), which endpoints herald may contact (`endpoint`), one push as a push
+//! service receives it (`message`), and the pusher that works through the store's queue of
+//! pushes owed (`deliver`).
 
+pub mod deliver;
+pub mod endpoint;
+pub mod message;
 pub mod vapid;
 
 pub use vapid::VapidKey;

@@ -10,6 +10,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 /// A P-256 key pair for signing VAPID tokens.
 pub struct VapidKey {
     pair: EcdsaKeyPair,
+    /// The same key as jsonwebtoken signs with.
+    signing: jsonwebtoken::EncodingKey,
     public_key: String,
 }
 
@@ -18,7 +20,7 @@ impl VapidKey {
     pub fn generate() -> Result<Self, String> {
         let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
             .map_err(|_| "cannot generate a P-256 key".to_owned())?;
-        Ok(Self::from_pair(pair))
+        Self::from_pair(pair)
     }
 
     /// Reads a PEM private key; the error says what is wrong with it.
@@ -33,12 +35,46 @@ impl VapidKey {
         let pair =
             EcdsaKeyPair::from_private_key_der(&ECDSA_P256_SHA256_FIXED_SIGNING, block.contents())
                 .map_err(|error| format!("not a P-256 private key ({error})"))?;
-        Ok(Self::from_pair(pair))
+        Self::from_pair(pair)
     }
 
-    fn from_pair(pair: EcdsaKeyPair) -> Self {
+    fn from_pair(pair: EcdsaKeyPair) -> Result<Self, String> {
         let public_key = URL_SAFE_NO_PAD.encode(pair.public_key().as_ref());
-        Self { pair, public_key }
+        let pkcs8 = pair
+            .to_pkcs8v1()
+            .map_err(|_| "cannot encode the key".to_owned())?;
+        let signing = jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref());
+        Ok(Self {
+            pair,
+            signing,
+            public_key,
+        })
+    }
+
+    /// The `Authorization` header of a push to a service at `audience` (the endpoint's origin):
+    /// `vapid t=JWT, k=KEY` (RFC 8292 §3), the token signed now with ES256 and valid until
+    /// `expires` (Unix seconds).
+    pub fn authorization(
+        &self,
+        audience: &str,
+        subject: &str,
+        expires: u64,
+    ) -> Result<String, String> {
+        #[derive(serde::Serialize)]
+        struct Claims<'a> {
+            aud: &'a str,
+            exp: u64,
+            sub: &'a str,
+        }
+        let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        let claims = Claims {
+            aud: audience,
+            exp: expires,
+            sub: subject,
+        };
+        let token = jsonwebtoken::encode(&header, &claims, &self.signing)
+            .map_err(|error| format!("cannot sign a VAPID token: {error}"))?;
+        Ok(format!("vapid t={token}, k={}", self.public_key))
     }
 
     /// The key as PKCS#8 PEM, for `herald vapid-key` to write.

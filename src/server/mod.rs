@@ -12,6 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use self::accept::Acceptor;
@@ -22,6 +23,7 @@ use crate::config::Settings;
 use crate::http::rate_limit::PublishLimiter;
 use crate::hub::{Hub, HubLimits};
 use crate::metrics::Metrics;
+use crate::store::push::PushQueueing;
 use crate::store::{RedisStore, SqliteStore, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -83,16 +85,24 @@ async fn build_state(settings: Settings) -> Result<AppState, StartError> {
         metrics.clone(),
     )
     .map_err(StartError::Threads)?;
+    let pushes_queued = Arc::new(Notify::new());
+    let push = settings.push.as_ref().map(|push| PushQueueing {
+        when: push.when,
+        ttl: push.ttl,
+        presence: hub.clone(),
+        queued: pushes_queued.clone(),
+    });
     // The one place the backend is chosen.
     let store = match &settings.redis {
         Some(redis) => {
-            Store::Redis(RedisStore::open(redis, settings.retention, hub.clone()).await?)
+            Store::Redis(RedisStore::open(redis, settings.retention, hub.clone(), push).await?)
         }
         None => Store::Sqlite(SqliteStore::open(
             &settings.data_dir,
             settings.sync,
             settings.retention,
             hub.clone(),
+            push,
         )?),
     };
     let publish_limiter = settings
@@ -105,5 +115,6 @@ async fn build_state(settings: Settings) -> Result<AppState, StartError> {
         metrics,
         publish_limiter,
         draining: CancellationToken::new(),
+        pushes_queued,
     })
 }

@@ -8,7 +8,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::app::AppState;
+use crate::domain::UserId;
 use crate::http::rate_limit;
+use crate::push::deliver::Pusher;
+use crate::store::Store;
 
 pub(super) struct BackgroundTasks {
     tracker: TaskTracker,
@@ -22,6 +25,22 @@ impl BackgroundTasks {
         tracker.spawn(send_heartbeats(state.clone(), stop.clone()));
         tracker.spawn(sweep_retention(state.clone(), stop.clone()));
         tracker.spawn(expire_notifications(state.clone(), stop.clone()));
+        if let Some(push) = &state.settings.push {
+            let pusher = Pusher {
+                store: state.store.clone(),
+                key: push.key.clone(),
+                subject: push.subject.clone(),
+                endpoints: push.endpoints.clone(),
+                metrics: state.metrics.clone(),
+                queued: state.pushes_queued.clone(),
+            };
+            tracker.spawn(pusher.run(stop.clone()));
+        }
+        if matches!(state.store, Store::Redis(_)) {
+            let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
+            state.hub.report_presence(changes);
+            tracker.spawn(report_presence(state.clone(), changed, stop.clone()));
+        }
         if let Some(limiter) = &state.publish_limiter {
             tracker.spawn(rate_limit::forget_quiet_clients(
                 limiter.clone(),
@@ -83,6 +102,39 @@ async fn expire_notifications(state: AppState, stop: CancellationToken) {
                 Ok(_) => {}
                 Err(error) => tracing::warn!(%error, "deleting expired notifications failed"),
             },
+        }
+    }
+}
+
+/// Keeps this node's part of the cluster-wide presence current: each user whose count of
+/// streams here changed is written with the count as it is when written (so a burst of
+/// changes is one write per user).
+async fn report_presence(
+    state: AppState,
+    mut changed: tokio::sync::mpsc::UnboundedReceiver<UserId>,
+    stop: CancellationToken,
+) {
+    let mut users = std::collections::HashSet::new();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            user = changed.recv() => match user {
+                Some(user) => { users.insert(user); }
+                None => return,
+            },
+        }
+        while let Ok(user) = changed.try_recv() {
+            users.insert(user);
+        }
+        let changes: Vec<(UserId, usize)> = users
+            .drain()
+            .map(|user| {
+                let streams = state.hub.streams_of(&user);
+                (user, streams)
+            })
+            .collect();
+        if let Err(error) = state.store.set_presence(&changes).await {
+            tracing::warn!(%error, "cannot record this node's streams in Redis");
         }
     }
 }

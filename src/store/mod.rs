@@ -2,14 +2,16 @@
 //! an operation's reply is sent only after it is committed, and committed events are handed to
 //! an [`EventSink`] (the hub) in id order, exactly once, after the commit.
 
+pub mod push;
 pub mod redis;
 pub mod sqlite;
 
 use std::time::Duration;
 
+use self::push::{PushJob, PushOutcome, Subscribed, SubscriptionInfo};
 use crate::domain::{
     Category, EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
-    NotificationPatch, UserId,
+    NotificationPatch, PushSubscription, UserId,
 };
 
 pub use self::redis::{RedisSettings, RedisStore};
@@ -418,6 +420,107 @@ impl Store {
         match self {
             Self::Sqlite(store) => Ok(store.retained_events()),
             Self::Redis(store) => store.retained_events().await,
+        }
+    }
+
+    /// Stores a Web Push subscription for `user` (upserted by endpoint), within
+    /// `max_per_user`.
+    pub async fn subscribe_push(
+        &self,
+        user: UserId,
+        subscription: PushSubscription,
+        max_per_user: u32,
+    ) -> Result<Subscribed, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.subscribe_push(user, subscription, max_per_user).await,
+            Self::Redis(store) => store.subscribe_push(user, subscription, max_per_user).await,
+        }
+    }
+
+    /// Removes one of `user`'s subscriptions and the pushes owed to it.
+    pub async fn unsubscribe_push(&self, user: UserId, id: String) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.unsubscribe_push(user, id).await,
+            Self::Redis(store) => store.unsubscribe_push(user, id).await,
+        }
+    }
+
+    pub async fn push_subscriptions(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<SubscriptionInfo>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.push_subscriptions(user).await,
+            Self::Redis(store) => store.push_subscriptions(user).await,
+        }
+    }
+
+    /// Replaces the categories `user` never wants pushed.
+    pub async fn set_push_muted(
+        &self,
+        user: UserId,
+        categories: Vec<String>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.set_push_muted(user, categories).await,
+            Self::Redis(store) => store.set_push_muted(user, categories).await,
+        }
+    }
+
+    pub async fn push_muted(&self, user: UserId) -> Result<Vec<String>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.push_muted(user).await,
+            Self::Redis(store) => store.push_muted(user).await,
+        }
+    }
+
+    /// Up to `limit` pushes due now, none of them in `busy` (being tried here). With Redis a
+    /// job handed out is leased to this node for a while, so other nodes skip it.
+    pub async fn due_pushes(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        busy: std::collections::HashSet<String>,
+    ) -> Result<Vec<PushJob>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.due_pushes(now_ms, limit, busy).await,
+            Self::Redis(store) => store.due_pushes(now_ms, limit).await,
+        }
+    }
+
+    /// Records what became of tried pushes.
+    pub async fn settle_pushes(
+        &self,
+        outcomes: Vec<(PushJob, PushOutcome)>,
+    ) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.settle_pushes(outcomes).await,
+            Self::Redis(store) => store.settle_pushes(outcomes).await,
+        }
+    }
+
+    /// How many pushes are owed, and when the soonest falls due (Unix ms).
+    pub async fn push_queue_depth(&self) -> Result<(u64, Option<i64>), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.push_queue_depth().await,
+            Self::Redis(store) => store.push_queue_depth().await,
+        }
+    }
+
+    /// Records how many streams users have open on this node, for the other nodes. Only a
+    /// cluster has other nodes: with SQLite there is nothing to record.
+    pub async fn set_presence(&self, changes: &[(UserId, usize)]) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Redis(store) => store.set_presence(changes).await,
+        }
+    }
+
+    /// `user`'s open streams on the cluster's other live nodes.
+    pub async fn presence_elsewhere(&self, user: &UserId) -> Result<usize, StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(0),
+            Self::Redis(store) => store.presence_elsewhere(user).await,
         }
     }
 

@@ -20,24 +20,29 @@ pub(super) const PUBLISH_MANY: &str = r#"
 -- KEYS: log, last, pruned, expiring, idempotency key, then seven per user (see user_keys)
 -- ARGV: body tail, history limit, idempotency ttl (0: none), max events, age ms, category
 --       ('' for none), expires ms ('' for none), the answer the idempotency key keeps, then
---       each user's id and notification id. A body is '{"id":"' .. notification id .. '"' .. tail.
+--       push: prefix, when ('' while off), this node, ttl ms (see queue_pushes), then for each
+--       user its id, its notification id and whether it has a stream on this node ('1'/'0').
+--       A body is '{"id":"' .. notification id .. '"' .. tail.
 if ARGV[3] ~= '0' then
   local earlier = redis.call('GET', KEYS[5])
-  if earlier then return {'repeat', earlier} end
+  if earlier then return {'repeat', earlier, 0} end
 end
 local tail, limit, age_ms = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[5])
 local cutoff = retention_cutoff(age_ms)
 local id
-for i = 0, (#ARGV - 8) / 2 - 1 do
-  local user, nid = ARGV[9 + 2 * i], ARGV[10 + 2 * i]
+local queued = 0
+for i = 0, (#ARGV - 12) / 3 - 1 do
+  local user, nid, here = ARGV[13 + 3 * i], ARGV[14 + 3 * i], ARGV[15 + 3 * i]
   local u = user_keys(6 + 7 * i)
   local body = '{"id":"' .. nid .. '"' .. tail
   id = add_event(KEYS[1], u.own, user, 'notification', body, nid, ARGV[7], cutoff, age_ms)
   store_notification(u, KEYS[4], user, nid, body, ARGV[6], ARGV[7], limit)
+  queued = queued + queue_pushes(ARGV[9], ARGV[10], here, ARGV[11], ARGV[12], user, nid,
+    ARGV[6], ARGV[7])
 end
 finish_appends(KEYS[1], KEYS[2], KEYS[3], id, tonumber(ARGV[4]))
 if ARGV[3] ~= '0' then redis.call('SET', KEYS[5], ARGV[8], 'EX', ARGV[3]) end
-return {'created', id}
+return {'created', id, queued}
 "#;
 
 pub(super) const UPDATE: &str = r#"
@@ -199,13 +204,19 @@ impl RedisStore {
                 Some(_) => serde_json::to_string(&sent)?,
                 None => String::new(),
             });
-        for one in &sent {
-            invocation.arg(&one.user_id).arg(&one.id);
+        self.push_args(&mut invocation);
+        invocation.arg(&self.inner.node).arg(self.push_ttl_ms());
+        for (one, user) in sent.iter().zip(&users) {
+            invocation
+                .arg(&one.user_id)
+                .arg(&one.id)
+                .arg(self.online_here(user));
         }
-        let reply: (String, String) = invocation
+        let reply: (String, String, u64) = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
+        self.pushes_queued(reply.2);
         match reply.0.as_str() {
             "repeat" => Ok(BulkOutcome::Repeated(serde_json::from_str(&reply.1)?)),
             _ => Ok(BulkOutcome::Created(sent, parse_stream_id(&reply.1)?)),

@@ -6,6 +6,7 @@
 mod follow;
 mod history;
 mod lifecycle;
+mod push;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +15,7 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, ScriptInvocation, Value};
 
+use super::push::PushQueueing;
 use super::{
     EventSink, MarkedRead, PublishOutcome, ReadAll, ReplayPage, Retention, StoreError, StoredEvent,
     payload,
@@ -25,10 +27,11 @@ const LIBRARY: &str = include_str!("scripts.lua");
 const PUBLISH: &str = r#"
 -- KEYS: log, last, pruned, expiring, idempotency key, then the user's seven (see user_keys)
 -- ARGV: user, notification id, json, history limit, idempotency ttl (0: none), max events,
---       age ms, category ('' for none), expires ms ('' for none)
+--       age ms, category ('' for none), expires ms ('' for none), then push: prefix, when
+--       ('' while push is off), on this node ('1'/'0'), this node, ttl ms (see queue_pushes)
 if ARGV[5] ~= '0' then
   local earlier = redis.call('GET', KEYS[5])
-  if earlier then return {'repeat', earlier} end
+  if earlier then return {'repeat', earlier, 0} end
 end
 local u = user_keys(6)
 local age_ms = tonumber(ARGV[7])
@@ -37,7 +40,9 @@ local id = add_event(KEYS[1], u.own, ARGV[1], 'notification', ARGV[3], ARGV[2], 
 store_notification(u, KEYS[4], ARGV[1], ARGV[2], ARGV[3], ARGV[8], ARGV[9], tonumber(ARGV[4]))
 finish_appends(KEYS[1], KEYS[2], KEYS[3], id, tonumber(ARGV[6]))
 if ARGV[5] ~= '0' then redis.call('SET', KEYS[5], ARGV[3], 'EX', ARGV[5]) end
-return {'created', id}
+local queued = queue_pushes(ARGV[10], ARGV[11], ARGV[12], ARGV[13], ARGV[14], ARGV[1], ARGV[2],
+  ARGV[8], ARGV[9])
+return {'created', id, queued}
 "#;
 
 const BROADCAST: &str = r#"
@@ -116,8 +121,13 @@ struct Inner {
     scripts: Scripts,
     /// False while the log reader cannot reach Redis.
     healthy: Arc<AtomicBool>,
-    /// Stops the log reader.
+    /// Stops the log reader and the heartbeat.
     stop: tokio_util::sync::CancellationToken,
+    /// This node's name in the cluster's presence counts, new each start.
+    node: String,
+    /// Queues Web Push jobs as notifications are stored; `None` while push is off.
+    push: Option<PushQueueing>,
+    push_scripts: push::PushScripts,
 }
 
 struct Scripts {
@@ -223,6 +233,7 @@ impl RedisStore {
         settings: &RedisSettings,
         retention: Retention,
         sink: Arc<dyn EventSink>,
+        push: Option<PushQueueing>,
     ) -> Result<Self, StoreError> {
         let client = redis::Client::open(settings.url.as_str())
             .map_err(|error| StoreError::Unavailable(format!("bad --redis-url: {error}")))?;
@@ -258,7 +269,7 @@ impl RedisStore {
             healthy: healthy.clone(),
             stop: stop.clone(),
         }));
-        Ok(Self {
+        let store = Self {
             inner: Arc::new(Inner {
                 conn,
                 keys,
@@ -266,8 +277,34 @@ impl RedisStore {
                 scripts: Scripts::new(),
                 healthy,
                 stop,
+                node: uuid::Uuid::new_v4().simple().to_string(),
+                push,
+                push_scripts: push::PushScripts::new(|body| {
+                    Script::new(&format!("{LIBRARY}\n{body}"))
+                }),
             }),
-        })
+        };
+        store.heartbeat().await?;
+        tokio::spawn(store.clone().beat());
+        Ok(store)
+    }
+
+    /// Keeps this node counted as alive until the store closes, then stops counting it.
+    async fn beat(self) {
+        let mut ticks = tokio::time::interval(push::HEARTBEAT);
+        loop {
+            tokio::select! {
+                _ = self.inner.stop.cancelled() => break,
+                _ = ticks.tick() => {
+                    if let Err(error) = self.heartbeat().await {
+                        tracing::warn!(%error, "could not tell Redis this node is alive");
+                    }
+                }
+            }
+        }
+        if let Err(error) = self.leave().await {
+            tracing::warn!(%error, "could not tell Redis this node has left");
+        }
     }
 
     fn conn(&self) -> ConnectionManager {
@@ -315,10 +352,14 @@ impl RedisStore {
             .arg(self.age_ms() as u64)
             .arg(category_arg(&notification))
             .arg(&expires);
-        let reply: (String, String) = invocation
+        self.push_args(&mut invocation);
+        invocation.arg(self.online_here(&user));
+        invocation.arg(&self.inner.node).arg(self.push_ttl_ms());
+        let reply: (String, String, u64) = invocation
             .invoke_async(&mut self.conn())
             .await
             .map_err(unavailable)?;
+        self.pushes_queued(reply.2);
         match reply.0.as_str() {
             "repeat" => Ok(PublishOutcome::Repeated(serde_json::from_str(&reply.1)?)),
             _ => Ok(PublishOutcome::Created(

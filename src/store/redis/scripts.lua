@@ -157,3 +157,49 @@ local function first_id(log)
   if #first == 0 then return '' end
   return first[1][1]
 end
+
+-- Web Push (redis/push.rs). Push keys are named from the prefix inside the scripts, since
+-- which users' keys a publish touches depends on what it finds: herald runs on one Redis, not
+-- Redis Cluster, so keys outside KEYS are safe. The keys: `P:push:subs:USER` (hash: id -> JSON
+-- with endpoint, p256dh, auth, createdMs), `P:push:endpoints` (hash: endpoint -> "USER\nID"),
+-- `P:push:muted:USER` (set), `P:push:queue` (sorted set: job -> due ms), `P:push:jobs` (hash:
+-- job -> JSON with u(ser), n(otification id), s(ubscription), d(eadline ms), a(ttempts)),
+-- `P:push:seq` (job ids), `P:presence:USER` (hash: node -> open streams there) and
+-- `P:node:NODE` (present while that node lives).
+
+-- Whether `user` has a stream open on a live node other than `me`.
+local function online_elsewhere(p, user, me)
+  local presence = redis.call('HGETALL', p .. ':presence:' .. user)
+  for i = 1, #presence, 2 do
+    local node = presence[i]
+    if node ~= me and tonumber(presence[i + 1]) > 0
+        and redis.call('EXISTS', p .. ':node:' .. node) == 1 then
+      return true
+    end
+  end
+  return false
+end
+
+-- Queues one push per subscription of `user` for notification `nid`, unless its category is
+-- muted or, with `push` = 'offline', the user has a stream open anywhere (`here`: '1' when on
+-- this node, `me`). `expires` is the notification's expiry ('' for none); without one, pushes
+-- are tried for `ttl_ms`. Returns how many it queued.
+local function queue_pushes(p, push, here, me, ttl_ms, user, nid, category, expires)
+  if push == '' then return 0 end
+  local subs = redis.call('HKEYS', p .. ':push:subs:' .. user)
+  if #subs == 0 then return 0 end
+  if category ~= '' and redis.call('SISMEMBER', p .. ':push:muted:' .. user, category) == 1 then
+    return 0
+  end
+  if push == 'offline' and (here == '1' or online_elsewhere(p, user, me)) then return 0 end
+  local now = now_ms()
+  local deadline = now + tonumber(ttl_ms)
+  if expires ~= '' then deadline = tonumber(expires) end
+  for _, sub in ipairs(subs) do
+    local job = redis.call('INCR', p .. ':push:seq')
+    redis.call('HSET', p .. ':push:jobs', job,
+      cjson.encode({u = user, n = nid, s = sub, d = deadline, a = 0}))
+    redis.call('ZADD', p .. ':push:queue', now, job)
+  end
+  return #subs
+end

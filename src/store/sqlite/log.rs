@@ -5,6 +5,7 @@ use rusqlite::{Connection, Statement, params};
 
 use super::sizes::HistorySizes;
 use crate::domain::{EventId, EventName};
+use crate::store::push::PushQueueing;
 use crate::store::{Audience, CommittedEvent, StoreError};
 
 /// The events a group appends, with the ids they take, and what it takes out of the log.
@@ -21,6 +22,10 @@ pub(super) struct Log<'a> {
     pub history_sizes: &'a mut HistorySizes,
     /// `meta.pruned_through` as this group found it, once read (see [`Log::pruned_through`]).
     pub pruned_through: Option<u64>,
+    /// How pushes are queued as notifications are stored; `None` while push is off.
+    pub push: Option<&'a PushQueueing>,
+    /// Push jobs this group queued.
+    pub pushes_queued: usize,
 }
 
 /// The notification an event is about, so a delete can find the event and an expiry hide it.

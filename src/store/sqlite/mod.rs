@@ -6,6 +6,7 @@ mod checkpoint;
 mod dispatch;
 mod log;
 mod ops;
+mod push;
 mod retention;
 mod schema;
 mod sizes;
@@ -21,10 +22,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::push::{PushJob, PushOutcome, PushQueueing, Subscribed, SubscriptionInfo};
 use super::{
     Archived, BulkOutcome, EventSink, Expired, HistoryPage, HistoryQuery, MarkedRead,
     PublishOutcome, ReadAll, ReplayPage, Retention, StoreError, StoredEvent, SyncMode,
 };
+use crate::domain::PushSubscription;
 use crate::domain::{
     EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
     NotificationPatch, UserId,
@@ -68,6 +71,7 @@ impl SqliteStore {
         sync: SyncMode,
         retention: Retention,
         sink: Arc<dyn EventSink>,
+        push: Option<PushQueueing>,
     ) -> Result<Self, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|error| {
             StoreError::Unavailable(format!("cannot create {}: {error}", data_dir.display()))
@@ -104,6 +108,7 @@ impl SqliteStore {
             checkpointer: checkpoint::Checkpointer::start(&path)?,
             history_sizes: sizes::HistorySizes::default(),
             bulk_cache: false,
+            push,
         };
         std::thread::Builder::new()
             .name("herald-writer".into())
@@ -244,6 +249,76 @@ impl SqliteStore {
 
     pub async fn sweep(&self) -> Result<(), StoreError> {
         self.write(|reply| Command::Sweep { reply }).await
+    }
+
+    pub async fn subscribe_push(
+        &self,
+        user: UserId,
+        subscription: PushSubscription,
+        max_per_user: u32,
+    ) -> Result<Subscribed, StoreError> {
+        self.write(|reply| {
+            Command::Push(push::Write::Subscribe {
+                user,
+                subscription,
+                max_per_user,
+                reply,
+            })
+        })
+        .await
+    }
+
+    pub async fn unsubscribe_push(&self, user: UserId, id: String) -> Result<(), StoreError> {
+        self.write(|reply| Command::Push(push::Write::Unsubscribe { user, id, reply }))
+            .await
+    }
+
+    pub async fn set_push_muted(
+        &self,
+        user: UserId,
+        categories: Vec<String>,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| {
+            Command::Push(push::Write::SetMuted {
+                user,
+                categories,
+                reply,
+            })
+        })
+        .await
+    }
+
+    pub async fn settle_pushes(
+        &self,
+        outcomes: Vec<(PushJob, PushOutcome)>,
+    ) -> Result<(), StoreError> {
+        self.write(|reply| Command::Push(push::Write::Settle { outcomes, reply }))
+            .await
+    }
+
+    pub async fn push_subscriptions(
+        &self,
+        user: UserId,
+    ) -> Result<Vec<SubscriptionInfo>, StoreError> {
+        self.read(move |tx| push::subscriptions(tx, &user)).await
+    }
+
+    pub async fn push_muted(&self, user: UserId) -> Result<Vec<String>, StoreError> {
+        self.read(move |tx| push::muted(tx, &user)).await
+    }
+
+    pub async fn due_pushes(
+        &self,
+        now_ms: i64,
+        limit: usize,
+        busy: std::collections::HashSet<String>,
+    ) -> Result<Vec<PushJob>, StoreError> {
+        self.read(move |tx| push::due(tx, now_ms, limit, &busy))
+            .await
+    }
+
+    pub async fn push_queue_depth(&self) -> Result<(u64, Option<i64>), StoreError> {
+        self.read(|tx| push::depth(tx)).await
     }
 
     pub async fn close(&self) {

@@ -183,6 +183,14 @@ impl<'c> Inserts<'c> {
             stored.category,
             stored.expires_ms,
         ])?;
+        log.pushes_queued += super::push::enqueue(
+            tx,
+            log,
+            user,
+            id.major as i64,
+            stored.category,
+            stored.expires_ms,
+        )?;
         let limit = retention.history_per_user;
         let mut size = log.history_sizes.grew(tx, user.as_str(), id.major as i64)?;
         while size > limit {

@@ -145,6 +145,7 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
     ))?;
     add_missing_columns(conn)?;
     key_history_by_event(conn)?;
+    conn.execute_batch(super::push::SCHEMA)?;
     conn.execute_batch(INDEXES)
 }
 

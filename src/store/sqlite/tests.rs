@@ -27,7 +27,7 @@ fn open(dir: &Path, max_events: u64, history_per_user: u64) -> SqliteStore {
         history_per_user,
         idempotency_window: Duration::from_secs(3600),
     };
-    SqliteStore::open(dir, SyncMode::Normal, retention, Arc::new(Nowhere)).expect("open")
+    SqliteStore::open(dir, SyncMode::Normal, retention, Arc::new(Nowhere), None).expect("open")
 }
 
 fn hana() -> UserId {

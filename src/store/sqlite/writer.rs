@@ -18,6 +18,7 @@ use crate::domain::{
     EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationPatch,
     UserId,
 };
+use crate::store::push::PushQueueing;
 use crate::store::{
     Archived, BulkOutcome, CommittedEvent, Expired, MarkedRead, PublishOutcome, ReadAll, Retention,
     StoreError,
@@ -78,6 +79,8 @@ pub(super) enum Command {
     Sweep {
         reply: Reply<()>,
     },
+    /// Web Push: subscriptions, muted categories, and what became of pushes.
+    Push(super::push::Write),
     /// Stop after everything queued before this; the reply comes once the files are tidy.
     Close {
         reply: oneshot::Sender<()>,
@@ -88,14 +91,14 @@ pub(super) enum Command {
 type SendResult = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// A command's result, held until its group commits.
-struct Done {
+pub(super) struct Done {
     /// Why the command failed, if it did.
     failure: Option<StoreError>,
     send: SendResult,
 }
 
 impl Done {
-    fn new<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Self {
+    pub(super) fn new<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Self {
         Self {
             failure: result.as_ref().err().cloned(),
             send: Box::new(move |failure| {
@@ -126,6 +129,8 @@ pub(super) struct Writer {
     pub history_sizes: HistorySizes,
     /// The page cache is sized for groups with a publish to many (`schema::size_cache_for`).
     pub bulk_cache: bool,
+    /// Queues Web Push jobs as notifications are stored; `None` while push is off.
+    pub push: Option<PushQueueing>,
 }
 
 impl Writer {
@@ -180,7 +185,12 @@ impl Writer {
         let mut done = Vec::with_capacity(group.len());
         let outcome = self.write_group(group, &mut events, &mut done);
         match outcome {
-            Ok(retained) => {
+            Ok((retained, pushes_queued)) => {
+                if pushes_queued {
+                    if let Some(push) = &self.push {
+                        push.queued.notify_one();
+                    }
+                }
                 self.retained = retained;
                 self.shared.retained.store(self.retained, Ordering::Relaxed);
                 self.shared.healthy.store(true, Ordering::Release);
@@ -210,13 +220,14 @@ impl Writer {
         }
     }
 
-    /// Applies every command in one transaction; returns how many events the log then holds.
+    /// Applies every command in one transaction; returns how many events the log then holds,
+    /// and whether any push was queued.
     fn write_group(
         &mut self,
         group: Vec<Command>,
         events: &mut Vec<CommittedEvent>,
         done: &mut Vec<Done>,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<(u64, bool), StoreError> {
         let now_ms = crate::domain::now_unix_ms();
         let retention = self.retention;
         let bulk = group
@@ -239,6 +250,8 @@ impl Writer {
             sweep_asked: false,
             history_sizes: &mut self.history_sizes,
             pruned_through: None,
+            push: self.push.as_ref(),
+            pushes_queued: 0,
         };
         let mut commands = group.into_iter();
         while let Some(command) = commands.next() {
@@ -263,6 +276,7 @@ impl Writer {
         let appended = next_seq - self.next_seq;
         let mut retained = (self.retained + appended).saturating_sub(log.removed);
         let sweep_asked = log.sweep_asked;
+        let pushes_queued = log.pushes_queued > 0;
         // The newest id is the log's largest `seq`; `meta.last_seq` only has to remember it
         // when events are removed (they might be the newest), which saves a page per commit.
         let mut removing = false;
@@ -282,7 +296,7 @@ impl Writer {
         }
         tx.commit()?;
         self.next_seq = next_seq;
-        Ok(retained)
+        Ok((retained, pushes_queued))
     }
 }
 
@@ -299,6 +313,7 @@ fn refuse(command: Command, error: StoreError) -> Done {
         Command::SetArchived { reply, .. } => Done::new(reply, Err(error)),
         Command::Expire { reply } => Done::new(reply, Err(error)),
         Command::Sweep { reply } => Done::new(reply, Err(error)),
+        Command::Push(write) => write.refuse(error),
         Command::Close { .. } => unreachable!("Close ends the group before it is applied"),
     }
 }
@@ -349,6 +364,7 @@ fn apply(tx: &Connection, log: &mut Log<'_>, command: Command, retention: Retent
             log.sweep_asked = true;
             Done::new(reply, Ok(()))
         }
+        Command::Push(write) => write.apply(tx, log),
         Command::Close { .. } => unreachable!("Close ends the group before it is applied"),
     }
 }
@@ -392,6 +408,7 @@ mod tests {
             checkpointer: Checkpointer::start(&path).unwrap(),
             history_sizes: HistorySizes::default(),
             bulk_cache: false,
+            push: None,
         }
     }
 

@@ -303,6 +303,12 @@ async fn the_openapi_document_is_openapi_3_and_lists_the_api() {
         ("/metrics", "get"),
         ("/events/{userId}", "get"),
         ("/api/push/public-key", "get"),
+        ("/api/push/{userId}/subscriptions", "post"),
+        ("/api/push/{userId}/subscriptions", "get"),
+        ("/api/push/{userId}/subscriptions/{id}", "delete"),
+        ("/api/push/{userId}/preferences", "get"),
+        ("/api/push/{userId}/preferences", "put"),
+        ("/api/presence/{userId}", "get"),
     ] {
         assert!(
             paths.get(path).is_some_and(|p| p.get(method).is_some()),

@@ -61,6 +61,10 @@ impl Api {
         read_json(send(self.client.post(self.url(path)).json(body)).await).await
     }
 
+    pub async fn put_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        read_json(send(self.client.put(self.url(path)).json(body)).await).await
+    }
+
     pub async fn patch_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         read_json(send(self.client.patch(self.url(path)).json(body)).await).await
     }

@@ -1,0 +1,265 @@
+//! The pusher: takes the pushes owed from the store's queue, makes each (`message`), and
+//! records what became of it (docs/protocol.md#web-push). It runs beside the server and shares
+//! nothing with publishing but the queue, so a slow or hanging push service delays only pushes:
+//! a publish's `201` never waits for one.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::VapidKey;
+use super::endpoint::{EndpointPolicy, PublicOnly, literal_is_internal};
+use super::message::{self, Notice, Recipient};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use crate::store::push::{PushJob, PushOutcome};
+
+/// Pushes in flight at once.
+const CONCURRENCY: usize = 64;
+/// The longest one try may take, connecting included.
+const TRY_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first retry's delay without `Retry-After`; each later one doubles, up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// How often the queue is looked at when nothing wakes the pusher (retries falling due, and
+/// pushes another node queued).
+const POLL: Duration = Duration::from_millis(500);
+
+/// What the pusher needs; built once at start.
+pub struct Pusher {
+    pub store: Store,
+    pub key: Arc<VapidKey>,
+    pub subject: String,
+    pub endpoints: EndpointPolicy,
+    pub metrics: Arc<Metrics>,
+    /// Woken by the store when a commit queued pushes.
+    pub queued: Arc<Notify>,
+}
+
+impl Pusher {
+    /// Pushes until `stop`; what is in flight then is abandoned and stays owed (made after the
+    /// next start: at least once).
+    pub async fn run(self, stop: CancellationToken) {
+        let client = match client(&self.endpoints) {
+            Ok(client) => client,
+            Err(error) => {
+                tracing::error!(%error, "cannot build the push client: no pushes will be made");
+                return;
+            }
+        };
+        let this = Arc::new(self);
+        let mut in_flight: JoinSet<(PushJob, PushOutcome)> = JoinSet::new();
+        let mut busy: HashSet<String> = HashSet::new();
+        let mut polls = tokio::time::interval(POLL);
+        polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            if in_flight.len() < CONCURRENCY {
+                this.start_due(&client, &mut in_flight, &mut busy).await;
+            }
+            tokio::select! {
+                () = stop.cancelled() => break,
+                Some(done) = in_flight.join_next() => {
+                    let mut settled = Vec::new();
+                    settled.extend(done.ok());
+                    while let Some(done) = in_flight.try_join_next() {
+                        settled.extend(done.ok());
+                    }
+                    this.settle(settled, &mut busy).await;
+                }
+                () = this.queued.notified() => {}
+                _ = polls.tick() => this.count_queue().await,
+            }
+        }
+        in_flight.abort_all();
+    }
+
+    async fn start_due(
+        self: &Arc<Self>,
+        client: &reqwest::Client,
+        in_flight: &mut JoinSet<(PushJob, PushOutcome)>,
+        busy: &mut HashSet<String>,
+    ) {
+        let room = CONCURRENCY - in_flight.len();
+        let now_ms = crate::domain::now_unix_ms();
+        let jobs = match self.store.due_pushes(now_ms, room, busy.clone()).await {
+            Ok(jobs) => jobs,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the push queue");
+                return;
+            }
+        };
+        for job in jobs {
+            busy.insert(job.job.clone());
+            let this = self.clone();
+            let client = client.clone();
+            in_flight.spawn(async move {
+                let outcome = this.try_push(&client, &job).await;
+                (job, outcome)
+            });
+        }
+    }
+
+    async fn settle(&self, settled: Vec<(PushJob, PushOutcome)>, busy: &mut HashSet<String>) {
+        if settled.is_empty() {
+            return;
+        }
+        let jobs: Vec<String> = settled.iter().map(|(job, _)| job.job.clone()).collect();
+        if let Err(error) = self.store.settle_pushes(settled).await {
+            // The jobs stay as they were: tried again (at least once; `Topic` collapses repeats).
+            tracing::warn!(%error, "cannot record pushes made");
+        }
+        for job in jobs {
+            busy.remove(&job);
+        }
+    }
+
+    async fn count_queue(&self) {
+        if let Ok((depth, _)) = self.store.push_queue_depth().await {
+            self.metrics.push_queue_depth.set(depth as i64);
+        }
+    }
+
+    /// One try of `job`; never fails, only says what to do next.
+    async fn try_push(&self, client: &reqwest::Client, job: &PushJob) -> PushOutcome {
+        let now_ms = crate::domain::now_unix_ms();
+        let Some(json) = &job.notification else {
+            // Deleted, expired, read, or its subscription is gone: nothing is owed now.
+            return PushOutcome::Done;
+        };
+        let left_ms = job.deadline_ms - now_ms;
+        if left_ms <= 0 {
+            self.metrics.pushes_failed.inc();
+            return PushOutcome::Done;
+        }
+        let endpoint = match url::Url::parse(&job.endpoint) {
+            Ok(endpoint) => endpoint,
+            Err(_) => return self.give_up(job, "its endpoint is not a URL"),
+        };
+        if let Err(problem) = self.endpoints.check(&endpoint) {
+            return self.give_up(job, &problem);
+        }
+        if !self.endpoints.is_insecure() && literal_is_internal(&endpoint) {
+            return self.give_up(job, "its endpoint is an internal address");
+        }
+        let message = match message::build(
+            &Notice {
+                json,
+                ttl_secs: (left_ms as u64).div_ceil(1000),
+            },
+            &Recipient {
+                endpoint: &job.endpoint,
+                p256dh: &job.p256dh,
+                auth: &job.auth,
+            },
+            &self.key,
+            &self.subject,
+            (now_ms / 1000) as u64,
+        ) {
+            Ok(message) => message,
+            Err(error) => return self.give_up(job, &error.to_string()),
+        };
+        let sent = client
+            .post(message.endpoint)
+            .header("TTL", message.ttl_secs)
+            .header("Urgency", message.urgency)
+            .header("Topic", message.topic)
+            .header("Content-Encoding", "aes128gcm")
+            .header("Content-Type", "application/octet-stream")
+            .header("Authorization", message.authorization)
+            .body(message.body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::debug!(%error, subscription = %job.subscription, "push failed");
+                return self.retry(job, None, now_ms);
+            }
+        };
+        let status = response.status().as_u16();
+        match status {
+            200..=299 => {
+                self.metrics.pushes_sent.inc();
+                PushOutcome::Done
+            }
+            404 | 410 => {
+                self.metrics.push_subscriptions_removed.inc();
+                PushOutcome::SubscriptionGone
+            }
+            429 | 500..=599 => {
+                let retry_after = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|value| value.to_str().ok())
+                    .and_then(retry_after);
+                self.retry(job, retry_after, now_ms)
+            }
+            _ => self.give_up(job, &format!("the push service answered {status}")),
+        }
+    }
+
+    /// Schedules the next try: after `Retry-After` when the service gave one, else after a
+    /// delay that doubles with each try; gives up if that falls past the deadline.
+    fn retry(&self, job: &PushJob, retry_after: Option<Duration>, now_ms: i64) -> PushOutcome {
+        let backoff = retry_after.unwrap_or_else(|| {
+            let doubled = FIRST_BACKOFF.saturating_mul(1 << job.attempts.min(16));
+            doubled.min(MAX_BACKOFF)
+        });
+        let at_ms = now_ms.saturating_add(backoff.as_millis() as i64);
+        if at_ms >= job.deadline_ms {
+            return self.give_up(job, "its push service kept failing until its TTL ran out");
+        }
+        PushOutcome::RetryAt(at_ms)
+    }
+
+    fn give_up(&self, job: &PushJob, why: &str) -> PushOutcome {
+        tracing::warn!(subscription = %job.subscription, user = %job.user, "push not made: {why}");
+        self.metrics.pushes_failed.inc();
+        PushOutcome::Done
+    }
+}
+
+/// The HTTP client pushes go out on: no redirects (a push service does not redirect, and a
+/// redirect could lead inside), no proxy from the environment, each try within
+/// [`TRY_TIMEOUT`], and names resolved to public addresses only ([`PublicOnly`]).
+fn client(endpoints: &EndpointPolicy) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .timeout(TRY_TIMEOUT)
+        .connect_timeout(TRY_TIMEOUT)
+        .dns_resolver(PublicOnly::shared(endpoints.is_insecure()))
+        .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date.
+fn retry_after(raw: &str) -> Option<Duration> {
+    let raw = raw.trim();
+    if let Ok(seconds) = raw.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(raw).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        assert_eq!(retry_after("7"), Some(Duration::from_secs(7)));
+        let later = std::time::SystemTime::now() + Duration::from_secs(120);
+        let parsed = retry_after(&httpdate::fmt_http_date(later)).unwrap();
+        assert!(parsed > Duration::from_secs(100) && parsed <= Duration::from_secs(120));
+        assert_eq!(retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,333 @@
+//! Web Push in the SQLite store (docs/protocol.md#web-push): subscriptions, muted categories
+//! and the queue of pushes owed. Writes run on the writer thread like every other write;
+//! `enqueue` runs inside the transaction that stores a notification.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::log::Log;
+use crate::domain::{PushSubscription, UserId};
+use crate::store::StoreError;
+use crate::store::push::{PushJob, PushOutcome, PushWhen, Subscribed, SubscriptionInfo};
+
+/// The tables. `push_queue.seq` is the `notification` event of the notification owed; a job
+/// whose notification is gone is found so by the join that reads it, and dropped then.
+pub(super) const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS push_subscriptions (
+    id         TEXT    PRIMARY KEY,
+    user_id    TEXT    NOT NULL,
+    endpoint   TEXT    NOT NULL UNIQUE,
+    p256dh     TEXT    NOT NULL,
+    auth       TEXT    NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS push_subscriptions_by_user ON push_subscriptions (user_id);
+CREATE TABLE IF NOT EXISTS push_muted (
+    user_id  TEXT NOT NULL,
+    category TEXT NOT NULL,
+    PRIMARY KEY (user_id, category)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS push_queue (
+    job          INTEGER PRIMARY KEY,
+    seq          INTEGER NOT NULL,
+    subscription TEXT    NOT NULL,
+    due_ms       INTEGER NOT NULL,
+    deadline_ms  INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS push_queue_by_due ON push_queue (due_ms);
+CREATE INDEX IF NOT EXISTS push_queue_by_subscription ON push_queue (subscription);
+";
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// A push write the store asks of the writer thread.
+pub(super) enum Write {
+    Subscribe {
+        user: UserId,
+        subscription: PushSubscription,
+        max_per_user: u32,
+        reply: Reply<Subscribed>,
+    },
+    Unsubscribe {
+        user: UserId,
+        id: String,
+        reply: Reply<()>,
+    },
+    SetMuted {
+        user: UserId,
+        categories: Vec<String>,
+        reply: Reply<()>,
+    },
+    Settle {
+        outcomes: Vec<(PushJob, PushOutcome)>,
+        reply: Reply<()>,
+    },
+}
+
+impl Write {
+    /// Answers with `error` without running.
+    pub fn refuse(self, error: StoreError) -> super::writer::Done {
+        use super::writer::Done;
+        match self {
+            Self::Subscribe { reply, .. } => Done::new(reply, Err(error)),
+            Self::Unsubscribe { reply, .. } => Done::new(reply, Err(error)),
+            Self::SetMuted { reply, .. } => Done::new(reply, Err(error)),
+            Self::Settle { reply, .. } => Done::new(reply, Err(error)),
+        }
+    }
+
+    pub fn apply(self, tx: &Connection, log: &Log<'_>) -> super::writer::Done {
+        use super::writer::Done;
+        match self {
+            Self::Subscribe {
+                user,
+                subscription,
+                max_per_user,
+                reply,
+            } => Done::new(
+                reply,
+                subscribe(tx, log.now_ms, &user, &subscription, max_per_user),
+            ),
+            Self::Unsubscribe { user, id, reply } => Done::new(reply, unsubscribe(tx, &user, &id)),
+            Self::SetMuted {
+                user,
+                categories,
+                reply,
+            } => Done::new(reply, set_muted(tx, &user, &categories)),
+            Self::Settle { outcomes, reply } => Done::new(reply, settle(tx, &outcomes)),
+        }
+    }
+}
+
+/// Stores `subscription` for `user`. An endpoint another user had moves to this one (a browser
+/// profile belongs to whoever subscribed last), under a new id.
+fn subscribe(
+    tx: &Connection,
+    now_ms: i64,
+    user: &UserId,
+    subscription: &PushSubscription,
+    max_per_user: u32,
+) -> Result<Subscribed, StoreError> {
+    let endpoint = subscription.endpoint.as_str();
+    let held: Option<(String, String)> = tx
+        .prepare_cached("SELECT id, user_id FROM push_subscriptions WHERE endpoint = ?1")?
+        .query_row([endpoint], |row| Ok((row.get(0)?, row.get(1)?)))
+        .optional()?;
+    match held {
+        Some((id, owner)) if owner == user.as_str() => {
+            tx.prepare_cached(
+                "UPDATE push_subscriptions SET p256dh = ?2, auth = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, subscription.p256dh, subscription.auth])?;
+            return Ok(Subscribed::Existing(id));
+        }
+        Some((id, _)) => remove_subscription(tx, &id)?,
+        None => {}
+    }
+    let count: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM push_subscriptions WHERE user_id = ?1")?
+        .query_row([user.as_str()], |row| row.get(0))?;
+    if count >= i64::from(max_per_user) {
+        return Ok(Subscribed::Full);
+    }
+    let id = uuid::Uuid::new_v4().to_string();
+    tx.prepare_cached(
+        "INSERT INTO push_subscriptions (id, user_id, endpoint, p256dh, auth, created_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        id,
+        user.as_str(),
+        endpoint,
+        subscription.p256dh,
+        subscription.auth,
+        now_ms
+    ])?;
+    Ok(Subscribed::Created(id))
+}
+
+fn unsubscribe(tx: &Connection, user: &UserId, id: &str) -> Result<(), StoreError> {
+    let owned = tx
+        .prepare_cached("SELECT 1 FROM push_subscriptions WHERE id = ?1 AND user_id = ?2")?
+        .exists(params![id, user.as_str()])?;
+    if !owned {
+        return Err(StoreError::NotFound(
+            "no such push subscription for this user",
+        ));
+    }
+    remove_subscription(tx, id)
+}
+
+/// Removes a subscription and every push still owed to it.
+fn remove_subscription(tx: &Connection, id: &str) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM push_subscriptions WHERE id = ?1")?
+        .execute([id])?;
+    tx.prepare_cached("DELETE FROM push_queue WHERE subscription = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+fn set_muted(tx: &Connection, user: &UserId, categories: &[String]) -> Result<(), StoreError> {
+    tx.prepare_cached("DELETE FROM push_muted WHERE user_id = ?1")?
+        .execute([user.as_str()])?;
+    let mut insert =
+        tx.prepare_cached("INSERT OR IGNORE INTO push_muted (user_id, category) VALUES (?1, ?2)")?;
+    for category in categories {
+        insert.execute(params![user.as_str(), category])?;
+    }
+    Ok(())
+}
+
+fn settle(tx: &Connection, outcomes: &[(PushJob, PushOutcome)]) -> Result<(), StoreError> {
+    let mut done = tx.prepare_cached("DELETE FROM push_queue WHERE job = ?1")?;
+    let mut retry = tx.prepare_cached(
+        "UPDATE push_queue SET due_ms = ?2, attempts = attempts + 1 WHERE job = ?1",
+    )?;
+    for (job, outcome) in outcomes {
+        match outcome {
+            PushOutcome::Done => {
+                done.execute([&job.job])?;
+            }
+            PushOutcome::RetryAt(at_ms) => {
+                retry.execute(params![job.job, at_ms])?;
+            }
+            PushOutcome::SubscriptionGone => remove_subscription(tx, &job.subscription)?,
+        }
+    }
+    Ok(())
+}
+
+/// Inside the transaction that stores notification `seq` for `user`: queues one push per
+/// subscription of the user, unless the category is muted or (with `offline`) the user has a
+/// stream open. Returns how many it queued.
+pub(super) fn enqueue(
+    tx: &Connection,
+    log: &Log<'_>,
+    user: &UserId,
+    seq: i64,
+    category: Option<&str>,
+    expires_ms: Option<i64>,
+) -> Result<usize, StoreError> {
+    let Some(push) = log.push else {
+        return Ok(0);
+    };
+    let subscriptions = tx
+        .prepare_cached("SELECT id FROM push_subscriptions WHERE user_id = ?1")?
+        .query_map([user.as_str()], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    if subscriptions.is_empty() {
+        return Ok(0);
+    }
+    if let Some(category) = category {
+        let muted = tx
+            .prepare_cached("SELECT 1 FROM push_muted WHERE user_id = ?1 AND category = ?2")?
+            .exists(params![user.as_str(), category])?;
+        if muted {
+            return Ok(0);
+        }
+    }
+    if push.when == PushWhen::Offline && push.presence.streams_here(user) > 0 {
+        return Ok(0);
+    }
+    let deadline_ms = push.deadline_ms(log.now_ms, expires_ms);
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO push_queue (seq, subscription, due_ms, deadline_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for subscription in &subscriptions {
+        insert.execute(params![seq, subscription, log.now_ms, deadline_ms])?;
+    }
+    Ok(subscriptions.len())
+}
+
+/// A user's subscriptions, oldest first.
+pub(super) fn subscriptions(
+    tx: &Connection,
+    user: &UserId,
+) -> Result<Vec<SubscriptionInfo>, StoreError> {
+    let mut select = tx.prepare_cached(
+        "SELECT id, endpoint, created_ms FROM push_subscriptions WHERE user_id = ?1
+         ORDER BY created_ms, id",
+    )?;
+    let rows = select.query_map([user.as_str()], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, i64>(2)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (id, endpoint, created_ms) = row?;
+        let origin = url::Url::parse(&endpoint)
+            .map_err(|error| StoreError::Corrupt(format!("stored endpoint: {error}")))?
+            .origin()
+            .ascii_serialization();
+        Ok(SubscriptionInfo {
+            id,
+            origin,
+            created_ms,
+        })
+    })
+    .collect()
+}
+
+pub(super) fn muted(tx: &Connection, user: &UserId) -> Result<Vec<String>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT category FROM push_muted WHERE user_id = ?1 ORDER BY category")?
+        .query_map([user.as_str()], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Up to `limit` jobs due by `now_ms`, oldest first, skipping `busy` ones (being tried).
+pub(super) fn due(
+    tx: &Connection,
+    now_ms: i64,
+    limit: usize,
+    busy: &std::collections::HashSet<String>,
+) -> Result<Vec<PushJob>, StoreError> {
+    let mut select = tx.prepare_cached(
+        "SELECT q.job, s.user_id, q.subscription, s.endpoint, s.p256dh, s.auth,
+                CASE WHEN n.read = 0 AND (n.expires_ms IS NULL OR n.expires_ms > ?1)
+                     THEN COALESCE(n.body, e.data) END,
+                q.deadline_ms, q.attempts
+         FROM push_queue q
+         JOIN push_subscriptions s ON s.id = q.subscription
+         LEFT JOIN notifications n ON n.seq = q.seq
+         LEFT JOIN events e ON e.seq = q.seq
+         WHERE q.due_ms <= ?1 ORDER BY q.due_ms, q.job LIMIT ?2",
+    )?;
+    let fetch = (limit + busy.len()) as i64;
+    let rows = select.query_map(params![now_ms, fetch], |row| {
+        Ok(PushJob {
+            job: row.get::<_, i64>(0)?.to_string(),
+            user: row.get(1)?,
+            subscription: row.get(2)?,
+            endpoint: row.get(3)?,
+            p256dh: row.get(4)?,
+            auth: row.get(5)?,
+            notification: row.get(6)?,
+            deadline_ms: row.get(7)?,
+            attempts: row.get::<_, i64>(8)?.clamp(0, i64::from(u32::MAX)) as u32,
+        })
+    })?;
+    let mut jobs = Vec::with_capacity(limit);
+    for job in rows {
+        let job = job?;
+        if !busy.contains(&job.job) {
+            jobs.push(job);
+        }
+        if jobs.len() == limit {
+            break;
+        }
+    }
+    Ok(jobs)
+}
+
+/// Pushes owed now (jobs in the queue), and when the next one falls due.
+pub(super) fn depth(tx: &Connection) -> Result<(u64, Option<i64>), StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT COUNT(*), MIN(due_ms) FROM push_queue")?
+        .query_row([], |row| {
+            Ok((row.get::<_, i64>(0)?.max(0) as u64, row.get(1)?))
+        })?)
+}
