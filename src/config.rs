@@ -461,13 +461,16 @@ impl ServeArgs {
             .jwt_secret
             .as_ref()
             .is_some_and(|s| !s.is_empty() && s.len() < 32);
-        short_secret
-            .then(|| {
-                "--jwt-secret is shorter than 32 bytes: tokens signed with it are easier to forge"
-                    .to_owned()
-            })
-            .into_iter()
-            .collect()
+        let short_secret = short_secret.then(|| {
+            "--jwt-secret is shorter than 32 bytes: tokens signed with it are easier to forge"
+                .to_owned()
+        });
+        let insecure_push = (self.push_insecure_endpoints && self.vapid_key.is_some()).then(|| {
+            "--push-insecure-endpoints: pushes go to any endpoint a subscriber names, plain \
+             http and internal addresses included; for tests and local development only"
+                .to_owned()
+        });
+        short_secret.into_iter().chain(insecure_push).collect()
     }
 
     fn auth(&self) -> Result<AuthSettings, ConfigError> {

@@ -18,7 +18,7 @@ pub const NODE_TTL: Duration = Duration::from_secs(10);
 /// How often a live node says so.
 pub const HEARTBEAT: Duration = Duration::from_secs(3);
 /// How long a job handed to a node is its own before others may try it (longer than a try).
-const LEASE: Duration = Duration::from_secs(45);
+const LEASE: Duration = Duration::from_secs(20);
 
 const SUBSCRIBE: &str = r#"
 -- KEYS: the user's subscriptions, endpoints.  ARGV: prefix, user, endpoint, p256dh, auth,

@@ -36,7 +36,7 @@ mod sse;
 pub mod tls;
 pub mod wire;
 
-pub use api::{client_from, h2c_client, note, padded_body, read_json, send};
+pub use api::{Api, client_from, h2c_client, note, padded_body, read_json, send};
 pub use app::TestApp;
 pub use process::{ServerProcess, assert_healthy, free_port};
 pub use sse::{
