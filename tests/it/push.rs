@@ -1,18 +1,23 @@
 //! docs/protocol.md#web-push: the VAPID key. `herald vapid-key` makes one (checked against
 //! OpenSSL's reading of the file), `serve` takes it with `--vapid-key` and `--vapid-subject`,
-//! and `GET /api/push/public-key` serves its public half, or `404` while push is off.
+//! and `GET /api/push/public-key` serves its public half, or `404` while push is off. And the
+//! fake push service (`tests/push_service`) that herald's pushes will be checked against.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey};
 use reqwest::StatusCode;
 use serde_json::json;
 use tempfile::TempDir;
 
+use crate::helpers::auth::{sign, unix_now};
 use crate::helpers::command::{run_herald, run_serve};
-use crate::helpers::{ServerProcess, TestApp};
+use crate::helpers::push_service::{FakePushService, PushHeaders, VapidClaims};
+use crate::helpers::{ServerProcess, TestApp, WAIT, send};
 
 /// The uncompressed public point OpenSSL derives from the private key in `pem`, base64url.
 fn openssl_public_key(pem: &Path) -> String {
@@ -147,4 +152,120 @@ fn serve_refuses_a_vapid_key_it_cannot_use_naming_the_flag() {
         &[],
     )
     .assert_refused_saying(&["--vapid-key", "cannot read"]);
+}
+
+/// A key as `herald vapid-key` writes it in `dir`, its public key, and a fake push service for a
+/// server with it.
+async fn fake_push_service_for_a_new_key(dir: &Path) -> (FakePushService, PathBuf, String) {
+    let key = dir.join("vapid.pem");
+    let made = run_herald(&["vapid-key", "--out", key.to_str().unwrap()]).await;
+    assert!(made.status.success(), "{made:?}");
+    let public_key = String::from_utf8(made.stdout).unwrap().trim().to_owned();
+    let service = FakePushService::start(&public_key, SUBJECT).await;
+    (service, key, public_key)
+}
+
+const SUBJECT: &str = "mailto:ops@example.com";
+
+#[tokio::test]
+async fn the_fake_push_service_hands_out_subscriptions_as_a_browser_makes_them() {
+    let dir = TempDir::new().expect("temp dir");
+    let (service, _, _) = fake_push_service_for_a_new_key(dir.path()).await;
+
+    let subscription = service.subscribe(json!("ok")).await;
+    assert!(service.origin().starts_with("http://127.0.0.1:"));
+    assert_eq!(
+        subscription.endpoint,
+        format!("{}/push/{}", service.origin(), subscription.id)
+    );
+    let p256dh = URL_SAFE_NO_PAD
+        .decode(&subscription.p256dh)
+        .expect("base64url");
+    assert_eq!(
+        (p256dh.len(), p256dh[0]),
+        (65, 0x04),
+        "an uncompressed point"
+    );
+    let auth = URL_SAFE_NO_PAD
+        .decode(&subscription.auth)
+        .expect("base64url");
+    assert_eq!(auth.len(), 16);
+    assert_eq!(
+        subscription.to_json(),
+        json!({
+            "endpoint": subscription.endpoint,
+            "expirationTime": null,
+            "keys": { "p256dh": subscription.p256dh, "auth": subscription.auth },
+        })
+    );
+    let another = service
+        .subscribe(json!({ "status": 503, "times": 1 }))
+        .await;
+    assert_ne!(
+        (&another.id, &another.p256dh),
+        (&subscription.id, &subscription.p256dh)
+    );
+
+    let none = service.received_after(0, Duration::from_millis(200)).await;
+    assert!(none.is_empty(), "{none:?}");
+}
+
+/// The token is signed by jsonwebtoken, as herald signs it; the body is not encrypted, so the
+/// push is refused, but only after its VAPID token and headers passed.
+#[tokio::test]
+async fn the_fake_push_service_verifies_a_vapid_token_signed_by_jsonwebtoken_and_records_the_push()
+{
+    let dir = TempDir::new().expect("temp dir");
+    let (service, key, public_key) = fake_push_service_for_a_new_key(dir.path()).await;
+    let subscription = service.subscribe(json!("ok")).await;
+    let exp = unix_now().as_secs() + 3600;
+    let claims = json!({ "aud": service.origin(), "exp": exp, "sub": SUBJECT });
+    let key = EncodingKey::from_ec_pem(&std::fs::read(&key).unwrap()).expect("a P-256 key");
+    let token = sign(Algorithm::ES256, &claims, &key);
+    let body = vec![0u8; 100];
+
+    let response = send(
+        reqwest::Client::new()
+            .post(&subscription.endpoint)
+            .header("authorization", format!("vapid t={token}, k={public_key}"))
+            .header("content-encoding", "aes128gcm")
+            .header("ttl", "60")
+            .header("urgency", "high")
+            .header("topic", "n-1")
+            .body(body.clone()),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let reason = response.text().await.expect("body");
+
+    let records = service.wait_for(1, WAIT).await;
+    let [record] = &records[..] else {
+        panic!("one push: {records:?}")
+    };
+    assert_eq!(
+        (record.seq, &*record.subscription, record.status),
+        (1, &*subscription.id, Some(400))
+    );
+    assert_eq!(record.error.as_deref(), Some(&*reason));
+    assert!(reason.contains("aes128gcm"), "{reason}");
+    assert_eq!(record.payload, None);
+    assert_eq!(record.body_bytes, body.len());
+    assert_eq!(
+        record.headers,
+        PushHeaders {
+            ttl: Some(60),
+            urgency: Some("high".into()),
+            topic: Some("n-1".into()),
+        }
+    );
+    assert_eq!(
+        record.jwt,
+        Some(VapidClaims {
+            aud: service.origin().to_owned(),
+            exp,
+            sub: SUBJECT.to_owned(),
+        })
+    );
+    let now_ms = unix_now().as_millis() as u64;
+    assert!(record.received_at_ms.abs_diff(now_ms) < 10_000);
 }

@@ -17,6 +17,8 @@
 //! - `durability`: publishers racing a SIGKILL, and what each was told.
 //! - `isolation`: many users' tabs under load, and what each must have received.
 //! - `fuzz`: the random requests, rules and recorders of the property test in `fuzz.rs`.
+//! - `push_service`: [`push_service::FakePushService`], a Web Push service on loopback that
+//!   decrypts, verifies and records what herald pushes.
 
 use std::time::Duration;
 
@@ -30,6 +32,7 @@ pub mod durability;
 pub mod fuzz;
 pub mod isolation;
 mod process;
+pub mod push_service;
 pub mod raw_sse;
 pub mod redis;
 mod sse;
