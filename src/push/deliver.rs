@@ -108,10 +108,21 @@ impl Pusher {
             return;
         }
         let jobs: Vec<String> = settled.iter().map(|(job, _)| job.job.clone()).collect();
-        if let Err(error) = self.store.settle_pushes(settled).await {
+        let removed = settled
+            .iter()
+            .filter(|(_, outcome)| *outcome == PushOutcome::SubscriptionGone)
+            .count();
+        match self.store.settle_pushes(settled).await {
+            Ok(()) => self
+                .metrics
+                .push_subscriptions_removed
+                .inc_by(removed as u64),
             // The jobs stay as they were: tried again (at least once; `Topic` collapses repeats).
-            tracing::warn!(%error, "cannot record pushes made");
-        }
+            Err(error) => {
+                tracing::warn!(%error, "cannot record pushes made");
+                0
+            }
+        };
         for job in jobs {
             busy.remove(&job);
         }
@@ -186,10 +197,8 @@ impl Pusher {
                 self.metrics.pushes_sent.inc();
                 PushOutcome::Done
             }
-            404 | 410 => {
-                self.metrics.push_subscriptions_removed.inc();
-                PushOutcome::SubscriptionGone
-            }
+            // Counted once the store has removed it (`settle`).
+            404 | 410 => PushOutcome::SubscriptionGone,
             429 | 500..=599 => {
                 let retry_after = response
                     .headers()

@@ -18,6 +18,7 @@ mod lifecycle;
 mod limits;
 mod logs;
 mod push;
+mod push_delivery;
 mod push_subscriptions;
 mod retention;
 mod shutdown;

@@ -19,12 +19,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use crate::helpers::Api;
 use crate::helpers::answers::sample;
 use crate::helpers::cluster::{own_redis, start_cluster};
 use crate::helpers::push_service::{FakePushService, PushRecord, PushSubscriptionJson};
 use crate::helpers::raw_sse::Subscription;
 use crate::helpers::{ServerProcess, TestApp, WAIT};
-use crate::helpers::Api;
 
 const SUBJECT: &str = "mailto:ops@example.com";
 
@@ -118,7 +118,11 @@ async fn an_offline_users_notification_is_pushed_encrypted_signed_with_ttl_urgen
     assert_valid(&record, &service);
     assert_eq!(record.status, Some(201));
     assert_eq!(record.subscription, phone.id);
-    assert_eq!(record.payload.as_ref(), Some(&urgent), "the notification as stored");
+    assert_eq!(
+        record.payload.as_ref(),
+        Some(&urgent),
+        "the notification as stored"
+    );
     assert_eq!(record.headers.urgency.as_deref(), Some("high"));
     assert_eq!(record.headers.topic, Some(topic_of(&urgent)));
     let ttl = record.headers.ttl.expect("a TTL");
@@ -164,7 +168,10 @@ async fn an_offline_users_notification_is_pushed_encrypted_signed_with_ttl_urgen
         .await;
     app.wait_for_metric("herald_push_queue_depth", |n| n == 0.0)
         .await;
-    assert_eq!(sample(&app.metrics().await, "herald_pushes_failed_total"), 0.0);
+    assert_eq!(
+        sample(&app.metrics().await, "herald_pushes_failed_total"),
+        0.0
+    );
     app.stop().await;
 }
 
@@ -176,7 +183,10 @@ async fn only_users_with_no_open_stream_are_pushed_unless_push_when_is_always() 
     let mut alice_tab = app.subscribe("alice", None).await;
     alice_tab.expect_connected().await;
     app.publish("alice", "seen in the tab").await;
-    assert_eq!(alice_tab.next_event().await.data["title"], "seen in the tab");
+    assert_eq!(
+        alice_tab.next_event().await.data["title"],
+        "seen in the tab"
+    );
     let for_bob = app.publish("bob", "bob is away").await;
     // The pusher takes jobs oldest first: had alice's been queued, it would come first.
     let record = next_push(&service, 0).await;
@@ -219,14 +229,14 @@ async fn muted_categories_and_announcements_are_never_pushed() {
     assert_eq!(status, StatusCode::OK);
     app.publish_body(
         "alice",
-        &json!({"title": "someone liked a post", "category": "social"}),
+        &json!({"title": "someone liked a post", "message": "yours", "category": "social"}),
     )
     .await;
     app.broadcast("maintenance tonight").await;
     let bill = app
         .publish_body(
             "alice",
-            &json!({"title": "invoice ready", "category": "billing"}),
+            &json!({"title": "invoice ready", "message": "December", "category": "billing"}),
         )
         .await;
     let record = next_push(&service, 0).await;
@@ -284,7 +294,10 @@ async fn a_push_service_that_asks_to_wait_is_tried_again_after_retry_after_with_
         assert_eq!(record.payload.as_ref(), Some(&sent));
         assert_eq!(record.headers.topic, Some(topic_of(&sent)));
         let waited = record.received_at_ms - earlier.received_at_ms;
-        assert!(waited >= 1000, "Retry-After: 1 honoured, waited {waited} ms");
+        assert!(
+            waited >= 1000,
+            "Retry-After: 1 honoured, waited {waited} ms"
+        );
     }
     // Without Retry-After, the first retry waits a second.
     subscribe(&app, &service, "bob", json!({"status": 503, "times": 1})).await;
@@ -297,7 +310,10 @@ async fn a_push_service_that_asks_to_wait_is_tried_again_after_retry_after_with_
     assert!(records[4].received_at_ms - records[3].received_at_ms >= 1000);
     app.wait_for_metric("herald_pushes_sent_total", |n| n == 2.0)
         .await;
-    assert_eq!(sample(&app.metrics().await, "herald_pushes_failed_total"), 0.0);
+    assert_eq!(
+        sample(&app.metrics().await, "herald_pushes_failed_total"),
+        0.0
+    );
     app.stop().await;
 }
 
@@ -360,7 +376,11 @@ async fn a_notification_too_big_for_one_push_loses_its_data_first_then_part_of_i
     let message = payload["message"].as_str().unwrap();
     assert!(message.ends_with('…'), "{message}");
     let kept = message.trim_end_matches('…');
-    assert!(long.starts_with(kept) && kept.chars().count() > 1000, "{}", kept.len());
+    assert!(
+        long.starts_with(kept) && kept.chars().count() > 1000,
+        "{}",
+        kept.len()
+    );
     app.stop().await;
 }
 
