@@ -800,6 +800,78 @@ mod tests {
     }
 
     #[test]
+    fn push_policy_flags_have_their_defaults_and_bad_values_name_their_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vapid.pem");
+        std::fs::write(&path, VapidKey::generate().unwrap().to_pem().unwrap()).unwrap();
+        let on = [
+            "--vapid-key",
+            path.to_str().unwrap(),
+            "--vapid-subject",
+            "mailto:a@b.c",
+        ];
+        let with = |extra: &[&str]| {
+            let mut args = on.to_vec();
+            args.extend_from_slice(extra);
+            settings(&args)
+        };
+        let push = with(&[]).unwrap().push.unwrap();
+        assert_eq!(push.when, PushWhen::Offline);
+        assert_eq!(push.ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(push.subscriptions_per_user, 10);
+        assert!(!push.endpoints.is_insecure());
+        let fcm = url::Url::parse("https://fcm.googleapis.com/fcm/send/x").unwrap();
+        assert_eq!(push.endpoints.check(&fcm), Ok(()));
+
+        let push = with(&[
+            "--push-when",
+            "always",
+            "--push-ttl",
+            "90m",
+            "--push-subscriptions-per-user",
+            "3",
+            "--push-endpoint-allow",
+            "push.example.com,*.example.net",
+        ])
+        .unwrap()
+        .push
+        .unwrap();
+        assert_eq!(push.when, PushWhen::Always);
+        assert_eq!(push.ttl, Duration::from_secs(5400));
+        assert_eq!(push.subscriptions_per_user, 3);
+        assert!(
+            push.endpoints.check(&fcm).is_err(),
+            "the list replaces the default"
+        );
+        let ours = url::Url::parse("https://a.example.net/x").unwrap();
+        assert_eq!(push.endpoints.check(&ours), Ok(()));
+
+        for (extra, flag) in [
+            (&["--push-ttl", "0s"][..], "push-ttl"),
+            (
+                &["--push-subscriptions-per-user", "0"],
+                "push-subscriptions-per-user",
+            ),
+            (
+                &["--push-endpoint-allow", "not a host"],
+                "push-endpoint-allow",
+            ),
+        ] {
+            assert_eq!(with(extra).unwrap_err().flag, flag, "{extra:?}");
+        }
+        let warned = with(&["--push-insecure-endpoints"]).unwrap();
+        assert!(warned.push.unwrap().endpoints.is_insecure());
+        assert!(
+            warned
+                .warnings
+                .iter()
+                .any(|w| w.contains("--push-insecure-endpoints")),
+            "{:?}",
+            warned.warnings
+        );
+    }
+
+    #[test]
     fn invalid_values_name_their_flag() {
         assert_eq!(
             settings(&["--heartbeat", "0"]).unwrap_err().flag,

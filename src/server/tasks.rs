@@ -127,14 +127,19 @@ async fn report_presence(
             users.insert(user);
         }
         let changes: Vec<(UserId, usize)> = users
-            .drain()
-            .map(|user| {
-                let streams = state.hub.streams_of(&user);
-                (user, streams)
-            })
+            .iter()
+            .map(|user| (user.clone(), state.hub.streams_of(user)))
             .collect();
-        if let Err(error) = state.store.set_presence(&changes).await {
-            tracing::warn!(%error, "cannot record this node's streams in Redis");
+        match state.store.set_presence(&changes).await {
+            Ok(()) => users.clear(),
+            // Kept, to be written with the next change (or the next try).
+            Err(error) => {
+                tracing::warn!(%error, "cannot record this node's streams in Redis");
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+                }
+            }
         }
     }
 }

@@ -318,6 +318,39 @@ async fn a_push_service_that_asks_to_wait_is_tried_again_after_retry_after_with_
 }
 
 #[tokio::test]
+async fn a_push_still_failing_when_its_notification_expires_is_given_up_and_counted() {
+    let (app, service) = spawn_pushing(PushWhen::Offline, |_| {}).await;
+    subscribe(
+        &app,
+        &service,
+        "alice",
+        json!({"status": 503, "times": 100}),
+    )
+    .await;
+    // Tries at once, after 1 s and after 2 s more: that last would fall past its 2 s of life.
+    app.publish_body(
+        "alice",
+        &json!({"title": "flash sale", "message": "two seconds", "ttl": 2}),
+    )
+    .await;
+    app.wait_for_metric("herald_pushes_failed_total", |n| n == 1.0)
+        .await;
+    let records = service.received_after(0, Duration::ZERO).await;
+    assert_eq!(
+        records.iter().map(|r| r.status).collect::<Vec<_>>(),
+        [Some(503), Some(503)],
+        "{records:#?}"
+    );
+    app.wait_for_metric("herald_push_queue_depth", |n| n == 0.0)
+        .await;
+    assert_eq!(
+        sample(&app.metrics().await, "herald_pushes_sent_total"),
+        0.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_push_service_that_never_answers_holds_no_publish_and_no_other_push() {
     let (app, service) = spawn_pushing(PushWhen::Offline, |_| {}).await;
     subscribe(&app, &service, "alice", json!("hang")).await;
@@ -400,6 +433,11 @@ async fn a_push_owed_when_herald_is_killed_is_made_after_the_restart() {
     ];
     let service = FakePushService::start(key.public_key(), SUBJECT).await;
     let mut server = ServerProcess::start(&data, &args);
+    assert!(
+        server.stderr().contains("--push-insecure-endpoints"),
+        "the server warns that any endpoint will do: {}",
+        server.stderr()
+    );
     let subscription = service
         .subscribe(json!({"status": 503, "times": 1, "retryAfter": 2}))
         .await;

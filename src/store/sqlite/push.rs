@@ -10,35 +10,6 @@ use crate::domain::{PushSubscription, UserId};
 use crate::store::StoreError;
 use crate::store::push::{PushJob, PushOutcome, PushWhen, Subscribed, SubscriptionInfo};
 
-/// The tables. `push_queue.seq` is the `notification` event of the notification owed; a job
-/// whose notification is gone is found so by the join that reads it, and dropped then.
-pub(super) const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS push_subscriptions (
-    id         TEXT    PRIMARY KEY,
-    user_id    TEXT    NOT NULL,
-    endpoint   TEXT    NOT NULL UNIQUE,
-    p256dh     TEXT    NOT NULL,
-    auth       TEXT    NOT NULL,
-    created_ms INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS push_subscriptions_by_user ON push_subscriptions (user_id);
-CREATE TABLE IF NOT EXISTS push_muted (
-    user_id  TEXT NOT NULL,
-    category TEXT NOT NULL,
-    PRIMARY KEY (user_id, category)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS push_queue (
-    job          INTEGER PRIMARY KEY,
-    seq          INTEGER NOT NULL,
-    subscription TEXT    NOT NULL,
-    due_ms       INTEGER NOT NULL,
-    deadline_ms  INTEGER NOT NULL,
-    attempts     INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS push_queue_by_due ON push_queue (due_ms);
-CREATE INDEX IF NOT EXISTS push_queue_by_subscription ON push_queue (subscription);
-";
-
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A push write the store asks of the writer thread.
@@ -65,44 +36,9 @@ pub(super) enum Write {
     },
 }
 
-impl Write {
-    /// Answers with `error` without running.
-    pub fn refuse(self, error: StoreError) -> super::writer::Done {
-        use super::writer::Done;
-        match self {
-            Self::Subscribe { reply, .. } => Done::new(reply, Err(error)),
-            Self::Unsubscribe { reply, .. } => Done::new(reply, Err(error)),
-            Self::SetMuted { reply, .. } => Done::new(reply, Err(error)),
-            Self::Settle { reply, .. } => Done::new(reply, Err(error)),
-        }
-    }
-
-    pub fn apply(self, tx: &Connection, log: &Log<'_>) -> super::writer::Done {
-        use super::writer::Done;
-        match self {
-            Self::Subscribe {
-                user,
-                subscription,
-                max_per_user,
-                reply,
-            } => Done::new(
-                reply,
-                subscribe(tx, log.now_ms, &user, &subscription, max_per_user),
-            ),
-            Self::Unsubscribe { user, id, reply } => Done::new(reply, unsubscribe(tx, &user, &id)),
-            Self::SetMuted {
-                user,
-                categories,
-                reply,
-            } => Done::new(reply, set_muted(tx, &user, &categories)),
-            Self::Settle { outcomes, reply } => Done::new(reply, settle(tx, &outcomes)),
-        }
-    }
-}
-
 /// Stores `subscription` for `user`. An endpoint another user had moves to this one (a browser
 /// profile belongs to whoever subscribed last), under a new id.
-fn subscribe(
+pub(super) fn subscribe(
     tx: &Connection,
     now_ms: i64,
     user: &UserId,
@@ -147,7 +83,7 @@ fn subscribe(
     Ok(Subscribed::Created(id))
 }
 
-fn unsubscribe(tx: &Connection, user: &UserId, id: &str) -> Result<(), StoreError> {
+pub(super) fn unsubscribe(tx: &Connection, user: &UserId, id: &str) -> Result<(), StoreError> {
     let owned = tx
         .prepare_cached("SELECT 1 FROM push_subscriptions WHERE id = ?1 AND user_id = ?2")?
         .exists(params![id, user.as_str()])?;
@@ -168,7 +104,11 @@ fn remove_subscription(tx: &Connection, id: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn set_muted(tx: &Connection, user: &UserId, categories: &[String]) -> Result<(), StoreError> {
+pub(super) fn set_muted(
+    tx: &Connection,
+    user: &UserId,
+    categories: &[String],
+) -> Result<(), StoreError> {
     tx.prepare_cached("DELETE FROM push_muted WHERE user_id = ?1")?
         .execute([user.as_str()])?;
     let mut insert =
@@ -179,7 +119,10 @@ fn set_muted(tx: &Connection, user: &UserId, categories: &[String]) -> Result<()
     Ok(())
 }
 
-fn settle(tx: &Connection, outcomes: &[(PushJob, PushOutcome)]) -> Result<(), StoreError> {
+pub(super) fn settle(
+    tx: &Connection,
+    outcomes: &[(PushJob, PushOutcome)],
+) -> Result<(), StoreError> {
     let mut done = tx.prepare_cached("DELETE FROM push_queue WHERE job = ?1")?;
     let mut retry = tx.prepare_cached(
         "UPDATE push_queue SET due_ms = ?2, attempts = attempts + 1 WHERE job = ?1",

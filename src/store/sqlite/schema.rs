@@ -48,6 +48,35 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0), ('pruned_through', 0);
 ";
 
+/// Web Push's tables (`push`). `push_queue.seq` is the `notification` event of the notification owed; a job
+/// whose notification is gone is found so by the join that reads it, and dropped then.
+pub(super) const PUSH_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS push_subscriptions (
+    id         TEXT    PRIMARY KEY,
+    user_id    TEXT    NOT NULL,
+    endpoint   TEXT    NOT NULL UNIQUE,
+    p256dh     TEXT    NOT NULL,
+    auth       TEXT    NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS push_subscriptions_by_user ON push_subscriptions (user_id);
+CREATE TABLE IF NOT EXISTS push_muted (
+    user_id  TEXT NOT NULL,
+    category TEXT NOT NULL,
+    PRIMARY KEY (user_id, category)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS push_queue (
+    job          INTEGER PRIMARY KEY,
+    seq          INTEGER NOT NULL,
+    subscription TEXT    NOT NULL,
+    due_ms       INTEGER NOT NULL,
+    deadline_ms  INTEGER NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS push_queue_by_due ON push_queue (due_ms);
+CREATE INDEX IF NOT EXISTS push_queue_by_subscription ON push_queue (subscription);
+";
+
 /// The columns of `notifications` (made here, not in [`SCHEMA`], so that moving an older file to
 /// this layout makes the same table; see [`key_history_by_event`]).
 const NOTIFICATIONS_COLUMNS: &str = "(
@@ -145,7 +174,7 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
     ))?;
     add_missing_columns(conn)?;
     key_history_by_event(conn)?;
-    conn.execute_batch(super::push::SCHEMA)?;
+    conn.execute_batch(PUSH_SCHEMA)?;
     conn.execute_batch(INDEXES)
 }
 

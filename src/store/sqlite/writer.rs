@@ -13,7 +13,7 @@ use super::checkpoint::Checkpointer;
 use super::dispatch::Dispatcher;
 use super::log::Log;
 use super::sizes::HistorySizes;
-use super::{ops, retention, schema};
+use super::{ops, push, retention, schema};
 use crate::domain::{
     EventId, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationPatch,
     UserId,
@@ -80,7 +80,7 @@ pub(super) enum Command {
         reply: Reply<()>,
     },
     /// Web Push: subscriptions, muted categories, and what became of pushes.
-    Push(super::push::Write),
+    Push(push::Write),
     /// Stop after everything queued before this; the reply comes once the files are tidy.
     Close {
         reply: oneshot::Sender<()>,
@@ -91,14 +91,14 @@ pub(super) enum Command {
 type SendResult = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// A command's result, held until its group commits.
-pub(super) struct Done {
+struct Done {
     /// Why the command failed, if it did.
     failure: Option<StoreError>,
     send: SendResult,
 }
 
 impl Done {
-    pub(super) fn new<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Self {
+    fn new<T: Send + 'static>(reply: Reply<T>, result: Result<T, StoreError>) -> Self {
         Self {
             failure: result.as_ref().err().cloned(),
             send: Box::new(move |failure| {
@@ -313,7 +313,12 @@ fn refuse(command: Command, error: StoreError) -> Done {
         Command::SetArchived { reply, .. } => Done::new(reply, Err(error)),
         Command::Expire { reply } => Done::new(reply, Err(error)),
         Command::Sweep { reply } => Done::new(reply, Err(error)),
-        Command::Push(write) => write.refuse(error),
+        Command::Push(write) => match write {
+            push::Write::Subscribe { reply, .. } => Done::new(reply, Err(error)),
+            push::Write::Unsubscribe { reply, .. } => Done::new(reply, Err(error)),
+            push::Write::SetMuted { reply, .. } => Done::new(reply, Err(error)),
+            push::Write::Settle { reply, .. } => Done::new(reply, Err(error)),
+        },
         Command::Close { .. } => unreachable!("Close ends the group before it is applied"),
     }
 }
@@ -364,8 +369,31 @@ fn apply(tx: &Connection, log: &mut Log<'_>, command: Command, retention: Retent
             log.sweep_asked = true;
             Done::new(reply, Ok(()))
         }
-        Command::Push(write) => write.apply(tx, log),
+        Command::Push(write) => apply_push(tx, log, write),
         Command::Close { .. } => unreachable!("Close ends the group before it is applied"),
+    }
+}
+
+fn apply_push(tx: &Connection, log: &Log<'_>, write: push::Write) -> Done {
+    match write {
+        push::Write::Subscribe {
+            user,
+            subscription,
+            max_per_user,
+            reply,
+        } => Done::new(
+            reply,
+            push::subscribe(tx, log.now_ms, &user, &subscription, max_per_user),
+        ),
+        push::Write::Unsubscribe { user, id, reply } => {
+            Done::new(reply, push::unsubscribe(tx, &user, &id))
+        }
+        push::Write::SetMuted {
+            user,
+            categories,
+            reply,
+        } => Done::new(reply, push::set_muted(tx, &user, &categories)),
+        push::Write::Settle { outcomes, reply } => Done::new(reply, push::settle(tx, &outcomes)),
     }
 }
 
