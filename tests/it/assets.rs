@@ -52,11 +52,9 @@ async fn the_client_files_are_served_without_credentials_even_with_auth_on() {
         bodies.push(response.text().await.unwrap());
     }
     let [module, classic, types, worker] = <[String; 4]>::try_from(bodies).unwrap();
-    assert!(
-        module.contains(
-            "\nexport const { subscribe, SseParser, HeraldError, backoffDelay } = Herald;"
-        )
-    );
+    assert!(module.contains(
+        "\nexport const { subscribe, SseParser, HeraldError, backoffDelay, enablePush, disablePush, pushStatus } = Herald;"
+    ));
     assert!(
         module.starts_with(&classic),
         "the classic script is the module's head"
