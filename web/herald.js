@@ -428,8 +428,8 @@ var Herald = (function () {
         ? 'service workers (the page is not served over https)'
         : 'service workers';
     }
-    if (typeof PushManager === 'undefined') return 'the Push API';
-    if (typeof Notification === 'undefined') return 'notifications';
+    if (typeof PushManager === 'undefined') return 'Push API';
+    if (typeof Notification === 'undefined') return 'Notifications API';
     if (typeof indexedDB === 'undefined') return 'IndexedDB';
     return null;
   }
