@@ -5,21 +5,29 @@
 //
 // Clicks and hidden tabs use device.mjs: a Chromium on a private D-Bus with a stand-in desktop
 // notification server, which sees what the browser shows and clicks it as a person would.
+// enablePush() end to end uses the fake push service of the Rust tests
+// (tests/push_service/fake_push.py, on the venv scripts/test makes): the page's PushManager
+// hands out its subscriptions, standing in for the browser's own push service, which cannot be
+// reached from here.
 // Run: `node --test tests/browser/` (after `cargo build`).
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { Harness, WAIT, heraldBin, freshUser, blankPage, waitForCount, sleep } from './harness.mjs';
+import { Harness, WAIT, STARTUP_TIMEOUT, heraldBin, repoRoot, freshUser, blankPage, waitForCount, sleep } from './harness.mjs';
 import { startDevice } from './device.mjs';
 
 let keyDir = null;
 let h = null;      // push on: --vapid-key
 let off = null;    // push off: no --vapid-key
 let device = null; // a Chromium on a desktop whose notifications the tests can see and click
+let pushService = null; // the fake push service: { url, proc }
+const VAPID_SUBJECT = 'mailto:push-tests@example.com';
+const PUSH_PYTHON = process.env.HERALD_PUSH_PYTHON || path.join(repoRoot, 'target', 'push-venv', 'bin', 'python');
 
 /** `herald vapid-key --out FILE`: the key that turns push on. */
 function makeVapidKey(file) {
@@ -34,15 +42,18 @@ function makeVapidKey(file) {
 before(async () => {
   keyDir = await mkdtemp(path.join(tmpdir(), 'herald-vapid-'));
   const keyFile = path.join(keyDir, 'vapid.pem');
-  await makeVapidKey(keyFile);
-  h = new Harness({ args: ['--vapid-key', keyFile, '--vapid-subject', 'mailto:push-tests@example.com'] });
+  const publicKey = await makeVapidKey(keyFile);
+  // --push-insecure-endpoints: the fake push service is plain http on loopback.
+  h = new Harness({ args: ['--vapid-key', keyFile, '--vapid-subject', VAPID_SUBJECT, '--push-insecure-endpoints'] });
   off = new Harness();
   await Promise.all([h.setup(), off.setup()]);
   device = await startDevice();
   await device.context.grantPermissions(['notifications'], { origin: h.url });
+  pushService = await startPushService(publicKey);
 });
 
 after(async () => {
+  if (pushService) await stopPushService(pushService);
   if (device) await device.close();
   if (h) await h.teardown();
   if (off) await off.teardown();
@@ -50,6 +61,79 @@ after(async () => {
 });
 
 // ---- helpers --------------------------------------------------------------------------------
+
+/** The fake push service on loopback; it exits when its stdin closes. */
+async function startPushService(publicKey) {
+  assert.ok(existsSync(PUSH_PYTHON), `no Python for the fake push service at ${PUSH_PYTHON}: run scripts/test once (it makes target/push-venv) or set HERALD_PUSH_PYTHON`);
+  const proc = spawn(PUSH_PYTHON, [path.join(repoRoot, 'tests', 'push_service', 'fake_push.py'),
+    '--port', '0', '--vapid-public-key', publicKey, '--subject', VAPID_SUBJECT], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`the fake push service did not start within ${STARTUP_TIMEOUT} ms: ${out}`)), STARTUP_TIMEOUT);
+    proc.stdout.setEncoding('utf8');
+    proc.stdout.on('data', (chunk) => {
+      out += chunk;
+      const m = out.match(/^listening (http:\/\/\S+)$/m);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+    proc.on('exit', (code) => { clearTimeout(timer); reject(new Error(`the fake push service exited (${code}): ${out}`)); });
+  });
+  proc.stdout.resume();
+  return { url, proc };
+}
+
+function stopPushService(service) {
+  return new Promise((resolve) => {
+    if (service.proc.exitCode !== null || service.proc.signalCode !== null) return resolve();
+    const timer = setTimeout(() => service.proc.kill('SIGKILL'), 10_000);
+    service.proc.once('exit', () => { clearTimeout(timer); resolve(); });
+    service.proc.stdin.end();
+  });
+}
+
+async function pushServiceCall(method, urlPath, body) {
+  const res = await fetch(pushService.url + urlPath, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(WAIT + 5_000),
+  });
+  assert.ok(res.ok, `fake push service ${method} ${urlPath}: ${res.status}`);
+  return res.json();
+}
+
+/**
+ * Makes the page's PushManager hand out the subscriptions in `window.nextSubscriptions` (from
+ * the fake push service) in place of the browser's push service, and record each subscribe()
+ * in `window.subscribeCalls`. Only the subscription's source is replaced: the page's code,
+ * herald.js and the service worker run as they are.
+ */
+async function standInForThePushService(page) {
+  await page.evaluate(() => {
+    window.nextSubscriptions = [];
+    window.subscribeCalls = [];
+    let current = null;
+    const make = (json, options) => ({
+      endpoint: json.endpoint,
+      expirationTime: null,
+      options: { userVisibleOnly: options.userVisibleOnly, applicationServerKey: new Uint8Array(options.applicationServerKey).buffer },
+      toJSON: () => ({ endpoint: json.endpoint, expirationTime: null, keys: json.keys }),
+      unsubscribe: async () => { if (current && current.endpoint === json.endpoint) current = null; return true; },
+    });
+    PushManager.prototype.subscribe = async function subscribe(options) {
+      window.subscribeCalls.push({ userVisibleOnly: options.userVisibleOnly, key: Array.from(new Uint8Array(options.applicationServerKey)) });
+      const json = window.nextSubscriptions.shift();
+      if (!json) throw new DOMException('no subscription left in the test', 'AbortError');
+      current = make(json, options);
+      return current;
+    };
+    PushManager.prototype.getSubscription = async function getSubscription() { return current; };
+  });
+}
+
+function base64urlBytes(text) {
+  return Array.from(Buffer.from(text, 'base64url'));
+}
 
 /** Registers /herald-sw.js from `page` and resolves with its scope once a worker is active. */
 function registerWorker(page) {
@@ -259,6 +343,106 @@ test('a click on a pushed notification brings the open page of the site to the f
   await closeOnDevice(page);
 });
 
+// ---- enablePush, end to end ----------------------------------------------------------------
+
+test('enablePush stores the subscription on the server; herald then pushes there, and the worker shows what arrives; disablePush removes it', { timeout: 90_000 }, async () => {
+  const user = freshUser('e2e');
+  const { publicKey } = (await h.api('GET', '/api/push/public-key')).body;
+  const first = await pushServiceCall('POST', '/subscriptions');
+  // A page with no stream of the user's open, so that herald pushes (--push-when offline).
+  const page = await blankPage(h);
+  await page.context().grantPermissions(['notifications'], { origin: h.url });
+  await standInForThePushService(page);
+  await page.evaluate((sub) => { window.nextSubscriptions.push(sub); }, first);
+
+  const enable = (u) => page.evaluate(async (who) => {
+    const { enablePush } = await import('/herald.js');
+    return enablePush({ user: who });
+  }, u);
+  const id = await enable(user);
+  assert.deepEqual(await page.evaluate(() => window.subscribeCalls), [{ userVisibleOnly: true, key: base64urlBytes(publicKey) }],
+    'subscribed once, visible only, with the server\'s key');
+  const listed = await h.api('GET', `/api/push/${user}/subscriptions`);
+  assert.equal(listed.status, 200);
+  assert.deepEqual(listed.body.subscriptions.map((s) => ({ id: s.id, origin: s.origin })), [{ id, origin: pushService.url }]);
+  assert.deepEqual(await page.evaluate(async () => (await import('/herald.js')).pushStatus()), { user, server: h.url, id });
+  assert.equal(await enable(user), id, 'enabling again keeps the same subscription');
+  assert.equal((await page.evaluate(() => window.subscribeCalls)).length, 1);
+
+  // herald pushes a notification to the endpoint; the worker shows what the push service got.
+  const sent = await h.publish(user, { type: 'error', title: 'Payment failed', message: 'card declined', link: '/billing' });
+  const records = await pushServiceCall('GET', `/received?after=0&wait=${WAIT / 1000}`);
+  const record = records.find((r) => r.subscription === first.id && r.payload && r.payload.id === sent.id);
+  assert.ok(record, `the push service received the notification: ${JSON.stringify(records)}`);
+  assert.equal(record.error, null);
+  const scope = `${h.url}/`;
+  const channel = await pushChannel(page, scope);
+  await channel.push(JSON.stringify(record.payload));
+  const [shown] = await waitForShown(page, sent.id);
+  assert.deepEqual({ title: shown.title, body: shown.body, tag: shown.tag, data: shown.data },
+    { title: 'Payment failed', body: 'card declined', tag: sent.id, data: { id: sent.id, link: '/billing' } });
+  await channel.detach();
+
+  await page.evaluate(async () => (await import('/herald.js')).disablePush());
+  assert.deepEqual((await h.api('GET', `/api/push/${user}/subscriptions`)).body, { subscriptions: [] });
+  assert.equal(await page.evaluate(async () => (await import('/herald.js')).pushStatus()), null);
+  assert.equal(await page.evaluate(async () => (await navigator.serviceWorker.getRegistration()).pushManager.getSubscription()), null,
+    'the browser is unsubscribed');
+  await unregisterAll(page);
+  await h.closePage(page);
+});
+
+test('when the browser replaces the subscription, the worker stores the new one and deletes the old one', { timeout: 60_000 }, async () => {
+  const user = freshUser('renew');
+  const [first, second] = [await pushServiceCall('POST', '/subscriptions'), await pushServiceCall('POST', '/subscriptions')];
+  const page = await blankPage(h);
+  await page.context().grantPermissions(['notifications'], { origin: h.url });
+  await standInForThePushService(page);
+  await page.evaluate((sub) => { window.nextSubscriptions.push(sub); }, first);
+  const oldId = await page.evaluate(async (who) => (await import('/herald.js')).enablePush({ user: who }), user);
+
+  // The worker renews through its own PushManager: it hands out the second subscription. The
+  // event is dispatched from the test (a browser fires it only when its push service says so),
+  // to the worker's real listener.
+  const [worker] = page.context().serviceWorkers().filter((w) => w.url() === `${h.url}/herald-sw.js`);
+  assert.ok(worker, 'the service worker runs');
+  await worker.evaluate((sub) => {
+    let current = null;
+    PushManager.prototype.subscribe = async function subscribe(options) {
+      current = {
+        endpoint: sub.endpoint,
+        options: { userVisibleOnly: options.userVisibleOnly, applicationServerKey: options.applicationServerKey },
+        toJSON: () => ({ endpoint: sub.endpoint, expirationTime: null, keys: sub.keys }),
+      };
+      return current;
+    };
+    // waitUntil() refuses an event the browser did not fire; the listener has started the renewal by then.
+    self.dispatchEvent(new ExtendableEvent('pushsubscriptionchange'));
+  }, second);
+
+  // The old one goes and the new one comes: one subscription, another id.
+  const listed = await pollPage(page, async ([who, oldOne]) => {
+    const res = await fetch(`/api/push/${encodeURIComponent(who)}/subscriptions`, { cache: 'no-store' });
+    const { subscriptions } = await res.json();
+    return subscriptions.length === 1 && subscriptions[0].id !== oldOne ? subscriptions : null;
+  }, [user, oldId], 'the renewed subscription alone on the server');
+  assert.equal(listed[0].origin, pushService.url);
+  const saved = await page.evaluate(() => new Promise((resolve, reject) => {
+    const open = indexedDB.open('herald-push');
+    open.onsuccess = () => {
+      const get = open.result.transaction('state').objectStore('state').get('subscription');
+      get.onsuccess = () => { resolve(get.result); open.result.close(); };
+      get.onerror = () => reject(get.error);
+    };
+    open.onerror = () => reject(open.error);
+  }));
+  assert.deepEqual({ user: saved.user, endpoint: saved.endpoint, id: saved.id }, { user, endpoint: second.endpoint, id: listed[0].id });
+
+  await page.evaluate(async () => { for (const r of await navigator.serviceWorker.getRegistrations()) await r.unregister(); });
+  await h.api('DELETE', `/api/push/${user}/subscriptions/${listed[0].id}`);
+  await h.closePage(page);
+});
+
 // ---- an open page that is hidden ------------------------------------------------------------
 
 test('a hidden page shows a new notification through the service worker; a visible one does not', { timeout: 60_000 }, async () => {
@@ -350,6 +534,29 @@ test('the switch says when push is off on the server, and stays off', { timeout:
   }, user);
   assert.deepEqual(error, { name: 'HeraldError', message: 'push is off on this server', status: 404 });
   await off.closePage(page);
+});
+
+test('the switch turns push on and off for the user shown', { timeout: 60_000 }, async () => {
+  const user = freshUser('switch');
+  const subscription = await pushServiceCall('POST', '/subscriptions');
+  const page = await h.openPage(user);
+  await page.context().grantPermissions(['notifications'], { origin: h.url });
+  await standInForThePushService(page);
+  await page.evaluate((sub) => { window.nextSubscriptions.push(sub); }, subscription);
+  assert.equal(await page.isChecked('#push-switch'), false);
+
+  await flipSwitch(page);
+  assert.equal(await page.textContent('#notice'), '');
+  assert.equal(await page.isChecked('#push-switch'), true);
+  const listed = (await h.api('GET', `/api/push/${user}/subscriptions`)).body.subscriptions;
+  assert.deepEqual(listed.map((s) => s.origin), [pushService.url]);
+
+  await flipSwitch(page);
+  assert.equal(await page.textContent('#notice'), '');
+  assert.equal(await page.isChecked('#push-switch'), false);
+  assert.deepEqual((await h.api('GET', `/api/push/${user}/subscriptions`)).body, { subscriptions: [] });
+  await unregisterAll(page);
+  await h.closePage(page);
 });
 
 test('without the Push API the switch is not offered, and enablePush says what is missing', { timeout: 30_000 }, async () => {
