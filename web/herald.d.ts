@@ -239,11 +239,77 @@ export class SseParser {
 /** The wait before reconnect attempt `attempt` (from 1): uniform in [0, min(maxMs, baseMs·2^(attempt−1))). */
 export function backoffDelay(attempt: number, baseMs: number, maxMs: number, random?: () => number): number;
 
+// ---- Web Push (docs/protocol.md#web-push) ---------------------------------------------------
+
+/**
+ * Whose pushes this browser should get, and how to reach herald. The service worker that shows
+ * them is herald's `/herald-sw.js`: it shows each one with the notification's `title`, its
+ * `message` as the body, its `id` as the tag and an icon for its `type`; a click focuses an open
+ * page of the site, else opens its `link`, else the page at `/`.
+ */
+export interface EnablePushOptions {
+  /** The user whose notifications are pushed to this browser. */
+  user: string;
+  /** herald's base URL when it is not this page's origin. */
+  server?: string;
+  /** Sent as `Authorization: Bearer`; without it the requests carry this origin's cookies (`herald_token`). */
+  token?: TokenSource;
+  /** Send cookies to another origin (credentials: 'include'). */
+  withCredentials?: boolean;
+  /**
+   * The service worker to register. Default `<server>/herald-sw.js`; a worker must be on the
+   * page's own origin, so a web app on another origin serves one that imports herald's.
+   */
+  serviceWorker?: string | URL;
+  /** The fetch to use. Default: globalThis.fetch. */
+  fetch?: typeof fetch;
+}
+
+export interface DisablePushOptions {
+  /** Sent as `Authorization: Bearer` with the deletion on the server. */
+  token?: TokenSource;
+  fetch?: typeof fetch;
+}
+
+/** This browser's push subscription, as enablePush() left it. */
+export interface PushStatus {
+  user: string;
+  /** herald's base URL. */
+  server: string;
+  /**
+   * herald's id of the subscription; null when the browser renewed it and herald has not
+   * stored the new one yet (enablePush() again sends it).
+   */
+  id: string | null;
+}
+
+/**
+ * Subscribes this browser to `user`'s pushes: asks for the notification permission (call it
+ * from a click), registers the service worker, subscribes with the server's key and stores the
+ * subscription on the server. Resolves with herald's id for it; rejects with a HeraldError when
+ * the browser cannot do push, the permission is refused, push is off on the server (`status`
+ * 404) or the server refuses the subscription (`status` and `body` are the server's).
+ */
+export function enablePush(options: EnablePushOptions): Promise<string>;
+
+/**
+ * Stops pushes to this browser: unsubscribes it and deletes the subscription on the server. If
+ * the server cannot be told, the browser is unsubscribed all the same and the promise rejects;
+ * calling it again tells the server.
+ */
+export function disablePush(options?: DisablePushOptions): Promise<void>;
+
+/** Whether this browser gets pushes, and for whom; null when it does not. */
+export function pushStatus(): Promise<PushStatus | null>;
+
 declare const Herald: {
   readonly subscribe: typeof subscribe;
   readonly SseParser: typeof SseParser;
   readonly HeraldError: typeof HeraldError;
   readonly backoffDelay: typeof backoffDelay;
+  readonly enablePush: typeof enablePush;
+  readonly disablePush: typeof disablePush;
+  readonly pushStatus: typeof pushStatus;
 };
 export default Herald;
 

@@ -10,6 +10,9 @@
 // delivered, so nothing is missed or repeated across drops and server restarts. By default it
 // streams over fetch(), which can send `Authorization` and `Last-Event-ID` headers and sees the
 // status of a refusal; `transport: 'eventsource'` uses the browser's EventSource instead.
+//
+// enablePush() / disablePush() / pushStatus() turn this browser's Web Push on and off for one
+// user, through the service worker /herald-sw.js (docs/protocol.md#web-push).
 var Herald = (function () {
   'use strict';
 
@@ -409,9 +412,241 @@ var Herald = (function () {
     };
   }
 
-  return Object.freeze({ subscribe, SseParser, HeraldError, backoffDelay });
+  // ---- Web Push (docs/protocol.md#web-push) ----------------------------------------------------
+  // enablePush() subscribes this browser to one user's pushes through herald's service worker,
+  // /herald-sw.js. What it did is kept in IndexedDB, never with a token: the worker reads it to
+  // renew the subscription, and disablePush() and pushStatus() read it back. The same names are
+  // in web/herald-sw.js.
+  const PUSH_DB = 'herald-push';
+  const PUSH_STORE = 'state';
+  const PUSH_KEY = 'subscription';
+
+  /** What this browser lacks for push here, or null. */
+  function pushUnsupported() {
+    if (typeof navigator === 'undefined' || !navigator.serviceWorker) {
+      return typeof isSecureContext !== 'undefined' && !isSecureContext
+        ? 'service workers (the page is not served over https)'
+        : 'service workers';
+    }
+    if (typeof PushManager === 'undefined') return 'Push API';
+    if (typeof Notification === 'undefined') return 'Notifications API';
+    if (typeof indexedDB === 'undefined') return 'IndexedDB';
+    return null;
+  }
+
+  function pushDb() {
+    return new Promise((resolve, reject) => {
+      const request = indexedDB.open(PUSH_DB, 1);
+      request.onupgradeneeded = () => request.result.createObjectStore(PUSH_STORE);
+      request.onsuccess = () => resolve(request.result);
+      request.onerror = () => reject(request.error);
+    });
+  }
+
+  // One read or write of the saved state; `value` undefined reads, null deletes.
+  async function pushState(value) {
+    const db = await pushDb();
+    try {
+      return await new Promise((resolve, reject) => {
+        const tx = db.transaction(PUSH_STORE, value === undefined ? 'readonly' : 'readwrite');
+        const store = tx.objectStore(PUSH_STORE);
+        const request = value === undefined ? store.get(PUSH_KEY)
+          : value === null ? store.delete(PUSH_KEY) : store.put(value, PUSH_KEY);
+        tx.oncomplete = () => resolve(value === undefined ? request.result || null : null);
+        tx.onerror = () => reject(tx.error);
+      });
+    } finally {
+      db.close();
+    }
+  }
+
+  function base64urlBytes(text) {
+    const binary = atob(String(text).replace(/-/g, '+').replace(/_/g, '/'));
+    return Uint8Array.from(binary, (c) => c.charCodeAt(0));
+  }
+
+  function sameBytes(buffer, bytes) {
+    if (!buffer) return false;
+    const a = new Uint8Array(buffer);
+    return a.length === bytes.length && a.every((b, i) => b === bytes[i]);
+  }
+
+  /** The server's absolute base URL, as the service worker needs it later. */
+  function serverBase(o) {
+    if (o.server == null) return location.origin;
+    return new URL(String(o.server), location.href).href.replace(/\/+$/, '');
+  }
+
+  // The permission prompt; older Safari answers through a callback only.
+  function askPermission() {
+    if (Notification.permission === 'granted') return Promise.resolve('granted');
+    return new Promise((resolve) => {
+      const answer = Notification.requestPermission(resolve);
+      if (answer && typeof answer.then === 'function') answer.then(resolve, () => resolve('default'));
+    });
+  }
+
+  // The push requests: a refusal becomes a HeraldError that names `what` ("the server refused
+  // <what> (403): <its error>"), and so does an unreachable server.
+  async function pushRequest(o, url, init, what) {
+    const fetchImpl = o.fetch || fetch.bind(globalThis);
+    const headers = { Accept: 'application/json' };
+    if (init.body) headers['Content-Type'] = 'application/json';
+    const token = typeof o.token === 'function' ? await o.token() : o.token;
+    if (token) headers.Authorization = 'Bearer ' + token;
+    let response;
+    try {
+      response = await fetchImpl(url, {
+        ...init, headers, cache: 'no-store', credentials: o.withCredentials ? 'include' : 'same-origin',
+      });
+    } catch (err) {
+      throw new HeraldError('could not reach the server for ' + what + ': ' + (err && err.message || err));
+    }
+    if (!response.ok) {
+      const refusal = await errorOf(response);
+      refusal.message = 'the server refused ' + what + ' (' + response.status + '): ' + refusal.message;
+      throw refusal;
+    }
+    return response.status === 204 ? null : response.json();
+  }
+
+  async function serverKey(o, base) {
+    let body;
+    try {
+      body = await pushRequest(o, base + '/api/push/public-key', { method: 'GET' }, 'its push key');
+    } catch (err) {
+      if (err.status === 404) throw new HeraldError('push is off on this server', 404, err.body);
+      throw err;
+    }
+    if (!body || typeof body.publicKey !== 'string') throw new HeraldError("the server's push key is not readable");
+    return body.publicKey;
+  }
+
+  async function registerWorker(url) {
+    let registration;
+    try {
+      registration = await navigator.serviceWorker.register(url);
+    } catch (err) {
+      throw new HeraldError('could not register the service worker ' + url + ': ' + (err && err.message || err));
+    }
+    if (registration.active) return registration;
+    const worker = registration.installing || registration.waiting;
+    if (!worker) return navigator.serviceWorker.ready;
+    await new Promise((resolve, reject) => {
+      const check = () => {
+        if (worker.state === 'activated') resolve();
+        else if (worker.state === 'redundant') reject(new HeraldError('the service worker ' + url + ' failed to install'));
+      };
+      worker.addEventListener('statechange', check);
+      check();
+    });
+    return registration;
+  }
+
+  /**
+   * Subscribes this browser to `user`'s pushes (docs/protocol.md#web-push): asks for the
+   * permission (call it from a click), registers /herald-sw.js, subscribes with the server's
+   * key and stores the subscription on the server. Resolves with herald's id for it.
+   */
+  async function enablePush(options) {
+    if (!options || typeof options !== 'object') throw new TypeError('enablePush() takes an options object');
+    const o = options;
+    if (typeof o.user !== 'string' || o.user === '') throw new TypeError('enablePush() needs `user`: whose notifications to push');
+    const missing = pushUnsupported();
+    if (missing) throw new HeraldError('push notifications are not supported here: this browser has no ' + missing);
+    // Asked before anything is awaited, while the click that called this still counts.
+    const permission = await askPermission();
+    if (permission === 'denied') {
+      throw new HeraldError("notifications are blocked for this site: allow them in the browser's site settings");
+    }
+    if (permission !== 'granted') throw new HeraldError('notifications were not allowed: the permission prompt was dismissed');
+
+    const base = serverBase(o);
+    const key = await serverKey(o, base);
+    const keyBytes = base64urlBytes(key);
+    const registration = await registerWorker(o.serviceWorker == null ? base + '/herald-sw.js' : String(o.serviceWorker));
+    const saved = await pushState();
+    let subscription = await registration.pushManager.getSubscription();
+    if (subscription && (!sameBytes(subscription.options.applicationServerKey, keyBytes)
+        || (saved && (saved.user !== o.user || saved.server !== base)))) {
+      // Bound to another key, user or server: a fresh one, so that nothing meant for the old
+      // one arrives here any more.
+      await subscription.unsubscribe();
+      subscription = null;
+    }
+    const fresh = !subscription;
+    if (fresh) {
+      try {
+        subscription = await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes });
+      } catch (err) {
+        throw new HeraldError('the browser could not subscribe to its push service: ' + (err && err.message || err));
+      }
+    }
+    const { endpoint, keys } = subscription.toJSON();
+    const list = base + '/api/push/' + encodeURIComponent(o.user) + '/subscriptions';
+    let stored;
+    try {
+      stored = await pushRequest(o, list, { method: 'POST', body: JSON.stringify({ endpoint, keys }) }, 'the push subscription');
+    } catch (err) {
+      // One made just now is of no use unstored; one from before may still be stored.
+      if (fresh) await subscription.unsubscribe().catch(() => {});
+      throw err;
+    }
+    const id = String(stored && stored.id);
+    await pushState({
+      server: base, user: o.user, scope: registration.scope, applicationServerKey: key,
+      credentials: o.withCredentials ? 'include' : 'same-origin', endpoint, id,
+    });
+    if (saved && saved.id && saved.id !== id && saved.user === o.user && saved.server === base) {
+      // The one this replaced would be dropped at its first failed push; this saves that push.
+      pushRequest(o, list + '/' + encodeURIComponent(saved.id), { method: 'DELETE' }, 'the old subscription').catch(() => {});
+    }
+    return id;
+  }
+
+  /**
+   * Stops pushes to this browser: unsubscribes it, then deletes the subscription on the server
+   * (with `options.token`, as for enablePush). When the server cannot be told, the browser is
+   * unsubscribed all the same and the promise rejects; calling it again tells the server.
+   */
+  async function disablePush(options) {
+    const o = options || {};
+    if (pushUnsupported()) return;
+    const saved = await pushState();
+    const registration = await navigator.serviceWorker.getRegistration(saved ? saved.scope : undefined);
+    const subscription = registration ? await registration.pushManager.getSubscription() : null;
+    if (subscription) await subscription.unsubscribe();
+    if (!saved) return;
+    if (saved.id) {
+      const url = saved.server + '/api/push/' + encodeURIComponent(saved.user) + '/subscriptions/' + encodeURIComponent(saved.id);
+      try {
+        await pushRequest({ ...o, withCredentials: saved.credentials === 'include' }, url, { method: 'DELETE' }, 'the deletion of the push subscription');
+      } catch (err) {
+        // 404: forgotten already.
+        if (err.status !== 404) throw new HeraldError('turned off on this device, but ' + err.message, err.status, err.body);
+      }
+    }
+    await pushState(null);
+  }
+
+  /**
+   * Whether this browser gets pushes, and for whom: `{ user, server, id }`, or null. `id` is
+   * null when the browser renewed its subscription and the server has not stored the new one
+   * yet: call enablePush() again to send it.
+   */
+  async function pushStatus() {
+    if (pushUnsupported() || Notification.permission !== 'granted') return null;
+    const saved = await pushState();
+    if (!saved) return null;
+    const registration = await navigator.serviceWorker.getRegistration(saved.scope);
+    const subscription = registration ? await registration.pushManager.getSubscription() : null;
+    if (!subscription) return null;
+    return { user: saved.user, server: saved.server, id: subscription.endpoint === saved.endpoint ? saved.id : null };
+  }
+
+  return Object.freeze({ subscribe, SseParser, HeraldError, backoffDelay, enablePush, disablePush, pushStatus });
 })();
 
 // ---- ES module exports: /herald.global.js is this file up to the line below ----
-export const { subscribe, SseParser, HeraldError, backoffDelay } = Herald;
+export const { subscribe, SseParser, HeraldError, backoffDelay, enablePush, disablePush, pushStatus } = Herald;
 export default Herald;

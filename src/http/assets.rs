@@ -1,6 +1,8 @@
 //! The browser client, embedded in the binary: `/herald.js` (an ES module), `/herald.global.js`
-//! (the same code as a classic script that sets `window.Herald`) and `/herald.d.ts` (its types).
-//! Public even with auth on: they hold no data, and a page needs them before it has a token.
+//! (the same code as a classic script that sets `window.Herald`), `/herald.d.ts` (its types) and
+//! `/herald-sw.js` (the service worker that shows pushed notifications,
+//! docs/protocol.md#web-push). Public even with auth on: they hold no data, and a page needs
+//! them before it has a token.
 
 use std::sync::LazyLock;
 
@@ -16,6 +18,9 @@ use crate::app::AppState;
 const CLIENT_MODULE: &str = include_str!("../../web/herald.js");
 /// Its type declarations.
 const CLIENT_TYPES: &str = include_str!("../../web/herald.d.ts");
+/// The service worker, as written in `web/herald-sw.js`. Served from the root so that its scope
+/// is the whole site (a worker controls only paths under its own).
+const SERVICE_WORKER: &str = include_str!("../../web/herald-sw.js");
 /// Where the module's `export` lines start; the classic script is everything before it.
 const EXPORTS_MARKER: &str = "\n// ---- ES module exports";
 
@@ -75,6 +80,7 @@ impl Asset {
 static MODULE: LazyLock<Asset> = LazyLock::new(|| Asset::new(CLIENT_MODULE, JAVASCRIPT));
 static CLASSIC: LazyLock<Asset> = LazyLock::new(|| Asset::new(classic_script(), JAVASCRIPT));
 static TYPES: LazyLock<Asset> = LazyLock::new(|| Asset::new(CLIENT_TYPES, TYPESCRIPT));
+static WORKER: LazyLock<Asset> = LazyLock::new(|| Asset::new(SERVICE_WORKER, JAVASCRIPT));
 
 /// The module without its `export` lines: a classic script whose top-level `var Herald`
 /// becomes `window.Herald`.
@@ -89,6 +95,7 @@ pub fn router() -> Router<AppState> {
         .route("/herald.js", get(module))
         .route("/herald.global.js", get(classic))
         .route("/herald.d.ts", get(types))
+        .route("/herald-sw.js", get(worker))
 }
 
 async fn module(headers: HeaderMap) -> Response {
@@ -107,6 +114,10 @@ async fn classic(headers: HeaderMap) -> Response {
 
 async fn types(headers: HeaderMap) -> Response {
     TYPES.respond(&headers)
+}
+
+async fn worker(headers: HeaderMap) -> Response {
+    WORKER.respond(&headers)
 }
 
 #[cfg(test)]

@@ -306,9 +306,14 @@ test('/herald.js imports as a module, /herald.global.js sets window.Herald, /her
     const mod = await import('/herald.js');
     return { names: Object.keys(mod).sort(), same: mod.default.subscribe === mod.subscribe, global: typeof window.Herald };
   });
-  assert.deepEqual(exported, { names: ['HeraldError', 'SseParser', 'backoffDelay', 'default', 'subscribe'], same: true, global: 'undefined' });
+  assert.deepEqual(exported, {
+    names: ['HeraldError', 'SseParser', 'backoffDelay', 'default', 'disablePush', 'enablePush', 'pushStatus', 'subscribe'],
+    same: true,
+    global: 'undefined',
+  });
   await page.addScriptTag({ url: '/herald.global.js' });
-  assert.deepEqual(await page.evaluate(() => Object.keys(window.Herald).sort()), ['HeraldError', 'SseParser', 'backoffDelay', 'subscribe']);
+  assert.deepEqual(await page.evaluate(() => Object.keys(window.Herald).sort()),
+    ['HeraldError', 'SseParser', 'backoffDelay', 'disablePush', 'enablePush', 'pushStatus', 'subscribe']);
   await h.closePage(page);
 });
 

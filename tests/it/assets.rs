@@ -1,6 +1,6 @@
 //! The browser client served by the binary: `/herald.js` (ES module), `/herald.global.js`
-//! (classic script) and `/herald.d.ts`, with their content types, revalidation, and no auth
-//! needed even when both halves of auth are on.
+//! (classic script), `/herald.d.ts` and the service worker `/herald-sw.js`, with their content
+//! types, revalidation, and no auth needed even when both halves of auth are on.
 
 use std::sync::Arc;
 
@@ -38,6 +38,7 @@ async fn the_client_files_are_served_without_credentials_even_with_auth_on() {
         ("/herald.js", "text/javascript; charset=utf-8"),
         ("/herald.global.js", "text/javascript; charset=utf-8"),
         ("/herald.d.ts", "application/typescript; charset=utf-8"),
+        ("/herald-sw.js", "text/javascript; charset=utf-8"),
     ];
     let mut bodies = Vec::new();
     for (path, content_type) in cases {
@@ -50,12 +51,10 @@ async fn the_client_files_are_served_without_credentials_even_with_auth_on() {
         assert!(headers.contains_key(ETAG), "{path}");
         bodies.push(response.text().await.unwrap());
     }
-    let [module, classic, types] = <[String; 3]>::try_from(bodies).unwrap();
-    assert!(
-        module.contains(
-            "\nexport const { subscribe, SseParser, HeraldError, backoffDelay } = Herald;"
-        )
-    );
+    let [module, classic, types, worker] = <[String; 4]>::try_from(bodies).unwrap();
+    assert!(module.contains(
+        "\nexport const { subscribe, SseParser, HeraldError, backoffDelay, enablePush, disablePush, pushStatus } = Herald;"
+    ));
     assert!(
         module.starts_with(&classic),
         "the classic script is the module's head"
@@ -63,6 +62,12 @@ async fn the_client_files_are_served_without_credentials_even_with_auth_on() {
     assert!(classic.contains("var Herald = "));
     assert!(!classic.lines().any(|line| line.starts_with("export ")));
     assert!(types.contains("export function subscribe(options: SubscribeOptions): Subscription;"));
+    for listener in ["'push'", "'notificationclick'", "'pushsubscriptionchange'"] {
+        assert!(
+            worker.contains(&format!("self.addEventListener({listener},")),
+            "the service worker handles {listener}"
+        );
+    }
 }
 
 #[tokio::test]

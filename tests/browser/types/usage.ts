@@ -3,7 +3,7 @@
 // longer fails is itself an error).
 
 import Herald, {
-  subscribe, backoffDelay, HeraldError, SseParser,
+  subscribe, backoffDelay, HeraldError, SseParser, enablePush, disablePush, pushStatus,
   type Notification, type HeraldEvent, type ConnectionState, type Subscription,
   type Deletion, type ArchiveChange,
 } from '../../../web/herald.js';
@@ -85,6 +85,39 @@ parser.push('data: x\n\n');
 Herald.subscribe({ user: 'carol' });
 window.Herald.subscribe({ user: 'dave' });
 void delay; void state;
+
+// Web Push: a switch that turns it on from a click, and off again.
+async function onSwitch(on: boolean, token: string): Promise<string | null> {
+  if (!on) {
+    await disablePush({ token });
+    return null;
+  }
+  try {
+    const id: string = await enablePush({ user: 'alice', token, server: 'https://herald.example.com' });
+    return id;
+  } catch (err) {
+    if (err instanceof HeraldError && err.status === 404) return null; // push is off there
+    throw err;
+  }
+}
+void onSwitch;
+void enablePush({ user: 'bob', token: async () => 'jwt', serviceWorker: new URL('/sw.js', 'https://app.example'), withCredentials: true });
+void disablePush();
+void pushStatus().then((status) => {
+  if (status === null) return;
+  const user: string = status.user;
+  const id: string | null = status.id;
+  void user; void id;
+});
+void Herald.enablePush({ user: 'carol' });
+void window.Herald.pushStatus();
+
+// @ts-expect-error: enablePush needs the user whose notifications to push
+enablePush({ token: 't' });
+// @ts-expect-error: it resolves with herald's id, not the browser's PushSubscription
+enablePush({ user: 'a' }).then((id) => id.endpoint);
+// @ts-expect-error: a status's id may be null (a renewal the server has not stored yet)
+pushStatus().then((s) => { if (s) { const id: string = s.id; void id; } });
 
 // @ts-expect-error: a subscription needs a url, a user or a token
 subscribe({});
