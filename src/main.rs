@@ -1,5 +1,6 @@
-//! The `herald` command: `serve` (the default) and the HTTP clients `publish`, `broadcast`,
-//! `update`, `delete`, `archive` and `subscribe`; `token` and `vapid-key`, which make
+//! The `herald` command: `serve` (the default) and `check-config`, which read flags, the
+//! environment and a configuration file; the HTTP clients `publish`, `broadcast`, `update`,
+//! `delete`, `archive`, `subscribe` and `healthcheck`; `token` and `vapid-key`, which make
 //! credentials. Errors end the process with one line on stderr and a non-zero status.
 
 #![forbid(unsafe_code)]
@@ -8,9 +9,12 @@ mod cli;
 
 use std::io::{IsTerminal, Write};
 
+use std::ffi::OsString;
+
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use herald::config::ServeArgs;
+use herald::config::file::{self, Provenance};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -32,6 +36,13 @@ struct Cli {
 enum Command {
     /// Run the notification server
     Serve(ServeArgs),
+    /// Print the settings `serve` would run with (secrets redacted), or what is wrong with them
+    ///
+    /// Reads flags, the environment and --config / HERALD_CONFIG exactly as `serve` does, and
+    /// checks what `serve` checks before it listens (key and certificate files included).
+    CheckConfig(ServeArgs),
+    /// Exit 0 when the server's /readyz answers 200 (for container health checks)
+    Healthcheck(cli::healthcheck::HealthcheckArgs),
     /// Send a notification to one user (or several with --to) and print the server's answer
     ///
     /// Prints the stored notification as one line of JSON; with --to, the id each user's
@@ -68,23 +79,15 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        // --help and --version print and exit 0 as usual.
-        Err(error) if !error.use_stderr() => error.exit(),
-        Err(error) => {
-            // One line, like every other failure (clap would add a blank line and a hint).
-            let text = error.render().to_string();
-            let message: Vec<&str> = text
-                .lines()
-                .map(str::trim)
-                .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more"))
-                .filter(|line| !line.is_empty())
-                .collect();
-            eprintln!(
-                "herald: {}",
-                message.join(" ").trim_start_matches("error: ")
-            );
+    let (cli, provenance, matches) = match parse(std::env::args_os().collect()) {
+        Ok(parsed) => parsed,
+        Err(Parsed::Clap(error)) if !error.use_stderr() => error.exit(),
+        Err(Parsed::Clap(error)) => {
+            eprintln!("herald: {}", one_line(&error));
+            return std::process::ExitCode::from(2);
+        }
+        Err(Parsed::File(message)) => {
+            eprintln!("herald: {message}");
             return std::process::ExitCode::from(2);
         }
     };
@@ -97,8 +100,12 @@ fn main() -> std::process::ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            None => serve(cli.serve).await,
-            Some(Command::Serve(args)) => serve(args).await,
+            None => serve(cli.serve, &provenance).await,
+            Some(Command::Serve(args)) => serve(args, &provenance).await,
+            Some(Command::CheckConfig(args)) => {
+                cli::check_config::check(args, &provenance, serve_matches(&matches))
+            }
+            Some(Command::Healthcheck(args)) => cli::healthcheck::check(args).await,
             Some(Command::Publish(args)) => cli::publish::publish(args).await,
             Some(Command::Broadcast(args)) => cli::publish::broadcast(args).await,
             Some(Command::Update(args)) => cli::lifecycle::update(args).await,
@@ -120,7 +127,77 @@ fn fail(error: anyhow::Error) -> std::process::ExitCode {
     std::process::ExitCode::FAILURE
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Why the command line could not be read.
+enum Parsed {
+    Clap(clap::Error),
+    /// The configuration file, or a value it gave, is at fault: the message names the key.
+    File(String),
+}
+
+/// Parses `argv`, with the configuration file's settings (README.md#configuration-file) added
+/// as flags where neither a flag nor the environment gave them.
+fn parse(argv: Vec<OsString>) -> Result<(Cli, Provenance, clap::ArgMatches), Parsed> {
+    let command = Cli::command();
+    let first = command
+        .clone()
+        .try_get_matches_from(&argv)
+        .map_err(Parsed::Clap)?;
+    let (argv, provenance) = match first.subcommand() {
+        Some((name @ ("serve" | "check-config"), sub)) => {
+            let serve = command
+                .find_subcommand(name)
+                .expect("a subcommand clap matched");
+            file::layer(serve, sub, argv)
+        }
+        Some(_) => Ok((argv, Provenance::default())),
+        None => file::layer(&command, &first, argv),
+    }
+    .map_err(|error| Parsed::File(error.to_string()))?;
+    let matches = command.try_get_matches_from(argv).map_err(|error| {
+        // A value the file gave is named as the file's key.
+        match invalid_flag(&error) {
+            Some(flag) if provenance.from_file.contains(&flag) => {
+                Parsed::File(format!("{}: {}", provenance.name(&flag), one_line(&error)))
+            }
+            _ => Parsed::Clap(error),
+        }
+    })?;
+    let cli = Cli::from_arg_matches(&matches).map_err(Parsed::Clap)?;
+    Ok((cli, provenance, matches))
+}
+
+/// The arguments of `serve` (or `check-config`) within the whole command line's.
+fn serve_matches(matches: &clap::ArgMatches) -> &clap::ArgMatches {
+    match matches.subcommand() {
+        Some((_, sub)) => sub,
+        None => matches,
+    }
+}
+
+/// The flag (without `--`) whose value clap refused, if that is what `error` is about.
+fn invalid_flag(error: &clap::Error) -> Option<String> {
+    let clap::error::ContextValue::String(arg) = error.get(clap::error::ContextKind::InvalidArg)?
+    else {
+        return None;
+    };
+    let flag = arg.strip_prefix("--")?;
+    Some(flag.split([' ', '=']).next().unwrap_or(flag).to_owned())
+}
+
+/// clap's message on one line, like every other failure (clap would add a blank line and a
+/// hint).
+fn one_line(error: &clap::Error) -> String {
+    let text = error.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more"))
+        .filter(|line| !line.is_empty())
+        .collect();
+    message.join(" ").trim_start_matches("error: ").to_owned()
+}
+
+async fn serve(args: ServeArgs, provenance: &Provenance) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("HERALD_LOG")
@@ -130,7 +207,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
-    let settings = args.into_settings()?;
+    let settings = args
+        .into_settings()
+        .map_err(|error| anyhow::anyhow!("{}: {}", provenance.name(error.flag), error.problem))?;
     let open = open_halves(&settings);
     if let Some(open) = &open {
         if !settings.listen.ip().is_loopback() && !settings.allow_anonymous {

@@ -41,7 +41,7 @@ pub mod wire;
 
 pub use api::{Api, client_from, h2c_client, note, padded_body, read_json, send};
 pub use app::TestApp;
-pub use process::{ServerProcess, assert_healthy, free_port};
+pub use process::{ServerProcess, assert_healthy, free_port, herald_command};
 pub use sse::{
     Received, SseClient, assert_next_is_marker, assert_strictly_increasing, event_id, event_ids,
     expect_resync, titles,

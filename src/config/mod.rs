@@ -1,5 +1,8 @@
-//! `herald serve`'s flags, each also read from `HERALD_<FLAG>` (and `PORT`), validated once
-//! into [`Settings`] with messages that name the flag at fault.
+//! `herald serve`'s flags, each also read from `HERALD_<FLAG>` (and `PORT`) and from the
+//! configuration file (`file`), validated once into [`Settings`] with messages that name the
+//! flag at fault.
+
+pub mod file;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -47,6 +50,11 @@ const EXPIRE_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServeArgs {
+    /// TOML file of settings, one key per flag spelled as the flag (`data-dir = "..."`);
+    /// flags and the environment take precedence over it
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Address to bind; port 0 picks a free one [default: 127.0.0.1:3000, or 127.0.0.1:$PORT]
     #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
     pub listen: Option<SocketAddr>,
