@@ -188,7 +188,7 @@ impl Pusher {
             Ok(response) => response,
             Err(error) => {
                 tracing::debug!(%error, subscription = %job.subscription, "push failed");
-                return self.retry(job, None, now_ms);
+                return self.retry(job, None);
             }
         };
         let status = response.status().as_u16();
@@ -205,15 +205,17 @@ impl Pusher {
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|value| value.to_str().ok())
                     .and_then(retry_after);
-                self.retry(job, retry_after, now_ms)
+                self.retry(job, retry_after)
             }
             _ => self.give_up(job, &format!("the push service answered {status}")),
         }
     }
 
-    /// Schedules the next try: after `Retry-After` when the service gave one, else after a
-    /// delay that doubles with each try; gives up if that falls past the deadline.
-    fn retry(&self, job: &PushJob, retry_after: Option<Duration>, now_ms: i64) -> PushOutcome {
+    /// Schedules the next try, counted from now (the answer, not the request): after
+    /// `Retry-After` when the service gave one, else after a delay that doubles with each try;
+    /// gives up if that falls past the deadline.
+    fn retry(&self, job: &PushJob, retry_after: Option<Duration>) -> PushOutcome {
+        let now_ms = crate::domain::now_unix_ms();
         let backoff = retry_after.unwrap_or_else(|| {
             let doubled = FIRST_BACKOFF.saturating_mul(1 << job.attempts.min(16));
             doubled.min(MAX_BACKOFF)
