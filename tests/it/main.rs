@@ -8,6 +8,7 @@ mod cli;
 mod cluster;
 mod config;
 mod cors;
+mod deploy;
 mod durability;
 mod edge;
 mod fuzz;
