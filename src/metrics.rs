@@ -11,6 +11,12 @@ pub struct Metrics {
     registry: Registry,
     /// Open SSE streams on this node.
     pub streams: Gauge,
+    /// `--max-connections`, set once at start, so a dashboard or an alert can compare
+    /// `streams` with it.
+    pub max_streams: Gauge,
+    /// 1 while the store (SQLite, or Redis in cluster mode) is healthy, else 0: the store's half
+    /// of `/readyz`, set each time `/metrics` is read.
+    pub store_healthy: Gauge,
     /// Notifications, announcements and read events appended to the log by this node.
     pub events_published: Counter,
     /// Events this node's hub dispatched to its streams (each once, however many streams).
@@ -52,6 +58,18 @@ impl Metrics {
         let mut registry = Registry::with_prefix("herald");
         let streams = Gauge::default();
         registry.register("streams", "Open SSE streams on this node", streams.clone());
+        let max_streams = Gauge::default();
+        registry.register(
+            "max_streams",
+            "Streams this node accepts (--max-connections)",
+            max_streams.clone(),
+        );
+        let store_healthy = Gauge::default();
+        registry.register(
+            "store_healthy",
+            "1 while the store (SQLite, or Redis in cluster mode) is healthy, else 0",
+            store_healthy.clone(),
+        );
         let counter = |registry: &mut Registry, name: &str, help: &str| {
             let counter = Counter::default();
             registry.register(name, help, counter.clone());
@@ -145,6 +163,8 @@ impl Metrics {
         Self {
             registry,
             streams,
+            max_streams,
+            store_healthy,
             events_published,
             events_dispatched,
             events_delivered,

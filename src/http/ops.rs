@@ -99,6 +99,9 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Va
 
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")), tag = "operations")]
 pub async fn metrics(State(state): State<AppState>, _: Operator) -> Response {
+    // Read at each scrape, as `/readyz` reads it, so Prometheus sees what a probe would.
+    let healthy = state.store.is_healthy();
+    state.metrics.store_healthy.set(i64::from(healthy));
     let mut response = state.metrics.render().into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -76,6 +76,9 @@ impl Node {
 
 async fn build_state(settings: Settings) -> Result<AppState, StartError> {
     let metrics = Arc::new(Metrics::new());
+    metrics
+        .max_streams
+        .set(i64::try_from(settings.max_streams).unwrap_or(i64::MAX));
     let hub = Hub::new(
         HubLimits {
             max_streams: settings.max_streams,

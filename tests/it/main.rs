@@ -9,6 +9,7 @@ mod cluster;
 mod config;
 mod config_file;
 mod cors;
+mod deploy;
 mod durability;
 mod edge;
 mod fuzz;

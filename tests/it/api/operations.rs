@@ -1,12 +1,15 @@
 //! Broadcasts and the operational routes: stats, health, metrics, the OpenAPI document, and
 //! what an unknown route or a wrong method gets.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use herald::store::RedisSettings;
+
 use crate::helpers::answers::{assert_error, sample};
+use crate::helpers::cluster::own_redis;
 use crate::helpers::{SseClient, TestApp, WAIT, h2c_client, padded_body, read_json, titles};
 
 #[tokio::test]
@@ -273,6 +276,36 @@ async fn metrics_are_prometheus_text_whose_values_follow_the_traffic() {
         sample(&tiny.metrics().await, "herald_slow_reader_closes_total"),
         1.0
     );
+}
+
+#[tokio::test]
+async fn max_streams_is_the_flag_and_store_healthy_follows_the_store_as_readyz_does() {
+    let Some(mut redis) = own_redis(&[]) else {
+        return;
+    };
+    let app = TestApp::spawn_with(|settings| {
+        settings.max_streams = 1234;
+        settings.redis = Some(RedisSettings {
+            url: redis.url(),
+            prefix: "herald".into(),
+        });
+    })
+    .await;
+    let metrics = app.metrics().await;
+    assert_eq!(sample(&metrics, "herald_max_streams"), 1234.0);
+    assert_eq!(sample(&metrics, "herald_store_healthy"), 1.0);
+
+    let down = Instant::now();
+    redis.kill();
+    app.wait_for_readiness(StatusCode::SERVICE_UNAVAILABLE, down)
+        .await;
+    assert_eq!(sample(&app.metrics().await, "herald_store_healthy"), 0.0);
+
+    let back = Instant::now();
+    redis.restart();
+    app.wait_for_readiness(StatusCode::OK, back).await;
+    assert_eq!(sample(&app.metrics().await, "herald_store_healthy"), 1.0);
+    app.stop().await;
 }
 
 #[tokio::test]

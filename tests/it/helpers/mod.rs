@@ -19,6 +19,8 @@
 //! - `fuzz`: the random requests, rules and recorders of the property test in `fuzz.rs`.
 //! - `push_service`: [`push_service::FakePushService`], a Web Push service on loopback that
 //!   decrypts, verifies and records what herald pushes.
+//! - `nginx`: [`nginx::Nginx`], the real nginx running `deploy/nginx/herald.conf` in front of a
+//!   herald.
 
 use std::time::Duration;
 
@@ -31,6 +33,7 @@ pub mod command;
 pub mod durability;
 pub mod fuzz;
 pub mod isolation;
+pub mod nginx;
 mod process;
 pub mod push_service;
 pub mod raw_sse;

@@ -44,7 +44,6 @@ impl SseClient {
         url: &str,
         last_event_id: Option<&str>,
     ) -> Self {
-        use eventsource_stream::Eventsource;
         let mut request = client.get(url).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
@@ -53,6 +52,12 @@ impl SseClient {
             .await
             .expect("stream opened in time")
             .expect("stream request sent");
+        Self::from_response(response)
+    }
+
+    /// Reads the events of a stream response the test sent itself (to look at it first).
+    pub fn from_response(response: reqwest::Response) -> Self {
+        use eventsource_stream::Eventsource;
         let status = response.status();
         let headers = response.headers().clone();
         let events = response
