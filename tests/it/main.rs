@@ -19,6 +19,7 @@ mod isolation;
 mod lifecycle;
 mod limits;
 mod logs;
+mod packaging;
 mod push;
 mod push_delivery;
 mod push_subscriptions;
