@@ -1,4 +1,4 @@
-# Shared by the benchmark drivers (bench/scripts/{vs-reference,scaling}.sh): start a fresh
+# Shared by the benchmark drivers (bench/scripts/*.sh): start a fresh
 # server (herald or the reference design), run one `herald-bench` case against it, record its
 # JSON line, stop the server by its PID, and write a table into BENCHMARKS.md between markers.
 # Loopback only.
@@ -22,6 +22,10 @@ build_reference() {
   rm -rf "$WORK/ref"
   cp -r "$REFERENCE" "$WORK/ref"
   (cd "$WORK/ref" && npm install --silent --no-audit --no-fund && npx tsc)
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
 wait_for_port() { # PORT

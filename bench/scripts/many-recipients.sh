@@ -22,10 +22,6 @@ rm -rf "$WORK"; mkdir -p "$WORK"
 source bench/scripts/lib.sh
 build_binaries
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 REDIS_PID=
 REDIS_PORT=
 start_redis() {

@@ -5,6 +5,8 @@
 //! - [`setup`]: the flags, checked once ([`parse`] keeps every target on loopback, 127.0.0.0/8).
 //! - [`scenarios`]: hold, fanout, targeted, many-recipients, replay and floor; each opens
 //!   streams, publishes, waits with a deadline and reports.
+//! - [`push`]: the push scenario (users with no stream, each subscribed to [`push_service`], a
+//!   push service inside the bench) and the pushes targeted's `--push-subscribe` counts.
 //! - [`fleet`], [`conn`], [`sse`]: the streams, on a hand-written HTTP/1.1 + SSE client so that
 //!   tens of thousands of idle streams stay cheap.
 //! - [`publish`]: publishes (to one user, many users or everyone) through reqwest with
@@ -20,6 +22,8 @@ mod fleet;
 mod floor;
 mod parse;
 mod publish;
+mod push;
+mod push_service;
 mod report;
 mod scenarios;
 mod setup;
@@ -89,10 +93,11 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let report = match setup.args.scenario {
         Scenario::Hold => scenarios::hold(&setup).await,
         Scenario::Fanout => scenarios::fanout(&setup).await,
-        Scenario::Targeted => scenarios::targeted(&setup).await,
+        Scenario::Targeted => scenarios::targeted(&setup).await?,
         Scenario::ManyRecipients => scenarios::many_recipients(&setup).await,
         Scenario::Replay => scenarios::replay(&setup).await,
         Scenario::Floor => scenarios::floor(&setup).await?,
+        Scenario::Push => push::offline_users(&setup).await?,
     };
     report.print(setup.args.json)
 }

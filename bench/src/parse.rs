@@ -72,6 +72,14 @@ pub fn parse_pub_url(raw: &str) -> Result<String, String> {
     Ok(raw.to_owned())
 }
 
+/// A loopback URL template that names `{user}`: each user's subscriptions are their own.
+pub fn parse_push_subscription_url(raw: &str) -> Result<String, String> {
+    if !raw.contains("{user}") {
+        return Err("the subscription URL must contain {user}".into());
+    }
+    parse_pub_url(raw)
+}
+
 pub fn parse_body(raw: &str) -> Result<String, String> {
     if !raw.contains("{ts}") {
         return Err("the body must contain {ts}, where the send time goes".into());
@@ -140,6 +148,10 @@ mod tests {
         assert!(parse_pub_url("http://127.0.0.9:3000/api/notifications/{user}").is_ok());
         assert!(parse_pub_url("http://192.168.1.1/api/broadcast").is_err());
         assert!(parse_pub_url("http://example.com/api/broadcast").is_err());
+        let subscriptions = "http://127.0.0.1:3000/api/push/{user}/subscriptions";
+        assert!(parse_push_subscription_url(subscriptions).is_ok());
+        assert!(parse_push_subscription_url("http://127.0.0.1:3000/api/push/a/s").is_err());
+        assert!(parse_push_subscription_url("http://10.0.0.1/api/push/{user}/s").is_err());
     }
 
     #[test]

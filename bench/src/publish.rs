@@ -72,6 +72,8 @@ pub struct Sent {
     /// Users it went to: `user` and the ones after it, wrapping around the plan's users.
     pub recipients: u32,
     pub send_time: u64,
+    /// When its answer had been read, in ns since the epoch.
+    pub answer_time: u64,
 }
 
 /// What a batch did.
@@ -119,9 +121,9 @@ impl Publisher {
         })
     }
 
-    /// Sends one publish to `url` for `to`; returns its send time and round trip. A publish to
-    /// many users counts only if its answer lists each of them.
-    async fn post(&self, url: &str, to: &Recipients<'_>) -> Result<(u64, Duration), String> {
+    /// Sends one publish to `url` for `to`; returns its send time, round trip and answer time.
+    /// A publish to many users counts only if its answer lists each of them.
+    async fn post(&self, url: &str, to: &Recipients<'_>) -> Result<(u64, Duration, u64), String> {
         let send_time = self.clock.stamp();
         let mut body = self.body_template.replace("{ts}", &send_time.to_string());
         match to {
@@ -144,6 +146,7 @@ impl Publisher {
         // Read the answer to its end so the connection goes back to the pool.
         let read = response.bytes().await;
         let round_trip = began.elapsed();
+        let answer_time = now_ns();
         if !status.is_success() {
             return Err(format!("status {}", status.as_u16()));
         }
@@ -151,7 +154,7 @@ impl Publisher {
         if let Recipients::Many(users) = to {
             check_batch_answer(&answer, users)?;
         }
-        Ok((send_time, round_trip))
+        Ok((send_time, round_trip, answer_time))
     }
 
     /// Runs `plan` with `plan.concurrency` publishers sharing one counter of publishes left.
@@ -198,11 +201,12 @@ impl Publisher {
                             _ => (Recipients::One(name), u32::from(user.is_some())),
                         };
                         match publisher.post(&url, &to).await {
-                            Ok((send_time, round_trip)) => {
+                            Ok((send_time, round_trip, answer_time)) => {
                                 outcome.sent.push(Sent {
                                     user,
                                     recipients,
                                     send_time,
+                                    answer_time,
                                 });
                                 outcome.latencies_ns.push(round_trip.as_nanos() as u64);
                             }

@@ -59,8 +59,18 @@ impl Report {
 
     /// `{key}_p50_ms`, `_p99_ms` and `_max_ms` of `samples_ns` (sorted here), or nulls if empty.
     pub fn percentiles(&mut self, key: &str, samples_ns: &mut [u64]) {
+        self.percentiles_at(
+            key,
+            samples_ns,
+            &[("p50", 0.50), ("p99", 0.99), ("max", 1.0)],
+        );
+    }
+
+    /// `{key}_{suffix}_ms` for each (suffix, quantile) of `samples_ns` (sorted here), or nulls
+    /// if empty.
+    pub fn percentiles_at(&mut self, key: &str, samples_ns: &mut [u64], at: &[(&str, f64)]) {
         samples_ns.sort_unstable();
-        for (suffix, quantile) in [("p50", 0.50), ("p99", 0.99), ("max", 1.0)] {
+        for &(suffix, quantile) in at {
             let value = quantile_ms(samples_ns, quantile).map_or(Value::Null, Value::from);
             self.add(&format!("{key}_{suffix}_ms"), value, "ms");
         }
@@ -88,6 +98,12 @@ impl Report {
             },
         ));
         self.fields.insert(key.to_owned(), Value::Object(object));
+    }
+
+    /// The figures as the JSON line has them.
+    #[cfg(test)]
+    pub fn json(&self) -> &Map<String, Value> {
+        &self.fields
     }
 
     /// Prints the table (unless `json_only`), then the JSON line last.

@@ -1,6 +1,7 @@
-//! The six scenarios. Each opens its streams (one user per stream), publishes, waits for the
-//! deliveries it expects or for `--deadline`, and reports what arrived: nothing waits forever,
-//! and whatever did not arrive in time is counted as lost.
+//! Six of the scenarios (push, which opens no streams, is [`crate::push`]'s). Each opens its
+//! streams (one user per stream), publishes, waits for the deliveries it expects or for
+//! `--deadline`, and reports what arrived: nothing waits forever, and whatever did not arrive
+//! in time is counted as lost.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 use crate::fleet::{Fleet, OpenSummary, StreamOutcome, StreamSpec, failure_counts};
 use crate::floor::{Broadcast, FloorProcess};
 use crate::publish::{BatchOutcome, Pick, Plan};
+use crate::push::{PushTally, subscribe_all};
+use crate::push_service::PushService;
 use crate::report::{Report, Sample, add_resources, round};
 use crate::setup::{ReplayWith, Setup};
 use crate::tally::{add_tally, all_received_latencies, send_times_per_user, tally};
@@ -120,13 +123,23 @@ pub async fn floor(setup: &Setup) -> anyhow::Result<Report> {
 }
 
 /// M publishes to random users (one stream each) from C concurrent keep-alive publishers.
-pub async fn targeted(setup: &Setup) -> Report {
+/// With `--push-subscribe`, each user first gets a subscription to the bench's push service,
+/// and every acknowledged publish is owed a push.
+pub async fn targeted(setup: &Setup) -> anyhow::Result<Report> {
     let args = &setup.args;
     let mut report = new_report(setup, "targeted");
     report.add("publishes", args.publishes, "");
     report.add("concurrency", args.concurrency as u64, "");
     report.add("rate", args.rate, "/s");
     report.add("idle_streams", args.idle_streams as u64, "(no publishes)");
+    report.add("push_subscribe", args.push_subscribe, "");
+    let push_service = if args.push_subscribe {
+        let service = PushService::start().await?;
+        subscribe_all(setup, &service, &mut report).await?;
+        Some(service)
+    } else {
+        None
+    };
     let before = Sample::take(&args.server_pids);
     let (fleet, open) = open_fleet(setup, setup.specs(None)).await;
     eprintln!(
@@ -145,19 +158,28 @@ pub async fn targeted(setup: &Setup) -> Report {
             time_limit: None,
         })
         .await;
-    fleet
-        .wait_delivered(sent.sent.len() as u64, Instant::now() + args.deadline)
-        .await;
+    let acknowledged = sent.sent.len() as u64;
+    let deadline = Instant::now() + args.deadline;
+    fleet.wait_delivered(acknowledged, deadline).await;
+    if let Some(service) = &push_service {
+        eprintln!("bench: waiting for {acknowledged} pushes");
+        service.wait_received(acknowledged, deadline).await;
+    }
     let after = Sample::take(&args.server_pids);
     let outcomes = fleet.close().await;
+    let pushes = push_service
+        .map(|service| PushTally::count(&sent.sent, &setup.users, &service.arrivals(), false));
     // Idle streams come after the users' and are due nothing.
     let per_user = send_times_per_user(&sent.sent, setup.users.len(), outcomes.len());
     let expected: Vec<&[u64]> = per_user.iter().map(Vec::as_slice).collect();
     add_open(&mut report, "", &open, &outcomes);
     add_publishes(&mut report, "publish", sent);
     add_tally(&mut report, &tally(&outcomes, &expected, None), true);
+    if let Some(pushes) = pushes {
+        pushes.add_to(&mut report);
+    }
     add_resources(&mut report, before, after, None);
-    report
+    Ok(report)
 }
 
 /// N users with a stream each; K publishes of B users each (one notification per user, cycling
@@ -468,7 +490,8 @@ fn add_open(report: &mut Report, prefix: &str, open: &OpenSummary, outcomes: &[S
     report.add(&format!("{prefix}ended_by_server"), ended, "");
 }
 
-fn add_publishes(report: &mut Report, what: &str, mut sent: BatchOutcome) {
+/// `{what}_ok`, `_failed`, `_s`, `_per_s`, the round trips and the failure reasons of a batch.
+pub fn add_publishes(report: &mut Report, what: &str, mut sent: BatchOutcome) {
     let ok = sent.sent.len() as u64;
     report.add(&format!("{what}_ok"), ok, "");
     let failed: u64 = sent.failures.values().sum();

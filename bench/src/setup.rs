@@ -11,8 +11,8 @@ use anyhow::bail;
 use crate::conn::SseEndpoint;
 use crate::fleet::{self, FleetConfig, StreamSpec};
 use crate::parse::{
-    SourceAddrs, parse_batch_body, parse_body, parse_header, parse_pub_url, parse_source_addrs,
-    parse_sub_url,
+    SourceAddrs, parse_batch_body, parse_body, parse_header, parse_pub_url,
+    parse_push_subscription_url, parse_source_addrs, parse_sub_url,
 };
 use crate::publish::Publisher;
 
@@ -33,7 +33,9 @@ pub struct BenchArgs {
     /// each), cycling through the users; replay: drop every stream, publish, reconnect with
     /// Last-Event-ID; floor: fanout against an ideal server the bench starts (one write per
     /// stream per broadcast), the best any server could do on this machine (ignores --sub-url,
-    /// --broadcast-url and --server-pid)
+    /// --broadcast-url and --server-pid); push: no streams, each user subscribed to a push
+    /// service inside the bench, one publish to each user, and the time from each 201 to its
+    /// push
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// Stream URL template (`{user}` is each stream's user); repeat to spread streams
@@ -46,6 +48,10 @@ pub struct BenchArgs {
     /// Broadcast URL
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000/api/broadcast", value_parser = parse_pub_url)]
     pub broadcast_url: String,
+    /// push, and targeted with --push-subscribe: URL template of a user's Web Push
+    /// subscriptions
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000/api/push/{user}/subscriptions", value_parser = parse_push_subscription_url)]
+    pub push_sub_url: String,
     /// many-recipients: URL of a publish to many users at once
     #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:3000/api/notifications", value_parser = parse_pub_url)]
     pub batch_url: String,
@@ -67,13 +73,14 @@ pub struct BenchArgs {
     /// per 5,000 streams from 127.0.0.2]
     #[arg(long, value_name = "RANGE", value_parser = parse_source_addrs)]
     pub source_addrs: Option<SourceAddrs>,
-    /// Streams (one user each) [many-recipients: 5000 by default]
+    /// Streams (one user each) [many-recipients: 5000 by default; push: users, none of them
+    /// with a stream, 10000 by default]
     #[arg(
         long,
         visible_alias = "users",
         value_name = "N",
         default_value_t = 1000,
-        default_value_if("scenario", "many-recipients", "5000")
+        default_value_ifs([("scenario", "many-recipients", "5000"), ("scenario", "push", "10000")])
     )]
     pub streams: usize,
     /// fanout and floor: broadcasts; replay: events published to each user while it is away
@@ -95,12 +102,18 @@ pub struct BenchArgs {
     /// many-recipients: start no publish after this long, even if fewer than --batches went
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
+    /// targeted: before publishing, subscribe each user to the bench's own push service, and
+    /// count the pushes it receives; the server is to push every notification (herald:
+    /// `--push-when always`), so any publish without its push is counted as lost
+    #[arg(long)]
+    pub push_subscribe: bool,
     /// targeted: extra streams, for users `{prefix}idle-{i}`, that are sent nothing; anything
     /// they receive counts as unexpected
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub idle_streams: usize,
-    /// Concurrent keep-alive publishers, each with one request in flight (targeted, replay and
-    /// many-recipients) [many-recipients: 4 by default]
+    /// Concurrent keep-alive publishers, each with one request in flight (targeted, replay,
+    /// many-recipients and push; push also subscribes with this many) [many-recipients: 4 by
+    /// default]
     #[arg(
         long,
         value_name = "C",
@@ -114,7 +127,8 @@ pub struct BenchArgs {
     /// replay: `user` publishes K notifications to each user; `broadcast` sends K broadcasts
     #[arg(long, value_enum, default_value = "user")]
     pub replay_with: ReplayWith,
-    /// How long to wait for events after the last publish before counting the rest as lost
+    /// How long to wait for events (or pushes) after the last publish before counting the rest
+    /// as lost
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     pub deadline: Duration,
     /// How long one stream may take to open (connect to first event)
@@ -139,6 +153,7 @@ pub enum Scenario {
     ManyRecipients,
     Replay,
     Floor,
+    Push,
 }
 
 /// What replay publishes while the streams are away.
@@ -176,6 +191,9 @@ impl Setup {
         if args.idle_streams > 0 && !matches!(args.scenario, Scenario::Targeted) {
             bail!("--idle-streams is for the targeted scenario only");
         }
+        if args.push_subscribe && !matches!(args.scenario, Scenario::Targeted) {
+            bail!("--push-subscribe is for the targeted scenario only (push always subscribes)");
+        }
         let many_recipients = matches!(args.scenario, Scenario::ManyRecipients);
         if args.duration.is_some() && !many_recipients {
             bail!("--duration is for the many-recipients scenario only");
@@ -186,7 +204,11 @@ impl Setup {
                 args.streams
             );
         }
-        let streams = args.streams + args.idle_streams;
+        // push opens no streams: its users are away.
+        let streams = match args.scenario {
+            Scenario::Push => 0,
+            _ => args.streams + args.idle_streams,
+        };
         let files_needed = streams as u64 + args.concurrency as u64 + SPARE_FILES;
         if let Some(limit) = open_files_limit() {
             if files_needed > limit {
@@ -197,7 +219,7 @@ impl Setup {
         }
         let sources = match &args.source_addrs {
             Some(SourceAddrs(sources)) => sources.clone(),
-            None => (0..streams.div_ceil(STREAMS_PER_SOURCE) as u32)
+            None => (0..streams.div_ceil(STREAMS_PER_SOURCE).max(1) as u32)
                 .map(|offset| Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 2)) + offset))
                 .collect(),
         };
@@ -297,6 +319,9 @@ mod tests {
             "http://localhost:1/b",
             "--batch-url",
             "http://localhost:1/p",
+            "--push-sub-url",
+            "http://localhost:1/api/push/{user}/subscriptions",
+            "--push-subscribe",
             "--batch-body",
             "{\"users\":{users},\"m\":\"{ts}\"}",
             "--pub-body",
@@ -354,6 +379,11 @@ mod tests {
         );
         assert_eq!((args.streams, args.replay_with), (5, ReplayWith::Broadcast));
         assert_eq!(args.idle_streams, 9);
+        assert!(args.push_subscribe);
+        assert_eq!(
+            args.push_sub_url,
+            "http://localhost:1/api/push/{user}/subscriptions"
+        );
         assert_eq!((args.batch_size, args.batches), (4, 6));
         assert_eq!(args.duration, Some(Duration::from_secs(3)));
         assert_eq!(args.deadline, Duration::from_secs(2));
@@ -371,6 +401,8 @@ mod tests {
         assert_eq!((args.batch_size, args.batches), (1000, 300));
         let args = parse(&["bench", "targeted"]);
         assert_eq!((args.streams, args.concurrency), (1000, 32));
+        let args = parse(&["bench", "push"]);
+        assert_eq!((args.streams, args.concurrency), (10_000, 32));
         let args = parse(&[
             "bench",
             "many-recipients",
@@ -403,6 +435,8 @@ mod tests {
         assert!(refused(&line).contains("--batch-size"));
         let line = ["bench", "targeted", "--duration", "5s"];
         assert!(refused(&line).contains("--duration"));
+        let line = ["bench", "push", "--push-subscribe"];
+        assert!(refused(&line).contains("--push-subscribe"));
     }
 
     #[test]

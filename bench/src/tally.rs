@@ -180,6 +180,7 @@ mod tests {
             user: Some(user),
             recipients,
             send_time,
+            answer_time: send_time + 1,
         }
     }
 
@@ -193,6 +194,7 @@ mod tests {
             user: None,
             recipients: 0,
             send_time: 5,
+            answer_time: 6,
         };
         let nobody: [Vec<u64>; 2] = [vec![], vec![]];
         assert_eq!(send_times_per_user(&[broadcast], 2, 2), nobody);

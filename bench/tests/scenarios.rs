@@ -3,8 +3,13 @@
 //! runs to its end by itself, loses nothing, duplicates nothing and prints its JSON line.
 //! Timings are never asserted: they belong to the machine, not the code.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use herald::config::PushSettings;
+use herald::push::VapidKey;
+use herald::push::endpoint::EndpointPolicy;
+use herald::store::push::PushWhen;
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::process::Command;
@@ -30,12 +35,31 @@ struct Target {
 
 impl Target {
     async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A server that pushes (`when`) to any endpoint, the bench's push service on loopback
+    /// included.
+    async fn start_pushing(when: PushWhen) -> Self {
+        let push = PushSettings {
+            key: Arc::new(VapidKey::generate().expect("a VAPID key")),
+            subject: "mailto:bench@example.com".into(),
+            when,
+            ttl: Duration::from_secs(60),
+            subscriptions_per_user: 10,
+            endpoints: EndpointPolicy::new(Vec::new(), true),
+        };
+        Self::start_with(Some(push)).await
+    }
+
+    async fn start_with(push: Option<PushSettings>) -> Self {
         let data = TempDir::new().expect("temp dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let settings = herald::Settings::new(addr, data.path().to_path_buf());
+        let mut settings = herald::Settings::new(addr, data.path().to_path_buf());
+        settings.push = push;
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             herald::run(listener, settings, async {
@@ -65,6 +89,8 @@ impl Target {
             format!("{base}/api/broadcast"),
             "--batch-url".to_owned(),
             format!("{base}/api/notifications"),
+            "--push-sub-url".to_owned(),
+            format!("{base}/api/push/{{user}}/subscriptions"),
             "--server-pid".to_owned(),
             std::process::id().to_string(),
         ];
@@ -243,6 +269,87 @@ async fn replay_after_every_stream_dropped_delivers_each_missed_event_once() {
         assert!(report["catchup_s"].is_number(), "{report}");
         assert_every_event_arrived_once(&report, 30);
     }
+    target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_times_every_users_push_from_its_201_and_finds_none_malformed() {
+    let target = Target::start_pushing(PushWhen::Offline).await;
+    let report = target
+        .bench(&["push", "--users", "30", "--concurrency", "4"])
+        .await;
+    assert_eq!(report["scenario"], "push");
+    assert_eq!(report["subscribe_ok"], 30, "{report}");
+    assert_eq!(report["publish_ok"], 30, "{report}");
+    assert_eq!(report["push_received"], 30, "{report}");
+    for zero in [
+        "push_lost",
+        "push_duplicates",
+        "push_unexpected",
+        "push_malformed",
+    ] {
+        assert_eq!(report[zero], 0, "{zero}: {report}");
+    }
+    for figure in [
+        "push_per_s",
+        "push_latency_p50_ms",
+        "push_latency_p90_ms",
+        "push_latency_p99_ms",
+        "push_latency_max_ms",
+        "server_cpu_s",
+    ] {
+        assert!(report[figure].is_number(), "{figure}: {report}");
+    }
+    target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targeted_with_push_subscribe_counts_a_push_for_every_publish() {
+    let target = Target::start_pushing(PushWhen::Always).await;
+    let report = target
+        .bench(&[
+            "targeted",
+            "--users",
+            "10",
+            "--publishes",
+            "40",
+            "--concurrency",
+            "4",
+            "--push-subscribe",
+        ])
+        .await;
+    assert_every_event_arrived_once(&report, 40);
+    assert_eq!(report["subscribe_ok"], 10, "{report}");
+    assert_eq!(report["push_expected"], 40, "{report}");
+    assert_eq!(report["push_received"], 40, "{report}");
+    assert_eq!(report["push_malformed"], 0, "{report}");
+    assert!(
+        report["push_latency_p50_ms"].is_null(),
+        "not timed: {report}"
+    );
+    target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_against_a_server_without_push_fails_and_says_why() {
+    let target = Target::start().await;
+    let base = &target.url;
+    let output = timeout(
+        BENCH_WAIT,
+        Command::new(env!("CARGO_BIN_EXE_herald-bench"))
+            .args(["push", "--users", "3", "--pub-url"])
+            .arg(format!("{base}/api/notifications/{{user}}"))
+            .arg("--push-sub-url")
+            .arg(format!("{base}/api/push/{{user}}/subscriptions"))
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("ends in time")
+    .expect("the bench ran");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--vapid-key"), "{stderr}");
     target.stop().await;
 }
 

@@ -1,14 +1,13 @@
 //! One push as a push service receives it (docs/protocol.md#web-push): the notification's
-//! JSON, made to fit, encrypted for the subscription (`aes128gcm`, RFC 8291, by
-//! `web-push-native`), and the headers: VAPID `Authorization` (RFC 8292), `TTL`, `Urgency` and
-//! `Topic`.
+//! JSON, made to fit, encrypted for the subscription (`aes128gcm`, RFC 8291, by [`encrypt`]),
+//! and the headers: VAPID `Authorization` (RFC 8292), `TTL`, `Urgency` and `Topic`.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
-use web_push_native::p256::PublicKey;
 
 use super::VapidKey;
+use super::encrypt::encrypt;
 
 /// The most a push service must accept as an encrypted body (RFC 8291 §4).
 pub const MAX_RECORD_BYTES: usize = 4096;
@@ -68,13 +67,11 @@ pub fn build(
         .map_err(|error| Unsendable::Subscription(error.to_string()))?;
     let public = URL_SAFE_NO_PAD
         .decode(to.p256dh)
-        .ok()
-        .and_then(|bytes| PublicKey::from_sec1_bytes(&bytes).ok())
-        .ok_or_else(|| Unsendable::Subscription("p256dh is not a P-256 point".into()))?;
-    let auth = URL_SAFE_NO_PAD
+        .map_err(|_| Unsendable::Subscription("p256dh is not a P-256 point".into()))?;
+    let auth: [u8; 16] = URL_SAFE_NO_PAD
         .decode(to.auth)
         .ok()
-        .filter(|bytes| bytes.len() == 16)
+        .and_then(|bytes| bytes.try_into().ok())
         .ok_or_else(|| Unsendable::Subscription("auth is not 16 bytes".into()))?;
     let notification: Map<String, Value> = serde_json::from_str(notice.json)
         .map_err(|error| Unsendable::Notification(error.to_string()))?;
@@ -88,9 +85,8 @@ pub fn build(
         _ => "normal",
     };
     let plaintext = fit(notification);
-    let body =
-        web_push_native::encrypt(plaintext, &public, web_push_native::Auth::from_slice(&auth))
-            .map_err(|error| Unsendable::Subscription(format!("cannot encrypt for it: {error}")))?;
+    let body = encrypt(&plaintext, &public, &auth)
+        .map_err(|error| Unsendable::Subscription(format!("cannot encrypt for it: {error}")))?;
     let audience = endpoint.origin().ascii_serialization();
     let authorization = key
         .authorization(&audience, subject, now_secs + TOKEN_LIFETIME_SECS)

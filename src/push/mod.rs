@@ -1,9 +1,10 @@
 //! Web Push (docs/protocol.md#web-push): reaching a browser with no tab open. The server's
 //! VAPID key (`vapid`), which endpoints herald may contact (`endpoint`), one push as a push
-//! service receives it (`message`), and the pusher that works through the store's queue of
-//! pushes owed (`deliver`).
+//! service receives it (`message`, its body encrypted by `encrypt`), and the pusher that works
+//! through the store's queue of pushes owed (`deliver`).
 
 pub mod deliver;
+pub mod encrypt;
 pub mod endpoint;
 pub mod message;
 pub mod vapid;
