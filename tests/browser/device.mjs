@@ -177,5 +177,7 @@ async function closeDevice(device) {
   await stopProcess(device.chromeProc);
   if (device.bus) device.bus.disconnect();
   await stopProcess(device.busProc);
-  await rm(device.dir, { recursive: true, force: true });
+  // Chromium's helper processes (crashpad) may still be writing into the profile as the
+  // browser exits: retried, as rm's ENOTEMPTY then passes.
+  await rm(device.dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
 }
