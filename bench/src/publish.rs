@@ -12,6 +12,7 @@ use anyhow::Context;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 
 use crate::fleet::now_ns;
+use crate::report::{Report, round};
 
 /// Whole-request limit for one publish.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -306,6 +307,19 @@ fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         return "timed out".into();
     }
     cause.to_string()
+}
+
+/// `{what}_ok`, `_failed`, `_s`, `_per_s`, the round trips and the failure reasons of a batch.
+pub fn add_publishes(report: &mut Report, what: &str, mut sent: BatchOutcome) {
+    let ok = sent.sent.len() as u64;
+    report.add(&format!("{what}_ok"), ok, "");
+    let failed: u64 = sent.failures.values().sum();
+    report.add(&format!("{what}_failed"), failed, "");
+    report.seconds(&format!("{what}_s"), sent.elapsed);
+    let rate = ok as f64 / sent.elapsed.as_secs_f64().max(1e-9);
+    report.add(&format!("{what}_per_s"), round(rate, 1), "/s");
+    report.percentiles(&format!("{what}_latency"), &mut sent.latencies_ns);
+    report.reasons(&format!("{what}_failure_reasons"), &sent.failures);
 }
 
 #[cfg(test)]

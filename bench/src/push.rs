@@ -9,10 +9,9 @@ use std::time::Instant;
 
 use anyhow::bail;
 
-use crate::publish::{BatchOutcome, Pick, Plan, Publisher, Sent};
+use crate::publish::{BatchOutcome, Pick, Plan, Publisher, Sent, add_publishes};
 use crate::push_service::{Arrival, PushService};
 use crate::report::{Report, Sample, add_resources, round};
-use crate::scenarios::add_publishes;
 use crate::setup::Setup;
 
 /// The subscriptions' keys, one valid uncompressed P-256 point and 16 bytes of `auth` for every

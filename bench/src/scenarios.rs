@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::fleet::{Fleet, OpenSummary, StreamOutcome, StreamSpec, failure_counts};
 use crate::floor::{Broadcast, FloorProcess};
-use crate::publish::{BatchOutcome, Pick, Plan};
+use crate::publish::{BatchOutcome, Pick, Plan, add_publishes};
 use crate::push::{PushTally, subscribe_all};
 use crate::push_service::PushService;
 use crate::report::{Report, Sample, add_resources, round};
@@ -488,17 +488,4 @@ fn add_open(report: &mut Report, prefix: &str, open: &OpenSummary, outcomes: &[S
     );
     let ended: u64 = outcomes.iter().filter(|o| o.ended_early.is_some()).count() as u64;
     report.add(&format!("{prefix}ended_by_server"), ended, "");
-}
-
-/// `{what}_ok`, `_failed`, `_s`, `_per_s`, the round trips and the failure reasons of a batch.
-pub fn add_publishes(report: &mut Report, what: &str, mut sent: BatchOutcome) {
-    let ok = sent.sent.len() as u64;
-    report.add(&format!("{what}_ok"), ok, "");
-    let failed: u64 = sent.failures.values().sum();
-    report.add(&format!("{what}_failed"), failed, "");
-    report.seconds(&format!("{what}_s"), sent.elapsed);
-    let rate = ok as f64 / sent.elapsed.as_secs_f64().max(1e-9);
-    report.add(&format!("{what}_per_s"), round(rate, 1), "/s");
-    report.percentiles(&format!("{what}_latency"), &mut sent.latencies_ns);
-    report.reasons(&format!("{what}_failure_reasons"), &sent.failures);
 }
