@@ -19,6 +19,10 @@ use crate::http::origin::SameOriginIfCookie;
 use crate::push::endpoint::literal_is_internal;
 use crate::store::push::Subscribed;
 
+/// How long a subscribe waits for its endpoint's name to resolve; past it, the name is
+/// judged as unresolved (stored, and judged again at each push).
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The most categories one user may mute.
 const MAX_MUTED: usize = 100;
 
@@ -151,9 +155,10 @@ async fn refuse_internal(endpoint: &url::Url) -> Result<(), ApiError> {
         return Err(refused());
     };
     let port = endpoint.port_or_known_default().unwrap_or(443);
-    // A name that does not resolve now may later (DNS has bad moments): it is stored, and
-    // the pusher judges the addresses it finds then.
-    let Ok(addresses) = tokio::net::lookup_host((host, port)).await else {
+    // A name that does not resolve now (or not within LOOKUP_TIMEOUT) may later: it is stored,
+    // and the pusher judges the addresses it finds then.
+    let lookup = tokio::net::lookup_host((host, port));
+    let Ok(Ok(addresses)) = tokio::time::timeout(LOOKUP_TIMEOUT, lookup).await else {
         return Ok(());
     };
     let addresses: Vec<_> = addresses.collect();

@@ -15,7 +15,7 @@ use reqwest::header::AUTHORIZATION;
 use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
-use crate::helpers::auth::{PUBLISH_KEY, client_with, spawn_secured, token_for};
+use crate::helpers::auth::{client_with, spawn_secured, token_for};
 
 /// Push on, contacting only hosts under `push.example.test` (which never resolve, as `.test`
 /// names do not: stored, since DNS may be down for a moment) and `localhost`.
@@ -242,7 +242,6 @@ async fn only_the_user_or_a_publisher_touches_subscriptions_and_preferences() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app.delete(&format!("{path}/{id}")).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let _ = PUBLISH_KEY;
     app.stop().await;
 }
 
