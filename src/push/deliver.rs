@@ -2,12 +2,20 @@
 //! records what became of it (docs/protocol.md#web-push). It runs beside the server and shares
 //! nothing with publishing but the queue, so a slow or hanging push service delays only pushes:
 //! a publish's `201` never waits for one.
+//!
+//! It runs on a thread of its own at the OS's idle priority (`SCHED_IDLE`): encrypting and
+//! sending pushes takes only CPU that serving streams and publishes leaves over, so pushing
+//! never slows publishing, and under a load that takes every core, pushes wait for it to pass
+//! (BENCHMARKS.md#web-push). The queue is read and settled on the server's runtime, so the store
+//! is never held by a thread that may wait for a core.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::runtime::Handle;
+use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -15,11 +23,14 @@ use super::VapidKey;
 use super::endpoint::{EndpointPolicy, PublicOnly, literal_is_internal};
 use super::message::{self, Notice, Recipient};
 use crate::metrics::Metrics;
-use crate::store::Store;
 use crate::store::push::{PushJob, PushOutcome};
+use crate::store::{Store, StoreError};
 
 /// Pushes in flight at once.
 const CONCURRENCY: usize = 64;
+/// While pushes are in flight, the queue is read once this many can start, and outcomes are
+/// recorded this many at a time: each is a store call, and the store is shared with publishing.
+const BATCH: usize = 16;
 /// The longest one try may take, connecting included.
 const TRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first retry's delay without `Retry-After`; each later one doubles, up to [`MAX_BACKOFF`].
@@ -38,9 +49,31 @@ pub struct Pusher {
     pub metrics: Arc<Metrics>,
     /// Woken by the store when a commit queued pushes.
     pub queued: Arc<Notify>,
+    /// The server's runtime, where the store is called.
+    pub server: Handle,
 }
 
 impl Pusher {
+    /// Starts [`Pusher::run`] on its own thread at idle priority (see the module docs); the
+    /// receiver is told when it has stopped.
+    pub fn start(self, stop: CancellationToken) -> std::io::Result<oneshot::Receiver<()>> {
+        let (stopped, told) = oneshot::channel();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("herald-push")
+            .build()?;
+        std::thread::Builder::new()
+            .name("herald-push".into())
+            .spawn(move || {
+                lower_priority();
+                runtime.block_on(self.run(stop));
+                // In-flight pushes are dropped with the runtime: they stay owed.
+                drop(runtime);
+                let _ = stopped.send(());
+            })?;
+        Ok(told)
+    }
+
     /// Pushes until `stop`; what is in flight then is abandoned and stays owed (made after the
     /// next start: at least once).
     pub async fn run(self, stop: CancellationToken) {
@@ -53,45 +86,65 @@ impl Pusher {
         };
         let this = Arc::new(self);
         let mut in_flight: JoinSet<(PushJob, PushOutcome)> = JoinSet::new();
+        // Jobs being tried, or tried and not yet settled: the queue is not to hand them out.
         let mut busy: HashSet<String> = HashSet::new();
+        let mut settled: Vec<(PushJob, PushOutcome)> = Vec::new();
+        // Whether the queue may hold jobs not started: it did when last read, or was woken since.
+        let mut maybe_due = true;
         let mut polls = tokio::time::interval(POLL);
         polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if in_flight.len() < CONCURRENCY {
-                this.start_due(&client, &mut in_flight, &mut busy).await;
+            if settled.len() >= BATCH || (in_flight.is_empty() && !settled.is_empty()) {
+                this.settle(std::mem::take(&mut settled), &mut busy).await;
+            }
+            let room = CONCURRENCY - in_flight.len();
+            if maybe_due && (room >= BATCH || in_flight.is_empty()) {
+                let started = this
+                    .start_due(&client, room, &mut in_flight, &mut busy)
+                    .await;
+                maybe_due = started == room;
             }
             tokio::select! {
                 () = stop.cancelled() => break,
                 Some(done) = in_flight.join_next() => {
-                    let mut settled = Vec::new();
                     settled.extend(done.ok());
                     while let Some(done) = in_flight.try_join_next() {
                         settled.extend(done.ok());
                     }
-                    this.settle(settled, &mut busy).await;
                 }
-                () = this.queued.notified() => {}
-                _ = polls.tick() => this.count_queue().await,
+                () = this.queued.notified() => maybe_due = true,
+                _ = polls.tick() => {
+                    maybe_due = true;
+                    this.settle(std::mem::take(&mut settled), &mut busy).await;
+                    this.count_queue().await;
+                }
             }
         }
+        // What was made is recorded (else it would be made again after the next start).
+        this.settle(settled, &mut busy).await;
         in_flight.abort_all();
     }
 
+    /// Starts up to `room` jobs that are due; returns how many it started.
     async fn start_due(
         self: &Arc<Self>,
         client: &reqwest::Client,
+        room: usize,
         in_flight: &mut JoinSet<(PushJob, PushOutcome)>,
         busy: &mut HashSet<String>,
-    ) {
-        let room = CONCURRENCY - in_flight.len();
+    ) -> usize {
         let now_ms = crate::domain::now_unix_ms();
-        let jobs = match self.store.due_pushes(now_ms, room, busy.clone()).await {
+        let store = self.store.clone();
+        let busy_now = busy.clone();
+        let due = self.on_server(async move { store.due_pushes(now_ms, room, busy_now).await });
+        let jobs = match due.await {
             Ok(jobs) => jobs,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the push queue");
-                return;
+                return 0;
             }
         };
+        let started = jobs.len();
         for job in jobs {
             busy.insert(job.job.clone());
             let this = self.clone();
@@ -101,6 +154,7 @@ impl Pusher {
                 (job, outcome)
             });
         }
+        started
     }
 
     async fn settle(&self, settled: Vec<(PushJob, PushOutcome)>, busy: &mut HashSet<String>) {
@@ -112,7 +166,11 @@ impl Pusher {
             .iter()
             .filter(|(_, outcome)| *outcome == PushOutcome::SubscriptionGone)
             .count();
-        match self.store.settle_pushes(settled).await {
+        let store = self.store.clone();
+        match self
+            .on_server(async move { store.settle_pushes(settled).await })
+            .await
+        {
             Ok(()) => self
                 .metrics
                 .push_subscriptions_removed
@@ -129,9 +187,22 @@ impl Pusher {
     }
 
     async fn count_queue(&self) {
-        if let Ok((depth, _)) = self.store.push_queue_depth().await {
+        let store = self.store.clone();
+        let depth = self.on_server(async move { store.push_queue_depth().await });
+        if let Ok((depth, _)) = depth.await {
             self.metrics.push_queue_depth.set(depth as i64);
         }
+    }
+
+    /// Runs a store call on the server's runtime: its reads hold a reader connection, which a
+    /// thread at idle priority could keep while it waits for a core.
+    async fn on_server<T: Send + 'static>(
+        &self,
+        call: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.server.spawn(call).await.map_err(|error| {
+            StoreError::Unavailable(format!("the server's runtime is stopping: {error}"))
+        })?
     }
 
     /// One try of `job`; never fails, only says what to do next.
@@ -231,6 +302,24 @@ impl Pusher {
         tracing::warn!(subscription = %job.subscription, user = %job.user, "push not made: {why}");
         self.metrics.pushes_failed.inc();
         PushOutcome::Done
+    }
+}
+
+/// Puts the calling thread in `SCHED_IDLE`; where the OS refuses, pushes are made at the
+/// server's priority, and say so once.
+fn lower_priority() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(error) =
+        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+    {
+        tracing::warn!(
+            ?error,
+            "pushes are made at the server's priority: cannot lower it"
+        );
     }
 }
 

@@ -33,8 +33,18 @@ impl BackgroundTasks {
                 endpoints: push.endpoints.clone(),
                 metrics: state.metrics.clone(),
                 queued: state.pushes_queued.clone(),
+                server: tokio::runtime::Handle::current(),
             };
-            tracker.spawn(pusher.run(stop.clone()));
+            match pusher.start(stop.clone()) {
+                Ok(stopped) => {
+                    tracker.spawn(async move {
+                        let _ = stopped.await;
+                    });
+                }
+                Err(error) => {
+                    tracing::error!(%error, "cannot start the pusher: no pushes will be made");
+                }
+            }
         }
         if matches!(state.store, Store::Redis(_)) {
             let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
