@@ -276,6 +276,44 @@ async fn a_subscription_its_push_service_no_longer_knows_is_deleted() {
 }
 
 #[tokio::test]
+async fn a_push_owed_to_a_deleted_subscription_is_never_made_even_after_its_endpoint_moves() {
+    let (app, service) = spawn_pushing(PushWhen::Offline, |_| {}).await;
+    let profile = service.subscribe(json!({"status": 503, "times": 1})).await;
+    let (status, created) = app
+        .post_json("/api/push/alice/subscriptions", &profile.to_json())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    app.publish("alice", "owed to a profile alice leaves").await;
+    let first = service.wait_for(1, WAIT).await;
+    assert_eq!(first[0].status, Some(503), "{first:#?}");
+    // The retry is owed (a second from now) when alice unsubscribes and the browser profile
+    // becomes bob's.
+    app.wait_for_metric("herald_push_queue_depth", |n| n == 1.0)
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = app
+        .delete(&format!("/api/push/alice/subscriptions/{id}"))
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, moved) = app
+        .post_json("/api/push/bob/subscriptions", &profile.to_json())
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{moved}");
+    // The retry falls due and leaves the queue without a push.
+    app.wait_for_metric("herald_push_queue_depth", |n| n == 0.0)
+        .await;
+    let for_bob = app.publish("bob", "bob's own").await;
+    let record = next_push(&service, first[0].seq).await;
+    assert_eq!(record.status, Some(201));
+    assert_eq!(record.payload.as_ref(), Some(&for_bob));
+    assert_eq!(
+        sample(&app.metrics().await, "herald_pushes_sent_total"),
+        1.0
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_push_service_that_asks_to_wait_is_tried_again_after_retry_after_with_the_same_topic() {
     let (app, service) = spawn_pushing(PushWhen::Offline, |_| {}).await;
     subscribe(

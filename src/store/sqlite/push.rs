@@ -95,11 +95,11 @@ pub(super) fn unsubscribe(tx: &Connection, user: &UserId, id: &str) -> Result<()
     remove_subscription(tx, id)
 }
 
-/// Removes a subscription and every push still owed to it.
+/// Removes a subscription. The pushes still owed to it stay queued until they fall due, and
+/// are then handed out with nothing to send ([`due`]): the queue has no index by subscription,
+/// which every publish would have to keep in order.
 fn remove_subscription(tx: &Connection, id: &str) -> Result<(), StoreError> {
     tx.prepare_cached("DELETE FROM push_subscriptions WHERE id = ?1")?
-        .execute([id])?;
-    tx.prepare_cached("DELETE FROM push_queue WHERE subscription = ?1")?
         .execute([id])?;
     Ok(())
 }
@@ -221,14 +221,17 @@ pub(super) fn muted(tx: &Connection, user: &UserId) -> Result<Vec<String>, Store
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The jobs due by `?1`, oldest first, but those in the JSON list `?3`, at most `?2`.
+/// The jobs due by `?1`, oldest first, but those in the JSON list `?3`, at most `?2`. A job
+/// whose subscription is gone comes with no notification (nothing is owed).
 const DUE: &str = "
-    SELECT q.job, s.user_id, q.subscription, s.endpoint, s.p256dh, s.auth,
-           CASE WHEN n.read = 0 AND (n.expires_ms IS NULL OR n.expires_ms > ?1)
+    SELECT q.job, COALESCE(s.user_id, ''), q.subscription, COALESCE(s.endpoint, ''),
+           COALESCE(s.p256dh, ''), COALESCE(s.auth, ''),
+           CASE WHEN s.id IS NOT NULL AND n.read = 0
+                     AND (n.expires_ms IS NULL OR n.expires_ms > ?1)
                 THEN COALESCE(n.body, e.data) END,
            q.deadline_ms, q.attempts
     FROM push_queue q
-    CROSS JOIN push_subscriptions s ON s.id = q.subscription
+    LEFT JOIN push_subscriptions s ON s.id = q.subscription
     LEFT JOIN notifications n ON n.seq = q.seq
     LEFT JOIN events e ON e.seq = q.seq
     WHERE q.due_ms <= ?1 AND q.job NOT IN (SELECT value FROM json_each(?3))
@@ -237,7 +240,7 @@ const DUE: &str = "
 /// Up to `limit` jobs due by `now_ms`, oldest first, skipping `busy` ones (being tried).
 /// The pusher asks each time a push ends, so this must cost what it returns, not what is
 /// queued or subscribed (BENCHMARKS.md, "Web Push"): the queue is walked in `due_ms` order
-/// (`CROSS JOIN` keeps it the outer loop: with the statistics `PRAGMA optimize` leaves after
+/// (the `LEFT JOIN`s keep it the outer loop: with the statistics `PRAGMA optimize` leaves after
 /// an empty queue, SQLite would scan every subscription and sort the whole queue instead),
 /// and the busy jobs, the oldest due, are left out before the joins read their notifications.
 pub(super) fn due(
@@ -339,6 +342,36 @@ mod tests {
     }
 
     #[test]
+    fn a_job_whose_subscription_is_gone_is_handed_out_with_nothing_to_send() {
+        let conn = store_with_subscriptions(1);
+        conn.execute(
+            "INSERT INTO notifications (seq, id, user_id, body) VALUES (1, 'n1', 'u', '{}')",
+            [],
+        )
+        .unwrap();
+        queue(&conn, 1, "s0", 10);
+        queue(&conn, 2, "gone", 20);
+        let due = due(&conn, 50, 10, &HashSet::new()).unwrap();
+        let seen: Vec<_> = due
+            .iter()
+            .map(|job| {
+                (
+                    job.job.as_str(),
+                    job.endpoint.as_str(),
+                    job.notification.as_deref(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("1", "https://push.example/s0", Some("{}")),
+                ("2", "", None)
+            ]
+        );
+    }
+
+    #[test]
     fn the_queue_is_walked_by_due_time_whatever_the_statistics_say() {
         // What `PRAGMA optimize` leaves after a run that ended with an empty queue.
         let conn = store_with_subscriptions(2000);
@@ -357,7 +390,7 @@ mod tests {
         );
         assert!(
             plan.iter()
-                .any(|step| step == "SEARCH s USING PRIMARY KEY (id=?)"),
+                .any(|step| step == "SEARCH s USING PRIMARY KEY (id=?) LEFT-JOIN"),
             "{plan:?}"
         );
     }

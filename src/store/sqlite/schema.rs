@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS push_queue (
     attempts     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS push_queue_by_due ON push_queue (due_ms);
-CREATE INDEX IF NOT EXISTS push_queue_by_subscription ON push_queue (subscription);
+DROP INDEX IF EXISTS push_queue_by_subscription;
 ";
 
 /// The columns of `notifications` (made here, not in [`SCHEMA`], so that moving an older file to
