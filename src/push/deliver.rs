@@ -9,7 +9,6 @@
 //! (BENCHMARKS.md#web-push). The queue is read and settled on the server's runtime, so the store
 //! is never held by a thread that may wait for a core.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,9 +27,13 @@ use crate::store::{Store, StoreError};
 
 /// Pushes in flight at once.
 const CONCURRENCY: usize = 64;
-/// While pushes are in flight, the queue is read once this many can start, and outcomes are
-/// recorded this many at a time: each is a store call, and the store is shared with publishing.
-const BATCH: usize = 16;
+/// While pushes are in flight, the queue is read once this many can start: each read is a
+/// store call, and the store is shared with publishing.
+const START_BATCH: usize = 16;
+/// While pushes are in flight, outcomes are recorded this many at a time, or each [`POLL`]:
+/// each record is a write, and on SQLite writes take turns with publishes (a few large ones
+/// cost the writer far less than many small ones).
+const SETTLE_BATCH: usize = 1024;
 /// The longest one try may take, connecting included.
 const TRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first retry's delay without `Retry-After`; each later one doubles, up to [`MAX_BACKOFF`].
@@ -86,22 +89,18 @@ impl Pusher {
         };
         let this = Arc::new(self);
         let mut in_flight: JoinSet<(PushJob, PushOutcome)> = JoinSet::new();
-        // Jobs being tried, or tried and not yet settled: the queue is not to hand them out.
-        let mut busy: HashSet<String> = HashSet::new();
         let mut settled: Vec<(PushJob, PushOutcome)> = Vec::new();
         // Whether the queue may hold jobs not started: it did when last read, or was woken since.
         let mut maybe_due = true;
         let mut polls = tokio::time::interval(POLL);
         polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if settled.len() >= BATCH || (in_flight.is_empty() && !settled.is_empty()) {
-                this.settle(std::mem::take(&mut settled), &mut busy).await;
+            if settled.len() >= SETTLE_BATCH || (in_flight.is_empty() && !settled.is_empty()) {
+                this.settle(std::mem::take(&mut settled)).await;
             }
             let room = CONCURRENCY - in_flight.len();
-            if maybe_due && (room >= BATCH || in_flight.is_empty()) {
-                let started = this
-                    .start_due(&client, room, &mut in_flight, &mut busy)
-                    .await;
+            if maybe_due && (room >= START_BATCH || in_flight.is_empty()) {
+                let started = this.start_due(&client, room, &mut in_flight).await;
                 maybe_due = started == room;
             }
             tokio::select! {
@@ -115,13 +114,13 @@ impl Pusher {
                 () = this.queued.notified() => maybe_due = true,
                 _ = polls.tick() => {
                     maybe_due = true;
-                    this.settle(std::mem::take(&mut settled), &mut busy).await;
+                    this.settle(std::mem::take(&mut settled)).await;
                     this.count_queue().await;
                 }
             }
         }
         // What was made is recorded (else it would be made again after the next start).
-        this.settle(settled, &mut busy).await;
+        this.settle(settled).await;
         in_flight.abort_all();
     }
 
@@ -131,12 +130,10 @@ impl Pusher {
         client: &reqwest::Client,
         room: usize,
         in_flight: &mut JoinSet<(PushJob, PushOutcome)>,
-        busy: &mut HashSet<String>,
     ) -> usize {
         let now_ms = crate::domain::now_unix_ms();
         let store = self.store.clone();
-        let busy_now = busy.clone();
-        let due = self.on_server(async move { store.due_pushes(now_ms, room, busy_now).await });
+        let due = self.on_server(async move { store.due_pushes(now_ms, room).await });
         let jobs = match due.await {
             Ok(jobs) => jobs,
             Err(error) => {
@@ -146,7 +143,6 @@ impl Pusher {
         };
         let started = jobs.len();
         for job in jobs {
-            busy.insert(job.job.clone());
             let this = self.clone();
             let client = client.clone();
             in_flight.spawn(async move {
@@ -157,11 +153,10 @@ impl Pusher {
         started
     }
 
-    async fn settle(&self, settled: Vec<(PushJob, PushOutcome)>, busy: &mut HashSet<String>) {
+    async fn settle(&self, settled: Vec<(PushJob, PushOutcome)>) {
         if settled.is_empty() {
             return;
         }
-        let jobs: Vec<String> = settled.iter().map(|(job, _)| job.job.clone()).collect();
         let removed = settled
             .iter()
             .filter(|(_, outcome)| *outcome == PushOutcome::SubscriptionGone)
@@ -171,18 +166,13 @@ impl Pusher {
             .on_server(async move { store.settle_pushes(settled).await })
             .await
         {
-            Ok(()) => self
-                .metrics
-                .push_subscriptions_removed
-                .inc_by(removed as u64),
-            // The jobs stay as they were: tried again (at least once; `Topic` collapses repeats).
-            Err(error) => {
-                tracing::warn!(%error, "cannot record pushes made");
-                0
+            Ok(()) => {
+                self.metrics
+                    .push_subscriptions_removed
+                    .inc_by(removed as u64);
             }
-        };
-        for job in jobs {
-            busy.remove(&job);
+            // The jobs stay as they were: tried again (at least once; `Topic` collapses repeats).
+            Err(error) => tracing::warn!(%error, "cannot record pushes made"),
         }
     }
 

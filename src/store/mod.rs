@@ -474,16 +474,12 @@ impl Store {
         }
     }
 
-    /// Up to `limit` pushes due now, none of them in `busy` (being tried here). With Redis a
-    /// job handed out is leased to this node for a while, so other nodes skip it.
-    pub async fn due_pushes(
-        &self,
-        now_ms: i64,
-        limit: usize,
-        busy: std::collections::HashSet<String>,
-    ) -> Result<Vec<PushJob>, StoreError> {
+    /// Up to `limit` pushes to try now. A job handed out is not handed out again while it is
+    /// being tried: with SQLite until it is settled, with Redis for a lease long enough to try
+    /// it (and other nodes skip it meanwhile).
+    pub async fn due_pushes(&self, now_ms: i64, limit: usize) -> Result<Vec<PushJob>, StoreError> {
         match self {
-            Self::Sqlite(store) => store.due_pushes(now_ms, limit, busy).await,
+            Self::Sqlite(store) => store.due_pushes(now_ms, limit).await,
             Self::Redis(store) => store.due_pushes(now_ms, limit).await,
         }
     }

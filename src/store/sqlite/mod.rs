@@ -50,6 +50,8 @@ struct Inner {
     readers: Vec<std::sync::Mutex<Connection>>,
     next_reader: AtomicUsize,
     shared: Arc<Shared>,
+    /// What of the push queue this process has handed out (`push::due`).
+    push_lease: tokio::sync::Mutex<push::Lease>,
 }
 
 /// State the writer publishes for everyone else to read without a query.
@@ -122,6 +124,7 @@ impl SqliteStore {
                 readers,
                 next_reader: AtomicUsize::new(0),
                 shared,
+                push_lease: tokio::sync::Mutex::default(),
             }),
         })
     }
@@ -288,12 +291,22 @@ impl SqliteStore {
         .await
     }
 
+    /// Records what became of tried pushes. Their jobs can be handed out again after this,
+    /// whether it succeeded or not: a retry that could not be recorded is tried again; a fresh
+    /// job whose outcome could not be recorded waits for the next start.
     pub async fn settle_pushes(
         &self,
         outcomes: Vec<(PushJob, PushOutcome)>,
     ) -> Result<(), StoreError> {
-        self.write(|reply| Command::Push(push::Write::Settle { outcomes, reply }))
-            .await
+        let jobs: Vec<i64> = outcomes
+            .iter()
+            .filter_map(|(job, _)| job.job.parse().ok())
+            .collect();
+        let recorded = self
+            .write(|reply| Command::Push(push::Write::Settle { outcomes, reply }))
+            .await;
+        self.inner.push_lease.lock().await.settled(jobs);
+        recorded
     }
 
     pub async fn push_subscriptions(
@@ -307,14 +320,18 @@ impl SqliteStore {
         self.read(move |tx| push::muted(tx, &user)).await
     }
 
-    pub async fn due_pushes(
-        &self,
-        now_ms: i64,
-        limit: usize,
-        busy: std::collections::HashSet<String>,
-    ) -> Result<Vec<PushJob>, StoreError> {
-        self.read(move |tx| push::due(tx, now_ms, limit, &busy))
-            .await
+    /// Up to `limit` jobs to try, each handed out once until it is settled (`push::Lease`).
+    pub async fn due_pushes(&self, now_ms: i64, limit: usize) -> Result<Vec<PushJob>, StoreError> {
+        let mut lease = self.inner.push_lease.lock().await;
+        let mut next = lease.clone();
+        let (jobs, next) = self
+            .read(move |tx| {
+                let jobs = push::due(tx, now_ms, limit, &mut next)?;
+                Ok((jobs, next))
+            })
+            .await?;
+        *lease = next;
+        Ok(jobs)
     }
 
     pub async fn push_queue_depth(&self) -> Result<(u64, Option<i64>), StoreError> {

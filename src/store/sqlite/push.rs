@@ -221,44 +221,65 @@ pub(super) fn muted(tx: &Connection, user: &UserId) -> Result<Vec<String>, Store
         .collect::<Result<Vec<_>, _>>()?)
 }
 
-/// The jobs due by `?1`, oldest first, but those in the JSON list `?3`, at most `?2`. A job
-/// whose subscription is gone comes with no notification (nothing is owed).
-const DUE: &str = "
-    SELECT q.job, COALESCE(s.user_id, ''), q.subscription, COALESCE(s.endpoint, ''),
-           COALESCE(s.p256dh, ''), COALESCE(s.auth, ''),
-           CASE WHEN s.id IS NOT NULL AND n.read = 0
-                     AND (n.expires_ms IS NULL OR n.expires_ms > ?1)
-                THEN COALESCE(n.body, e.data) END,
-           q.deadline_ms, q.attempts
-    FROM push_queue q
-    LEFT JOIN push_subscriptions s ON s.id = q.subscription
-    LEFT JOIN notifications n ON n.seq = q.seq
-    LEFT JOIN events e ON e.seq = q.seq
-    WHERE q.due_ms <= ?1 AND q.job NOT IN (SELECT value FROM json_each(?3))
-    ORDER BY q.due_ms, q.job LIMIT ?2";
+/// Where this process is in the queue: every fresh job up to `after` has been handed out, and
+/// `handed` are the retries handed out and not yet settled. A job is handed out once, then
+/// again only after it was settled for a retry (or after a restart, which starts from nothing).
+#[derive(Debug, Default, Clone)]
+pub(super) struct Lease {
+    /// The last fresh job handed out: its notification's `seq`, then its `job`.
+    after: (i64, i64),
+    handed: std::collections::HashSet<i64>,
+}
 
-/// Up to `limit` jobs due by `now_ms`, oldest first, skipping `busy` ones (being tried).
-/// The pusher asks each time a push ends, so this must cost what it returns, not what is
-/// queued or subscribed (BENCHMARKS.md, "Web Push"): the queue is walked in `due_ms` order
-/// (the `LEFT JOIN`s keep it the outer loop: with the statistics `PRAGMA optimize` leaves after
-/// an empty queue, SQLite would scan every subscription and sort the whole queue instead),
-/// and the busy jobs, the oldest due, are left out before the joins read their notifications.
+impl Lease {
+    /// Forgets settled jobs, so those settled for a retry can be handed out again.
+    pub(super) fn settled(&mut self, jobs: impl IntoIterator<Item = i64>) {
+        for job in jobs {
+            self.handed.remove(&job);
+        }
+    }
+}
+
+/// Up to `limit` jobs to try now: retries that have fallen due, oldest due first, then fresh
+/// jobs in the order their notifications were stored. Each read costs what it returns, not
+/// what is queued or in flight (BENCHMARKS.md, "Web Push"): fresh jobs are read from where
+/// the last read ended (`lease.after`), through an index that holds only them, and retries
+/// through one that holds only retries.
 pub(super) fn due(
     tx: &Connection,
     now_ms: i64,
     limit: usize,
-    busy: &std::collections::HashSet<String>,
+    lease: &mut Lease,
 ) -> Result<Vec<PushJob>, StoreError> {
-    let mut select = tx.prepare_cached(DUE)?;
-    // A JSON list of the busy jobs, whose names are this store's own integers.
-    let busy: Vec<String> = busy
-        .iter()
-        .filter_map(|job| job.parse::<i64>().ok())
-        .map(|job| job.to_string())
-        .collect();
-    let busy = format!("[{}]", busy.join(","));
-    let rows = select.query_map(params![now_ms, limit as i64, busy], |row| {
-        Ok(PushJob {
+    // A JSON list of the retries in flight.
+    let handed: Vec<String> = lease.handed.iter().map(i64::to_string).collect();
+    let handed = format!("[{}]", handed.join(","));
+    let mut jobs = Vec::new();
+    let mut retries = tx.prepare_cached(DUE_RETRIES)?;
+    for row in retries.query_map(params![now_ms, limit as i64, handed], job_of_row)? {
+        let (_, job) = row?;
+        jobs.push(job);
+    }
+    let mut fresh = tx.prepare_cached(FRESH)?;
+    let (seq, job) = lease.after;
+    let room = (limit - jobs.len()) as i64;
+    for row in fresh.query_map(params![now_ms, room, seq, job], job_of_row)? {
+        let (seq, job) = row?;
+        lease.after = (seq, job.job.parse().unwrap_or(i64::MAX));
+        jobs.push(job);
+    }
+    for job in &jobs {
+        if job.attempts > 0 {
+            lease.handed.extend(job.job.parse::<i64>().ok());
+        }
+    }
+    Ok(jobs)
+}
+
+fn job_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, PushJob)> {
+    Ok((
+        row.get(9)?,
+        PushJob {
             job: row.get::<_, i64>(0)?.to_string(),
             user: row.get(1)?,
             subscription: row.get(2)?,
@@ -268,10 +289,43 @@ pub(super) fn due(
             notification: row.get(6)?,
             deadline_ms: row.get(7)?,
             attempts: row.get::<_, i64>(8)?.clamp(0, i64::from(u32::MAX)) as u32,
-        })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        },
+    ))
 }
+
+/// What a job is tried with. A job whose subscription is gone comes with no notification
+/// (nothing is owed). The `LEFT JOIN`s keep the queue the outer loop, walked by its index.
+macro_rules! push_job_select {
+    ($order:literal) => {
+        concat!(
+            "SELECT q.job, COALESCE(s.user_id, ''), q.subscription, COALESCE(s.endpoint, ''),
+                    COALESCE(s.p256dh, ''), COALESCE(s.auth, ''),
+                    CASE WHEN s.id IS NOT NULL AND n.read = 0
+                              AND (n.expires_ms IS NULL OR n.expires_ms > ?1)
+                         THEN COALESCE(n.body, e.data) END,
+                    q.deadline_ms, q.attempts, q.seq
+             FROM push_queue q
+             LEFT JOIN push_subscriptions s ON s.id = q.subscription
+             LEFT JOIN notifications n ON n.seq = q.seq
+             LEFT JOIN events e ON e.seq = q.seq
+             ",
+            $order
+        )
+    };
+}
+
+/// Retries due by `?1`, oldest due first, but those in the JSON list `?3`, at most `?2`.
+const DUE_RETRIES: &str = push_job_select!(
+    "WHERE q.attempts > 0 AND q.due_ms <= ?1
+       AND q.job NOT IN (SELECT value FROM json_each(?3))
+     ORDER BY q.due_ms, q.job LIMIT ?2"
+);
+
+/// Fresh jobs after (`?3` seq, `?4` job), in that order, at most `?2`.
+const FRESH: &str = push_job_select!(
+    "WHERE q.attempts = 0 AND (q.seq, q.job) > (?3, ?4)
+     ORDER BY q.seq, q.job LIMIT ?2"
+);
 
 /// Pushes owed now (jobs in the queue), and when the next one falls due.
 pub(super) fn depth(tx: &Connection) -> Result<(u64, Option<i64>), StoreError> {
@@ -284,8 +338,6 @@ pub(super) fn depth(tx: &Connection) -> Result<(u64, Option<i64>), StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashSet;
-
     use super::*;
     use crate::store::SyncMode;
 
@@ -305,39 +357,70 @@ mod tests {
         conn
     }
 
-    fn queue(conn: &Connection, job: i64, subscription: &str, due_ms: i64) {
+    /// Queues job `job` for notification `seq`, fresh (`attempts` 0) or a retry due at `due_ms`.
+    fn queue(
+        conn: &Connection,
+        job: i64,
+        seq: i64,
+        subscription: &str,
+        due_ms: i64,
+        attempts: i64,
+    ) {
         conn.execute(
-            "INSERT INTO push_queue (job, seq, subscription, due_ms, deadline_ms)
-             VALUES (?1, ?1, ?2, ?3, 1000000)",
-            params![job, subscription, due_ms],
+            "INSERT INTO push_queue (job, seq, subscription, due_ms, deadline_ms, attempts)
+             VALUES (?1, ?2, ?3, ?4, 1000000, ?5)",
+            params![job, seq, subscription, due_ms, attempts],
         )
         .unwrap();
     }
 
+    fn jobs(conn: &Connection, limit: usize, lease: &mut Lease) -> Vec<String> {
+        let due = due(conn, 50, limit, lease).unwrap();
+        due.into_iter().map(|job| job.job).collect()
+    }
+
     #[test]
-    fn the_oldest_due_jobs_come_first_and_busy_ones_are_left_out() {
+    fn due_retries_come_first_then_fresh_jobs_in_publish_order_each_handed_out_once() {
         let conn = store_with_subscriptions(3);
-        queue(&conn, 1, "s0", 10);
-        queue(&conn, 2, "s1", 30);
-        queue(&conn, 3, "s2", 20);
-        queue(&conn, 4, "s0", 20);
-        queue(&conn, 5, "s1", 99);
-        let jobs = |busy: &[&str], limit| -> Vec<String> {
-            let busy: HashSet<String> = busy.iter().map(|job| job.to_string()).collect();
-            let due = due(&conn, 50, limit, &busy).unwrap();
-            due.into_iter().map(|job| job.job).collect()
-        };
-        assert_eq!(jobs(&[], 10), ["1", "3", "4", "2"], "by due time, then job");
-        assert_eq!(jobs(&["1", "4"], 10), ["3", "2"]);
+        queue(&conn, 1, 7, "s0", 10, 0);
+        queue(&conn, 2, 5, "s1", 10, 0);
+        queue(&conn, 3, 5, "s2", 10, 0);
+        queue(&conn, 4, 2, "s0", 40, 1);
+        queue(&conn, 5, 3, "s1", 30, 2);
+        queue(&conn, 6, 4, "s2", 99, 1);
+        let mut lease = Lease::default();
         assert_eq!(
-            jobs(&["1"], 2),
-            ["3", "4"],
-            "the limit counts jobs returned"
+            jobs(&conn, 3, &mut lease),
+            ["5", "4", "2"],
+            "retries by due time (6 is not due), then fresh jobs by notification"
         );
-        let first = due(&conn, 50, 1, &HashSet::new()).unwrap();
         assert_eq!(
-            (first[0].user.as_str(), first[0].notification.as_deref()),
-            ("s0", None)
+            jobs(&conn, 10, &mut lease),
+            ["3", "1"],
+            "on from the middle of a notification's jobs"
+        );
+        assert!(jobs(&conn, 10, &mut lease).is_empty(), "all are handed out");
+        // Settled: 5 for another retry (now due later), 4 done; 2 done.
+        conn.execute_batch(
+            "UPDATE push_queue SET due_ms = 60, attempts = 3 WHERE job = 5;
+             DELETE FROM push_queue WHERE job IN (2, 4);",
+        )
+        .unwrap();
+        lease.settled([5, 4, 2]);
+        queue(&conn, 7, 8, "s1", 45, 0);
+        queue(&conn, 8, 9, "s2", 45, 0);
+        assert_eq!(jobs(&conn, 1, &mut lease), ["7"], "the limit counts jobs");
+        assert_eq!(jobs(&conn, 10, &mut lease), ["8"]);
+        lease.settled([8]);
+        assert!(
+            jobs(&conn, 10, &mut lease).is_empty(),
+            "a fresh job settled without a retry is not handed out again"
+        );
+        let mut restarted = Lease::default();
+        assert_eq!(
+            jobs(&conn, 10, &mut restarted),
+            ["3", "1", "7", "8"],
+            "after a restart, every fresh job still queued"
         );
     }
 
@@ -349,14 +432,15 @@ mod tests {
             [],
         )
         .unwrap();
-        queue(&conn, 1, "s0", 10);
-        queue(&conn, 2, "gone", 20);
-        let due = due(&conn, 50, 10, &HashSet::new()).unwrap();
+        queue(&conn, 1, 1, "s0", 10, 0);
+        queue(&conn, 2, 1, "gone", 10, 0);
+        let due = due(&conn, 50, 10, &mut Lease::default()).unwrap();
         let seen: Vec<_> = due
             .iter()
             .map(|job| {
                 (
                     job.job.as_str(),
+                    job.user.as_str(),
                     job.endpoint.as_str(),
                     job.notification.as_deref(),
                 )
@@ -365,33 +449,43 @@ mod tests {
         assert_eq!(
             seen,
             [
-                ("1", "https://push.example/s0", Some("{}")),
-                ("2", "", None)
+                ("1", "s0", "https://push.example/s0", Some("{}")),
+                ("2", "", "", None)
             ]
         );
     }
 
+    fn plan(conn: &Connection, query: &str, arguments: impl rusqlite::Params) -> Vec<String> {
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+            .unwrap()
+            .query_map(arguments, |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     #[test]
-    fn the_queue_is_walked_by_due_time_whatever_the_statistics_say() {
+    fn each_read_walks_only_its_own_index_whatever_the_statistics_say() {
         // What `PRAGMA optimize` leaves after a run that ended with an empty queue.
         let conn = store_with_subscriptions(2000);
         conn.execute_batch("ANALYZE").unwrap();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN {DUE}"))
-            .unwrap()
-            .query_map(params![0, 64, "[1]"], |row| row.get::<_, String>(3))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(plan[0], "SEARCH q USING INDEX push_queue_by_due (due_ms<?)");
-        assert!(
-            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
-            "{plan:?}"
+        let retries = plan(&conn, DUE_RETRIES, params![0, 64, "[1]"]);
+        let fresh = plan(&conn, FRESH, params![0, 64, 0, 0]);
+        assert_eq!(
+            retries[0],
+            "SEARCH q USING INDEX push_queue_retries (due_ms<?)"
         );
-        assert!(
-            plan.iter()
-                .any(|step| step == "SEARCH s USING PRIMARY KEY (id=?) LEFT-JOIN"),
-            "{plan:?}"
-        );
+        assert_eq!(fresh[0], "SEARCH q USING INDEX push_queue_fresh (seq>?)");
+        for plan in [retries, fresh] {
+            assert!(
+                !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+                "{plan:?}"
+            );
+            assert!(
+                plan.iter()
+                    .any(|step| step == "SEARCH s USING PRIMARY KEY (id=?) LEFT-JOIN"),
+                "{plan:?}"
+            );
+        }
     }
 }

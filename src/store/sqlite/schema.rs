@@ -73,8 +73,10 @@ CREATE TABLE IF NOT EXISTS push_queue (
     deadline_ms  INTEGER NOT NULL,
     attempts     INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS push_queue_by_due ON push_queue (due_ms);
+DROP INDEX IF EXISTS push_queue_by_due;
 DROP INDEX IF EXISTS push_queue_by_subscription;
+CREATE INDEX IF NOT EXISTS push_queue_fresh ON push_queue (seq) WHERE attempts = 0;
+CREATE INDEX IF NOT EXISTS push_queue_retries ON push_queue (due_ms) WHERE attempts > 0;
 ";
 
 /// The columns of `notifications` (made here, not in [`SCHEMA`], so that moving an older file to
