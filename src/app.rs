@@ -29,6 +29,7 @@ use crate::http::error::ApiError;
 use crate::http::rate_limit::PublishLimiter;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::push::pressure::Publishing;
 use crate::store::Store;
 
 /// What every handler can reach. Each piece has one owner: the hub owns the connection index,
@@ -45,6 +46,8 @@ pub struct AppState {
     pub draining: CancellationToken,
     /// Woken by the store when a commit queued Web Push messages, for the pusher.
     pub pushes_queued: Arc<tokio::sync::Notify>,
+    /// Publishes being answered now, for the pusher to make way for.
+    pub publishing: Publishing,
 }
 
 impl AppState {

@@ -128,6 +128,7 @@ pub async fn publish(
     }
     let notification = body.notification(&state)?;
     let key = idempotency_key(&headers)?;
+    let _publishing = state.publishing.enter();
     let outcome = state.store.publish(user, notification, key).await?;
     state
         .metrics
@@ -181,6 +182,7 @@ pub async fn publish_many(
     let users = Recipients::parse(body.users.as_deref()).map_err(ApiError::BadRequest)?;
     let notification = body.notification(&state)?;
     let key = idempotency_key(&headers)?;
+    let _publishing = state.publishing.enter();
     let outcome = state
         .store
         .publish_many(users.into_vec(), notification, key)

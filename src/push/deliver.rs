@@ -16,11 +16,13 @@ use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::VapidKey;
 use super::endpoint::{EndpointPolicy, PublicOnly, literal_is_internal};
 use super::message::{self, Notice, Recipient};
+use super::pressure::Publishing;
 use crate::metrics::Metrics;
 use crate::store::push::{PushJob, PushOutcome};
 use crate::store::{Store, StoreError};
@@ -34,6 +36,9 @@ const START_BATCH: usize = 16;
 /// each record is a write, and on SQLite writes take turns with publishes (a few large ones
 /// cost the writer far less than many small ones).
 const SETTLE_BATCH: usize = 1024;
+/// While publishes come in a burst, pushes start at most once per this (up to [`CONCURRENCY`]
+/// at a time): the rest waits for the burst to pass, and pushes never stop altogether.
+const BURST_PACE: Duration = Duration::from_millis(100);
 /// The longest one try may take, connecting included.
 const TRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first retry's delay without `Retry-After`; each later one doubles, up to [`MAX_BACKOFF`].
@@ -54,6 +59,8 @@ pub struct Pusher {
     pub queued: Arc<Notify>,
     /// The server's runtime, where the store is called.
     pub server: Handle,
+    /// Publishes in flight: in a burst, pushes start at [`BURST_PACE`].
+    pub publishing: Publishing,
 }
 
 impl Pusher {
@@ -92,6 +99,7 @@ impl Pusher {
         let mut settled: Vec<(PushJob, PushOutcome)> = Vec::new();
         // Whether the queue may hold jobs not started: it did when last read, or was woken since.
         let mut maybe_due = true;
+        let mut last_start = Instant::now() - BURST_PACE;
         let mut polls = tokio::time::interval(POLL);
         polls.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -99,12 +107,19 @@ impl Pusher {
                 this.settle(std::mem::take(&mut settled)).await;
             }
             let room = CONCURRENCY - in_flight.len();
+            let next_start = last_start + BURST_PACE;
+            let mut paced = false;
             if maybe_due && (room >= START_BATCH || in_flight.is_empty()) {
-                let started = this.start_due(&client, room, &mut in_flight).await;
-                maybe_due = started == room;
+                paced = this.publishing.in_burst() && Instant::now() < next_start;
+                if !paced {
+                    let started = this.start_due(&client, room, &mut in_flight).await;
+                    maybe_due = started == room;
+                    last_start = Instant::now();
+                }
             }
             tokio::select! {
                 () = stop.cancelled() => break,
+                () = tokio::time::sleep_until(next_start), if paced => {}
                 Some(done) = in_flight.join_next() => {
                     settled.extend(done.ok());
                     while let Some(done) = in_flight.try_join_next() {

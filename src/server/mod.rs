@@ -119,5 +119,6 @@ async fn build_state(settings: Settings) -> Result<AppState, StartError> {
         publish_limiter,
         draining: CancellationToken::new(),
         pushes_queued,
+        publishing: crate::push::pressure::Publishing::default(),
     })
 }

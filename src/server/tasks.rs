@@ -34,6 +34,7 @@ impl BackgroundTasks {
                 metrics: state.metrics.clone(),
                 queued: state.pushes_queued.clone(),
                 server: tokio::runtime::Handle::current(),
+                publishing: state.publishing.clone(),
             };
             match pusher.start(stop.clone()) {
                 Ok(stopped) => {
