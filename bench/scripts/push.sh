@@ -9,7 +9,7 @@
 #             herald with --push-when always, so each publish also queues and makes a push
 # push-off and push-on swap places every other run. Prints each JSON line, then a table of
 # medians and spread and the ratio push-on / push-off of publishes per second.
-#   bench/scripts/push.sh       RUNS=3 USERS=10000 TARGETED_USERS=5000 PUBLISHES=20000
+#   bench/scripts/push.sh       RUNS=3 USERS=10000 TARGETED_USERS=5000 PUBLISHES=60000
 #                               CONCURRENCY=32 DEADLINE=60s; HERALD_BIN=PATH measures that
 #                               herald binary instead of this tree's
 set -uo pipefail
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-3}
 USERS=${USERS:-10000}
 TARGETED_USERS=${TARGETED_USERS:-5000}
-PUBLISHES=${PUBLISHES:-20000}
+PUBLISHES=${PUBLISHES:-60000}
 CONCURRENCY=${CONCURRENCY:-32}
 DEADLINE=${DEADLINE:-60s}
 WORK=${TMPDIR:-/tmp}/herald-push

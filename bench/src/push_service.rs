@@ -62,14 +62,31 @@ pub struct PushService {
 }
 
 impl PushService {
+    /// Starts the service on a thread of its own at the OS's idle priority (`SCHED_IDLE`):
+    /// it stands for a push service on another machine, so it takes only CPU that the server
+    /// and the load leave over (BENCHMARKS.md, "Web Push").
     pub async fn start() -> anyhow::Result<Self> {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .context("cannot bind the push service to 127.0.0.1")?;
+        listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let record = Arc::new(Record::default());
         let stop = CancellationToken::new();
-        tokio::spawn(accept(listener, record.clone(), stop.clone()));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (served_record, served_stop) = (record.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("push-service".into())
+            .spawn(move || {
+                lower_priority();
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => accept(listener, served_record, served_stop).await,
+                        Err(error) => eprintln!("bench: the push service cannot listen: {error}"),
+                    }
+                });
+            })?;
         Ok(Self { addr, record, stop })
     }
 
@@ -110,6 +127,20 @@ impl PushService {
 impl Drop for PushService {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// Puts the calling thread in `SCHED_IDLE`, or says why it stays where it is.
+fn lower_priority() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    if let Err(error) =
+        set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+    {
+        eprintln!("bench: the push service runs at normal priority: {error:?}");
     }
 }
 
