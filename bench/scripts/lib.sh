@@ -11,6 +11,7 @@ HERALD=$PWD/target/release/herald
 BENCH=$PWD/target/release/herald-bench
 REFERENCE=${REFERENCE:-../shared/reference/seed-node}
 SERVER_PID=
+SERVER_PIDS=()
 SERVER_PORT=
 range=0
 
@@ -37,7 +38,28 @@ wait_for_port() { # PORT
   return 1
 }
 
-start_server() { # herald|reference
+# nginx with the Nchan module (Debian's nginx-light and libnginx-mod-nchan), installed here
+# when missing; bench/nchan/nginx.conf with this run's port and directory.
+install_nchan() {
+  [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] && return 0
+  # The package would start the system's nginx on port 80: tell invoke-rc.d not to.
+  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light libnginx-mod-nchan >/dev/null
+  rm -f /usr/sbin/policy-rc.d
+}
+
+start_server() { # herald|reference|nchan
+  if [ "$1" = nchan ]; then
+    SERVER_PORT=3888
+    rm -rf "$WORK/nchan"; mkdir -p "$WORK/nchan"
+    sed -e "s|@PORT@|$SERVER_PORT|g" -e "s|@WORK@|$WORK|g" bench/nchan/nginx.conf >"$WORK/nchan/nginx.conf"
+    nginx -p "$WORK/nchan" -c "$WORK/nchan/nginx.conf" -g 'daemon off;' 2>>"$WORK/nchan/stderr.log" &
+    SERVER_PID=$!
+    wait_for_port $SERVER_PORT
+    # The worker holds the connections: measure it (and the master, which holds none).
+    SERVER_PIDS=("$SERVER_PID" $(pgrep -P "$SERVER_PID"))
+    return
+  fi
   if [ "$1" = herald ]; then
     SERVER_PORT=3000
     rm -rf "$WORK/data"
@@ -49,6 +71,7 @@ start_server() { # herald|reference
   fi
   SERVER_PID=$!
   wait_for_port $SERVER_PORT
+  SERVER_PIDS=("$SERVER_PID")
 }
 
 stop_server() {
@@ -67,13 +90,14 @@ record() { # LABEL CASE ARGS...
     >>"$RESULTS" || echo "bench: $label $case produced no figures" >&2
 }
 
-# One case against a fresh server of KIND: herald or reference.
+# One case against a fresh server of KIND: herald, reference or nchan.
 run_case() { # KIND CASE
-  local kind=$1 case=$2 base
+  local kind=$1 case=$2 base pid pids=()
   start_server "$kind"
   base=http://127.0.0.1:$SERVER_PORT
+  for pid in "${SERVER_PIDS[@]}"; do pids+=(--server-pid "$pid"); done
   # shellcheck disable=SC2086
-  record "$kind" "$case" $case --server-pid "$SERVER_PID" --sub-url "$base/events/{user}" \
+  record "$kind" "$case" $case "${pids[@]}" --sub-url "$base/events/{user}" \
     --pub-url "$base/api/notifications/{user}" --broadcast-url "$base/api/broadcast"
   stop_server
 }

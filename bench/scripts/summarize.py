@@ -1,7 +1,7 @@
 """Turns the tagged `herald-bench --json` lines of a driver run into the Markdown tables of
 BENCHMARKS.md (medians over the runs of each case).
 
-  summarize.py vs-reference RESULTS RUNS MACHINE VERSIONS CASE...   herald, reference, floor
+  summarize.py vs-reference RESULTS RUNS MACHINE VERSIONS CASE...   herald, Nchan, reference, floor
   summarize.py scaling RESULTS RUNS MACHINE VERSIONS CASE...        herald and floor as N grows
   summarize.py ab RESULTS RUNS MACHINE VERSIONS CASE...             two herald binaries, A/B
 """
@@ -37,14 +37,29 @@ def header(runs, machine, versions):
     print(f"Machine: {machine}. Versions: {versions}. Medians of {runs} run(s) each.\n")
 
 
+def spread(rows, case, label, figure):
+    found = [r[figure] for r in rows if r.get("case") == case and r.get("label") == label
+             and isinstance(r.get(figure), (int, float))]
+    middle = statistics.median(found) if found else None
+    if len(found) < 2 or not middle:
+        return ""
+    return f" ±{(max(found) - min(found)) / middle * 100:.0f}%"
+
+
+def ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b not in (None, 0) else "-"
+
+
 def vs_reference(rows, cases):
-    print("| case | figure | herald | reference | herald / reference | floor |")
-    print("|---|---|---|---|---|---|")
+    print("| case | figure | herald | nginx+Nchan | reference | herald / Nchan | herald / reference | floor |")
+    print("|---|---|---|---|---|---|---|---|")
     for case in cases:
         for figure in FIGURES[case.split()[0]]:
-            h, r, f = (median(rows, case, label, figure) for label in ("herald", "reference", "floor"))
-            ratio = f"{h / r:.2f}" if h is not None and r not in (None, 0) else "-"
-            print(f"| `{case}` | {figure} | {show(h)} | {show(r)} | {ratio} | {show(f)} |")
+            labels = ("herald", "nchan", "reference", "floor")
+            h, n, r, f = (median(rows, case, label, figure) for label in labels)
+            h_, n_, r_ = (spread(rows, case, label, figure) for label in labels[:3])
+            print(f"| `{case}` | {figure} | {show(h)}{h_} | {show(n)}{n_} | {show(r)}{r_} "
+                  f"| {ratio(h, n)} | {ratio(h, r)} | {show(f)} |")
 
 
 def scaling(rows, cases):
@@ -96,3 +111,7 @@ if mode == "ab":
 else:
     print(" reference: a copy of")
     print("`../shared/reference/seed-node`, `npm install && npx tsc`, then `PORT=3999 node dist/server.js`.")
+    if mode == "vs-reference":
+        print("nginx+Nchan: Debian's nginx-light and libnginx-mod-nchan with `bench/nchan/nginx.conf`")
+        print("(one worker, a channel per user plus a broadcast channel, messages in memory only);")
+        print("its CPU and memory are the master's and the worker's. ±: spread, (max - min) / median.")
