@@ -10,6 +10,14 @@ RESULTS=$WORK/results.jsonl
 HERALD=$PWD/target/release/herald
 BENCH=$PWD/target/release/herald-bench
 REFERENCE=${REFERENCE:-../shared/reference/seed-node}
+# SERVER_CPUS=0 CLIENT_CPUS=1 pins every server to core 0 and the bench to core 1 (taskset), to
+# tell a server's own cost from the load client's; unset, both share every core.
+SERVER_CPUS=${SERVER_CPUS:-}
+CLIENT_CPUS=${CLIENT_CPUS:-}
+on_cpus() { # CPUS COMMAND...: runs COMMAND on CPUS, or anywhere when CPUS is empty
+  local cpus=$1; shift
+  if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
+}
 SERVER_PID=
 SERVER_PIDS=()
 SERVER_PORT=
@@ -53,7 +61,7 @@ start_server() { # herald|reference|nchan
     SERVER_PORT=3888
     rm -rf "$WORK/nchan"; mkdir -p "$WORK/nchan"
     sed -e "s|@PORT@|$SERVER_PORT|g" -e "s|@WORK@|$WORK|g" bench/nchan/nginx.conf >"$WORK/nchan/nginx.conf"
-    nginx -p "$WORK/nchan" -c "$WORK/nchan/nginx.conf" -g 'daemon off;' 2>>"$WORK/nchan/stderr.log" &
+    on_cpus "$SERVER_CPUS" nginx -p "$WORK/nchan" -c "$WORK/nchan/nginx.conf" -g 'daemon off;' 2>>"$WORK/nchan/stderr.log" &
     SERVER_PID=$!
     wait_for_port $SERVER_PORT
     # The worker holds the connections: measure it (and the master, which holds none).
@@ -63,11 +71,12 @@ start_server() { # herald|reference|nchan
   if [ "$1" = herald ]; then
     SERVER_PORT=3000
     rm -rf "$WORK/data"
-    "$HERALD" serve --listen 127.0.0.1:$SERVER_PORT --data-dir "$WORK/data" \
+    on_cpus "$SERVER_CPUS" "$HERALD" serve --listen 127.0.0.1:$SERVER_PORT --data-dir "$WORK/data" \
       --max-connections 20000 --max-connections-per-user 100000 >/dev/null 2>"$WORK/herald.log" &
   else
     SERVER_PORT=3999
-    (cd "$WORK/ref" && PORT=$SERVER_PORT exec node dist/server.js >"$WORK/ref.log" 2>&1) &
+    (cd "$WORK/ref" && PORT=$SERVER_PORT exec taskset -c "${SERVER_CPUS:-0-$(($(nproc) - 1))}" \
+      node dist/server.js >"$WORK/ref.log" 2>&1) &
   fi
   SERVER_PID=$!
   wait_for_port $SERVER_PORT
@@ -84,7 +93,7 @@ stop_server() {
 record() { # LABEL CASE ARGS...
   local label=$1 case=$2; shift 2
   range=$((range % 250 + 1))
-  "$BENCH" "$@" --label "$label" --json --source-addrs 127.$range.0.1-127.$range.0.4 \
+  on_cpus "$CLIENT_CPUS" "$BENCH" "$@" --label "$label" --json --source-addrs 127.$range.0.1-127.$range.0.4 \
     --pub-body '{"title":"t","message":"{ts}"}' 2>>"$WORK/bench.log" | tail -1 |
     python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d["case"]=sys.argv[1]; print(json.dumps(d))' "$case" \
     >>"$RESULTS" || echo "bench: $label $case produced no figures" >&2

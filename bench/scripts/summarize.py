@@ -11,7 +11,7 @@ import sys
 
 FIGURES = {
     "hold": ["streams_per_s", "open_p99_ms", "open_failures", "server_rss_per_stream_kib"],
-    "fanout": ["delivery_latency_p50_ms", "delivery_latency_p99_ms", "delivery_latency_max_ms",
+    "fanout": ["broadcast_per_s", "delivery_latency_p50_ms", "delivery_latency_p99_ms", "delivery_latency_max_ms",
                "all_received_p50_ms", "broadcast_latency_p50_ms", "lost", "duplicates"],
     "targeted": ["publish_per_s", "publish_latency_p50_ms", "publish_latency_p99_ms",
                  "delivery_latency_p50_ms", "delivery_latency_p99_ms", "lost"],

@@ -7,7 +7,8 @@
 # BENCHMARKS.md between the bench-vs-reference markers, with the machine, versions and exact
 # commands. Loopback only; every server is started here and killed by its PID.
 #   bench/scripts/vs-reference.sh            # RUNS=1 by default; RUNS=5 for medians;
-#                                            # ONLY=fanout (say) runs one kind of case
+#                                            # ONLY=fanout (say) runs one kind of case;
+#                                            # SERVER_CPUS=0 CLIENT_CPUS=1 pins (lib.sh)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-1}
@@ -40,7 +41,7 @@ for case in "${CASES[@]}"; do
 done
 
 python3 bench/scripts/summarize.py vs-reference "$RESULTS" "$RUNS" "$(machine)" \
-  "$("$HERALD" --version); node $(node --version); $(git rev-parse --short HEAD)" \
+  "$("$HERALD" --version); $(nginx -v 2>&1 | cut -d' ' -f3) with Nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null); node $(node --version); $(git rev-parse --short HEAD)${SERVER_CPUS:+; servers on CPU $SERVER_CPUS}${CLIENT_CPUS:+, the bench on CPU $CLIENT_CPUS}" \
   "${RAN[@]}" >"$WORK/table.md"
 # Only a run of every case replaces the table in BENCHMARKS.md.
 [ -z "$ONLY" ] && write_block bench-vs-reference "$WORK/table.md"
