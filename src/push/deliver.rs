@@ -38,7 +38,7 @@ const START_BATCH: usize = 16;
 const SETTLE_BATCH: usize = 1024;
 /// While publishes come in a burst, pushes start at most once per this (up to [`CONCURRENCY`]
 /// at a time): the rest waits for the burst to pass, and pushes never stop altogether.
-const BURST_PACE: Duration = Duration::from_millis(100);
+const BURST_PACE: Duration = Duration::from_millis(500);
 /// The longest one try may take, connecting included.
 const TRY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The first retry's delay without `Retry-After`; each later one doubles, up to [`MAX_BACKOFF`].
@@ -108,14 +108,22 @@ impl Pusher {
             }
             let room = CONCURRENCY - in_flight.len();
             let next_start = last_start + BURST_PACE;
+            let can_start = room >= START_BATCH || in_flight.is_empty();
             let mut paced = false;
-            if maybe_due && (room >= START_BATCH || in_flight.is_empty()) {
+            if maybe_due && can_start {
                 paced = this.publishing.in_burst() && Instant::now() < next_start;
                 if !paced {
                     let started = this.start_due(&client, room, &mut in_flight).await;
                     maybe_due = started == room;
                     last_start = Instant::now();
                 }
+            }
+            // Woken by commits only when one could start pushes now: otherwise a burst of
+            // publishes would wake this thread on every commit, and each wake-up costs the
+            // writer, on publishing's path. Unheard, the queue is read when this can start.
+            let listen = can_start && !paced;
+            if !listen {
+                maybe_due = true;
             }
             tokio::select! {
                 () = stop.cancelled() => break,
@@ -126,7 +134,7 @@ impl Pusher {
                         settled.extend(done.ok());
                     }
                 }
-                () = this.queued.notified() => maybe_due = true,
+                () = this.queued.notified(), if listen => maybe_due = true,
                 _ = polls.tick() => {
                     maybe_due = true;
                     this.settle(std::mem::take(&mut settled)).await;
