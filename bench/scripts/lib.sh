@@ -14,9 +14,11 @@ REFERENCE=${REFERENCE:-../shared/reference/seed-node}
 # tell a server's own cost from the load client's; unset, both share every core.
 SERVER_CPUS=${SERVER_CPUS:-}
 CLIENT_CPUS=${CLIENT_CPUS:-}
+# Becomes COMMAND (exec), so the PID of a background `on_cpus ... &` is the server's own: call
+# it only in a background job or a pipeline, never as a plain command of the script.
 on_cpus() { # CPUS COMMAND...: runs COMMAND on CPUS, or anywhere when CPUS is empty
   local cpus=$1; shift
-  if [ -n "$cpus" ]; then taskset -c "$cpus" "$@"; else "$@"; fi
+  if [ -n "$cpus" ]; then exec taskset -c "$cpus" "$@"; else exec "$@"; fi
 }
 SERVER_PID=
 SERVER_PIDS=()

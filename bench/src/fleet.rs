@@ -319,7 +319,13 @@ impl StreamTask {
                     self.receive(event.data, opening, outcome);
                 }
             };
-            match conn::pump(socket, reader, &mut sink) {
+            let pumped = conn::pump(socket, reader, &mut sink);
+            // A server that greets a stream with a comment, not an event (Nchan's `: hi`), has
+            // opened it too.
+            if opening.slot.is_some() && reader.sse().comments() > 0 {
+                self.opened(opening, outcome);
+            }
+            match pumped {
                 Ok(Flow::Pending) => {}
                 Ok(Flow::Ended) if opening.slot.is_some() => {
                     return Err(StreamError::Io("closed before the first event".into()));
@@ -337,10 +343,8 @@ impl StreamTask {
         }
     }
 
-    /// One event with `data`: the first opens the stream (and frees its connect slot); one
-    /// carrying a send time from this run is a delivery, counted fresh unless this stream had
-    /// that send time already.
-    fn receive(&self, data: &[u8], opening: &mut Opening, outcome: &mut StreamOutcome) {
+    /// The stream's first event or comment: it is open, and frees its connect slot.
+    fn opened(&self, opening: &mut Opening, outcome: &mut StreamOutcome) {
         if opening.slot.take().is_some() {
             outcome.open_latency = Some(opening.began.elapsed());
             self.counters.opened.fetch_add(1, Ordering::Relaxed);
@@ -349,6 +353,12 @@ impl StreamTask {
                 .last_open_ns
                 .fetch_max(since_start, Ordering::Relaxed);
         }
+    }
+
+    /// One event with `data`: the first opens the stream; one carrying a send time from this
+    /// run is a delivery, counted fresh unless this stream had that send time already.
+    fn receive(&self, data: &[u8], opening: &mut Opening, outcome: &mut StreamOutcome) {
+        self.opened(opening, outcome);
         match send_time_in(data, self.floor) {
             Some(send_time) => {
                 let latency_ns = now_ns().saturating_sub(send_time);

@@ -369,3 +369,30 @@ async fn bench_refuses_targets_outside_loopback() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("loopback"), "{stderr}");
 }
+
+/// A server that greets each stream with a comment and sends no event (as Nchan does with
+/// `: hi`): its streams count as opened at that comment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_counts_a_stream_greeted_only_by_a_comment_as_open() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events/{{user}}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let mut request = vec![0; 1024];
+            let read = stream.read(&mut request).await.unwrap();
+            assert!(request[..read].starts_with(b"GET /events/"));
+            stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n: hi\n\n")
+                .await
+                .unwrap();
+            held.push(stream);
+        }
+    });
+    let report = run_bench(&["hold", "--streams", "5", "--sub-url", &url]).await;
+    assert_eq!(report["opened"], 5, "{report}");
+    assert_eq!(report["open_failures"], 0, "{report}");
+    server.abort();
+}
