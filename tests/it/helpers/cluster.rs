@@ -258,8 +258,10 @@ pub struct Outcome {
     pub refused: Vec<String>,
 }
 
-/// Publishes to `ann` through `api` until `target` were acknowledged; a refusal must be a
-/// `503` with an error body, and is followed by a short pause.
+/// Publishes to `ann` through `api` until `target` were acknowledged, at least one was refused
+/// (the outage has come, however fast the publishes before it were) and one was acknowledged
+/// after that (it has passed); a refusal must be a `503` with an error body, and is followed by
+/// a short pause.
 pub async fn publish_through_outage(
     api: Api,
     publisher: usize,
@@ -271,8 +273,9 @@ pub async fn publish_through_outage(
         refused: Vec::new(),
     };
     let deadline = Instant::now() + 3 * WAIT;
+    let mut acked_after_refusal = false;
     for n in 0.. {
-        if outcome.acked.len() == target {
+        if outcome.acked.len() >= target && acked_after_refusal {
             break;
         }
         assert!(Instant::now() < deadline, "publisher {publisher} got stuck");
@@ -283,6 +286,7 @@ pub async fn publish_through_outage(
                 assert_eq!(body["title"], title.as_str());
                 outcome.acked.push(body);
                 acked_total.fetch_add(1, Ordering::SeqCst);
+                acked_after_refusal = !outcome.refused.is_empty();
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 assert!(body["error"].is_string(), "{body}");
