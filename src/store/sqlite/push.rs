@@ -135,7 +135,10 @@ pub(super) fn settle(
             PushOutcome::RetryAt(at_ms) => {
                 retry.execute(params![job.job, at_ms])?;
             }
-            PushOutcome::SubscriptionGone => remove_subscription(tx, &job.subscription)?,
+            PushOutcome::SubscriptionGone => {
+                done.execute([&job.job])?;
+                remove_subscription(tx, &job.subscription)?;
+            }
         }
     }
     Ok(())
@@ -422,6 +425,40 @@ mod tests {
             ["3", "1", "7", "8"],
             "after a restart, every fresh job still queued"
         );
+    }
+
+    #[test]
+    fn each_outcome_leaves_the_queue_as_it_says() {
+        let conn = store_with_subscriptions(3);
+        for (job, subscription) in [(1, "s0"), (2, "s1"), (3, "s2")] {
+            queue(&conn, job, job, subscription, 10, 0);
+        }
+        let handed = due(&conn, 50, 10, &mut Lease::default()).unwrap();
+        let outcomes: Vec<(PushJob, PushOutcome)> = handed
+            .into_iter()
+            .zip([
+                PushOutcome::Done,
+                PushOutcome::RetryAt(90),
+                PushOutcome::SubscriptionGone,
+            ])
+            .collect();
+        settle(&conn, &outcomes).unwrap();
+        let left: Vec<(i64, i64, i64)> = conn
+            .prepare("SELECT job, due_ms, attempts FROM push_queue ORDER BY job")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(left, [(2, 90, 1)], "done and gone leave; a retry waits");
+        let subscriptions: Vec<String> = conn
+            .prepare("SELECT id FROM push_subscriptions ORDER BY id")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(subscriptions, ["s0", "s1"], "the gone one is removed");
     }
 
     #[test]
