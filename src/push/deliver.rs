@@ -194,7 +194,8 @@ impl Pusher {
                     .push_subscriptions_removed
                     .inc_by(removed as u64);
             }
-            // The jobs stay as they were: tried again (at least once; `Topic` collapses repeats).
+            // The jobs stay queued and are made again (at least once; `Topic` collapses
+            // repeats): retries when they fall due, and on SQLite the rest after the next start.
             Err(error) => tracing::warn!(%error, "cannot record pushes made"),
         }
     }

@@ -260,28 +260,26 @@ pub(super) fn due(
     let mut jobs = Vec::new();
     let mut retries = tx.prepare_cached(DUE_RETRIES)?;
     for row in retries.query_map(params![now_ms, limit as i64, handed], job_of_row)? {
-        let (_, job) = row?;
+        let ((_, key), job) = row?;
+        lease.handed.insert(key);
         jobs.push(job);
     }
     let mut fresh = tx.prepare_cached(FRESH)?;
-    let (seq, job) = lease.after;
+    let (seq, key) = lease.after;
     let room = (limit - jobs.len()) as i64;
-    for row in fresh.query_map(params![now_ms, room, seq, job], job_of_row)? {
-        let (seq, job) = row?;
-        lease.after = (seq, job.job.parse().unwrap_or(i64::MAX));
+    for row in fresh.query_map(params![now_ms, room, seq, key], job_of_row)? {
+        let (place, job) = row?;
+        lease.after = place;
         jobs.push(job);
-    }
-    for job in &jobs {
-        if job.attempts > 0 {
-            lease.handed.extend(job.job.parse::<i64>().ok());
-        }
     }
     Ok(jobs)
 }
 
-fn job_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, PushJob)> {
+/// A job as the pusher takes it, and its place in the queue: its notification's `seq`, then
+/// its own key.
+fn job_of_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<((i64, i64), PushJob)> {
     Ok((
-        row.get(9)?,
+        (row.get(9)?, row.get(0)?),
         PushJob {
             job: row.get::<_, i64>(0)?.to_string(),
             user: row.get(1)?,
