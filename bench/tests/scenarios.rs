@@ -128,6 +128,13 @@ async fn run_bench(args: &[&str]) -> Value {
     serde_json::from_str(last).unwrap_or_else(|_| panic!("the last line is JSON: {last}"))
 }
 
+/// Each of `figures` is in the report, as a number.
+fn assert_figures(report: &Value, figures: &[&str]) {
+    for figure in figures {
+        assert!(report[figure].is_number(), "{figure}: {report}");
+    }
+}
+
 fn assert_every_event_arrived_once(report: &Value, expected: u64) {
     assert_eq!(report["open_failures"], 0, "{report}");
     assert_eq!(report["expected"], expected, "{report}");
@@ -239,14 +246,15 @@ async fn many_recipients_delivers_each_users_notification_of_every_acknowledged_
     assert_eq!(report["batch_failed"], 0, "{report}");
     assert_eq!(report["stored"], 70, "{report}");
     assert_every_event_arrived_once(&report, 70);
-    for figure in [
-        "stored_per_s",
-        "delivered_per_s",
-        "batch_latency_p99_ms",
-        "delivery_latency_p99_ms",
-    ] {
-        assert!(report[figure].is_number(), "{figure}: {report}");
-    }
+    assert_figures(
+        &report,
+        &[
+            "stored_per_s",
+            "delivered_per_s",
+            "batch_latency_p99_ms",
+            "delivery_latency_p99_ms",
+        ],
+    );
     target.stop().await;
 }
 
@@ -290,16 +298,17 @@ async fn push_times_every_users_push_from_its_201_and_finds_none_malformed() {
     ] {
         assert_eq!(report[zero], 0, "{zero}: {report}");
     }
-    for figure in [
-        "push_per_s",
-        "push_latency_p50_ms",
-        "push_latency_p90_ms",
-        "push_latency_p99_ms",
-        "push_latency_max_ms",
-        "server_cpu_s",
-    ] {
-        assert!(report[figure].is_number(), "{figure}: {report}");
-    }
+    assert_figures(
+        &report,
+        &[
+            "push_per_s",
+            "push_latency_p50_ms",
+            "push_latency_p90_ms",
+            "push_latency_p99_ms",
+            "push_latency_max_ms",
+            "server_cpu_s",
+        ],
+    );
     target.stop().await;
 }
 
