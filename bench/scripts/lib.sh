@@ -52,37 +52,34 @@ wait_for_port() { # PORT
 # when missing; bench/nchan/nginx.conf with this run's port and directory.
 install_nchan() {
   [ -f /usr/lib/nginx/modules/ngx_nchan_module.so ] && return 0
-  # The package would start the system's nginx on port 80: tell invoke-rc.d not to.
-  printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light libnginx-mod-nchan >/dev/null
-  rm -f /usr/sbin/policy-rc.d
+  scripts/apt-install nginx-light libnginx-mod-nchan   # the system's nginx stays stopped
 }
 
 start_server() { # herald|reference|nchan
-  if [ "$1" = nchan ]; then
-    SERVER_PORT=3888
-    rm -rf "$WORK/nchan"; mkdir -p "$WORK/nchan"
-    sed -e "s|@PORT@|$SERVER_PORT|g" -e "s|@WORK@|$WORK|g" bench/nchan/nginx.conf >"$WORK/nchan/nginx.conf"
-    on_cpus "$SERVER_CPUS" nginx -p "$WORK/nchan" -c "$WORK/nchan/nginx.conf" -g 'daemon off;' 2>>"$WORK/nchan/stderr.log" &
-    SERVER_PID=$!
-    wait_for_port $SERVER_PORT
-    # The worker holds the connections: measure it (and the master, which holds none).
-    SERVER_PIDS=("$SERVER_PID" $(pgrep -P "$SERVER_PID"))
-    return
-  fi
-  if [ "$1" = herald ]; then
-    SERVER_PORT=3000
-    rm -rf "$WORK/data"
-    on_cpus "$SERVER_CPUS" "$HERALD" serve --listen 127.0.0.1:$SERVER_PORT --data-dir "$WORK/data" \
-      --max-connections 20000 --max-connections-per-user 100000 >/dev/null 2>"$WORK/herald.log" &
-  else
-    SERVER_PORT=3999
-    (cd "$WORK/ref" && PORT=$SERVER_PORT exec taskset -c "${SERVER_CPUS:-0-$(($(nproc) - 1))}" \
-      node dist/server.js >"$WORK/ref.log" 2>&1) &
-  fi
+  case $1 in
+    herald)
+      SERVER_PORT=3000
+      rm -rf "$WORK/data"
+      on_cpus "$SERVER_CPUS" "$HERALD" serve --listen 127.0.0.1:$SERVER_PORT --data-dir "$WORK/data" \
+        --max-connections 20000 --max-connections-per-user 100000 >/dev/null 2>"$WORK/herald.log" &
+      ;;
+    nchan)
+      SERVER_PORT=3888
+      rm -rf "$WORK/nchan"; mkdir -p "$WORK/nchan"
+      sed -e "s|@PORT@|$SERVER_PORT|g" -e "s|@WORK@|$WORK|g" bench/nchan/nginx.conf >"$WORK/nchan/nginx.conf"
+      on_cpus "$SERVER_CPUS" nginx -p "$WORK/nchan" -c "$WORK/nchan/nginx.conf" -g 'daemon off;' \
+        2>>"$WORK/nchan/stderr.log" &
+      ;;
+    *)
+      SERVER_PORT=3999
+      (cd "$WORK/ref" && PORT=$SERVER_PORT on_cpus "$SERVER_CPUS" node dist/server.js >"$WORK/ref.log" 2>&1) &
+      ;;
+  esac
   SERVER_PID=$!
   wait_for_port $SERVER_PORT
-  SERVER_PIDS=("$SERVER_PID")
+  # nginx's worker holds the connections: it is measured beside its master (herald and node
+  # have no child processes).
+  SERVER_PIDS=("$SERVER_PID" $(pgrep -P "$SERVER_PID"))
 }
 
 stop_server() {
