@@ -8,6 +8,8 @@ import json
 import statistics
 import sys
 
+from figures import show, spread
+
 FIGURES = {
     "push": ["publish_per_s", "push_per_s", "push_latency_p50_ms", "push_latency_p90_ms",
              "push_latency_p99_ms", "push_latency_max_ms", "push_lost", "push_malformed",
@@ -21,22 +23,9 @@ FIGURES = {
 }
 
 
-def show(value):
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
-
-
 def values(rows, label, figure):
     return [r[figure] for r in rows if r.get("label") == label
             and isinstance(r.get(figure), (int, float)) and not isinstance(r.get(figure), bool)]
-
-
-def spread(found):
-    middle = statistics.median(found)
-    if len(found) < 2 or not middle:
-        return "-"
-    return f"{(max(found) - min(found)) / middle * 100:.0f} %"
 
 
 def main(path):
@@ -51,8 +40,9 @@ def main(path):
             found = values(rows, label, figure)
             median = statistics.median(found) if found else None
             each = " / ".join(show(v) for v in found) or "-"
-            print(f"| {label}: `{case}` | {figure} | {each} | {show(median)} | "
-                  f"{spread(found) if found else '-'} |")
+            percent = spread(found)
+            shown = "-" if percent is None else f"{percent:.0f} %"
+            print(f"| {label}: `{case}` | {figure} | {each} | {show(median)} | {shown} |")
     off, on = values(rows, "push-off", "publish_per_s"), values(rows, "push-on", "publish_per_s")
     if off and on:
         ratio = statistics.median(on) / statistics.median(off)

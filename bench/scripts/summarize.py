@@ -9,6 +9,8 @@ import json
 import statistics
 import sys
 
+from figures import show, spread
+
 FIGURES = {
     "hold": ["streams_per_s", "open_p99_ms", "open_failures", "server_rss_per_stream_kib"],
     "fanout": ["broadcast_per_s", "delivery_latency_p50_ms", "delivery_latency_p99_ms", "delivery_latency_max_ms",
@@ -21,29 +23,23 @@ FIGURES = {
 }
 
 
+def runs_of(rows, case, label, figure):
+    return [r[figure] for r in rows if r.get("case") == case and r.get("label") == label
+            and isinstance(r.get(figure), (int, float))]
+
+
 def median(rows, case, label, figure):
-    found = [r[figure] for r in rows if r.get("case") == case and r.get("label") == label
-             and isinstance(r.get(figure), (int, float))]
+    found = runs_of(rows, case, label, figure)
     return statistics.median(found) if found else None
-
-
-def show(value):
-    if value is None:
-        return "-"
-    return f"{value:.2f}" if isinstance(value, float) else str(value)
 
 
 def header(runs, machine, versions):
     print(f"Machine: {machine}. Versions: {versions}. Medians of {runs} run(s) each.\n")
 
 
-def spread(rows, case, label, figure):
-    found = [r[figure] for r in rows if r.get("case") == case and r.get("label") == label
-             and isinstance(r.get(figure), (int, float))]
-    middle = statistics.median(found) if found else None
-    if len(found) < 2 or not middle:
-        return ""
-    return f" ±{(max(found) - min(found)) / middle * 100:.0f}%"
+def spread_note(rows, case, label, figure):
+    percent = spread(runs_of(rows, case, label, figure))
+    return "" if percent is None else f" ±{percent:.0f}%"
 
 
 def ratio(a, b):
@@ -57,7 +53,7 @@ def vs_reference(rows, cases):
         for figure in FIGURES[case.split()[0]]:
             labels = ("herald", "nchan", "reference", "floor")
             h, n, r, f = (median(rows, case, label, figure) for label in labels)
-            h_, n_, r_ = (spread(rows, case, label, figure) for label in labels[:3])
+            h_, n_, r_ = (spread_note(rows, case, label, figure) for label in labels[:3])
             print(f"| `{case}` | {figure} | {show(h)}{h_} | {show(n)}{n_} | {show(r)}{r_} "
                   f"| {ratio(h, n)} | {ratio(h, r)} | {show(f)} |")
 
@@ -88,9 +84,8 @@ def ab(rows, cases):
         for figure in FIGURES[case.split()[0]] + ["server_cpu_s"]:
             cells = []
             for label in ("before", "after"):
-                runs = [r[figure] for r in rows if r.get("case") == case and r.get("label") == label
-                        and isinstance(r.get(figure), (int, float))]
-                cells += [" / ".join(show(v) for v in runs) or "-", show(median(rows, case, label, figure))]
+                each = runs_of(rows, case, label, figure)
+                cells += [" / ".join(show(v) for v in each) or "-", show(median(rows, case, label, figure))]
             b, a = median(rows, case, "before", figure), median(rows, case, "after", figure)
             ratio = f"{a / b:.2f}" if a is not None and b else "-"
             print(f"| `{case}` | {figure} | " + " | ".join(cells) + f" | {ratio} |")
