@@ -92,9 +92,12 @@ class NotificationServer extends dbus.interface.Interface {
     });
   }
 
-  /** The notification the browser showed with this title (the latest, if several). */
-  waitForShown(summary, ms) {
-    return this.waitFor((s) => s.shown.filter((n) => n.summary === summary).pop(), `notification titled ${JSON.stringify(summary)}`, ms);
+  /**
+   * The notification the browser showed with this title (the latest, if several), among those
+   * shown after the first `since` (a length of `shown` taken earlier).
+   */
+  waitForShown(summary, ms, since = 0) {
+    return this.waitFor((s) => s.shown.slice(since).filter((n) => n.summary === summary).pop(), `notification titled ${JSON.stringify(summary)}`, ms);
   }
 
   waitForClosed(id, ms) {
