@@ -8,41 +8,49 @@
 # commands. Loopback only; every server is started here and killed by its PID.
 #   bench/scripts/vs-reference.sh            # RUNS=1 by default; RUNS=5 for medians;
 #                                            # ONLY=fanout (say) runs one kind of case;
-#                                            # SERVER_CPUS=0 CLIENT_CPUS=1 pins (lib.sh)
+#                                            # SERVER_CPUS=0 CLIENT_CPUS=1 pins (lib.sh);
+#                                            # KINDS="herald nchan" runs only those servers;
+#                                            # CASE="fanout ..." runs only that case
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-1}
 ONLY=${ONLY:-}   # a case's first word (hold, fanout, ...) to run only those
+KINDS=${KINDS:-herald nchan reference floor}
 WORK=${TMPDIR:-/tmp}/herald-vs-reference
 rm -rf "$WORK"; mkdir -p "$WORK"
 source bench/scripts/lib.sh
 build_binaries
-build_reference
+[[ " $KINDS " == *" reference "* ]] && build_reference
 install_nchan
 
 CASES=(
   "hold --streams 15000 --connect-concurrency 100"
   "hold --streams 19000"
   "fanout --streams 15000 --events 20 --rate 2"
+  "fanout --streams 15000 --events 50 --rate 10"
   "targeted --users 5000 --publishes 20000 --concurrency 32"
   "targeted --users 5000 --publishes 20000 --concurrency 32 --rate 5000"
   "replay --streams 10000 --events 10"
 )
+# CASE="fanout --streams 15000 --events 50 --rate 10" (say) runs that one case instead.
+[ -n "${CASE:-}" ] && CASES=("$CASE")
 RAN=()
 for case in "${CASES[@]}"; do
   [ -n "$ONLY" ] && [ "${case%% *}" != "$ONLY" ] && continue
   RAN+=("$case")
   for _ in $(seq "$RUNS"); do
-    run_case herald "$case"
-    run_case nchan "$case"
-    run_case reference "$case"
-    [ "${case%% *}" = fanout ] && run_floor "$case"
+    for kind in $KINDS; do
+      case $kind in
+        floor) [ "${case%% *}" = fanout ] && run_floor "$case" ;;
+        *) run_case "$kind" "$case" ;;
+      esac
+    done
   done
 done
 
 python3 bench/scripts/summarize.py vs-reference "$RESULTS" "$RUNS" "$(machine)" \
   "$("$HERALD" --version); $(nginx -v 2>&1 | cut -d' ' -f3) with Nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null); node $(node --version); $(git rev-parse --short HEAD)${SERVER_CPUS:+; servers on CPU $SERVER_CPUS}${CLIENT_CPUS:+, the bench on CPU $CLIENT_CPUS}" \
   "${RAN[@]}" >"$WORK/table.md"
-# Only a run of every case replaces the table in BENCHMARKS.md.
-[ -z "$ONLY" ] && write_block bench-vs-reference "$WORK/table.md"
+# Only a run of every case on every server replaces the table in BENCHMARKS.md.
+[ -z "$ONLY" ] && [ -z "${CASE:-}" ] && [ "$KINDS" = "herald nchan reference floor" ] && write_block bench-vs-reference "$WORK/table.md"
 cat "$WORK/table.md"

@@ -12,10 +12,13 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 use crate::metrics::Metrics;
-use crate::sse::outbox::{Frame, Outbox, Pushed, QueueBounds};
+use crate::sse::outbox::{Frame, Outbox, QueueBounds};
 
 /// Deliveries (streams) a thread claims at a time: about a millisecond of socket writes.
 const CHUNK: usize = 128;
+
+/// The most frames a job takes in from the jobs queued behind it (see [`absorb_backlog`]).
+const MAX_ABSORBED_FRAMES: usize = 64;
 
 /// What one stream receives from one job: its frames (indexes into the job's frames), in id
 /// order. A stream has one delivery per job, so however the threads share a job out, no two
@@ -36,6 +39,18 @@ impl FrameIndexes {
         match self {
             Self::One(first) => *self = Self::Many(vec![*first, frame]),
             Self::Many(frames) => frames.push(frame),
+        }
+    }
+
+    fn append(&mut self, more: &Self) {
+        more.as_slice().iter().for_each(|&frame| self.push(frame));
+    }
+
+    /// For frames that moved `by` places on in their job's frames.
+    fn shift(&mut self, by: usize) {
+        match self {
+            Self::One(frame) => *frame += by,
+            Self::Many(frames) => frames.iter_mut().for_each(|frame| *frame += by),
         }
     }
 
@@ -229,6 +244,7 @@ fn run(shared: &Shared) {
             if done == job.len {
                 let mut queue = shared.queue.lock();
                 queue.jobs.pop_front();
+                absorb_backlog(&mut queue.jobs);
                 drop(queue);
                 shared.changed.notify_all();
             }
@@ -245,18 +261,78 @@ fn run(shared: &Shared) {
     }
 }
 
+/// When deliveries queue up behind one another (the threads fall behind, say under broadcasts
+/// to many streams faster than the cores write them), the job now at the front takes in the
+/// delivery jobs queued right behind it, up to [`MAX_ABSORBED_FRAMES`] frames: each stream then
+/// gets all of them in one write, which costs little more than one. So a backlog makes the
+/// threads cheaper per event, and drains, where one write per event would keep it as long as
+/// the load lasts (docs/architecture.md#fan-out).
+///
+/// Only jobs no thread has started are changed: the front one is called under the queue's lock
+/// as it becomes the front, before any thread can take it, and the ones behind it are never
+/// taken before they are at the front.
+fn absorb_backlog(jobs: &mut VecDeque<Arc<Job>>) {
+    let is_delivery =
+        |job: Option<&Arc<Job>>| matches!(job.map(|j| &j.work), Some(Work::Deliver { .. }));
+    if !is_delivery(jobs.get(1)) {
+        return;
+    }
+    let Some(mut front) = jobs.pop_front() else {
+        return;
+    };
+    if let Some(Job {
+        work: Work::Deliver { frames, deliveries },
+        len,
+        ..
+    }) = Arc::get_mut(&mut front)
+    {
+        // Where each stream's delivery is, to add the next jobs' frames to it.
+        let mut by_stream: HashMap<u64, usize> = deliveries
+            .iter()
+            .enumerate()
+            .map(|(at, delivery)| (delivery.outbox.stream_id, at))
+            .collect();
+        while frames.len() < MAX_ABSORBED_FRAMES {
+            let Some(Job {
+                work:
+                    Work::Deliver {
+                        frames: more_frames,
+                        deliveries: more,
+                    },
+                ..
+            }) = jobs.front_mut().and_then(Arc::get_mut)
+            else {
+                break;
+            };
+            let (more_frames, more) = (std::mem::take(more_frames), std::mem::take(more));
+            jobs.pop_front();
+            let offset = frames.len();
+            frames.extend(more_frames);
+            for mut delivery in more {
+                delivery.frames.shift(offset);
+                match by_stream.get(&delivery.outbox.stream_id) {
+                    Some(&at) => deliveries[at].frames.append(&delivery.frames),
+                    None => {
+                        by_stream.insert(delivery.outbox.stream_id, deliveries.len());
+                        deliveries.push(delivery);
+                    }
+                }
+            }
+            *len = deliveries.len();
+        }
+    }
+    jobs.push_front(front);
+}
+
 fn do_items(shared: &Shared, work: &Work, items: std::ops::Range<usize>) {
     match work {
         Work::Deliver { frames, deliveries } => {
             let (mut delivered, mut overflowed) = (0, 0);
             for delivery in &deliveries[items] {
-                for &frame in delivery.frames.as_slice() {
-                    match delivery.outbox.push(&frames[frame], shared.bounds) {
-                        Pushed::Queued => delivered += 1,
-                        Pushed::Ignored => {}
-                        Pushed::Overflowed => overflowed += 1,
-                    }
-                }
+                let frames = delivery.frames.as_slice().iter().map(|&at| &frames[at]);
+                let pushed = delivery.outbox.push_frames(frames, shared.bounds);
+                delivered += pushed.queued;
+                overflowed += u64::from(pushed.overflowed);
             }
             shared.metrics.events_delivered.inc_by(delivered);
             if overflowed > 0 {
@@ -345,5 +421,99 @@ mod tests {
                 outbox.stream_id
             );
         }
+    }
+
+    /// A delivery job of frames with these ids, each `(outbox, frame index)` a push.
+    fn job(ids: &[u64], pushes: &[(&Arc<Outbox>, usize)]) -> Arc<Job> {
+        let frames = ids
+            .iter()
+            .map(|&id| Frame {
+                id: Some(crate::domain::EventId::from_seq(id)),
+                bytes: Bytes::from(format!("{id}")),
+            })
+            .collect();
+        let mut deliveries = Deliveries::for_frames(ids.len());
+        for &(outbox, frame) in pushes {
+            deliveries.add(frame, outbox);
+        }
+        let deliveries = deliveries.deliveries;
+        Arc::new(Job {
+            len: deliveries.len(),
+            work: Work::Deliver { frames, deliveries },
+            claimed: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+        })
+    }
+
+    /// Each delivery of a job as (stream, the ids of its frames), and the job's `len`.
+    fn shape(job: &Job) -> (Vec<(u64, Vec<u64>)>, usize) {
+        let Work::Deliver { frames, deliveries } = &job.work else {
+            panic!("not a delivery job");
+        };
+        let deliveries = deliveries
+            .iter()
+            .map(|d| {
+                let ids = d.frames.as_slice().iter();
+                let ids = ids
+                    .map(|&at| frames[at].id.expect("an event").major)
+                    .collect();
+                (d.outbox.stream_id, ids)
+            })
+            .collect();
+        (deliveries, job.len)
+    }
+
+    #[test]
+    fn a_backlog_of_deliveries_becomes_one_job_each_stream_getting_its_frames_in_order() {
+        let [a, b, c] = [1, 2, 3].map(|id| Arc::new(Outbox::new(id)));
+        let heartbeat = Arc::new(Job {
+            work: Work::Heartbeat {
+                outboxes: vec![a.clone()],
+                now: Instant::now(),
+                idle: Duration::from_secs(30),
+                heartbeat: Bytes::from_static(b":"),
+            },
+            len: 1,
+            claimed: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+        });
+        let mut jobs = VecDeque::from([
+            job(&[1], &[(&a, 0), (&b, 0)]),
+            job(&[2, 3], &[(&b, 0), (&c, 0), (&b, 1)]),
+            job(&[4], &[(&a, 0), (&c, 0)]),
+            heartbeat,
+            job(&[5], &[(&a, 0)]),
+        ]);
+        absorb_backlog(&mut jobs);
+        assert_eq!(
+            jobs.len(),
+            3,
+            "the three deliveries became one, up to the heartbeat"
+        );
+        assert_eq!(
+            shape(&jobs[0]),
+            (
+                vec![(1, vec![1, 4]), (2, vec![1, 2, 3]), (3, vec![2, 4])],
+                3
+            )
+        );
+        assert!(matches!(jobs[1].work, Work::Heartbeat { .. }));
+        assert_eq!(shape(&jobs[2]), (vec![(1, vec![5])], 1));
+    }
+
+    #[test]
+    fn a_job_absorbs_at_most_its_share_of_frames_and_never_one_a_thread_has_taken() {
+        let a = Arc::new(Outbox::new(1));
+        let mut jobs: VecDeque<Arc<Job>> = (1..=70).map(|id| job(&[id], &[(&a, 0)])).collect();
+        absorb_backlog(&mut jobs);
+        let merged: Vec<u64> = (1..=MAX_ABSORBED_FRAMES as u64).collect();
+        assert_eq!(shape(&jobs[0]), (vec![(1, merged)], 1));
+        assert_eq!(jobs.len(), 1 + 70 - MAX_ABSORBED_FRAMES);
+
+        let mut started = VecDeque::from([job(&[1], &[(&a, 0)]), job(&[2], &[(&a, 0)])]);
+        let taken = started[0].clone();
+        absorb_backlog(&mut started);
+        assert_eq!(started.len(), 2);
+        assert_eq!(shape(&taken), (vec![(1, vec![1])], 1));
     }
 }

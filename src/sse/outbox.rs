@@ -58,6 +58,14 @@ pub enum Pushed {
     Overflowed,
 }
 
+/// What a push of several frames did: how many it took, and whether it cut the stream as a
+/// slow reader.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PushedFrames {
+    pub queued: u64,
+    pub overflowed: bool,
+}
+
 /// A stream's connection as the outbox may write it: frames go out framed as the connection
 /// needs (chunked or not), without ever blocking.
 pub trait DirectSink: Send + Sync {
@@ -168,31 +176,79 @@ impl Outbox {
     /// Queues a frame for the stream (or writes it at once when armed), or closes the stream
     /// as a slow reader when the bounds are hit.
     pub fn push(&self, frame: &Frame, bounds: QueueBounds) -> Pushed {
+        match self.push_frames([frame], bounds) {
+            PushedFrames {
+                overflowed: true, ..
+            } => Pushed::Overflowed,
+            PushedFrames { queued: 0, .. } => Pushed::Ignored,
+            PushedFrames { .. } => Pushed::Queued,
+        }
+    }
+
+    /// Queues `frames` (in id order) for the stream, or, when armed, writes them at once in one
+    /// write; or closes the stream as a slow reader when they overrun the bounds. Frames the
+    /// stream has sent already are skipped.
+    pub fn push_frames<'a>(
+        &self,
+        frames: impl IntoIterator<Item = &'a Frame>,
+        bounds: QueueBounds,
+    ) -> PushedFrames {
         let mut state = self.state.lock();
         if state.closing.is_some() {
-            return Pushed::Ignored;
+            return PushedFrames::default();
         }
-        if let Some(id) = frame.id {
-            if id <= state.sent_through {
-                return Pushed::Ignored;
-            }
-        }
+        let sent_through = state.sent_through;
+        let mut fresh = frames
+            .into_iter()
+            .filter(|frame| frame.id.is_none_or(|id| id > sent_through));
+        let Some(first) = fresh.next() else {
+            return PushedFrames::default();
+        };
         if state.is_armed() {
-            state.write_directly(frame);
-            return Pushed::Queued;
+            let Some(second) = fresh.next() else {
+                state.write_directly(&first.bytes, first.id);
+                return PushedFrames {
+                    queued: 1,
+                    overflowed: false,
+                };
+            };
+            // Several frames (a backlog the delivery threads merged, or a group of events): one
+            // write for all of them, as one chunk.
+            let mut gathered = Vec::with_capacity(first.bytes.len() + second.bytes.len());
+            let (mut queued, mut newest) = (0, None);
+            for frame in [first, second].into_iter().chain(fresh) {
+                gathered.extend_from_slice(&frame.bytes);
+                queued += 1;
+                newest = frame.id.or(newest);
+            }
+            state.write_directly(&gathered, newest);
+            return PushedFrames {
+                queued,
+                overflowed: false,
+            };
         }
-        if state.frames.len() >= bounds.max_frames
-            || state.queued_bytes + frame.bytes.len() > bounds.max_bytes
-        {
-            state.frames = VecDeque::new();
-            state.queued_bytes = 0;
-            state.close(Closing::SlowReader);
-            return Pushed::Overflowed;
+        let mut queued = 0;
+        for frame in std::iter::once(first).chain(fresh) {
+            if state.frames.len() >= bounds.max_frames
+                || state.queued_bytes + frame.bytes.len() > bounds.max_bytes
+            {
+                state.frames = VecDeque::new();
+                state.queued_bytes = 0;
+                state.close(Closing::SlowReader);
+                return PushedFrames {
+                    queued,
+                    overflowed: true,
+                };
+            }
+            state.queued_bytes += frame.bytes.len();
+            state.frames.push_back(frame.clone());
+            queued += 1;
         }
-        state.queued_bytes += frame.bytes.len();
-        state.frames.push_back(frame.clone());
         wake(&mut state);
-        Pushed::Queued
+        PushedFrames {
+            queued,
+            overflowed: false,
+        }
     }
 
     /// Asks the stream to end: after what is queued (drain) or at once (the others).
@@ -214,7 +270,7 @@ impl Outbox {
             bytes: heartbeat.clone(),
         };
         if state.is_armed() {
-            state.write_directly(&frame);
+            state.write_directly(&frame.bytes, None);
         } else {
             state.queued_bytes += frame.bytes.len();
             state.frames.push_back(frame);
@@ -298,14 +354,15 @@ impl State {
         None
     }
 
-    /// One frame to the armed sink. What the socket does not take stays `unwritten` and the
-    /// stream is woken to write it; a failed connection is left to the stream to notice.
-    fn write_directly(&mut self, frame: &Frame) {
+    /// Frames to the armed sink, the newest of them `newest` (`None` for a heartbeat). What the
+    /// socket does not take stays `unwritten` and the stream is woken to write it; a failed
+    /// connection is left to the stream to notice.
+    fn write_directly(&mut self, frames: &[u8], newest: Option<EventId>) {
         let Some(direct) = &mut self.direct else {
             return;
         };
-        let outcome = direct.sink.write_now(&frame.bytes);
-        if let Some(id) = frame.id {
+        let outcome = direct.sink.write_now(frames);
+        if let Some(id) = newest {
             self.sent_through = id;
         }
         self.last_output = Instant::now();
@@ -352,6 +409,8 @@ mod tests {
     /// A socket that takes at most `room` more bytes, then would block; or fails.
     struct TestSink {
         written: Mutex<Vec<u8>>,
+        /// Each write's bytes, as handed over.
+        writes: Mutex<Vec<Vec<u8>>>,
         room: Mutex<usize>,
         fail: bool,
     }
@@ -360,6 +419,7 @@ mod tests {
         fn with_room(room: usize) -> Arc<Self> {
             Arc::new(Self {
                 written: Mutex::new(Vec::new()),
+                writes: Mutex::new(Vec::new()),
                 room: Mutex::new(room),
                 fail: false,
             })
@@ -371,6 +431,7 @@ mod tests {
             if self.fail {
                 return Err(io::ErrorKind::BrokenPipe.into());
             }
+            self.writes.lock().push(frame.to_vec());
             let mut room = self.room.lock();
             let taken = frame.len().min(*room);
             *room -= taken;
@@ -549,6 +610,7 @@ mod tests {
         let outbox = Arc::new(Outbox::new(1));
         let attached = outbox.attach(Arc::new(TestSink {
             written: Mutex::new(Vec::new()),
+            writes: Mutex::new(Vec::new()),
             room: Mutex::new(0),
             fail: true,
         }));
@@ -556,5 +618,63 @@ mod tests {
         assert_eq!(outbox.push(&named(1, "lost;"), BOUNDS), Pushed::Queued);
         assert!(!outbox.state.lock().is_armed());
         assert!(attached.take_unwritten().is_none());
+    }
+    #[test]
+    fn an_armed_outbox_writes_several_frames_in_one_write_skipping_what_was_sent() {
+        let outbox = Arc::new(Outbox::new(1));
+        let sink = TestSink::with_room(1000);
+        let _attached = outbox.attach(sink.clone());
+        outbox.push(&named(1, "one;"), BOUNDS);
+        assert!(matches!(pop(&outbox), Poll::Ready(Popped::Frame(_))));
+        assert!(pop(&outbox).is_pending(), "armed now");
+        let frames = [named(1, "one;"), named(2, "two;"), named(3, "three;")];
+        assert_eq!(
+            outbox.push_frames(&frames, BOUNDS),
+            PushedFrames {
+                queued: 2,
+                overflowed: false
+            }
+        );
+        assert_eq!(*sink.writes.lock(), [b"two;three;".to_vec()]);
+        assert_eq!(outbox.state.lock().sent_through, EventId::from_seq(3));
+        assert_eq!(
+            outbox.push_frames(&frames, BOUNDS),
+            PushedFrames::default(),
+            "all sent already"
+        );
+        assert_eq!(sink.writes.lock().len(), 1);
+    }
+
+    #[test]
+    fn several_frames_queue_in_order_until_they_overrun_the_bounds() {
+        let queued = Outbox::new(1);
+        let frames: Vec<Frame> = (1..=3).map(|id| frame(id, 10)).collect();
+        assert_eq!(
+            queued.push_frames(&frames, BOUNDS),
+            PushedFrames {
+                queued: 3,
+                overflowed: false
+            }
+        );
+        for want in 1..=3 {
+            assert!(
+                matches!(pop(&queued), Poll::Ready(Popped::Frame(f)) if f.id == Some(EventId::from_seq(want)))
+            );
+        }
+
+        let overrun = Outbox::new(2);
+        let frames: Vec<Frame> = (1..=5).map(|id| frame(id, 10)).collect();
+        assert_eq!(
+            overrun.push_frames(&frames, BOUNDS),
+            PushedFrames {
+                queued: 4,
+                overflowed: true
+            },
+            "four fit the bounds, the fifth cuts the stream"
+        );
+        assert!(matches!(
+            pop(&overrun),
+            Poll::Ready(Popped::Closed(Closing::SlowReader))
+        ));
     }
 }
