@@ -61,7 +61,7 @@ start_server() { # herald|reference|nchan
       SERVER_PORT=3000
       rm -rf "$WORK/data"
       on_cpus "$SERVER_CPUS" "$HERALD" serve --listen 127.0.0.1:$SERVER_PORT --data-dir "$WORK/data" \
-        --max-connections 20000 --max-connections-per-user 100000 >/dev/null 2>"$WORK/herald.log" &
+        --max-connections 20000 --max-connections-per-user 100000 ${HERALD_EXTRA:-} >/dev/null 2>"$WORK/herald.log" &
       ;;
     nchan)
       SERVER_PORT=3888

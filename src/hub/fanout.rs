@@ -111,6 +111,9 @@ enum Work {
     /// Answers once every job before it is done (tests wait on it).
     #[cfg(test)]
     Barrier(std::sync::mpsc::Sender<()>),
+    /// Keeps a thread until the test sends (or hangs up).
+    #[cfg(test)]
+    Hold(Mutex<std::sync::mpsc::Receiver<()>>),
 }
 
 struct Job {
@@ -164,13 +167,25 @@ impl FanOut {
         Ok(fanout)
     }
 
-    /// Pushes each delivery's frames to its outbox, after every job handed over before.
+    /// Pushes each delivery's frames to its outbox, after every job handed over before. A small
+    /// job when the threads have nothing to do is done here and now, on the caller's thread:
+    /// waking a delivery thread would cost more than the job (docs/architecture.md#fan-out).
     pub fn deliver(&self, frames: Vec<Frame>, deliveries: Deliveries) {
         let deliveries = deliveries.deliveries;
-        if !deliveries.is_empty() {
-            let len = deliveries.len();
-            self.submit(Work::Deliver { frames, deliveries }, len);
+        let len = deliveries.len();
+        if len == 0 {
+            return;
         }
+        let work = Work::Deliver { frames, deliveries };
+        if len <= CHUNK {
+            // Held while the job is done, so a job handed over meanwhile waits for it.
+            let queue = self.shared.queue.lock();
+            if queue.jobs.is_empty() {
+                do_items(&self.shared, &work, 0..len);
+                return;
+            }
+        }
+        self.submit(work, len);
     }
 
     /// Sends `heartbeat` to each of `outboxes` that has been quiet for `idle`.
@@ -357,6 +372,10 @@ fn do_items(shared: &Shared, work: &Work, items: std::ops::Range<usize>) {
         Work::Barrier(done) => {
             let _ = done.send(());
         }
+        #[cfg(test)]
+        Work::Hold(gate) => {
+            let _ = gate.lock().recv();
+        }
     }
 }
 
@@ -515,5 +534,54 @@ mod tests {
         absorb_backlog(&mut started);
         assert_eq!(started.len(), 2);
         assert_eq!(shape(&taken), (vec![(1, vec![1])], 1));
+    }
+
+    #[test]
+    fn a_small_job_is_done_at_once_when_the_threads_are_idle_and_after_a_busy_one_when_not() {
+        let bounds = QueueBounds {
+            max_frames: 16,
+            max_bytes: 1 << 20,
+        };
+        let fanout = FanOut::start(bounds, Arc::new(Metrics::new())).expect("threads");
+        let frame = |id: u64| Frame {
+            id: Some(crate::domain::EventId::from_seq(id)),
+            bytes: Bytes::from(format!("{id}")),
+        };
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        let popped = |outbox: &Outbox, cx: &mut std::task::Context<'_>| -> Vec<u64> {
+            std::iter::from_fn(|| match outbox.poll_pop(cx, crate::domain::EventId::ZERO) {
+                std::task::Poll::Ready(crate::sse::outbox::Popped::Frame(f)) => {
+                    f.id.map(|id| id.major)
+                }
+                _ => None,
+            })
+            .collect()
+        };
+
+        let alone = Arc::new(Outbox::new(1));
+        let mut deliveries = Deliveries::for_frames(1);
+        deliveries.add(0, &alone);
+        fanout.deliver(vec![frame(1)], deliveries);
+        assert_eq!(
+            popped(&alone, &mut cx),
+            [1],
+            "pushed before deliver returned"
+        );
+
+        // While a thread is busy with a job, a small one queues after it.
+        let (release, gate) = std::sync::mpsc::channel();
+        fanout.submit(Work::Hold(Mutex::new(gate)), 1);
+        let mut small = Deliveries::for_frames(1);
+        small.add(0, &alone);
+        fanout.deliver(vec![frame(2)], small);
+        assert_eq!(
+            popped(&alone, &mut cx),
+            Vec::<u64>::new(),
+            "queued behind the busy thread"
+        );
+        release.send(()).expect("a thread holds the job");
+        fanout.flush();
+        assert_eq!(popped(&alone, &mut cx), [2]);
     }
 }

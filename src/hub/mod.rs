@@ -186,6 +186,9 @@ impl Hub {
     /// means "sent here" on every backend (with Redis, this node's reader dispatches it). Gives
     /// up after a while: the event is stored either way and will go out.
     pub async fn wait_dispatched(&self, id: EventId) {
+        if *self.dispatched.borrow() >= id {
+            return;
+        }
         let mut dispatched = self.dispatched.subscribe();
         let reached = dispatched.wait_for(|newest| *newest >= id);
         let _ = tokio::time::timeout(Duration::from_secs(2), reached).await;

@@ -194,12 +194,15 @@ impl Writer {
                 self.retained = retained;
                 self.shared.retained.store(self.retained, Ordering::Relaxed);
                 self.shared.healthy.store(true, Ordering::Release);
-                // Replies first: the publishers' tasks are then queued ahead of the thousands
-                // of streams a broadcast wakes, instead of answering after all of them.
+                // A small group goes out before its replies, so that a publisher finds its
+                // event dispatched when it wakes, and need not wait again. For a large one,
+                // replies first: the publishers' tasks are then queued ahead of the thousands of
+                // streams a broadcast wakes, instead of answering after all of them.
+                let dispatched = self.dispatcher.dispatch_here(&events);
                 for result in done {
                     (result.send)(None);
                 }
-                if !self.dispatcher.send(events) {
+                if !dispatched && !self.dispatcher.send(events) {
                     tracing::error!(
                         "the dispatch thread is gone: committed events reach no stream"
                     );
