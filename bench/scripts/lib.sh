@@ -66,7 +66,9 @@ start_server() { # herald|reference|nchan
     nchan)
       SERVER_PORT=3888
       rm -rf "$WORK/nchan"; mkdir -p "$WORK/nchan"
-      sed -e "s|@PORT@|$SERVER_PORT|g" -e "s|@WORK@|$WORK|g" bench/nchan/nginx.conf >"$WORK/nchan/nginx.conf"
+      # NCHAN_CHANNELS=broadcast: each stream on the broadcast channel alone (fanout cases only).
+      sed -e "s|@PORT@|$SERVER_PORT|g" -e "s|@WORK@|$WORK|g" -e "s|@CHANNELS@|${NCHAN_CHANNELS:-\$1 broadcast}|" \
+        bench/nchan/nginx.conf >"$WORK/nchan/nginx.conf"
       on_cpus "$SERVER_CPUS" nginx -p "$WORK/nchan" -c "$WORK/nchan/nginx.conf" -g 'daemon off;' \
         2>>"$WORK/nchan/stderr.log" &
       ;;
