@@ -55,6 +55,17 @@ install_nchan() {
   scripts/apt-install nginx-light libnginx-mod-nchan   # the system's nginx stays stopped
 }
 
+# bench/nchan/nginx.conf for one nginx, in DIR: its port; each stream's channels (its user's
+# and the broadcast channel; NCHAN_CHANNELS=broadcast for the broadcast channel alone); and,
+# given REDIS_URL, messages kept in that Redis (cluster.sh) rather than in memory.
+nchan_config() { # PORT DIR [REDIS_URL]
+  local redis="# in memory"
+  [ -n "${3:-}" ] && redis="nchan_redis_url \"$3\"; nchan_use_redis on;"
+  mkdir -p "$2"
+  sed -e "s|@PORT@|$1|g" -e "s|@DIR@|$2|g" -e "s|@CHANNELS@|${NCHAN_CHANNELS:-\$1 broadcast}|" \
+    -e "s|# @REDIS@|$redis|" bench/nchan/nginx.conf >"$2/nginx.conf"
+}
+
 start_server() { # herald|reference|nchan
   case $1 in
     herald)
@@ -65,10 +76,8 @@ start_server() { # herald|reference|nchan
       ;;
     nchan)
       SERVER_PORT=3888
-      rm -rf "$WORK/nchan"; mkdir -p "$WORK/nchan"
-      # NCHAN_CHANNELS=broadcast: each stream on the broadcast channel alone (fanout cases only).
-      sed -e "s|@PORT@|$SERVER_PORT|g" -e "s|@WORK@|$WORK|g" -e "s|@CHANNELS@|${NCHAN_CHANNELS:-\$1 broadcast}|" \
-        bench/nchan/nginx.conf >"$WORK/nchan/nginx.conf"
+      rm -rf "$WORK/nchan"
+      nchan_config $SERVER_PORT "$WORK/nchan"
       on_cpus "$SERVER_CPUS" nginx -p "$WORK/nchan" -c "$WORK/nchan/nginx.conf" -g 'daemon off;' \
         2>>"$WORK/nchan/stderr.log" &
       ;;
