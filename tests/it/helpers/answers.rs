@@ -1,6 +1,7 @@
 //! Reading what the API answers: the `{"error"}` body, history pages, ids, Prometheus samples,
 //! headers, and [`Answer`], a response kept whole with the `Retry-After` a refusal carries.
 
+use herald::domain::EventId;
 use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderName};
 use serde_json::Value;
@@ -55,10 +56,11 @@ pub fn id_of(notification: &Value) -> &str {
     notification["id"].as_str().expect("id")
 }
 
-/// An event id of the SQLite store (a plain number), as a number.
-pub fn numeric(id: &str) -> u64 {
+/// An event id as it orders (`N` on SQLite; `MS` or `MS-SEQ` on Redis, the stream entry's id):
+/// a later event's is greater.
+pub fn order(id: &str) -> EventId {
     id.parse()
-        .unwrap_or_else(|_| panic!("a SQLite id is a number: {id}"))
+        .unwrap_or_else(|_| panic!("an event id is N or N-M: {id}"))
 }
 
 /// The value of one series (`name` or `name{labels}`) in Prometheus text.
