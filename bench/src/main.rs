@@ -8,7 +8,8 @@
 //! - [`push`]: the push scenario (users with no stream, each subscribed to [`push_service`], a
 //!   push service inside the bench) and the pushes targeted's `--push-subscribe` counts.
 //! - [`fleet`], [`conn`], [`sse`]: the streams, on a hand-written HTTP/1.1 + SSE client so that
-//!   tens of thousands of idle streams stay cheap.
+//!   tens of thousands of idle streams stay cheap; [`tls`]: hold-tls, idle streams over TLS
+//!   (HTTP/1.1 or HTTP/2) through reqwest.
 //! - [`publish`]: publishes (to one user, many users or everyone) through reqwest with
 //!   keep-alive.
 //! - [`tally`] checks what arrived; [`report`] prints the table and the JSON line.
@@ -29,6 +30,7 @@ mod scenarios;
 mod setup;
 mod sse;
 mod tally;
+mod tls;
 
 use clap::{Parser, Subcommand};
 
@@ -98,6 +100,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Replay => scenarios::replay(&setup).await,
         Scenario::Floor => scenarios::floor(&setup).await?,
         Scenario::Push => push::offline_users(&setup).await?,
+        Scenario::HoldTls => tls::hold_tls(&setup).await?,
     };
     report.print(setup.args.json)
 }

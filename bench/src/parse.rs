@@ -55,6 +55,17 @@ pub fn parse_sub_url(raw: &str) -> Result<SseEndpoint, String> {
     })
 }
 
+/// hold-tls's stream URL: an https:// loopback URL template that names `{user}`.
+pub fn parse_tls_url(raw: &str) -> Result<String, String> {
+    if !raw.starts_with("https://") {
+        return Err("the TLS stream URL must start with https://".into());
+    }
+    if !raw.contains("{user}") {
+        return Err("the TLS stream URL must name {user}".into());
+    }
+    parse_pub_url(raw)
+}
+
 pub fn parse_pub_url(raw: &str) -> Result<String, String> {
     let url = url::Url::parse(&raw.replace("{user}", "u")).map_err(|error| error.to_string())?;
     if !matches!(url.scheme(), "http" | "https") {

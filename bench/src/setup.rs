@@ -12,7 +12,7 @@ use crate::conn::SseEndpoint;
 use crate::fleet::{self, FleetConfig, StreamSpec};
 use crate::parse::{
     SourceAddrs, parse_batch_body, parse_body, parse_header, parse_pub_url,
-    parse_push_subscription_url, parse_source_addrs, parse_sub_url,
+    parse_push_subscription_url, parse_source_addrs, parse_sub_url, parse_tls_url,
 };
 use crate::publish::Publisher;
 
@@ -35,7 +35,8 @@ pub struct BenchArgs {
     /// stream per broadcast), the best any server could do on this machine (ignores --sub-url,
     /// --broadcast-url and --server-pid); push: no streams, each user subscribed to a push
     /// service inside the bench, one publish to each user, and the time from each 201 to its
-    /// push
+    /// push; hold-tls: idle streams over TLS at --tls-url (HTTP/1.1, or --http2), and the
+    /// server's memory per stream and per connection
     #[arg(value_enum)]
     pub scenario: Scenario,
     /// Stream URL template (`{user}` is each stream's user); repeat to spread streams
@@ -137,6 +138,20 @@ pub struct BenchArgs {
     /// Prefix of user ids [default: `b` and a number from the clock, so runs never share users]
     #[arg(long, value_name = "PREFIX")]
     pub user_prefix: Option<String>,
+    /// hold-tls: the stream URL template over TLS, e.g.
+    /// `https://localhost:3443/events/{user}` (the name must be in the server's certificate)
+    #[arg(long, value_name = "URL", value_parser = parse_tls_url)]
+    pub tls_url: Option<String>,
+    /// hold-tls: the PEM certificate (or the CA's) that the server's chain is checked against
+    #[arg(long, value_name = "PATH")]
+    pub ca_cert: Option<std::path::PathBuf>,
+    /// hold-tls: streams over HTTP/2 (by prior knowledge), `--streams-per-connection` sharing
+    /// each connection; without it, HTTP/1.1 with a connection per stream
+    #[arg(long)]
+    pub http2: bool,
+    /// hold-tls with --http2: streams sharing one connection
+    #[arg(long, value_name = "K", default_value_t = 1)]
+    pub streams_per_connection: usize,
     /// A name for the server under test, copied into the report
     #[arg(long)]
     pub label: Option<String>,
@@ -154,6 +169,7 @@ pub enum Scenario {
     Replay,
     Floor,
     Push,
+    HoldTls,
 }
 
 /// What replay publishes while the streams are away.
@@ -193,6 +209,16 @@ impl Setup {
         }
         if args.push_subscribe && !matches!(args.scenario, Scenario::Targeted) {
             bail!("--push-subscribe is for the targeted scenario only (push always subscribes)");
+        }
+        let hold_tls = matches!(args.scenario, Scenario::HoldTls);
+        if !hold_tls && (args.tls_url.is_some() || args.ca_cert.is_some() || args.http2) {
+            bail!("--tls-url, --ca-cert and --http2 are for the hold-tls scenario only");
+        }
+        if hold_tls && (args.tls_url.is_none() || args.ca_cert.is_none()) {
+            bail!("hold-tls needs --tls-url and --ca-cert");
+        }
+        if args.streams_per_connection == 0 || (args.streams_per_connection > 1 && !args.http2) {
+            bail!("--streams-per-connection is at least 1, and more than 1 only with --http2");
         }
         let many_recipients = matches!(args.scenario, Scenario::ManyRecipients);
         if args.duration.is_some() && !many_recipients {

@@ -31,6 +31,8 @@ struct Target {
     /// The server's task; it panics if `herald::run` returns an error.
     task: JoinHandle<()>,
     _data: TempDir,
+    /// A TLS server's certificate and key.
+    _files: Option<TempDir>,
 }
 
 impl Target {
@@ -53,13 +55,36 @@ impl Target {
     }
 
     async fn start_with(push: Option<PushSettings>) -> Self {
+        Self::start_configured(|settings| settings.push = push).await
+    }
+
+    /// A server on HTTPS (HTTP/1.1 and HTTP/2) with a certificate for `localhost`, whose PEM
+    /// file is `ca_cert`.
+    async fn start_tls() -> (Self, std::path::PathBuf) {
+        let rcgen::CertifiedKey { cert, signing_key } =
+            rcgen::generate_simple_self_signed(["localhost".to_owned()]).expect("a certificate");
+        let files = TempDir::new().expect("temp dir");
+        let (cert_path, key_path) = (files.path().join("cert.pem"), files.path().join("key.pem"));
+        std::fs::write(&cert_path, cert.pem()).expect("cert written");
+        std::fs::write(&key_path, signing_key.serialize_pem()).expect("key written");
+        let tls = herald::config::TlsFiles {
+            cert: cert_path.clone(),
+            key: key_path,
+        };
+        let mut target = Self::start_configured(|settings| settings.tls = Some(tls)).await;
+        target.url = target.url.replace("http://127.0.0.1", "https://localhost");
+        target._files = Some(files);
+        (target, cert_path)
+    }
+
+    async fn start_configured(configure: impl FnOnce(&mut herald::Settings)) -> Self {
         let data = TempDir::new().expect("temp dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         let mut settings = herald::Settings::new(addr, data.path().to_path_buf());
-        settings.push = push;
+        configure(&mut settings);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             herald::run(listener, settings, async {
@@ -73,6 +98,7 @@ impl Target {
             stop,
             task,
             _data: data,
+            _files: None,
         }
     }
 
@@ -153,6 +179,75 @@ async fn hold_opens_every_stream_and_reports_the_servers_memory() {
     assert_eq!(report["open_failures"], 0, "{report}");
     assert!(report["server_rss_after_kib"].is_u64(), "{report}");
     assert!(report["streams_per_s"].is_number(), "{report}");
+    target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hold_tls_holds_every_stream_over_http1_and_shares_http2_connections() {
+    let (target, ca_cert) = Target::start_tls().await;
+    let ca = ca_cert.to_str().expect("a UTF-8 path");
+    let tls_url = format!("{}/events/{{user}}", target.url);
+    let client = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(&ca_cert).expect("cert")).expect("pem"),
+        )
+        .build()
+        .expect("client");
+    let accepted = || async {
+        let metrics = client
+            .get(format!("{}/metrics", target.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix("herald_connections_accepted_total "))
+            .and_then(|value| value.parse::<f64>().ok())
+            .expect("the accepted-connections counter")
+    };
+    let pid = std::process::id().to_string();
+    for (mode, http, connections) in [
+        (&[][..], "1.1", 12),
+        (&["--http2", "--streams-per-connection", "4"][..], "2", 3),
+    ] {
+        let before = accepted().await;
+        let args = [
+            &[
+                "hold-tls",
+                "--streams",
+                "12",
+                "--tls-url",
+                &tls_url,
+                "--ca-cert",
+                ca,
+            ][..],
+            mode,
+            &["--server-pid", &pid],
+        ]
+        .concat();
+        let report = run_bench(&args).await;
+        assert_eq!(report["scenario"], "hold-tls");
+        assert_eq!(
+            (&report["http"], &report["opened"], &report["open_failures"]),
+            (&Value::from(http), &Value::from(12), &Value::from(0)),
+            "{report}"
+        );
+        assert_eq!(report["connections"], connections, "{report}");
+        assert_figures(
+            &report,
+            &["server_rss_per_stream_kib", "server_rss_per_connection_kib"],
+        );
+        // The metrics client keeps its one connection open between its reads.
+        let made = accepted().await - before;
+        assert_eq!(
+            made,
+            f64::from(connections),
+            "connections the server accepted: {report}"
+        );
+    }
     target.stop().await;
 }
 
