@@ -1,5 +1,5 @@
 //! docs/protocol.md#web-push: the VAPID key. `herald vapid-key` makes one (checked against
-//! OpenSSL's reading of the file), `serve` takes it with `--vapid-key` and `--vapid-subject`,
+//! OpenSSL's reading of the file), `serve` takes it with `--vapid-key` and `--vapid-subject` (or their `HERALD_` variables),
 //! and `GET /api/push/public-key` serves its public half, or `404` while push is off. And the
 //! fake push service (`tests/push_service`) that herald's pushes will be checked against.
 
@@ -123,6 +123,43 @@ async fn the_server_serves_the_public_key_of_its_vapid_key_and_404_without_one()
             .is_some_and(|e| e.contains("--vapid-key")),
         "{body}"
     );
+}
+
+#[tokio::test]
+async fn the_vapid_key_and_subject_may_come_from_the_environment_as_the_flags_do() {
+    let dir = TempDir::new().expect("temp dir");
+    let key = dir.path().join("p256.pem");
+    openssl_key("prime256v1", &key);
+    let key = key.to_str().unwrap();
+    let data = TempDir::new().expect("temp dir");
+    let server = ServerProcess::start_with(
+        data.path(),
+        &["--listen", "127.0.0.1:0"],
+        &[
+            ("HERALD_VAPID_KEY", key),
+            ("HERALD_VAPID_SUBJECT", "mailto:ops@example.com"),
+        ],
+    );
+    let (status, body) = server.get_json("/api/push/public-key").await;
+    assert_eq!(
+        (status, body),
+        (
+            StatusCode::OK,
+            json!({ "publicKey": openssl_public_key(Path::new(key)) })
+        )
+    );
+    server.stop();
+
+    // Checked as the flags are: a key without a subject is refused, naming what is missing.
+    run_serve(&[], &[("HERALD_VAPID_KEY", key)]).assert_refused_saying(&["--vapid-subject"]);
+    run_serve(
+        &[],
+        &[
+            ("HERALD_VAPID_KEY", key),
+            ("HERALD_VAPID_SUBJECT", "ops@example.com"),
+        ],
+    )
+    .assert_refused_saying(&["--vapid-subject", "mailto:"]);
 }
 
 #[test]
