@@ -1,7 +1,8 @@
 //! docs/protocol.md#web-push: the VAPID key. `herald vapid-key` makes one (checked against
-//! OpenSSL's reading of the file), `serve` takes it with `--vapid-key` and `--vapid-subject` (or their `HERALD_` variables),
-//! and `GET /api/push/public-key` serves its public half, or `404` while push is off. And the
-//! fake push service (`tests/push_service`) that herald's pushes will be checked against.
+//! OpenSSL's reading of the file), `serve` takes it with `--vapid-key` and `--vapid-subject`
+//! (or their `HERALD_` variables), and `GET /api/push/public-key` serves its public half, or
+//! `404` while push is off. And the fake push service (`tests/push_service`) that herald's
+//! pushes will be checked against.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
