@@ -6,7 +6,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -390,10 +390,15 @@ async fn with_aof_a_redis_crash_loses_no_acknowledged_publish() {
     let user = "ann";
     let mut stayed = Subscription::open(&apis[1], user, None).await;
     let acked = Arc::new(AtomicUsize::new(0));
+    let restarted = Arc::new(AtomicBool::new(false));
     let publishers: Vec<_> = apis
         .iter()
         .enumerate()
-        .map(|(p, api)| tokio::spawn(publish_through_outage(api.clone(), p, 80, acked.clone())))
+        .map(|(p, api)| {
+            let outage =
+                publish_through_outage(api.clone(), p, 80, acked.clone(), restarted.clone());
+            tokio::spawn(outage)
+        })
         .collect();
     let deadline = Instant::now() + WAIT;
     while acked.load(Ordering::SeqCst) < 40 {
@@ -403,6 +408,7 @@ async fn with_aof_a_redis_crash_loses_no_acknowledged_publish() {
     redis.kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
     redis.restart();
+    restarted.store(true, Ordering::SeqCst);
     let mut outcomes = Vec::new();
     for publisher in publishers {
         outcomes.push(publisher.await.expect("publisher did not panic"));

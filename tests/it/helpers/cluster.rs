@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
@@ -258,24 +258,26 @@ pub struct Outcome {
     pub refused: Vec<String>,
 }
 
-/// Publishes to `ann` through `api` until `target` were acknowledged, at least one was refused
-/// (the outage has come, however fast the publishes before it were) and one was acknowledged
-/// after that (it has passed); a refusal must be a `503` with an error body, and is followed by
-/// a short pause.
+/// Publishes to `ann` through `api` until `target` were acknowledged and one more was
+/// acknowledged after `restarted` was set (so it published through the whole outage, however
+/// fast the publishes before it were); a refusal must be a `503` with an error body, and is
+/// followed by a short pause. Whether any was refused is the caller's to judge: a publish
+/// caught by the crash may also be held until Redis is back, and then acknowledged.
 pub async fn publish_through_outage(
     api: Api,
     publisher: usize,
     target: usize,
     acked_total: Arc<AtomicUsize>,
+    restarted: Arc<AtomicBool>,
 ) -> Outcome {
     let mut outcome = Outcome {
         acked: Vec::new(),
         refused: Vec::new(),
     };
     let deadline = Instant::now() + 3 * WAIT;
-    let mut acked_after_refusal = false;
+    let mut acked_after_restart = false;
     for n in 0.. {
-        if outcome.acked.len() >= target && acked_after_refusal {
+        if outcome.acked.len() >= target && acked_after_restart {
             break;
         }
         assert!(Instant::now() < deadline, "publisher {publisher} got stuck");
@@ -286,7 +288,7 @@ pub async fn publish_through_outage(
                 assert_eq!(body["title"], title.as_str());
                 outcome.acked.push(body);
                 acked_total.fetch_add(1, Ordering::SeqCst);
-                acked_after_refusal = !outcome.refused.is_empty();
+                acked_after_restart = restarted.load(Ordering::SeqCst);
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 assert!(body["error"].is_string(), "{body}");
