@@ -47,17 +47,6 @@ pub enum Popped {
     Closed(Closing),
 }
 
-/// Whether a push was taken.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Pushed {
-    /// Queued for the stream, or written to its socket already.
-    Queued,
-    /// The outbox was already closing, or the stream had sent this id; nothing to do.
-    Ignored,
-    /// This push overflowed the bounds and closed the stream as a slow reader.
-    Overflowed,
-}
-
 /// What a push of several frames did: how many it took, and whether it cut the stream as a
 /// slow reader.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -170,18 +159,6 @@ impl Outbox {
         });
         Attached {
             outbox: self.clone(),
-        }
-    }
-
-    /// Queues a frame for the stream (or writes it at once when armed), or closes the stream
-    /// as a slow reader when the bounds are hit.
-    pub fn push(&self, frame: &Frame, bounds: QueueBounds) -> Pushed {
-        match self.push_frames([frame], bounds) {
-            PushedFrames {
-                overflowed: true, ..
-            } => Pushed::Overflowed,
-            PushedFrames { queued: 0, .. } => Pushed::Ignored,
-            PushedFrames { .. } => Pushed::Queued,
         }
     }
 
@@ -396,6 +373,24 @@ mod tests {
         }
     }
 
+    /// What one frame's push did.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Pushed {
+        Queued,
+        Ignored,
+        Overflowed,
+    }
+
+    fn push(outbox: &Outbox, frame: &Frame, bounds: QueueBounds) -> Pushed {
+        match outbox.push_frames([frame], bounds) {
+            PushedFrames {
+                overflowed: true, ..
+            } => Pushed::Overflowed,
+            PushedFrames { queued: 0, .. } => Pushed::Ignored,
+            PushedFrames { .. } => Pushed::Queued,
+        }
+    }
+
     fn pop(outbox: &Outbox) -> Poll<Popped> {
         let waker = noop_waker();
         outbox.poll_pop(&mut Context::from_waker(&waker), EventId::ZERO)
@@ -450,10 +445,10 @@ mod tests {
     #[test]
     fn frames_come_out_in_order_then_the_drain_close() {
         let outbox = Outbox::new(1);
-        assert_eq!(outbox.push(&frame(1, 10), BOUNDS), Pushed::Queued);
-        assert_eq!(outbox.push(&frame(2, 10), BOUNDS), Pushed::Queued);
+        assert_eq!(push(&outbox, &frame(1, 10), BOUNDS), Pushed::Queued);
+        assert_eq!(push(&outbox, &frame(2, 10), BOUNDS), Pushed::Queued);
         outbox.close(Closing::Drain);
-        assert_eq!(outbox.push(&frame(3, 10), BOUNDS), Pushed::Ignored);
+        assert_eq!(push(&outbox, &frame(3, 10), BOUNDS), Pushed::Ignored);
         for want in [1, 2] {
             match pop(&outbox) {
                 Poll::Ready(Popped::Frame(f)) => assert_eq!(f.id, Some(EventId::from_seq(want))),
@@ -470,14 +465,14 @@ mod tests {
     fn what_the_stream_sent_already_never_comes_out_again() {
         let outbox = Outbox::new(1);
         for id in [3, 4, 5] {
-            outbox.push(&frame(id, 1), BOUNDS);
+            push(&outbox, &frame(id, 1), BOUNDS);
         }
         let waker = noop_waker();
         let popped = outbox.poll_pop(&mut Context::from_waker(&waker), EventId::from_seq(4));
         assert!(
             matches!(popped, Poll::Ready(Popped::Frame(f)) if f.id == Some(EventId::from_seq(5)))
         );
-        assert_eq!(outbox.push(&frame(5, 1), BOUNDS), Pushed::Ignored);
+        assert_eq!(push(&outbox, &frame(5, 1), BOUNDS), Pushed::Ignored);
         assert_eq!(outbox.state.lock().sent_through, EventId::from_seq(5));
     }
 
@@ -488,17 +483,17 @@ mod tests {
             max_bytes: 25,
         };
         let by_count = Outbox::new(1);
-        by_count.push(&frame(1, 1), bounds);
-        by_count.push(&frame(2, 1), bounds);
-        assert_eq!(by_count.push(&frame(3, 1), bounds), Pushed::Overflowed);
+        push(&by_count, &frame(1, 1), bounds);
+        push(&by_count, &frame(2, 1), bounds);
+        assert_eq!(push(&by_count, &frame(3, 1), bounds), Pushed::Overflowed);
         assert!(matches!(
             pop(&by_count),
             Poll::Ready(Popped::Closed(Closing::SlowReader))
         ));
 
         let by_bytes = Outbox::new(2);
-        by_bytes.push(&frame(1, 20), bounds);
-        assert_eq!(by_bytes.push(&frame(2, 6), bounds), Pushed::Overflowed);
+        push(&by_bytes, &frame(1, 20), bounds);
+        assert_eq!(push(&by_bytes, &frame(2, 6), bounds), Pushed::Overflowed);
         assert_eq!(by_bytes.state.lock().queued_bytes, 0);
     }
 
@@ -522,7 +517,7 @@ mod tests {
         let outbox = Arc::new(Outbox::new(1));
         let sink = TestSink::with_room(1000);
         let _attached = outbox.attach(sink.clone());
-        outbox.push(&named(1, "one;"), BOUNDS);
+        push(&outbox, &named(1, "one;"), BOUNDS);
         assert_eq!(
             &sink.written.lock()[..],
             b"",
@@ -531,7 +526,7 @@ mod tests {
         assert!(matches!(pop(&outbox), Poll::Ready(Popped::Frame(f)) if &f.bytes[..] == b"one;"));
         assert!(pop(&outbox).is_pending(), "armed now");
         for (id, text) in [(2, "two;"), (3, "three;")] {
-            assert_eq!(outbox.push(&named(id, text), BOUNDS), Pushed::Queued);
+            assert_eq!(push(&outbox, &named(id, text), BOUNDS), Pushed::Queued);
         }
         outbox.heartbeat_if_idle(
             Instant::now() + Duration::from_secs(60),
@@ -539,7 +534,7 @@ mod tests {
             &Bytes::from_static(b"beat;"),
         );
         assert_eq!(&sink.written.lock()[..], b"two;three;beat;");
-        assert_eq!(outbox.push(&named(3, "again"), BOUNDS), Pushed::Ignored);
+        assert_eq!(push(&outbox, &named(3, "again"), BOUNDS), Pushed::Ignored);
         assert_eq!(outbox.state.lock().sent_through, EventId::from_seq(3));
         assert!(pop(&outbox).is_pending(), "nothing was queued");
     }
@@ -550,8 +545,8 @@ mod tests {
         let sink = TestSink::with_room(6);
         let attached = outbox.attach(sink.clone());
         assert!(pop(&outbox).is_pending());
-        outbox.push(&named(1, "first-frame;"), BOUNDS);
-        outbox.push(&named(2, "second;"), BOUNDS);
+        push(&outbox, &named(1, "first-frame;"), BOUNDS);
+        push(&outbox, &named(2, "second;"), BOUNDS);
         assert_eq!(&sink.written.lock()[..], b"first-");
         assert!(
             pop(&outbox).is_pending(),
@@ -569,10 +564,10 @@ mod tests {
         let sink = TestSink::with_room(6);
         let attached = outbox.attach(sink.clone());
         assert!(pop(&outbox).is_pending());
-        outbox.push(&named(1, "first-frame;"), BOUNDS);
-        outbox.push(&named(2, "queued;"), BOUNDS);
+        push(&outbox, &named(1, "first-frame;"), BOUNDS);
+        push(&outbox, &named(2, "queued;"), BOUNDS);
         outbox.close(Closing::TokenExpired);
-        assert_eq!(outbox.push(&named(3, "late;"), BOUNDS), Pushed::Ignored);
+        assert_eq!(push(&outbox, &named(3, "late;"), BOUNDS), Pushed::Ignored);
         assert!(pop(&outbox).is_pending(), "the unwritten end goes first");
         assert_eq!(attached.take_unwritten().as_deref(), Some(&b"frame;"[..]));
         assert!(matches!(
@@ -593,7 +588,7 @@ mod tests {
         let attached = outbox.attach(sink.clone());
         assert!(pop(&outbox).is_pending());
         drop(attached);
-        outbox.push(&named(1, "queued;"), BOUNDS);
+        push(&outbox, &named(1, "queued;"), BOUNDS);
         assert_eq!(&sink.written.lock()[..], b"");
         assert!(matches!(pop(&outbox), Poll::Ready(Popped::Frame(_))));
 
@@ -601,7 +596,7 @@ mod tests {
         let _attached = draining.attach(sink.clone());
         assert!(pop(&draining).is_pending());
         draining.close(Closing::Drain);
-        assert_eq!(draining.push(&named(1, "late;"), BOUNDS), Pushed::Ignored);
+        assert_eq!(push(&draining, &named(1, "late;"), BOUNDS), Pushed::Ignored);
         assert_eq!(&sink.written.lock()[..], b"");
     }
 
@@ -615,7 +610,7 @@ mod tests {
             fail: true,
         }));
         assert!(pop(&outbox).is_pending());
-        assert_eq!(outbox.push(&named(1, "lost;"), BOUNDS), Pushed::Queued);
+        assert_eq!(push(&outbox, &named(1, "lost;"), BOUNDS), Pushed::Queued);
         assert!(!outbox.state.lock().is_armed());
         assert!(attached.take_unwritten().is_none());
     }
@@ -624,7 +619,7 @@ mod tests {
         let outbox = Arc::new(Outbox::new(1));
         let sink = TestSink::with_room(1000);
         let _attached = outbox.attach(sink.clone());
-        outbox.push(&named(1, "one;"), BOUNDS);
+        push(&outbox, &named(1, "one;"), BOUNDS);
         assert!(matches!(pop(&outbox), Poll::Ready(Popped::Frame(_))));
         assert!(pop(&outbox).is_pending(), "armed now");
         let frames = [named(1, "one;"), named(2, "two;"), named(3, "three;")];
