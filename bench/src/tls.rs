@@ -35,9 +35,7 @@ pub async fn hold_tls(setup: &Setup) -> anyhow::Result<Report> {
     };
     let connections = setup.users.len().div_ceil(per_connection);
     let make = || {
-        let builder = reqwest::Client::builder()
-            .add_root_certificate(ca.clone())
-            .pool_max_idle_per_host(usize::MAX);
+        let builder = reqwest::Client::builder().add_root_certificate(ca.clone());
         let builder = if args.http2 {
             builder.http2_prior_knowledge()
         } else {

@@ -333,8 +333,8 @@ fn absorb_backlog(jobs: &mut VecDeque<Arc<Job>>) {
                     }
                 }
             }
-            *len = deliveries.len();
         }
+        *len = deliveries.len();
     }
     jobs.push_front(front);
 }
