@@ -193,6 +193,12 @@ pub trait OverTcp {
     fn tcp(&self) -> &tokio::net::TcpStream;
 }
 
+impl OverTcp for tokio::net::TcpStream {
+    fn tcp(&self) -> &tokio::net::TcpStream {
+        self
+    }
+}
+
 fn timed_out(why: &'static str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, why)
 }

@@ -1,14 +1,16 @@
 //! A live stream's socket as the delivery threads write it (see [`crate::sse::outbox`]): the
 //! stream's task and the outbox share the socket; whoever writes frames it the same way
-//! (chunked on HTTP/1.1), with one `write` of a gathered buffer where it fits, and never
-//! blocks. Also the task's own writes through the shared socket.
+//! (chunked on HTTP/1.1, then sealed on TLS), with one `write` of a gathered buffer where it
+//! fits, and never blocks. Also the task's own writes through the shared socket.
 
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
+use parking_lot::Mutex;
 use tokio::net::TcpStream;
 
+use super::seal::Seal;
 use crate::sse::outbox::DirectSink;
 
 /// Bytes of a write gathered into one buffer rather than handed to `writev` as parts: the
@@ -22,11 +24,37 @@ pub struct LiveSocket {
     pub socket: TcpStream,
     /// HTTP/1.1 frames are chunks; HTTP/1.0 ones go as they are.
     pub chunked: bool,
+    /// On TLS, what makes records of the bytes; whoever writes holds it from sealing to
+    /// writing, so records reach the socket in the order of their sequence numbers.
+    pub seal: Option<Mutex<Seal>>,
+}
+
+impl LiveSocket {
+    /// Seals `parts` into one buffer of records, ended by a close_notify if `last`.
+    pub fn seal(seal: &mut Seal, parts: &[&[u8]], last: bool) -> io::Result<Vec<u8>> {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        let mut sealed = Vec::with_capacity(len + 64);
+        seal.seal(parts, &mut sealed).map_err(io::Error::other)?;
+        if last {
+            seal.close_notify(&mut sealed).map_err(io::Error::other)?;
+        }
+        Ok(sealed)
+    }
 }
 
 impl DirectSink for LiveSocket {
     fn write_now(&self, frame: &[u8]) -> io::Result<Option<Bytes>> {
         let (size, tail) = chunk_framing(self.chunked, frame.len());
+        if let Some(seal) = &self.seal {
+            let mut seal = seal.lock();
+            let sealed = Self::seal(&mut seal, &[size.line(), frame, tail], false)?;
+            let written = match self.socket.try_write(&sealed) {
+                Ok(written) => written,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                Err(error) => return Err(error),
+            };
+            return Ok((written < sealed.len()).then(|| Bytes::from(sealed).slice(written..)));
+        }
         let parts = [
             IoSlice::new(size.line()),
             IoSlice::new(frame),
@@ -150,6 +178,7 @@ mod tests {
         let chunked = LiveSocket {
             socket: server,
             chunked: true,
+            seal: None,
         };
         assert!(chunked.write_now(b"data: 1\n\n").unwrap().is_none());
         let mut read = [0u8; 64];
@@ -173,6 +202,7 @@ mod tests {
         let bare = LiveSocket {
             socket: server,
             chunked: false,
+            seal: None,
         };
         assert!(bare.write_now(b"data: 2\n\n").unwrap().is_none());
         let n = client.read(&mut read).await.unwrap();

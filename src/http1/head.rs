@@ -5,7 +5,6 @@
 //! is refused here (docs/protocol.md#limits). The head is parsed once a line has ended, and the
 //! body is counted, never parsed.
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -13,7 +12,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use bytes::Bytes;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::Instant;
 
 use crate::edge::{MAX_HEAD, MAX_HEADERS};
@@ -77,7 +76,7 @@ pub struct Routed {
 /// path's, or is refused; the head must be whole by `head_deadline`, the body within
 /// `body_timeout` of its head. The bytes then move out of `buf` into the answer.
 pub async fn read(
-    stream: &TcpStream,
+    stream: &mut (impl AsyncRead + Unpin),
     buf: &mut Vec<u8>,
     remote: SocketAddr,
     head_deadline: Instant,
@@ -142,20 +141,16 @@ fn take_request(buf: &mut Vec<u8>, routed: Routed) -> Head {
 
 /// Reads what the socket has into `buf`: `Some(true)` when something came, `Some(false)` when
 /// the client closed or the connection failed, `None` at `deadline`.
-async fn read_more(stream: &TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Option<bool> {
-    loop {
-        match tokio::time::timeout_at(deadline, stream.readable()).await {
-            Err(_) => return None,
-            Ok(Err(_)) => return Some(false),
-            Ok(Ok(())) => {}
-        }
-        buf.reserve(READ_STEP);
-        match stream.try_read_buf(buf) {
-            Ok(0) => return Some(false),
-            Ok(_) => return Some(true),
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return Some(false),
-        }
+async fn read_more(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Option<bool> {
+    buf.reserve(READ_STEP);
+    match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+        Err(_) => None,
+        Ok(Ok(0) | Err(_)) => Some(false),
+        Ok(Ok(_)) => Some(true),
     }
 }
 
@@ -470,10 +465,10 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_dripped_head_is_parsed_once_a_line_and_its_dripped_body_never() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap())
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
         let fields: String = (0..60).map(|n| format!("X-Field-{n}: {n}\r\n")).collect();
         let body = "{\"title\":\"t\",\"message\":\"a body sent one byte at a time\"}";
         let raw = format!(
@@ -484,7 +479,7 @@ mod tests {
             let mut buf = Vec::new();
             let deadline = Instant::now() + Duration::from_secs(10);
             read(
-                &server,
+                &mut server,
                 &mut buf,
                 remote(),
                 deadline,

@@ -1,5 +1,5 @@
-//! A plain connection whose first bytes were already read: they are read again first, so hyper
-//! sees the connection exactly as the client sent it.
+//! A connection whose first bytes were already read: they are read again first, so hyper sees
+//! the connection exactly as the client sent it.
 
 use std::io;
 use std::pin::Pin;
@@ -9,19 +9,21 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-pub struct Rewind {
+use crate::edge::OverTcp;
+
+pub struct Rewind<S> {
     /// What was read before hyper took over; empty once hyper has read it back.
     read: Bytes,
-    inner: TcpStream,
+    inner: S,
 }
 
-impl Rewind {
-    pub fn new(read: Bytes, inner: TcpStream) -> Self {
+impl<S> Rewind<S> {
+    pub fn new(read: Bytes, inner: S) -> Self {
         Self { read, inner }
     }
 }
 
-impl AsyncRead for Rewind {
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -37,7 +39,7 @@ impl AsyncRead for Rewind {
     }
 }
 
-impl AsyncWrite for Rewind {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -67,8 +69,8 @@ impl AsyncWrite for Rewind {
     }
 }
 
-impl crate::edge::OverTcp for Rewind {
+impl<S: OverTcp> OverTcp for Rewind<S> {
     fn tcp(&self) -> &TcpStream {
-        &self.inner
+        self.inner.tcp()
     }
 }

@@ -66,7 +66,8 @@ async fn node(head_timeout: Duration) -> Node {
         .unwrap();
     let (socket, remote) = listener.accept().await.unwrap();
     let graceful = GracefulShutdown::new();
-    let served = tokio::spawn(paths.serve(socket, remote, graceful.watcher()));
+    let first_head = tokio::time::Instant::now() + head_timeout;
+    let served = tokio::spawn(paths.serve(socket, remote, first_head, graceful.watcher()));
     Node {
         client,
         feed,
@@ -220,7 +221,8 @@ async fn an_idle_streams_task_stays_a_few_hundred_bytes() {
         CancellationToken::new(),
         Deadlines::default(),
     );
-    let task = paths.serve(socket, addr, graceful.watcher());
+    let first_head = tokio::time::Instant::now() + Deadlines::default().head;
+    let task = paths.serve(socket, addr, first_head, graceful.watcher());
     let size = std::mem::size_of_val(&task);
     assert!(size <= 512, "the connection's future is {size} bytes");
 }

@@ -14,11 +14,13 @@ use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::Response;
 use bytes::Bytes;
 use http_body::Body as _;
-use tokio::io::AsyncWriteExt;
+use parking_lot::Mutex;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::direct::{ChunkSize, LiveSocket, chunk_framing, poll_write_parts};
-use crate::edge;
+use super::seal::Seal;
+use crate::edge::{self, OverTcp};
 use crate::sse::outbox::{Attached, EventStreamResponse, Outbox};
 
 /// Reads of unexpected client bytes per wake-up before the stream yields to other tasks.
@@ -36,6 +38,7 @@ pub fn is_event_stream(response: &Response) -> bool {
 /// gets a body that ends when the connection closes. The connection closes either way.
 pub fn event_stream(
     socket: TcpStream,
+    seal: Option<Seal>,
     response: Response,
     version: Version,
 ) -> impl Future<Output = ()> + Send {
@@ -51,9 +54,14 @@ pub fn event_stream(
         b""
     };
     let head = encode_head(version, parts.status, &parts.headers, framing, true);
+    let live = Arc::new(LiveSocket {
+        socket,
+        chunked,
+        seal: seal.map(Mutex::new),
+    });
     // Only what the stream needs crosses into its future, which lives as long as the stream.
     copy_stream(
-        socket,
+        live,
         body,
         Out {
             head,
@@ -71,16 +79,12 @@ pub fn event_stream(
 // the stream's whole life; the block's captures are the only copies.
 #[allow(clippy::manual_async_fn)]
 fn copy_stream(
-    socket: TcpStream,
+    live: Arc<LiveSocket>,
     mut body: Body,
     mut out: Out,
     outbox: Option<Arc<Outbox>>,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let live = Arc::new(LiveSocket {
-            socket,
-            chunked: out.chunked,
-        });
         let attached = outbox.map(|outbox| outbox.attach(live.clone()));
         let socket = &live.socket;
         loop {
@@ -91,10 +95,16 @@ fn copy_stream(
                 }
                 Next::Data(data) => {
                     out.frame(data);
+                    if out.seal(&live, false).is_err() {
+                        return;
+                    }
                     Then::More
                 }
                 Next::End => {
                     out.end();
+                    if out.seal(&live, true).is_err() {
+                        return;
+                    }
                     Then::Finish
                 }
                 Next::Aborted => Then::Cut,
@@ -163,6 +173,26 @@ impl Out {
         }
     }
 
+    /// On TLS, turns the parts not yet written into records (the `last` ones followed by a
+    /// close_notify), which are then written as they are. Not for bytes [`Out::framed`] took:
+    /// a direct write left them sealed.
+    fn seal(&mut self, live: &LiveSocket, last: bool) -> io::Result<()> {
+        let Some(seal) = &live.seal else {
+            return Ok(());
+        };
+        let sealed = LiveSocket::seal(
+            &mut seal.lock(),
+            &[&self.head, self.size.line(), &self.data, self.tail],
+            last,
+        )?;
+        *self = Out {
+            chunked: self.chunked,
+            data: Bytes::from(sealed),
+            ..Out::default()
+        };
+        Ok(())
+    }
+
     /// Ready once every part is written; then `self` is empty again.
     fn poll_write(&mut self, socket: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
@@ -194,7 +224,7 @@ impl Out {
 /// A client that does not take it within `write_timeout` is cut off, and what the kernel still
 /// holds for it is dropped at once.
 pub async fn whole(
-    socket: &mut TcpStream,
+    socket: &mut (impl AsyncWrite + OverTcp + Unpin),
     response: Response,
     version: Version,
     keep_alive: bool,
@@ -232,7 +262,7 @@ pub async fn whole(
     match tokio::time::timeout(write_timeout, write_all(socket, &mut parts)).await {
         Ok(written) => written.is_ok() && keep_alive,
         Err(_) => {
-            edge::reset_on_close(socket);
+            edge::reset_on_close(socket.tcp());
             false
         }
     }
@@ -344,7 +374,11 @@ fn poll_client_gone(socket: &TcpStream, cx: &mut Context<'_>) -> Poll<()> {
     Poll::Pending
 }
 
-async fn write_all(socket: &mut TcpStream, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+/// Writes `parts` and flushes them (a TLS connection holds records until then).
+async fn write_all(
+    socket: &mut (impl AsyncWrite + Unpin),
+    mut parts: &mut [IoSlice<'_>],
+) -> io::Result<()> {
     IoSlice::advance_slices(&mut parts, 0);
     while !parts.is_empty() {
         let written = socket.write_vectored(parts).await?;
@@ -353,7 +387,7 @@ async fn write_all(socket: &mut TcpStream, mut parts: &mut [IoSlice<'_>]) -> io:
         }
         IoSlice::advance_slices(&mut parts, written);
     }
-    Ok(())
+    socket.flush().await
 }
 
 #[cfg(test)]

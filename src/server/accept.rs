@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,7 +19,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use super::tls;
-use crate::app::{AppState, router, serve_with_hyper};
+use crate::app::{AppState, router};
 use crate::edge::{self, Deadlines, MAX_HEAD, MAX_HEADERS};
 use crate::http1;
 use crate::metrics::Metrics;
@@ -31,10 +30,9 @@ const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// What every accepted connection is served with.
 pub(super) struct Acceptor {
-    router: Router,
-    hyper: auto::Builder<TokioExecutor>,
     tls: Option<TlsAcceptor>,
-    plain: Arc<http1::Connections>,
+    /// herald's HTTP/1 path, which hands to hyper what it does not serve.
+    connections: Arc<http1::Connections>,
     metrics: Arc<Metrics>,
     deadlines: Deadlines,
     /// One permit per open connection, held by its task.
@@ -65,13 +63,11 @@ impl Acceptor {
             .keep_alive_interval(HTTP2_KEEP_ALIVE)
             .keep_alive_timeout(HTTP2_KEEP_ALIVE);
         let waiting = CancellationToken::new();
-        let plain =
+        let connections =
             http1::Connections::new(router.clone(), hyper.clone(), waiting.clone(), deadlines);
         Self {
-            router,
-            hyper,
             tls,
-            plain,
+            connections,
             metrics: state.metrics.clone(),
             deadlines,
             open: Arc::new(Semaphore::new(state.settings.max_open_connections)),
@@ -105,8 +101,9 @@ impl Acceptor {
     }
 
     /// Serves one accepted connection in a task of its own: plain ones on herald's HTTP/1
-    /// path, TLS ones through hyper after the handshake (which a slow client thus never lets
-    /// hold up the accept loop). Over the open-connection bound, it is reset at once: a closed
+    /// path; TLS ones, after the handshake (which a slow client thus never lets hold up the
+    /// accept loop), on the same path if they speak TLS 1.3 and HTTP/1, else through hyper
+    /// ([`http1::Connections::serve_tls`]). Over the open-connection bound, it is reset at once: a closed
     /// connection makes EventSource retry, where an error status would stop it for good.
     fn serve(&self, socket: TcpStream, remote: SocketAddr) {
         self.metrics.connections_accepted.inc();
@@ -120,30 +117,37 @@ impl Acceptor {
         let _ = socket.set_nodelay(true);
         // Taken now, so the drain waits for (or ends) whatever this task does.
         let watcher = self.graceful.watcher();
+        // The handshake and the first head share one deadline.
+        let first_head = Instant::now() + self.deadlines.head;
         let Some(acceptor) = &self.tls else {
-            let served = self.plain.clone().serve(socket, remote, watcher);
+            let served = self
+                .connections
+                .clone()
+                .serve(socket, remote, first_head, watcher);
             tokio::spawn(async move {
                 served.await;
                 drop(open);
             });
             return;
         };
-        // The handshake and the first head share one deadline.
-        let first_head = Instant::now() + self.deadlines.head;
-        let (acceptor, hyper, router) = (acceptor.clone(), self.hyper.clone(), self.router.clone());
-        let (waiting, deadlines) = (self.waiting.clone(), self.deadlines);
+        let (acceptor, waiting, paths) = (
+            acceptor.clone(),
+            self.waiting.clone(),
+            self.connections.clone(),
+        );
         tokio::spawn(async move {
-            let stream = tokio::select! {
-                () = waiting.cancelled() => return,
-                stream = tls::handshake(acceptor, socket) => match stream {
-                    Some(stream) => stream,
-                    None => return,
-                },
+            // Boxed, and so gone once it is done: what an idle stream costs is mostly this
+            // task, which is as large as the largest thing it awaits in place.
+            let handshake = Box::pin(async move {
+                tokio::select! {
+                    () = waiting.cancelled() => None,
+                    stream = tls::handshake(acceptor, socket) => stream,
+                }
+            });
+            let Some(stream) = handshake.await else {
+                return;
             };
-            serve_with_hyper(
-                &hyper, router, stream, remote, deadlines, first_head, watcher,
-            )
-            .await;
+            paths.serve_tls(stream, remote, first_head, watcher).await;
             drop(open);
         });
     }

@@ -66,6 +66,9 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
         .with_single_cert(certs, key)
         .map_err(unusable)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // A live HTTP/1 stream takes over its connection's sending key and drops the rest of
+    // rustls's state (docs/architecture.md#tls-streams).
+    config.enable_secret_extraction = true;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

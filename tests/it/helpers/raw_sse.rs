@@ -284,7 +284,7 @@ pub struct ChunkedSse {
 
 impl ChunkedSse {
     /// Reads what the socket has (at least one byte, within [`WAIT`]) and decodes it.
-    pub async fn read_some(&mut self, socket: &mut tokio::net::TcpStream) {
+    pub async fn read_some(&mut self, socket: &mut (impl tokio::io::AsyncRead + Unpin)) {
         let mut buf = [0u8; 65536];
         let n = tokio::time::timeout(WAIT, socket.read(&mut buf))
             .await

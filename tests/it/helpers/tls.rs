@@ -51,6 +51,18 @@ impl SelfSigned {
         addr: SocketAddr,
         alpn: &[&[u8]],
     ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        self.connect_over(socket, alpn, rustls::DEFAULT_VERSIONS)
+            .await
+    }
+
+    /// [`SelfSigned::connect_raw`] over a socket already connected, offering only `versions`.
+    pub async fn connect_over(
+        &self,
+        socket: tokio::net::TcpStream,
+        alpn: &[&[u8]],
+        versions: &[&'static rustls::SupportedProtocolVersion],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         use pki_types::pem::PemObject;
         let mut roots = rustls::RootCertStore::empty();
         let certificate = pki_types::CertificateDer::from_pem_slice(self.cert_pem.as_bytes())
@@ -58,13 +70,12 @@ impl SelfSigned {
         roots.add(certificate).expect("a root");
         let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(versions)
             .expect("TLS versions")
             .with_root_certificates(roots)
             .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-        let socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
         let name = pki_types::ServerName::try_from("localhost").expect("a name");
         tokio::time::timeout(super::WAIT, connector.connect(name, socket))
             .await

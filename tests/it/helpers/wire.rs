@@ -4,7 +4,7 @@
 
 use reqwest::StatusCode;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::WAIT;
@@ -77,8 +77,12 @@ impl Api {
 }
 
 /// A client that writes requests as given and reads the raw bytes back.
+/// A connection a [`RawClient`] speaks over: plain TCP, or TLS.
+pub trait Wire: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Wire for S {}
+
 pub struct RawClient {
-    socket: TcpStream,
+    socket: Box<dyn Wire>,
     /// Everything read so far that the test has not taken yet.
     unread: Vec<u8>,
 }
@@ -91,8 +95,13 @@ impl RawClient {
 
     /// A fresh connection to `addr`.
     pub async fn connect_to(addr: &str) -> Self {
+        Self::over(TcpStream::connect(addr).await.expect("connect"))
+    }
+
+    /// A client on a connection already made (a TLS one, say).
+    pub fn over(socket: impl Wire + 'static) -> Self {
         Self {
-            socket: TcpStream::connect(addr).await.expect("connect"),
+            socket: Box::new(socket),
             unread: Vec::new(),
         }
     }
