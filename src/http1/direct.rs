@@ -26,7 +26,8 @@ pub struct LiveSocket {
     pub chunked: bool,
     /// On TLS, what makes records of the bytes; whoever writes holds it from sealing to
     /// writing, so records reach the socket in the order of their sequence numbers.
-    pub seal: Option<Mutex<Seal>>,
+    /// Boxed: a plain stream pays one pointer for it.
+    pub seal: Option<Box<Mutex<Seal>>>,
 }
 
 impl LiveSocket {

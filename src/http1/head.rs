@@ -5,6 +5,7 @@
 //! is refused here (docs/protocol.md#limits). The head is parsed once a line has ended, and the
 //! body is counted, never parsed.
 
+use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -12,8 +13,10 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 use crate::edge::{MAX_HEAD, MAX_HEADERS};
 use crate::http::error::ApiError;
@@ -76,7 +79,7 @@ pub struct Routed {
 /// path's, or is refused; the head must be whole by `head_deadline`, the body within
 /// `body_timeout` of its head. The bytes then move out of `buf` into the answer.
 pub async fn read(
-    stream: &mut (impl AsyncRead + Unpin),
+    stream: &mut impl ReadMore,
     buf: &mut Vec<u8>,
     remote: SocketAddr,
     head_deadline: Instant,
@@ -99,7 +102,7 @@ pub async fn read(
         if buf.len() > MAX_HEAD {
             return Head::Refused(ApiError::HeadTooLarge);
         }
-        match read_more(stream, buf, head_deadline).await {
+        match stream.read_more(buf, head_deadline).await {
             Some(true) => {}
             Some(false) => return Head::Closed,
             // A client that sent part of a head hears why it is cut off; an idle one is not.
@@ -110,7 +113,7 @@ pub async fn read(
     let end = routed.head_length + routed.body_length;
     let body_deadline = Instant::now() + body_timeout;
     while buf.len() < end {
-        match read_more(stream, buf, body_deadline).await {
+        match stream.read_more(buf, body_deadline).await {
             Some(true) => {}
             Some(false) => return Head::Closed,
             None => return Head::Refused(ApiError::RequestTimeout),
@@ -139,18 +142,45 @@ fn take_request(buf: &mut Vec<u8>, routed: Routed) -> Head {
     }
 }
 
-/// Reads what the socket has into `buf`: `Some(true)` when something came, `Some(false)` when
-/// the client closed or the connection failed, `None` at `deadline`.
-async fn read_more(
-    stream: &mut (impl AsyncRead + Unpin),
-    buf: &mut Vec<u8>,
-    deadline: Instant,
-) -> Option<bool> {
-    buf.reserve(READ_STEP);
-    match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
-        Err(_) => None,
-        Ok(Ok(0) | Err(_)) => Some(false),
-        Ok(Ok(_)) => Some(true),
+/// A connection requests are read from.
+pub trait ReadMore {
+    /// Reads what the connection has into `buf`: `Some(true)` when something came,
+    /// `Some(false)` when the client closed or the connection failed, `None` at `deadline`.
+    fn read_more(
+        &mut self,
+        buf: &mut Vec<u8>,
+        deadline: Instant,
+    ) -> impl Future<Output = Option<bool>> + Send;
+}
+
+impl ReadMore for TcpStream {
+    /// Grows `buf` only once the socket has bytes: an idle keep-alive connection holds none.
+    async fn read_more(&mut self, buf: &mut Vec<u8>, deadline: Instant) -> Option<bool> {
+        loop {
+            match tokio::time::timeout_at(deadline, self.readable()).await {
+                Err(_) => return None,
+                Ok(Err(_)) => return Some(false),
+                Ok(Ok(())) => {}
+            }
+            buf.reserve(READ_STEP);
+            match self.try_read_buf(buf) {
+                Ok(0) => return Some(false),
+                Ok(_) => return Some(true),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Some(false),
+            }
+        }
+    }
+}
+
+impl ReadMore for TlsStream<TcpStream> {
+    async fn read_more(&mut self, buf: &mut Vec<u8>, deadline: Instant) -> Option<bool> {
+        buf.reserve(READ_STEP);
+        match tokio::time::timeout_at(deadline, self.read_buf(buf)).await {
+            Err(_) => None,
+            Ok(Ok(0) | Err(_)) => Some(false),
+            Ok(Ok(_)) => Some(true),
+        }
     }
 }
 
@@ -465,7 +495,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_dripped_head_is_parsed_once_a_line_and_its_dripped_body_never() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        let mut client = TcpStream::connect(listener.local_addr().unwrap())
             .await
             .unwrap();
         let (mut server, _) = listener.accept().await.unwrap();

@@ -34,14 +34,14 @@ use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
 
-use self::head::Head;
+use self::head::{Head, ReadMore};
 use self::rewind::Rewind;
 use self::seal::Seal;
 use crate::app::serve_with_hyper;
 use crate::edge::{self, Deadlines, OverTcp};
 
 /// A connection this path serves: plain TCP, or TLS after its handshake.
-pub trait Connection: AsyncRead + AsyncWrite + OverTcp + Unpin + Send + 'static {
+pub trait Connection: ReadMore + AsyncRead + AsyncWrite + OverTcp + Unpin + Send + 'static {
     /// Gives the connection up to a live stream: its socket, and on TLS the [`Seal`] that
     /// makes its records. `None` when it cannot go on without its TLS state.
     fn into_live(self) -> Option<(TcpStream, Option<Seal>)>;
@@ -82,7 +82,7 @@ fn serves_tls(stream: &TlsStream<TcpStream>) -> bool {
         && connection.alpn_protocol() != Some(b"h2")
 }
 
-/// What every plain connection shares.
+/// What every connection on this path shares.
 pub struct Connections {
     app: Router,
     /// Serves the connections this path hands over.

@@ -57,7 +57,7 @@ pub fn event_stream(
     let live = Arc::new(LiveSocket {
         socket,
         chunked,
-        seal: seal.map(Mutex::new),
+        seal: seal.map(|seal| Box::new(Mutex::new(seal))),
     });
     // Only what the stream needs crosses into its future, which lives as long as the stream.
     copy_stream(
