@@ -11,8 +11,6 @@ use reqwest::{StatusCode, Version};
 use tempfile::TempDir;
 use tokio::io::AsyncWriteExt;
 
-use herald::domain::EventId;
-
 use crate::helpers::answers::sample;
 use crate::helpers::command::run_serve;
 use crate::helpers::raw_sse::ChunkedSse;
@@ -275,26 +273,8 @@ async fn a_tls_stream_that_pauses_gets_every_record_and_notification_in_order() 
         publisher.await.unwrap();
     }
 
-    let deadline = tokio::time::Instant::now() + WAIT * 4;
-    let (mut titles, mut previous_id) = (Vec::new(), EventId::ZERO);
-    while titles.len() < PAUSED_PUBLISHES {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} arrived",
-            titles.len()
-        );
-        reader.read_some(&mut paused).await;
-        for (id, title) in reader.take_notifications() {
-            assert!(id > previous_id, "ids increase on the stream");
-            previous_id = id;
-            titles.push(title);
-        }
-    }
-    titles.sort_unstable();
-    assert_eq!(
-        titles,
-        (0..PAUSED_PUBLISHES).collect::<Vec<_>>(),
-        "every one exactly once"
-    );
+    reader
+        .read_every_notification(&mut paused, PAUSED_PUBLISHES)
+        .await;
     app.stop().await;
 }

@@ -328,6 +328,36 @@ impl ChunkedSse {
         }
     }
 
+    /// Reads until `total` notifications titled `0` .. `total` have arrived (within four times
+    /// [`WAIT`]), and asserts their ids increase and each title comes exactly once.
+    pub async fn read_every_notification(
+        &mut self,
+        socket: &mut (impl tokio::io::AsyncRead + Unpin),
+        total: usize,
+    ) {
+        let deadline = tokio::time::Instant::now() + WAIT * 4;
+        let (mut titles, mut previous_id) = (Vec::new(), EventId::ZERO);
+        while titles.len() < total {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} arrived",
+                titles.len()
+            );
+            self.read_some(socket).await;
+            for (id, title) in self.take_notifications() {
+                assert!(id > previous_id, "ids increase on the stream");
+                previous_id = id;
+                titles.push(title);
+            }
+        }
+        titles.sort_unstable();
+        assert_eq!(
+            titles,
+            (0..total).collect::<Vec<_>>(),
+            "every one exactly once"
+        );
+    }
+
     /// `(id, title)` of each complete notification decoded so far.
     pub fn take_notifications(&mut self) -> Vec<(EventId, usize)> {
         let complete = self.text.rfind("\n\n").map_or(0, |at| at + 2);
