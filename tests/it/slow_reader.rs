@@ -133,14 +133,7 @@ async fn a_reader_that_pauses_gets_everything_intact_when_it_reads_again() {
     socket.set_recv_buffer_size(4096).unwrap();
     let addr = server.url.trim_start_matches("http://").parse().unwrap();
     let mut paused = socket.connect(addr).await.unwrap();
-    paused
-        .write_all(b"GET /events/pauser HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let mut reader = ChunkedSse::default();
-    while !reader.text.contains("event: connected") {
-        reader.read_some(&mut paused).await;
-    }
+    let mut reader = ChunkedSse::open(&mut paused, "pauser").await;
 
     // ~12 MB while it does not read: more than the socket buffers on both sides hold.
     for publisher in server.publish_flood("pauser", PAUSED_PUBLISHES, 4, MESSAGE_CHARS) {

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use reqwest::{StatusCode, Version};
 use tempfile::TempDir;
-use tokio::io::AsyncWriteExt;
 
 use crate::helpers::answers::sample;
 use crate::helpers::command::run_serve;
@@ -258,14 +257,7 @@ async fn a_tls_stream_that_pauses_gets_every_record_and_notification_in_order() 
     let mut paused = certificate
         .connect_over(socket, &[b"http/1.1"], rustls::DEFAULT_VERSIONS)
         .await;
-    paused
-        .write_all(b"GET /events/pauser HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n")
-        .await
-        .unwrap();
-    let mut reader = ChunkedSse::default();
-    while !reader.text.contains("event: connected") {
-        reader.read_some(&mut paused).await;
-    }
+    let mut reader = ChunkedSse::open(&mut paused, "pauser").await;
     app.wait_for_streams(1).await;
 
     // ~12 MB while it does not read: more than the socket buffers on both sides hold.

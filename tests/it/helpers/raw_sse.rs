@@ -283,6 +283,22 @@ pub struct ChunkedSse {
 }
 
 impl ChunkedSse {
+    /// Asks `socket` for `user`'s stream over HTTP/1.1 and reads until it is connected.
+    pub async fn open(
+        socket: &mut (impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin),
+        user: &str,
+    ) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let request =
+            format!("GET /events/{user} HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\r\n");
+        socket.write_all(request.as_bytes()).await.unwrap();
+        let mut reader = Self::default();
+        while !reader.text.contains("event: connected") {
+            reader.read_some(socket).await;
+        }
+        reader
+    }
+
     /// Reads what the socket has (at least one byte, within [`WAIT`]) and decodes it.
     pub async fn read_some(&mut self, socket: &mut (impl tokio::io::AsyncRead + Unpin)) {
         let mut buf = [0u8; 65536];
