@@ -1,7 +1,7 @@
 //! TLS for a live event stream on herald's HTTP/1 path: once a TLS 1.3 connection's request has
 //! opened a stream, rustls hands over its sending key (the interface it offers for kernel TLS)
 //! and the connection's rustls state, buffers and all, is dropped. From then on a [`Seal`]
-//! turns the stream's bytes into TLS records with rustls's own record encrypter, and what the
+//! turns the stream's bytes into TLS 1.3 records itself, with aws-lc's AEAD, and what the
 //! client sends is discarded unread, as on a plain stream. This is what keeps an idle TLS
 //! stream near a plain one's size (docs/architecture.md#tls-streams; SECURITY.md#tls).
 
