@@ -15,12 +15,15 @@
 //! - [`tally`] checks what arrived; [`report`] prints the table and the JSON line.
 //! - [`floor`]: the ideal server of the `floor` scenario, which this binary starts as its own
 //!   child (the hidden `floor-server` subcommand) to show what any server could do here.
+//! - [`model`]: the `model` subcommand, docs/scaling.md's capacity model: measured unit costs
+//!   times a deployment's size, no load at all.
 
 #![forbid(unsafe_code)]
 
 mod conn;
 mod fleet;
 mod floor;
+mod model;
 mod parse;
 mod publish;
 mod push;
@@ -45,7 +48,7 @@ use setup::{BenchArgs, Scenario, Setup};
     subcommand_negates_reqs = true
 )]
 struct Cli {
-    /// Only the hidden `floor-server`; a scenario is an argument, not a subcommand.
+    /// `model`, or the hidden `floor-server`; a scenario is an argument, not a subcommand.
     #[command(subcommand)]
     command: Option<Command>,
     /// The run: present whenever no subcommand is (clap then requires the scenario).
@@ -58,6 +61,9 @@ enum Command {
     /// The ideal server of `herald-bench floor`, which starts it as its child
     #[command(name = floor::SERVER_COMMAND, hide = true)]
     FloorServer,
+    /// Print docs/scaling.md's capacity model for its three sizes: what each part of today's
+    /// cluster design needs, and which runs out first
+    Model,
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +80,10 @@ fn main() -> std::process::ExitCode {
         match (cli.command, cli.bench) {
             // The ideal server runs on std threads and blocks this one; the runtime stays idle.
             (Some(Command::FloorServer), _) => floor::serve_over_stdio(),
+            (Some(Command::Model), _) => {
+                print!("{}", model::table(&model::SIZES));
+                Ok(())
+            }
             (None, Some(args)) => bench(args).await,
             (None, None) => Err(anyhow::anyhow!("no scenario given")),
         }

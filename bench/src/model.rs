@@ -1,0 +1,242 @@
+//! `herald-bench model`: the capacity model of docs/scaling.md, section 2, for today's cluster
+//! design (every node on one Redis, every node reading the whole log). It measures nothing: it
+//! multiplies the unit costs measured by `bench/scripts/unit-costs.sh` and the other scripts
+//! (the constants below, each with where it comes from) by a size, and prints, per part, the
+//! CPU, memory and network it needs and which part runs out first.
+
+use std::fmt::Write as _;
+
+/// One size of deployment.
+#[derive(Debug, Clone, Copy)]
+pub struct Size {
+    pub name: &'static str,
+    pub users: f64,
+    pub streams: f64,
+    /// Publishes to one user each, per second.
+    pub publishes_per_s: f64,
+    pub broadcasts_per_s: f64,
+    /// Notifications kept per user (`--history-limit`), all histories assumed full.
+    pub history: f64,
+}
+
+/// The three sizes of issue 17, at the default history limit.
+pub const SIZES: [Size; 3] = [
+    Size {
+        name: "startup",
+        users: 100e3,
+        streams: 10e3,
+        publishes_per_s: 100.0,
+        broadcasts_per_s: 0.01,
+        history: 100.0,
+    },
+    Size {
+        name: "large product",
+        users: 10e6,
+        streams: 1e6,
+        publishes_per_s: 10e3,
+        broadcasts_per_s: 0.1,
+        history: 100.0,
+    },
+    Size {
+        name: "internet scale",
+        users: 100e6,
+        streams: 10e6,
+        publishes_per_s: 100e3,
+        broadcasts_per_s: 1.0,
+        history: 100.0,
+    },
+];
+
+/// Measured unit costs (docs/scaling.md, section 1; BENCHMARKS.md).
+pub mod costs {
+    /// Redis script time of a publish to one user at history limit 100, µs.
+    pub const REDIS_PUBLISH_US: f64 = 31.0;
+    /// Redis script time of a broadcast at history limit 100, µs.
+    pub const REDIS_BROADCAST_US: f64 = 38.0;
+    /// Redis memory of the history keys per stored notification (limit 100, what `DEL` frees).
+    pub const REDIS_HISTORY_BYTES: f64 = 482.0;
+    /// Redis memory per retained event: its per-user stream entry and its log entry.
+    pub const REDIS_EVENT_BYTES: f64 = 331.0 + 319.0;
+    /// A node's CPU per event of the shared log that concerns none of its streams, µs.
+    pub const FOLLOW_US: f64 = 56.0;
+    /// A node's CPU per delivery of one event to one stream, µs: 5.9 s of server CPU for
+    /// 50 broadcasts to 15,000 streams (BENCHMARKS.md, "Issue 16, second step").
+    pub const DELIVERY_US: f64 = 5.9e6 / (50.0 * 15_000.0);
+    /// RSS per idle stream over TLS 1.3 HTTP/1.1, bytes (3.20 KiB).
+    pub const STREAM_BYTES: f64 = 3.20 * 1024.0;
+    /// Streams one node process holds: 19,000 held with none failing under a 20,000-file
+    /// limit; the model plans 15,000 per 2-core node, the size every fan-out figure was taken at.
+    pub const STREAMS_PER_NODE: f64 = 15_000.0;
+    /// Cores of one node.
+    pub const NODE_CORES: f64 = 2.0;
+    /// Bytes a node reads from Redis per event of the log (a log entry's size in memory, as an
+    /// estimate of its size on the wire).
+    pub const LOG_ENTRY_WIRE_BYTES: f64 = 319.0;
+    /// Events the log and the per-user streams retain (`--retention-events`, default).
+    pub const RETAINED_EVENTS: f64 = 1e6;
+    /// What one Redis primary offers: one core for scripts, and the memory of a large machine.
+    pub const REDIS_CORES: f64 = 1.0;
+    pub const REDIS_MEMORY_BYTES: f64 = 256.0 * (1u64 << 30) as f64;
+}
+
+/// What one size needs, part by part.
+#[derive(Debug, Clone, Copy)]
+pub struct Needs {
+    pub nodes: f64,
+    /// Each node's cores spent following the log (all events) and delivering its share.
+    pub node_follow_cores: f64,
+    pub node_delivery_cores: f64,
+    pub node_memory_bytes: f64,
+    /// Bytes per second each node reads from Redis; and Redis sends, all nodes together.
+    pub node_log_bytes_per_s: f64,
+    pub redis_egress_bytes_per_s: f64,
+    pub redis_cores: f64,
+    pub redis_memory_bytes: f64,
+}
+
+impl Needs {
+    pub fn of(size: &Size) -> Self {
+        use costs::*;
+        let events_per_s = size.publishes_per_s + size.broadcasts_per_s;
+        let nodes = (size.streams / STREAMS_PER_NODE).ceil().max(1.0);
+        // A publish reaches its user's streams (streams / users of them on average); a
+        // broadcast every stream. Spread evenly over the nodes.
+        let deliveries_per_s = size.publishes_per_s * (size.streams / size.users)
+            + size.broadcasts_per_s * size.streams;
+        let stored = size.users * size.history;
+        let retained = RETAINED_EVENTS.min(events_per_s * 86_400.0);
+        Self {
+            nodes,
+            node_follow_cores: events_per_s * FOLLOW_US / 1e6,
+            node_delivery_cores: deliveries_per_s / nodes * DELIVERY_US / 1e6,
+            node_memory_bytes: size.streams / nodes * STREAM_BYTES,
+            node_log_bytes_per_s: events_per_s * LOG_ENTRY_WIRE_BYTES,
+            redis_egress_bytes_per_s: nodes * events_per_s * LOG_ENTRY_WIRE_BYTES,
+            redis_cores: (size.publishes_per_s * REDIS_PUBLISH_US
+                + size.broadcasts_per_s * REDIS_BROADCAST_US)
+                / 1e6,
+            redis_memory_bytes: stored * REDIS_HISTORY_BYTES + retained * REDIS_EVENT_BYTES,
+        }
+    }
+
+    /// The parts over their limit, the fullest first, each with how full it is.
+    pub fn saturated(&self) -> Vec<(&'static str, f64)> {
+        use costs::*;
+        let mut parts = vec![
+            (
+                "each node's cores",
+                (self.node_follow_cores + self.node_delivery_cores) / NODE_CORES,
+            ),
+            ("Redis's core (its scripts)", self.redis_cores / REDIS_CORES),
+            (
+                "Redis's memory",
+                self.redis_memory_bytes / REDIS_MEMORY_BYTES,
+            ),
+        ];
+        parts.retain(|(_, load)| *load > 1.0);
+        parts.sort_by(|a, b| b.1.total_cmp(&a.1));
+        parts
+    }
+}
+
+/// The model's table for `sizes`, in markdown.
+pub fn table(sizes: &[Size]) -> String {
+    let mut out = String::from(
+        "| | nodes | node cores: following + delivering | node memory | log read per node | Redis egress | Redis cores | Redis memory | runs out first |\n|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for size in sizes {
+        let needs = Needs::of(size);
+        let first = needs
+            .saturated()
+            .first()
+            .map_or("nothing".to_owned(), |(part, load)| {
+                format!("{part} ({load:.1}x)")
+            });
+        let _ = writeln!(
+            out,
+            "| {} ({} users, {} streams, {}/s) | {} | {:.2} + {:.2} | {} | {}/s | {}/s | {:.2} | {} | {} |",
+            size.name,
+            count(size.users),
+            count(size.streams),
+            count(size.publishes_per_s),
+            needs.nodes,
+            needs.node_follow_cores,
+            needs.node_delivery_cores,
+            bytes(needs.node_memory_bytes),
+            bytes(needs.node_log_bytes_per_s),
+            bytes(needs.redis_egress_bytes_per_s),
+            needs.redis_cores,
+            bytes(needs.redis_memory_bytes),
+            first,
+        );
+    }
+    out
+}
+
+fn count(n: f64) -> String {
+    match n {
+        n if n >= 1e6 => format!("{}M", n / 1e6),
+        n if n >= 1e3 => format!("{}k", n / 1e3),
+        n => format!("{n}"),
+    }
+}
+
+fn bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = n;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_startup_fits_one_node_and_nothing_runs_out() {
+        let needs = Needs::of(&SIZES[0]);
+        assert_eq!(needs.nodes, 1.0);
+        // 100 publishes/s: 3.1 ms of Redis scripts per second.
+        assert!((needs.redis_cores - 0.0031).abs() < 1e-4, "{needs:?}");
+        assert!(needs.saturated().is_empty(), "{needs:?}");
+    }
+
+    #[test]
+    fn the_large_product_runs_out_of_redis_memory_for_histories_first() {
+        let needs = Needs::of(&SIZES[1]);
+        assert_eq!(needs.nodes, 67.0);
+        // 10M users x 100 x 482 B, plus a million retained events x 650 B.
+        assert_eq!(needs.redis_memory_bytes, 10e6 * 100.0 * 482.0 + 1e6 * 650.0);
+        let saturated = needs.saturated();
+        assert_eq!(saturated.len(), 1, "{saturated:?}");
+        assert_eq!(saturated[0].0, "Redis's memory");
+    }
+
+    #[test]
+    fn at_internet_scale_a_node_cannot_even_follow_the_log_and_redis_runs_out_of_everything() {
+        let needs = Needs::of(&SIZES[2]);
+        // 100,000 events/s x 56 us: 5.6 cores per node just to read the log.
+        assert!((needs.node_follow_cores - 5.6).abs() < 0.01, "{needs:?}");
+        let parts: Vec<&str> = needs.saturated().iter().map(|(part, _)| *part).collect();
+        assert_eq!(
+            parts,
+            [
+                "Redis's memory",
+                "Redis's core (its scripts)",
+                "each node's cores"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_table_has_a_row_per_size_naming_what_runs_out() {
+        let table = table(&SIZES);
+        assert_eq!(table.lines().count(), 2 + SIZES.len());
+        assert!(table.contains("| startup (100k users, 10k streams, 100/s) | 1 |"));
+        assert!(table.lines().nth(2).unwrap().ends_with("| nothing |"));
+    }
+}
