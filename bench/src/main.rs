@@ -62,7 +62,7 @@ enum Command {
     #[command(name = floor::SERVER_COMMAND, hide = true)]
     FloorServer,
     /// Print docs/scaling.md's capacity model for its three sizes: what each part of today's
-    /// cluster design needs, and which runs out first
+    /// cluster design needs and which runs out first, then the same for the sharded design
     Model,
 }
 
@@ -81,7 +81,10 @@ fn main() -> std::process::ExitCode {
             // The ideal server runs on std threads and blocks this one; the runtime stays idle.
             (Some(Command::FloorServer), _) => floor::serve_over_stdio(),
             (Some(Command::Model), _) => {
-                print!("{}", model::table(&model::SIZES));
+                println!("Today's design (docs/scaling.md, section 2):\n");
+                println!("{}", model::table(&model::SIZES));
+                println!("Design C, sharded (docs/scaling.md, section 4):\n");
+                print!("{}", model::sharded_table(&model::SIZES));
                 Ok(())
             }
             (None, Some(args)) => bench(args).await,

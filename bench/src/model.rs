@@ -1,8 +1,10 @@
 //! `herald-bench model`: the capacity model of docs/scaling.md, section 2, for today's cluster
-//! design (every node on one Redis, every node reading the whole log). It measures nothing: it
-//! multiplies the unit costs measured by `bench/scripts/unit-costs.sh` and the other scripts
-//! (the constants below, each with where it comes from) by a size, and prints, per part, the
-//! CPU, memory and network it needs and which part runs out first.
+//! design (every node on one Redis, every node reading the whole log), and the simulation of
+//! section 4 for design C of section 3 (histories on PostgreSQL, the live log in K shard
+//! streams, each node following only its shard). It measures nothing: it multiplies the unit
+//! costs measured by `bench/scripts/unit-costs.sh` and the other scripts (the constants below,
+//! each with where it comes from) by a size, and prints, per part, the CPU, memory and network
+//! it needs and which part runs out first.
 
 use std::fmt::Write as _;
 
@@ -77,6 +79,67 @@ pub mod costs {
     /// What one Redis primary offers: one core for scripts, and the memory of a large machine.
     pub const REDIS_CORES: f64 = 1.0;
     pub const REDIS_MEMORY_BYTES: f64 = 256.0 * (1u64 << 30) as f64;
+    /// Disk per stored notification in a SQL store: SQLite's figure (history row and event),
+    /// taken for PostgreSQL's until measured there.
+    pub const SQL_BYTES_PER_NOTIFICATION: f64 = 500.0;
+    /// Design C picks the fewest shards (a power of two) that keep each shard's scripts under
+    /// half a core and each node's following under a tenth of its cores.
+    pub const SHARD_SCRIPT_CORES: f64 = 0.5;
+    pub const NODE_FOLLOW_SHARE: f64 = 0.1;
+}
+
+/// What one size needs under design C (docs/scaling.md, section 3).
+#[derive(Debug, Clone, Copy)]
+pub struct ShardedNeeds {
+    pub shards: f64,
+    pub nodes: f64,
+    /// Each node follows its own shard's events and every broadcast.
+    pub node_follow_cores: f64,
+    pub node_delivery_cores: f64,
+    pub node_log_bytes_per_s: f64,
+    pub redis_egress_bytes_per_s: f64,
+    /// Per shard primary: its users' publishes, and every broadcast written to every shard.
+    pub shard_redis_cores: f64,
+    /// Per shard: the retained events only (histories are in PostgreSQL).
+    pub shard_redis_memory_bytes: f64,
+    pub sql_rows_per_s: f64,
+    pub sql_disk_bytes: f64,
+}
+
+impl ShardedNeeds {
+    pub fn of(size: &Size) -> Self {
+        use costs::*;
+        let today = Needs::of(size);
+        let for_scripts = size.publishes_per_s * REDIS_PUBLISH_US / 1e6 / SHARD_SCRIPT_CORES;
+        let for_following =
+            size.publishes_per_s * FOLLOW_US / 1e6 / (NODE_FOLLOW_SHARE * NODE_CORES);
+        let shards = for_scripts
+            .max(for_following)
+            .max(1.0)
+            .log2()
+            .ceil()
+            .exp2()
+            .min(today.nodes.max(1.0));
+        let node_events_per_s = size.publishes_per_s / shards + size.broadcasts_per_s;
+        let retained =
+            RETAINED_EVENTS.min((size.publishes_per_s + size.broadcasts_per_s) * 86_400.0);
+        Self {
+            shards,
+            nodes: today.nodes,
+            node_follow_cores: node_events_per_s * FOLLOW_US / 1e6,
+            node_delivery_cores: today.node_delivery_cores,
+            node_log_bytes_per_s: node_events_per_s * LOG_ENTRY_WIRE_BYTES,
+            redis_egress_bytes_per_s: today.nodes * node_events_per_s * LOG_ENTRY_WIRE_BYTES,
+            shard_redis_cores: (size.publishes_per_s / shards * REDIS_PUBLISH_US
+                + size.broadcasts_per_s * REDIS_BROADCAST_US)
+                / 1e6,
+            shard_redis_memory_bytes: (retained / shards + size.broadcasts_per_s * 86_400.0)
+                .min(RETAINED_EVENTS)
+                * REDIS_EVENT_BYTES,
+            sql_rows_per_s: size.publishes_per_s + size.broadcasts_per_s,
+            sql_disk_bytes: size.users * size.history * SQL_BYTES_PER_NOTIFICATION,
+        }
+    }
 }
 
 /// What one size needs, part by part.
@@ -139,6 +202,32 @@ impl Needs {
     }
 }
 
+/// The simulation's table for design C, in markdown.
+pub fn sharded_table(sizes: &[Size]) -> String {
+    let mut out = String::from(
+        "| | shards | nodes | node cores: following + delivering | log read per node | Redis egress | Redis cores per shard | Redis memory per shard | PostgreSQL rows/s | PostgreSQL disk |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for size in sizes {
+        let needs = ShardedNeeds::of(size);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.2} + {:.2} | {}/s | {}/s | {:.2} | {} | {} | {} |",
+            size.name,
+            needs.shards,
+            needs.nodes,
+            needs.node_follow_cores,
+            needs.node_delivery_cores,
+            bytes(needs.node_log_bytes_per_s),
+            bytes(needs.redis_egress_bytes_per_s),
+            needs.shard_redis_cores,
+            bytes(needs.shard_redis_memory_bytes),
+            count(needs.sql_rows_per_s),
+            bytes(needs.sql_disk_bytes),
+        );
+    }
+    out
+}
+
 /// The model's table for `sizes`, in markdown.
 pub fn table(sizes: &[Size]) -> String {
     let mut out = String::from(
@@ -173,11 +262,12 @@ pub fn table(sizes: &[Size]) -> String {
     out
 }
 
+/// A count as the tables show it, rounded: `100`, `10k`, `1M`.
 fn count(n: f64) -> String {
     match n {
-        n if n >= 1e6 => format!("{}M", n / 1e6),
-        n if n >= 1e3 => format!("{}k", n / 1e3),
-        n => format!("{n}"),
+        n if n >= 1e6 => format!("{:.0}M", n / 1e6),
+        n if n >= 1e3 => format!("{:.0}k", n / 1e3),
+        n => format!("{n:.0}"),
     }
 }
 
@@ -230,6 +320,19 @@ mod tests {
                 "each node's cores"
             ]
         );
+    }
+
+    #[test]
+    fn design_c_shards_the_internet_scale_so_a_node_follows_a_fraction_of_the_log() {
+        let needs = ShardedNeeds::of(&SIZES[2]);
+        // 100,000/s x 31 us / 0.5 core = 6.2 shards for the scripts; 100,000/s x 56 us /
+        // 0.2 cores = 28 for following: 32, a power of two.
+        assert_eq!(needs.shards, 32.0);
+        assert!(needs.node_follow_cores < 0.2, "{needs:?}");
+        assert!(needs.shard_redis_cores < 0.5, "{needs:?}");
+        assert_eq!(needs.sql_disk_bytes, 100e6 * 100.0 * 500.0);
+        // The startup stays one shard, as today.
+        assert_eq!(ShardedNeeds::of(&SIZES[0]).shards, 1.0);
     }
 
     #[test]
