@@ -79,9 +79,12 @@ pub mod costs {
     /// What one Redis primary offers: one core for scripts, and the memory of a large machine.
     pub const REDIS_CORES: f64 = 1.0;
     pub const REDIS_MEMORY_BYTES: f64 = 256.0 * (1u64 << 30) as f64;
-    /// Disk per stored notification in a SQL store: SQLite's figure (history row and event),
-    /// taken for PostgreSQL's until measured there.
-    pub const SQL_BYTES_PER_NOTIFICATION: f64 = 500.0;
+    /// PostgreSQL's disk per stored notification, its event and its history row with their
+    /// indexes (`bench/scripts/postgres-costs.sh`).
+    pub const SQL_BYTES_PER_NOTIFICATION: f64 = 636.0;
+    /// Durable publishes (an event and its notification, one transaction, 32 clients) one
+    /// 2-core PostgreSQL primary took, with pgbench on the same cores (same script).
+    pub const SQL_ROWS_PER_S_PER_PRIMARY: f64 = 7_047.0;
     /// Design C picks the fewest shards (a power of two) that keep each shard's scripts under
     /// half a core and each node's following under a tenth of its cores.
     pub const SHARD_SCRIPT_CORES: f64 = 0.5;
@@ -103,6 +106,8 @@ pub struct ShardedNeeds {
     /// Per shard: the retained events only (histories are in PostgreSQL).
     pub shard_redis_memory_bytes: f64,
     pub sql_rows_per_s: f64,
+    /// 2-core PostgreSQL primaries for that write rate, histories partitioned by user.
+    pub sql_primaries: f64,
     pub sql_disk_bytes: f64,
 }
 
@@ -137,6 +142,10 @@ impl ShardedNeeds {
                 .min(RETAINED_EVENTS)
                 * REDIS_EVENT_BYTES,
             sql_rows_per_s: size.publishes_per_s + size.broadcasts_per_s,
+            sql_primaries: ((size.publishes_per_s + size.broadcasts_per_s)
+                / SQL_ROWS_PER_S_PER_PRIMARY)
+                .ceil()
+                .max(1.0),
             sql_disk_bytes: size.users * size.history * SQL_BYTES_PER_NOTIFICATION,
         }
     }
@@ -205,13 +214,13 @@ impl Needs {
 /// The simulation's table for design C, in markdown.
 pub fn sharded_table(sizes: &[Size]) -> String {
     let mut out = String::from(
-        "| | shards | nodes | node cores: following + delivering | log read per node | Redis egress | Redis cores per shard | Redis memory per shard | PostgreSQL rows/s | PostgreSQL disk |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        "| | shards | nodes | node cores: following + delivering | log read per node | Redis egress | Redis cores per shard | Redis memory per shard | PostgreSQL rows/s | PostgreSQL primaries | PostgreSQL disk |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for size in sizes {
         let needs = ShardedNeeds::of(size);
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} + {:.2} | {}/s | {}/s | {:.2} | {} | {} | {} |",
+            "| {} | {} | {} | {:.2} + {:.2} | {}/s | {}/s | {:.2} | {} | {} | {} | {} |",
             size.name,
             needs.shards,
             needs.nodes,
@@ -222,6 +231,7 @@ pub fn sharded_table(sizes: &[Size]) -> String {
             needs.shard_redis_cores,
             bytes(needs.shard_redis_memory_bytes),
             count(needs.sql_rows_per_s),
+            needs.sql_primaries,
             bytes(needs.sql_disk_bytes),
         );
     }
@@ -330,7 +340,9 @@ mod tests {
         assert_eq!(needs.shards, 32.0);
         assert!(needs.node_follow_cores < 0.2, "{needs:?}");
         assert!(needs.shard_redis_cores < 0.5, "{needs:?}");
-        assert_eq!(needs.sql_disk_bytes, 100e6 * 100.0 * 500.0);
+        assert_eq!(needs.sql_disk_bytes, 100e6 * 100.0 * 636.0);
+        // 100,001 rows/s at 7,047 per primary.
+        assert_eq!(needs.sql_primaries, 15.0);
         // The startup stays one shard, as today.
         assert_eq!(ShardedNeeds::of(&SIZES[0]).shards, 1.0);
     }
