@@ -30,25 +30,14 @@ pub struct LiveSocket {
     pub seal: Option<Box<Mutex<Seal>>>,
 }
 
-impl LiveSocket {
-    /// Seals `parts` into one buffer of records, ended by a close_notify if `last`.
-    pub fn seal(seal: &mut Seal, parts: &[&[u8]], last: bool) -> io::Result<Vec<u8>> {
-        let len: usize = parts.iter().map(|part| part.len()).sum();
-        let mut sealed = Vec::with_capacity(len + 64);
-        seal.seal(parts, &mut sealed).map_err(io::Error::other)?;
-        if last {
-            seal.close_notify(&mut sealed).map_err(io::Error::other)?;
-        }
-        Ok(sealed)
-    }
-}
-
 impl DirectSink for LiveSocket {
     fn write_now(&self, frame: &[u8]) -> io::Result<Option<Bytes>> {
         let (size, tail) = chunk_framing(self.chunked, frame.len());
         if let Some(seal) = &self.seal {
             let mut seal = seal.lock();
-            let sealed = Self::seal(&mut seal, &[size.line(), frame, tail], false)?;
+            let sealed = seal
+                .sealed(&[size.line(), frame, tail], false)
+                .map_err(io::Error::other)?;
             let written = match self.socket.try_write(&sealed) {
                 Ok(written) => written,
                 Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,

@@ -60,26 +60,11 @@ impl Connection for TlsStream<TcpStream> {
     }
 }
 
-/// Whether this path serves a TLS connection: one on TLS 1.3 with a suite whose sending key
-/// a live stream can take over, that did not choose HTTP/2 by ALPN. hyper serves the rest.
+/// Whether this path serves a TLS connection: one whose sending key a live stream can take
+/// over, that did not choose HTTP/2 by ALPN. hyper serves the rest.
 fn serves_tls(stream: &TlsStream<TcpStream>) -> bool {
-    use rustls::CipherSuite::{
-        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384, TLS13_CHACHA20_POLY1305_SHA256,
-    };
     let (_, connection) = stream.get_ref();
-    let suite = connection
-        .negotiated_cipher_suite()
-        .map(|suite| suite.suite());
-    connection.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
-        && matches!(
-            suite,
-            Some(
-                TLS13_AES_128_GCM_SHA256
-                    | TLS13_AES_256_GCM_SHA384
-                    | TLS13_CHACHA20_POLY1305_SHA256
-            )
-        )
-        && connection.alpn_protocol() != Some(b"h2")
+    Seal::can_take_over(connection) && connection.alpn_protocol() != Some(b"h2")
 }
 
 /// What every connection on this path shares.

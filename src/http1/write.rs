@@ -180,11 +180,10 @@ impl Out {
         let Some(seal) = &live.seal else {
             return Ok(());
         };
-        let sealed = LiveSocket::seal(
-            &mut seal.lock(),
-            &[&self.head, self.size.line(), &self.data, self.tail],
-            last,
-        )?;
+        let sealed = seal
+            .lock()
+            .sealed(&[&self.head, self.size.line(), &self.data, self.tail], last)
+            .map_err(io::Error::other)?;
         *self = Out {
             chunked: self.chunked,
             data: Bytes::from(sealed),

@@ -103,8 +103,9 @@ impl Acceptor {
     /// Serves one accepted connection in a task of its own: plain ones on herald's HTTP/1
     /// path; TLS ones, after the handshake (which a slow client thus never lets hold up the
     /// accept loop), on the same path if they speak TLS 1.3 and HTTP/1, else through hyper
-    /// ([`http1::Connections::serve_tls`]). Over the open-connection bound, it is reset at once: a closed
-    /// connection makes EventSource retry, where an error status would stop it for good.
+    /// ([`http1::Connections::serve_tls`]). Over the open-connection bound, it is reset at
+    /// once: a closed connection makes EventSource retry, where an error status would stop it
+    /// for good.
     fn serve(&self, socket: TcpStream, remote: SocketAddr) {
         self.metrics.connections_accepted.inc();
         let Ok(permit) = self.open.clone().try_acquire_owned() else {
@@ -130,7 +131,7 @@ impl Acceptor {
             });
             return;
         };
-        let (acceptor, waiting, paths) = (
+        let (acceptor, waiting, connections) = (
             acceptor.clone(),
             self.waiting.clone(),
             self.connections.clone(),
@@ -147,7 +148,9 @@ impl Acceptor {
             let Some(stream) = handshake.await else {
                 return;
             };
-            paths.serve_tls(stream, remote, first_head, watcher).await;
+            connections
+                .serve_tls(stream, remote, first_head, watcher)
+                .await;
             drop(open);
         });
     }
