@@ -3,6 +3,7 @@
 //! (chunked on HTTP/1.1, then sealed on TLS), with one `write` of a gathered buffer where it
 //! fits, and never blocks. Also the task's own writes through the shared socket.
 
+use std::cell::RefCell;
 use std::io::{self, IoSlice};
 use std::task::{Context, Poll, ready};
 
@@ -17,6 +18,15 @@ use crate::sse::outbox::DirectSink;
 /// kernel's `write` of one buffer is cheaper than `writev` of several, and most frames are
 /// small.
 const GATHER: usize = 1024;
+
+thread_local! {
+    /// Where a delivery thread seals a TLS stream's frames before their `write`: one buffer per
+    /// thread, reused, so a direct write allocates only for what a full socket leaves.
+    static SEALING: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The most [`SEALING`] keeps between writes; a larger burst's buffer is let go.
+const SEALING_KEPT: usize = 64 * 1024;
 
 /// The socket of one stream, framing as its response does; the stream's task and its outbox
 /// each hold an `Arc` of it.
@@ -35,15 +45,22 @@ impl DirectSink for LiveSocket {
         let (size, tail) = chunk_framing(self.chunked, frame.len());
         if let Some(seal) = &self.seal {
             let mut seal = seal.lock();
-            let sealed = seal
-                .sealed(&[size.line(), frame, tail], false)
-                .map_err(io::Error::other)?;
-            let written = match self.socket.try_write(&sealed) {
-                Ok(written) => written,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(error) => return Err(error),
-            };
-            return Ok((written < sealed.len()).then(|| Bytes::from(sealed).slice(written..)));
+            return SEALING.with_borrow_mut(|sealed| {
+                sealed.clear();
+                seal.seal(&[size.line(), frame, tail], sealed)
+                    .map_err(io::Error::other)?;
+                let written = match self.socket.try_write(sealed) {
+                    Ok(written) => written,
+                    Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(error) => return Err(error),
+                };
+                let rest =
+                    (written < sealed.len()).then(|| Bytes::copy_from_slice(&sealed[written..]));
+                if sealed.capacity() > SEALING_KEPT {
+                    *sealed = Vec::new();
+                }
+                Ok(rest)
+            });
         }
         let parts = [
             IoSlice::new(size.line()),
