@@ -5,11 +5,12 @@
 # herald's SQLite layout (`events` with its per-user index, `notifications` keyed by event),
 # then pgbench, on the same two cores:
 #  1. publishes: one transaction inserting an event and its notification for a random user
-#     of USERS, CLIENTS at once, for SECONDS;
+#     of USERS, CLIENTS at once, for SECONDS; then, for each N in BATCHES, transactions of N
+#     publishes each, as herald's writer groups them (rows/s = transactions/s x N);
 #  2. history reads: the newest 20 notifications of a random user, through the per-user index;
 # and the tables' size per stored notification. Loopback only (a Unix socket in WORK); the
 # server is stopped by its PID on exit.
-#   bench/scripts/postgres-costs.sh        # USERS=200000 CLIENTS=32 DURATION_S=20 by default
+#   bench/scripts/postgres-costs.sh        # USERS=200000 CLIENTS=32 DURATION_S=20 BATCHES="4 16"
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${TMPDIR:-/tmp}/herald-postgres-costs
@@ -17,6 +18,7 @@ USERS=${USERS:-200000}
 CLIENTS=${CLIENTS:-32}
 SECONDS_EACH=${DURATION_S:-20}
 PG_PORT=${PG_PORT:-5499}
+BATCHES=${BATCHES:-4 16}
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 rm -rf "$WORK"; mkdir -p "$WORK"; chown postgres "$WORK"
 as_pg() { runuser -u postgres -- "$@"; }
@@ -69,6 +71,20 @@ WITH e AS (
 INSERT INTO notifications (seq, id, user_id) SELECT seq, subject, user_id FROM e;
 END;
 SQL
+for n in $BATCHES; do
+  cat >"$WORK/publish-$n.sql" <<SQL
+BEGIN;
+WITH e AS (
+  INSERT INTO events (user_id, name, data, created_ms, subject)
+  SELECT 'user' || (1 + floor(random() * $USERS))::int, 'notification',
+         '{"id":"' || gen_random_uuid() || '","type":"info","title":"t","message":"' || repeat('x', 100) || '","timestamp":"2026-12-06T00:00:00.000Z","read":false}',
+         (extract(epoch from now()) * 1000)::bigint, gen_random_uuid()::text
+    FROM generate_series(1, $n)
+  RETURNING seq, user_id, subject)
+INSERT INTO notifications (seq, id, user_id) SELECT seq, subject, user_id FROM e;
+END;
+SQL
+done
 cat >"$WORK/history.sql" <<SQL
 \set u random(1, $USERS)
 SELECT e.seq, e.data, n.read FROM events e JOIN notifications n ON n.seq = e.seq
@@ -76,12 +92,19 @@ SELECT e.seq, e.data, n.read FROM events e JOIN notifications n ON n.seq = e.seq
 SQL
 chown postgres "$WORK"/*.sql
 
-bench() { # LABEL SCRIPT
+bench() { # LABEL SCRIPT [ROWS PER TRANSACTION]
   as_pg pgbench -n -h "$WORK" -p "$PG_PORT" -U postgres -c "$CLIENTS" -j 2 -T "$SECONDS_EACH" \
     -f "$WORK/$2" postgres 2>&1 | tee "$WORK/$1.log" | grep -E "^tps|latency average"
+  if [ -n "${3:-}" ]; then
+    awk -v n="$3" '/^tps/ {printf "{\"publishes_per_transaction\": %d, \"publishes_per_s\": %.0f}\n", n, $3 * n}' "$WORK/$1.log"
+  fi
 }
 echo "publishes ($CLIENTS clients, $SECONDS_EACH s, $USERS users):"
-bench publish publish.sql
+bench publish publish.sql 1
+for n in $BATCHES; do
+  echo "publishes, $n per transaction:"
+  bench "publish-$n" "publish-$n.sql" "$n"
+done
 psql_ -c "CHECKPOINT" >/dev/null
 echo "history reads (newest 20 of a user):"
 bench history history.sql
