@@ -33,6 +33,8 @@ pub struct Metrics {
     pub streams_refused: Counter,
     /// Time from a publish request's arrival to its durable commit and dispatch.
     pub publish_latency: Histogram,
+    /// Time each retention sweep took, from asking the store to its answer.
+    pub retention_sweep: Histogram,
     /// TCP connections accepted, before any TLS handshake: with HTTP/2 many streams share one.
     pub connections_accepted: Counter,
     /// TCP connections open now (streams, API calls, idle keep-alives, handshakes).
@@ -160,6 +162,13 @@ impl Metrics {
             "Time from a publish request to its durable commit and dispatch",
             publish_latency.clone(),
         );
+        let retention_sweep =
+            Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0]);
+        registry.register(
+            "retention_sweep_seconds",
+            "Time a retention sweep took (on SQLite, publishes wait for it)",
+            retention_sweep.clone(),
+        );
         Self {
             registry,
             streams,
@@ -173,6 +182,7 @@ impl Metrics {
             resyncs,
             streams_refused,
             publish_latency,
+            retention_sweep,
             connections_accepted,
             connections_open,
             connections_refused,

@@ -88,8 +88,13 @@ async fn sweep_retention(state: AppState, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = ticks.tick() => {
-                if let Err(error) = state.store.sweep().await {
-                    tracing::warn!(%error, "retention sweep failed");
+                let started = std::time::Instant::now();
+                match state.store.sweep().await {
+                    Ok(()) => state
+                        .metrics
+                        .retention_sweep
+                        .observe(started.elapsed().as_secs_f64()),
+                    Err(error) => tracing::warn!(%error, "retention sweep failed"),
                 }
             }
         }

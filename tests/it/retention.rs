@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::answers::{order, page_titles};
+use crate::helpers::answers::{order, page_titles, sample};
 use crate::helpers::{TestApp, expect_resync, titles};
 
 /// Retention by age that a test can wait out: events older than a second go at the next sweep.
@@ -84,6 +84,20 @@ async fn retention_by_age_empties_the_log_and_then_an_old_id_gets_resync() {
     assert_eq!(
         page_titles(&page),
         ["next", "after the sweep", "a2", "a1", "a0"]
+    );
+
+    // Each sweep's time is in the metrics: the one that emptied the log among them, each
+    // within the bucket bounds (a sweep of five events takes well under 5 s).
+    let metrics = app.metrics().await;
+    let sweeps = sample(&metrics, "herald_retention_sweep_seconds_count");
+    assert!(sweeps >= 1.0, "{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            "herald_retention_sweep_seconds_bucket{le=\"5.0\"}"
+        ),
+        sweeps,
+        "{metrics}"
     );
 }
 
