@@ -13,16 +13,20 @@
 #     then `INFO commandstats` and `INFO cpu`): publish, broadcast, mark one read, read-all;
 #  4. the cost of following the log: two nodes on one Redis, FOLLOW_RATE publishes/s for
 #     FOLLOW_SECONDS to node A (the streams of those users are on node A only), and node B's CPU
-#     (/proc/PID/stat) per 1,000 events/s, less its idle CPU.
+#     (/proc/PID/stat) per 1,000 events/s, less its idle CPU;
+#  5. the SQLite retention sweep: SW_PUBLISHES publishes to SW_USERS users at --history-limit
+#     10 and --retention-age 1s, then the sweep (every 30 s) that takes them all past
+#     retention: how long the log took to empty, herald's CPU, and the publish latency of a
+#     probe at 200/s across it (publishes wait while a sweep step runs).
 # Prints one JSON line per measurement, then a markdown table. Loopback only: herald on ports
 # 3900-3901, redis-server on 6390; every process started here is killed by its PID on exit.
-#   bench/scripts/unit-costs.sh            # STEPS="sqlite redis follow" by default
+#   bench/scripts/unit-costs.sh            # STEPS="sqlite redis follow sweep" by default
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${TMPDIR:-/tmp}/herald-unit-costs
 rm -rf "$WORK"; mkdir -p "$WORK"
 source bench/scripts/lib.sh
-STEPS=${STEPS:-sqlite redis follow}
+STEPS=${STEPS:-sqlite redis follow sweep}
 SQ_USERS=${SQ_USERS:-2000}
 SQ_PUBLISHES=${SQ_PUBLISHES:-20000}
 SQ_LIMITS=${SQ_LIMITS:-10 1000}
@@ -33,6 +37,10 @@ CPU_BROADCASTS=${CPU_BROADCASTS:-2000}
 CPU_READS=${CPU_READS:-2000}
 FOLLOW_RATE=${FOLLOW_RATE:-1000}
 FOLLOW_SECONDS=${FOLLOW_SECONDS:-20}
+SW_USERS=${SW_USERS:-2000}
+SW_PUBLISHES=${SW_PUBLISHES:-200000}
+# a control run: SW_AGE=1h, and the sweep takes nothing
+SW_AGE=${SW_AGE:-1s}
 PORT_A=3900
 PORT_B=3901
 REDIS_PORT=6390
@@ -283,6 +291,33 @@ def follow(limit, tick, idle_s, idle_b0, idle_b1, wall_s, b0, b1, a0, a1, bench,
           "node_a_cpu_s": round((int(a1) - int(a0)) / tick, 3),
           "node_b_rss_kib": int(rss), "delivered_on_a": b.get("delivered"), "lost": b.get("lost")})
 
+def sweep(metrics_before, metrics_after, cpu0, cpu1, tick, first_drop, emptied, publishes, users, fill, probe):
+    """A sweep that takes a whole fill past retention: how long the log took to empty (polled
+    every 0.1 s), what publishes meanwhile waited (the probe), and herald's CPU."""
+    def series(path):
+        out = {}
+        for line in open(path):
+            if line.startswith("herald_retention_sweep_seconds_") and " " in line:
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+    a, b = series(metrics_before), series(metrics_after)
+    # (a herald older than the metric has none: then the count is unknown)
+    count = "herald_retention_sweep_seconds_count"
+    n = b[count] - a[count] if count in b else None
+    first_drop, emptied = float(first_drop), float(emptied)
+    removed = int(publishes) - int(users) * 10
+    load = lambda path: json.load(open(path)) if os.path.getsize(path) else {}
+    f, p = load(fill), load(probe)
+    emit({"measure": "sqlite_sweep", "history_limit": 10, "publishes": int(publishes),
+          "users": int(users), "events_past_retention": removed,
+          "sweeps": int(n) if n is not None else None, "emptied_in_s": round(emptied - first_drop, 2) if first_drop and emptied else None,
+          "herald_cpu_s_meanwhile": round((int(cpu1) - int(cpu0)) / float(tick), 3),
+          "probe_publishes": p.get("publish_ok"),
+          "probe_publish_latency_p99_ms": p.get("publish_latency_p99_ms"),
+          "probe_publish_latency_max_ms": p.get("publish_latency_max_ms"),
+          "fill_publish_per_s": f.get("publish_per_s")})
+
 def table(path):
     rows = [json.loads(l) for l in open(path) if l.startswith("{")]
     print("| measurement | history limit | figure | value |")
@@ -309,6 +344,10 @@ def table(path):
             print("| Redis CPU per %s (%d ops%s) | %s | script usec/op; Redis CPU usec/op; scripts/op | %s; %s; %s |"
                   % (r["op"], r["ops"], extra, L, r["script_usec_per_op"], r["redis_cpu_usec_per_op"],
                      r["script_calls_per_op"]))
+        elif m == "sqlite_sweep":
+            print("| SQLite sweep (%d events past retention, %s sweeps) | %s | log emptied in s; herald CPU s meanwhile; probe publish p99 / max ms | %s; %s; %s / %s |"
+                  % (r["events_past_retention"], r["sweeps"], L, r["emptied_in_s"], r["herald_cpu_s_meanwhile"],
+                     r["probe_publish_latency_p99_ms"], r["probe_publish_latency_max_ms"]))
         elif m == "follow_log":
             print("| follow the log: node B, no streams (%s events in %s s, %s/s) | %s | node B cores per 1,000 events/s (us per event; idle cores) | %s (%s; %s) |"
                   % (r["publishes"], r["publish_s"], r["events_per_s"], L, r["node_b_cores_per_1000_events_s"],
@@ -317,7 +356,7 @@ def table(path):
 if __name__ == "__main__":
     cmd, args = sys.argv[1], sys.argv[2:]
     {"redis-op": redis_op, "redis-mem": redis_mem, "redis-drop": redis_drop, "ids": ids, "post": post,
-     "sqlite-disk": sqlite_disk, "follow": follow, "table": table}[cmd](*args)
+     "sqlite-disk": sqlite_disk, "follow": follow, "sweep": sweep, "table": table}[cmd](*args)
 PY
 UC="python3 $WORK/uc.py"
 
@@ -450,6 +489,31 @@ if [[ " $STEPS " == *" follow "* ]]; then
   $UC follow 100 "$TICK" 10 "$i0" "$i1" "$(echo "$t1 - $t0" | bc)" "$b0" "$b1" "$a0" "$a1" "$WORK/follow.json" "$rss" \
     | tee -a "$RESULTS"
   stop_pid $A; stop_pid $B
+fi
+
+# --- 5. The SQLite retention sweep ------------------------------------------------------------
+if [[ " $STEPS " == *" sweep "* ]]; then
+  start_herald $PORT_A "$WORK/sw" --history-limit 10 --retention-age "$SW_AGE" --sync normal
+  bench_targeted "$WORK/sweep-fill.json" $PORT_A $PORT_A "$SW_USERS" "$SW_PUBLISHES" "sw-" $HPID
+  scrape() { curl -sf "http://127.0.0.1:$PORT_A/metrics" >"$1"; }
+  buffered() { curl -sf "http://127.0.0.1:$PORT_A/api/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["eventsBuffered"])'; }
+  scrape "$WORK/m0"; c0=$(proc_cpu $HPID)
+  # a probe publishing 200/s for 40 s to other users, across the next sweep (every 30 s),
+  # which takes everything the fill wrote past retention; meanwhile, when the log empties
+  bench_targeted "$WORK/sweep-probe.json" $PORT_A $PORT_A 100 8000 "probe-" $HPID --rate 200 &
+  probe=$!
+  t0=$(now); first_drop=""; emptied=""
+  while kill -0 $probe 2>/dev/null; do
+    b=$(buffered)
+    if [ -z "$first_drop" ] && [ "$b" -lt "$SW_PUBLISHES" ]; then first_drop=$(now); fi
+    if [ -z "$emptied" ] && [ "$b" -lt 10000 ]; then emptied=$(now); fi
+    sleep 0.1
+  done
+  wait $probe
+  scrape "$WORK/m1"; c1=$(proc_cpu $HPID)
+  $UC sweep "$WORK/m0" "$WORK/m1" "$c0" "$c1" "$TICK" "${first_drop:-0}" "${emptied:-0}" "$SW_PUBLISHES" "$SW_USERS" \
+    "$WORK/sweep-fill.json" "$WORK/sweep-probe.json" | tee -a "$RESULTS"
+  stop_pid $HPID
 fi
 
 echo

@@ -111,6 +111,9 @@ impl SqliteStore {
             history_sizes: sizes::HistorySizes::default(),
             bulk_cache: false,
             push,
+            tidy_left: true,
+            tidied_through: 0,
+            groups_untidied: 0,
         };
         std::thread::Builder::new()
             .name("herald-writer".into())

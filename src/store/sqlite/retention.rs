@@ -29,11 +29,7 @@ pub(super) fn prune_oldest(tx: &Connection, count: u64) -> Result<u64, StoreErro
 
 /// Puts events up to `newest_pruned` past retention, removing all but those history needs.
 fn prune_through(tx: &Connection, pruned_through: i64, newest_pruned: i64) -> rusqlite::Result<()> {
-    tx.execute(
-        "DELETE FROM events WHERE seq > ?1 AND seq <= ?2
-         AND seq NOT IN (SELECT seq FROM notifications WHERE seq > ?1 AND seq <= ?2)",
-        [pruned_through, newest_pruned],
-    )?;
+    delete_unneeded(tx, pruned_through, newest_pruned)?;
     tx.execute(
         "UPDATE meta SET value = MAX(value, ?1) WHERE name = 'pruned_through'",
         [newest_pruned],
@@ -41,20 +37,69 @@ fn prune_through(tx: &Connection, pruned_through: i64, newest_pruned: i64) -> ru
     .map(drop)
 }
 
-/// Puts events older than the retention age past retention, and removes idempotency keys past
-/// their window.
-pub(super) fn sweep(tx: &Connection, now_ms: i64, retention: Retention) -> Result<(), StoreError> {
+/// The most events, and the most idempotency keys, one tidy step deletes: publishes wait while
+/// it runs, so a step takes a few milliseconds however much is due
+/// (docs/architecture.md#the-sqlite-store).
+pub(super) const TIDY_STEP: i64 = 200;
+
+/// Puts every event older than the retention age past retention at once, by moving the mark
+/// replays start from; [`tidy`] deletes the rows later, a step at a time. Returns how many
+/// events stopped being replayable.
+pub(super) fn sweep(tx: &Connection, now_ms: i64, retention: Retention) -> Result<u64, StoreError> {
     let cutoff = now_ms - retention.max_age.as_millis() as i64;
     let pruned_through = schema::meta(tx, "pruned_through")? as i64;
-    if let Some(newest_pruned) = newest_older_than(tx, pruned_through, cutoff)? {
-        prune_through(tx, pruned_through, newest_pruned)?;
-    }
-    let key_cutoff = now_ms - retention.idempotency_window.as_millis() as i64;
+    let Some(newest_pruned) = newest_older_than(tx, pruned_through, cutoff)? else {
+        return Ok(0);
+    };
+    let pruned: i64 = tx
+        .prepare_cached("SELECT COUNT(*) FROM events WHERE seq > ?1 AND seq <= ?2")?
+        .query_row([pruned_through, newest_pruned], |row| row.get(0))?;
     tx.execute(
-        "DELETE FROM idempotency_keys WHERE created_ms < ?1",
-        [key_cutoff],
+        "UPDATE meta SET value = MAX(value, ?1) WHERE name = 'pruned_through'",
+        [newest_pruned],
     )?;
-    Ok(())
+    Ok(pruned as u64)
+}
+
+/// One step of deleting what retention has put past: up to [`TIDY_STEP`] ids of events after
+/// `after`, up to the mark, that no history needs; and up to as many idempotency keys past
+/// their window. Returns the id it tidied through, and whether more is left.
+pub(super) fn tidy(
+    tx: &Connection,
+    after: i64,
+    now_ms: i64,
+    retention: Retention,
+) -> Result<(i64, bool), StoreError> {
+    let pruned_through = schema::meta(tx, "pruned_through")? as i64;
+    let first: Option<i64> = tx
+        .prepare_cached("SELECT MIN(seq) FROM events WHERE seq > ?1 AND seq <= ?2")?
+        .query_row([after, pruned_through], |row| row.get(0))?;
+    let (through, more_events) = match first {
+        Some(first) => {
+            let through = (first - 1).saturating_add(TIDY_STEP).min(pruned_through);
+            delete_unneeded(tx, first - 1, through)?;
+            (through, through < pruned_through)
+        }
+        None => (pruned_through.max(after), false),
+    };
+    let key_cutoff = now_ms - retention.idempotency_window.as_millis() as i64;
+    let keys = tx
+        .prepare_cached(
+            "DELETE FROM idempotency_keys WHERE (user_id, key) IN
+             (SELECT user_id, key FROM idempotency_keys WHERE created_ms < ?1 LIMIT ?2)",
+        )?
+        .execute([key_cutoff, TIDY_STEP])?;
+    Ok((through, more_events || keys as i64 == TIDY_STEP))
+}
+
+/// Deletes the events after `after` up to `through` that no history needs.
+fn delete_unneeded(tx: &Connection, after: i64, through: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM events WHERE seq > ?1 AND seq <= ?2
+         AND seq NOT IN (SELECT seq FROM notifications WHERE seq > ?1 AND seq <= ?2)",
+    )?
+    .execute([after, through])
+    .map(drop)
 }
 
 /// The newest event after `after` created before `cutoff`. Ids grow with time, so this bisects `seq` with

@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS idempotency_keys (
     created_ms   INTEGER NOT NULL,
     PRIMARY KEY (user_id, key)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS idempotency_keys_by_age ON idempotency_keys (created_ms);
 
 CREATE TABLE IF NOT EXISTS meta (
     name  TEXT    PRIMARY KEY,

@@ -27,6 +27,9 @@ use crate::store::{
 /// The most commands committed in one transaction.
 const MAX_GROUP: usize = 512;
 
+/// While commands keep coming, one group in this many also takes a tidy step.
+const TIDY_EVERY: u32 = 16;
+
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 /// A write the store asks of the writer thread.
@@ -131,6 +134,14 @@ pub(super) struct Writer {
     pub bulk_cache: bool,
     /// Queues Web Push jobs as notifications are stored; `None` while push is off.
     pub push: Option<PushQueueing>,
+    /// Retention has put events past that are still to be deleted (`retention::tidy`): a group
+    /// of its own takes a step when no command waits, and a busy writer's every
+    /// [`TIDY_EVERY`]th group takes one too.
+    pub tidy_left: bool,
+    /// The id up to which past events are deleted (as far as this process knows).
+    pub tidied_through: i64,
+    /// Groups committed since the last tidy step.
+    pub groups_untidied: u32,
 }
 
 impl Writer {
@@ -145,9 +156,21 @@ impl Writer {
         }
         let _closed_on_exit = MarkClosed(self.shared.clone());
         let mut closed_by = None;
-        while let Some(first) = commands.blocking_recv() {
+        loop {
+            let first = if self.tidy_left {
+                match commands.try_recv() {
+                    Ok(command) => Some(command),
+                    Err(mpsc::error::TryRecvError::Empty) => None,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                }
+            } else {
+                match commands.blocking_recv() {
+                    Some(command) => Some(command),
+                    None => break,
+                }
+            };
             let mut group = Vec::with_capacity(16);
-            let mut next = Some(first);
+            let mut next = first;
             while let Some(command) = next.take() {
                 if let Command::Close { reply } = command {
                     closed_by = Some(reply);
@@ -158,7 +181,7 @@ impl Writer {
                     next = commands.try_recv().ok();
                 }
             }
-            if !group.is_empty() {
+            if !group.is_empty() || (self.tidy_left && closed_by.is_none()) {
                 self.commit_group(group);
             }
             if closed_by.is_some() {
@@ -215,6 +238,8 @@ impl Writer {
                 tracing::error!(%error, "a group of writes failed to commit");
                 self.next_seq = first_seq;
                 self.history_sizes.forget_all();
+                // The next sweep starts over; a broken file is not retried in a loop.
+                self.tidy_left = false;
                 self.shared.healthy.store(false, Ordering::Release);
                 for result in done {
                     (result.send)(Some(&error));
@@ -233,6 +258,8 @@ impl Writer {
     ) -> Result<(u64, bool), StoreError> {
         let now_ms = crate::domain::now_unix_ms();
         let retention = self.retention;
+        // A group with no command is the writer's own: a tidy step while nothing waits.
+        let idle = group.is_empty();
         let bulk = group
             .iter()
             .any(|command| matches!(command, Command::PublishMany { .. }));
@@ -287,11 +314,17 @@ impl Writer {
             removing = true;
             retained -= retention::prune_oldest(&tx, retained - retention.max_events)?;
         }
+        let mut tidy_left = self.tidy_left;
         if sweep_asked {
             removing = true;
-            retention::sweep(&tx, now_ms, retention)?;
-            // A sweep may remove any number of rows: count again (once a minute at most).
-            retained = schema::replayable_events(&tx)?;
+            retained = retained.saturating_sub(retention::sweep(&tx, now_ms, retention)?);
+            tidy_left = true;
+        }
+        let mut tidied_through = self.tidied_through;
+        let tidy_now = tidy_left && (idle || self.groups_untidied + 1 >= TIDY_EVERY);
+        if tidy_now {
+            (tidied_through, tidy_left) =
+                retention::tidy(&tx, self.tidied_through, now_ms, retention)?;
         }
         if removing {
             tx.prepare_cached("UPDATE meta SET value = MAX(value, ?1) WHERE name = 'last_seq'")?
@@ -299,6 +332,13 @@ impl Writer {
         }
         tx.commit()?;
         self.next_seq = next_seq;
+        self.tidy_left = tidy_left;
+        self.tidied_through = tidied_through;
+        self.groups_untidied = if tidy_now {
+            0
+        } else {
+            self.groups_untidied + 1
+        };
         Ok((retained, pushes_queued))
     }
 }
@@ -440,6 +480,9 @@ mod tests {
             history_sizes: HistorySizes::default(),
             bulk_cache: false,
             push: None,
+            tidy_left: false,
+            tidied_through: 0,
+            groups_untidied: 0,
         }
     }
 
@@ -556,5 +599,126 @@ mod tests {
         );
         writer.dispatcher.stop();
         assert_eq!(*sink.0.lock().unwrap(), [EventId::from_seq(1)]);
+    }
+
+    fn pruned_through(writer: &Writer) -> i64 {
+        schema::meta(&writer.conn, "pruned_through").unwrap() as i64
+    }
+
+    /// A writer whose log holds 5,000 events for 100 users, all older than the retention age,
+    /// of which history keeps the newest 10 of each user's.
+    fn writer_with_old_events(dir: &std::path::Path) -> Writer {
+        let mut writer = writer(dir, Arc::new(Ids::default()));
+        writer.retention.max_events = 1_000_000;
+        writer.retention.history_per_user = 10;
+        let group = (0..5_000)
+            .map(|n| publish(&format!("u{}", n % 100), "old").0)
+            .collect();
+        writer.commit_group(group);
+        writer
+            .conn
+            .execute("UPDATE events SET created_ms = 0", [])
+            .unwrap();
+        writer
+    }
+
+    fn sweep() -> Command {
+        let (reply, _answer) = oneshot::channel();
+        Command::Sweep { reply }
+    }
+
+    #[test]
+    fn a_sweep_puts_old_events_past_at_once_and_deletes_them_a_step_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer_with_old_events(dir.path());
+        assert_eq!(writer.shared.retained.load(Ordering::Relaxed), 5_000);
+
+        writer.commit_group(vec![sweep()]);
+        assert_eq!(pruned_through(&writer), 5_000);
+        assert_eq!(writer.shared.retained.load(Ordering::Relaxed), 0);
+        assert_eq!(schema::replayable_events(&writer.conn).unwrap(), 0);
+        assert_eq!(rows(&writer, "events"), 5_000, "nothing deleted yet");
+
+        // A busy writer takes a step with every TIDY_EVERY-th group (counted from here).
+        writer.groups_untidied = 0;
+        for n in 1..TIDY_EVERY {
+            let (fresh, _answer) = publish("alice", &format!("fresh {n}"));
+            writer.commit_group(vec![fresh]);
+        }
+        assert_eq!(rows(&writer, "events"), 5_000 + 15);
+        let (fresh, _answer) = publish("alice", "fresh 16");
+        writer.commit_group(vec![fresh]);
+        // The first step's ids, none of which history needs (it keeps ids 4,001 to 5,000).
+        let step = retention::TIDY_STEP;
+        assert_eq!(rows(&writer, "events"), 5_000 + 16 - step);
+
+        // The writer's own groups (no command) take the rest, one step each.
+        let mut steps = 0;
+        while writer.tidy_left {
+            writer.commit_group(Vec::new());
+            steps += 1;
+        }
+        assert_eq!(steps, (5_000 - step) / step);
+        // Left: history's 10 per user (their events are how history is read), and the 16
+        // fresh publishes, still replayable.
+        assert_eq!(rows(&writer, "events"), 1_000 + 16);
+        assert_eq!(writer.shared.retained.load(Ordering::Relaxed), 16);
+        assert_eq!(schema::replayable_events(&writer.conn).unwrap(), 16);
+    }
+
+    #[test]
+    fn the_writer_s_thread_deletes_what_a_sweep_left_while_nothing_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = writer_with_old_events(dir.path());
+        let (commands, receiver) = mpsc::channel(16);
+        let thread = std::thread::spawn(move || writer.run(receiver));
+        let (reply, answer) = oneshot::channel();
+        commands.blocking_send(Command::Sweep { reply }).unwrap();
+        answer.blocking_recv().unwrap().unwrap();
+        let reader = Connection::open(dir.path().join("herald.db")).unwrap();
+        let events = || -> i64 {
+            reader
+                .query_row("SELECT COUNT(*) FROM events", [], |row| row.get(0))
+                .unwrap()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while events() != 1_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the deletes stopped with {} events left",
+                events()
+            );
+            std::thread::yield_now();
+        }
+        let (reply, closed) = oneshot::channel();
+        commands.blocking_send(Command::Close { reply }).unwrap();
+        closed.blocking_recv().unwrap();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn old_idempotency_keys_are_deleted_a_step_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = writer(dir.path(), Arc::new(Ids::default()));
+        writer
+            .conn
+            .execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 5000)
+                 INSERT INTO idempotency_keys (user_id, key, notification, created_ms)
+                 SELECT 'u', 'k' || i, 'n' || i, 0 FROM n;
+                 INSERT INTO idempotency_keys VALUES ('u', 'fresh', 'n', 9223372036854775807);",
+            )
+            .unwrap();
+        writer.commit_group(vec![sweep()]);
+        let mut left = vec![rows(&writer, "idempotency_keys")];
+        while writer.tidy_left {
+            writer.commit_group(Vec::new());
+            left.push(rows(&writer, "idempotency_keys"));
+        }
+        let step = retention::TIDY_STEP;
+        let mut want: Vec<i64> = (0..=5_000 / step).map(|n| 5_001 - step * n).collect();
+        // The last step took a whole step's worth, so one more looked and found none.
+        want.push(1);
+        assert_eq!(left, want);
     }
 }
