@@ -58,7 +58,7 @@ impl Checkpointer {
 
     /// Asks for a checkpoint soon; never blocks. Wakes the thread at most once per [`MIN_GAP`],
     /// the least time between its checkpoints anyway, not after every commit as it did
-    /// (BENCHMARKS.md#single-publishes).
+    /// (BENCHMARKS.md, "Issue 16, fourth step").
     pub fn nudge(&mut self) {
         let now = Instant::now();
         if self
