@@ -112,7 +112,6 @@ impl SqliteStore {
             bulk_cache: false,
             push,
             tidy_left: true,
-            tidied_through: 0,
             groups_untidied: 0,
         };
         std::thread::Builder::new()

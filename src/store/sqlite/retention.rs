@@ -62,15 +62,12 @@ pub(super) fn sweep(tx: &Connection, now_ms: i64, retention: Retention) -> Resul
 }
 
 /// One step of deleting what retention has put past: up to [`TIDY_STEP`] ids of events after
-/// `after`, up to the mark, that no history needs; and up to as many idempotency keys past
-/// their window. Returns the id it tidied through, and whether more is left.
-pub(super) fn tidy(
-    tx: &Connection,
-    after: i64,
-    now_ms: i64,
-    retention: Retention,
-) -> Result<(i64, bool), StoreError> {
+/// `meta.tidied_through`, up to the mark, that no history needs; and up to as many idempotency
+/// keys past their window. Remembers where it got to in `meta`, so a restart goes on from
+/// there rather than walking the history's events again. Returns whether more is left.
+pub(super) fn tidy(tx: &Connection, now_ms: i64, retention: Retention) -> Result<bool, StoreError> {
     let pruned_through = schema::meta(tx, "pruned_through")? as i64;
+    let after = schema::meta(tx, "tidied_through")? as i64;
     let first: Option<i64> = tx
         .prepare_cached("SELECT MIN(seq) FROM events WHERE seq > ?1 AND seq <= ?2")?
         .query_row([after, pruned_through], |row| row.get(0))?;
@@ -82,6 +79,8 @@ pub(super) fn tidy(
         }
         None => (pruned_through.max(after), false),
     };
+    tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'tidied_through'")?
+        .execute([through])?;
     let key_cutoff = now_ms - retention.idempotency_window.as_millis() as i64;
     let keys = tx
         .prepare_cached(
@@ -89,7 +88,7 @@ pub(super) fn tidy(
              (SELECT user_id, key FROM idempotency_keys WHERE created_ms < ?1 LIMIT ?2)",
         )?
         .execute([key_cutoff, TIDY_STEP])?;
-    Ok((through, more_events || keys as i64 == TIDY_STEP))
+    Ok(more_events || keys as i64 == TIDY_STEP)
 }
 
 /// Deletes the events after `after` up to `through` that no history needs.

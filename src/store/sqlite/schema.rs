@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS meta (
     name  TEXT    PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
-INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0), ('pruned_through', 0);
+INSERT OR IGNORE INTO meta (name, value) VALUES ('last_seq', 0), ('pruned_through', 0), ('tidied_through', 0);
 ";
 
 /// Web Push's tables (`push`). `push_queue.seq` is the `notification` event of the notification owed; a job
