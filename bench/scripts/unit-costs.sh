@@ -495,8 +495,8 @@ fi
 if [[ " $STEPS " == *" sweep "* ]]; then
   start_herald $PORT_A "$WORK/sw" --history-limit 10 --retention-age "$SW_AGE" --sync normal
   bench_targeted "$WORK/sweep-fill.json" $PORT_A $PORT_A "$SW_USERS" "$SW_PUBLISHES" "sw-" $HPID
-  scrape() { curl -sf "http://127.0.0.1:$PORT_A/metrics" >"$1"; }
-  buffered() { curl -sf "http://127.0.0.1:$PORT_A/api/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["eventsBuffered"])'; }
+  scrape() { curl -sf -m 5 "http://127.0.0.1:$PORT_A/metrics" >"$1"; }
+  buffered() { curl -sf -m 5 "http://127.0.0.1:$PORT_A/api/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["eventsBuffered"])'; }
   scrape "$WORK/m0"; c0=$(proc_cpu $HPID)
   # a probe publishing 200/s for 40 s to other users, across the next sweep (every 30 s),
   # which takes everything the fill wrote past retention; meanwhile, when the log empties

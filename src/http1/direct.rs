@@ -34,8 +34,10 @@ pub struct LiveSocket {
     pub socket: TcpStream,
     /// HTTP/1.1 frames are chunks; HTTP/1.0 ones go as they are.
     pub chunked: bool,
-    /// On TLS, what makes records of the bytes; whoever writes holds it from sealing to
-    /// writing, so records reach the socket in the order of their sequence numbers.
+    /// On TLS, what makes records of the bytes. A direct write holds it from sealing to
+    /// writing; the stream's task seals under it and writes after, which keeps records in
+    /// sequence order because direct writes wait until the task has written everything (the
+    /// outbox is armed only then: [`crate::sse::outbox`]).
     /// Boxed: a plain stream pays one pointer for it.
     pub seal: Option<Box<Mutex<Seal>>>,
 }
