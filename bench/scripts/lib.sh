@@ -121,10 +121,16 @@ run_case() { # KIND CASE
   stop_server
 }
 
-# The same client against the ideal server of `herald-bench floor` (no server to start).
-run_floor() { # CASE (a fanout case: its flags are the floor's)
-  # shellcheck disable=SC2086
-  record floor "$1" floor ${1#fanout }
+# The same client against the ideal server of `herald-bench floor` (a fanout case) or of
+# `herald-bench targeted-floor` (a targeted case, the durable floor); no server to start.
+run_floor() { # CASE (a fanout or targeted case: its flags are the floor's)
+  case ${1%% *} in
+    # shellcheck disable=SC2086
+    fanout) record floor "$1" floor ${1#fanout } ;;
+    # shellcheck disable=SC2086
+    targeted) record floor "$1" targeted-floor ${1#targeted } ;;
+    *) return 0 ;;
+  esac
   sleep 2
 }
 

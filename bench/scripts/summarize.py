@@ -98,7 +98,9 @@ header(runs, machine, versions)
 print("\nEach case is `herald-bench CASE` with the server's URLs, `--server-pid`, a fresh")
 print("`--source-addrs` range and `--pub-body '{\"title\":\"t\",\"message\":\"{ts}\"}'`; a fresh server per run.")
 if mode != "ab":
-    print("floor: `herald-bench floor` with the same flags (an ideal server: one write per stream).")
+    print("floor: `herald-bench floor` with the same flags (an ideal server: one write per stream);")
+    print("for targeted, `herald-bench targeted-floor` (an ideal durable server: each group of")
+    print("publishes written to a log file and fdatasynced, then one write per stream and per answer).")
 print("herald: `target/release/herald serve --listen 127.0.0.1:3000 --data-dir DIR --max-connections 20000")
 print("--max-connections-per-user 100000` (SQLite, `--sync full`: every 201 fsynced).", end="")
 if mode == "ab":

@@ -2,7 +2,8 @@
 # Runs every `herald-bench` case against herald, against nginx + Nchan (the fastest peer:
 # bench/nchan/nginx.conf, installed from Debian's packages when missing) and against the
 # original design (../shared/reference/seed-node, `node dist/server.js`) in one go on this
-# machine, alternating, fanout also against the ideal server of `herald-bench floor`, and
+# machine, alternating, fanout also against the ideal server of `herald-bench floor` and
+# targeted against the durable one of `herald-bench targeted-floor`, and
 # writes the table of medians and spreads into
 # BENCHMARKS.md between the bench-vs-reference markers, with the machine, versions and exact
 # commands. Loopback only; every server is started here and killed by its PID.
@@ -41,7 +42,7 @@ for case in "${CASES[@]}"; do
   for _ in $(seq "$RUNS"); do
     for kind in $KINDS; do
       case $kind in
-        floor) [ "${case%% *}" = fanout ] && run_floor "$case" ;;
+        floor) run_floor "$case" ;;
         *) run_case "$kind" "$case" ;;
       esac
     done

@@ -14,13 +14,16 @@
 //!   keep-alive.
 //! - [`tally`] checks what arrived; [`report`] prints the table and the JSON line.
 //! - [`floor`]: the ideal server of the `floor` scenario, which this binary starts as its own
-//!   child (the hidden `floor-server` subcommand) to show what any server could do here.
+//!   child (the hidden `floor-server` subcommand) to show what any server could do here;
+//!   [`durable_floor`]: the same for the targeted case and a server that keeps every publish
+//!   on disk first (`targeted-floor`, the hidden `durable-floor-server`).
 //! - [`model`]: the `model` subcommand, docs/scaling.md's capacity model: measured unit costs
 //!   times a deployment's size, no load at all.
 
 #![forbid(unsafe_code)]
 
 mod conn;
+mod durable_floor;
 mod fleet;
 mod floor;
 mod model;
@@ -61,6 +64,9 @@ enum Command {
     /// The ideal server of `herald-bench floor`, which starts it as its child
     #[command(name = floor::SERVER_COMMAND, hide = true)]
     FloorServer,
+    /// The ideal durable server of `herald-bench targeted-floor`, which starts it as its child
+    #[command(name = durable_floor::SERVER_COMMAND, hide = true)]
+    DurableFloorServer,
     /// Print docs/scaling.md's capacity model for its three sizes: what each part of today's
     /// cluster design needs and which runs out first, then the same for the sharded design
     Model,
@@ -80,6 +86,7 @@ fn main() -> std::process::ExitCode {
         match (cli.command, cli.bench) {
             // The ideal server runs on std threads and blocks this one; the runtime stays idle.
             (Some(Command::FloorServer), _) => floor::serve_over_stdio(),
+            (Some(Command::DurableFloorServer), _) => durable_floor::serve_over_stdio(),
             (Some(Command::Model), _) => {
                 println!("Today's design (docs/scaling.md, section 2):\n");
                 println!("{}", model::table(&model::SIZES));
@@ -103,12 +110,25 @@ fn fail(error: anyhow::Error) -> std::process::ExitCode {
 }
 
 /// Runs the chosen scenario and prints its report.
-async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
+    // targeted-floor is targeted against the durable floor, started here as a child.
+    let _durable_floor = if matches!(args.scenario, Scenario::TargetedFloor) {
+        let server = durable_floor::DurableFloorProcess::start()?;
+        let base = format!("http://127.0.0.1:{}", server.port());
+        args.sub_urls = vec![
+            parse::parse_sub_url(&format!("{base}/events/{{user}}")).map_err(anyhow::Error::msg)?,
+        ];
+        args.pub_url = format!("{base}/api/notifications/{{user}}");
+        args.server_pids = vec![server.pid()];
+        Some(server)
+    } else {
+        None
+    };
     let setup = Setup::new(args)?;
     let report = match setup.args.scenario {
         Scenario::Hold => scenarios::hold(&setup).await,
         Scenario::Fanout => scenarios::fanout(&setup).await,
-        Scenario::Targeted => scenarios::targeted(&setup).await?,
+        Scenario::Targeted | Scenario::TargetedFloor => scenarios::targeted(&setup).await?,
         Scenario::ManyRecipients => scenarios::many_recipients(&setup).await,
         Scenario::Replay => scenarios::replay(&setup).await,
         Scenario::Floor => scenarios::floor(&setup).await?,

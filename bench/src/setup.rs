@@ -33,7 +33,10 @@ pub struct BenchArgs {
     /// each), cycling through the users; replay: drop every stream, publish, reconnect with
     /// Last-Event-ID; floor: fanout against an ideal server the bench starts (one write per
     /// stream per broadcast), the best any server could do on this machine (ignores --sub-url,
-    /// --broadcast-url and --server-pid); push: no streams, each user subscribed to a push
+    /// --broadcast-url and --server-pid); targeted-floor: targeted against an ideal durable
+    /// server the bench starts (each publish in a log file and fdatasynced before it is
+    /// delivered and answered), the best any durable server could do here (ignores --sub-url,
+    /// --pub-url and --server-pid); push: no streams, each user subscribed to a push
     /// service inside the bench, one publish to each user, and the time from each 201 to its
     /// push; hold-tls: idle streams over TLS at --tls-url (HTTP/1.1, or --http2), and the
     /// server's memory per stream and per connection
@@ -168,6 +171,7 @@ pub enum Scenario {
     ManyRecipients,
     Replay,
     Floor,
+    TargetedFloor,
     Push,
     HoldTls,
 }

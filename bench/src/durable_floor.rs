@@ -1,0 +1,571 @@
+//! The durable floor: an ideal server for the targeted case that keeps every publish on disk
+//! before it answers or delivers it, the least any durable server must do. One thread and one
+//! poll loop (mio). A publish is read just far enough to find its user (the path) and its body
+//! (by `content-length`); every publish read in one pass over the ready sockets is written to a
+//! preallocated log file with one write, and one `fdatasync` covers them all. Only then does
+//! each go to its user's streams as one frame and its publisher get `201`. What a real server
+//! spends beyond this (routing, JSON, an index per user, threads) is what the gap to this floor
+//! measures (BENCHMARKS.md). Like [`crate::floor`]'s server it runs as a child process, the
+//! hidden `herald-bench durable-floor-server`, so that its CPU is read from `/proc` like any
+//! server's.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+/// The hidden subcommand that runs the durable floor in its own process.
+pub const SERVER_COMMAND: &str = "durable-floor-server";
+
+const LISTENER: Token = Token(usize::MAX);
+const STOP: Token = Token(usize::MAX - 1);
+/// The log's size, written once at start so that appends never grow the file (an `fdatasync`
+/// then writes data, not the inode): a ring, reused from the start when full, as a WAL is.
+const LOG_BYTES: u64 = 64 << 20;
+/// A request head or body larger than this closes its connection.
+const MAX_REQUEST: usize = 64 * 1024;
+/// The answer to a stream's request: headers and a first event (the bench times the open to it).
+const GREETING: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\nevent: connected\ndata: {}\n\n";
+const CREATED: &[u8] =
+    b"HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+const NOT_FOUND: &[u8] =
+    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+
+/// What a connection turned out to be, from its first request.
+enum Role {
+    Unknown,
+    Stream(String),
+    Publisher,
+    /// Answered 404; closed once the answer is out.
+    Refused,
+}
+
+struct Connection {
+    socket: TcpStream,
+    role: Role,
+    input: Vec<u8>,
+    /// Bytes the socket did not take yet; sent when it becomes writable.
+    output: Vec<u8>,
+    waits_to_write: bool,
+}
+
+/// A publish read from its publisher, waiting for the group's `fdatasync`.
+struct Publish {
+    publisher: Token,
+    user: String,
+    body: Vec<u8>,
+}
+
+/// The server's whole state; [`DurableServer::run`] owns the thread it runs on.
+pub struct DurableServer {
+    poll: Poll,
+    listener: TcpListener,
+    connections: Vec<Option<Connection>>,
+    free: Vec<usize>,
+    streams: HashMap<String, Vec<Token>>,
+    log: File,
+    log_path: PathBuf,
+    log_offset: u64,
+    seq: u64,
+    pending: Vec<Publish>,
+    group: Vec<u8>,
+}
+
+impl DurableServer {
+    /// Binds 127.0.0.1 on a free port; the log is a new file in `dir`.
+    pub fn bind(dir: &std::path::Path) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let log_path = dir.join(format!("herald-durable-floor-{}.log", std::process::id()));
+        let log = File::options()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&log_path)?;
+        let zeros = vec![0u8; 1 << 20];
+        for offset in (0..LOG_BYTES).step_by(zeros.len()) {
+            log.write_all_at(&zeros, offset)?;
+        }
+        log.sync_all()?;
+        Ok(Self {
+            poll,
+            listener,
+            connections: Vec::new(),
+            free: Vec::new(),
+            streams: HashMap::new(),
+            log,
+            log_path,
+            log_offset: 0,
+            seq: 0,
+            pending: Vec::new(),
+            group: Vec::new(),
+        })
+    }
+
+    pub fn port(&self) -> io::Result<u16> {
+        Ok(self.listener.local_addr()?.port())
+    }
+
+    /// A waker that ends [`Self::run`] from another thread.
+    pub fn stopper(&self) -> io::Result<Arc<Waker>> {
+        Ok(Arc::new(Waker::new(self.poll.registry(), STOP)?))
+    }
+
+    /// Serves until `stop` is set and the stopper wakes the loop.
+    pub fn run(&mut self, stop: &AtomicBool) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !stop.load(Ordering::Acquire) {
+            match self.poll.poll(&mut events, None) {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                Err(error) => return Err(error),
+            }
+            for event in &events {
+                match event.token() {
+                    LISTENER => self.accept()?,
+                    STOP => {}
+                    token => {
+                        if event.is_writable() {
+                            self.flush(token);
+                        }
+                        if event.is_readable() || event.is_read_closed() {
+                            self.read(token);
+                        }
+                    }
+                }
+            }
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self) -> io::Result<()> {
+        loop {
+            let (mut socket, _) = match self.listener.accept() {
+                Ok(accepted) => accepted,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
+                // Out of descriptors, say: the connection waits in the backlog.
+                Err(_) => return Ok(()),
+            };
+            socket.set_nodelay(true)?;
+            let slot = self.free.pop().unwrap_or_else(|| {
+                self.connections.push(None);
+                self.connections.len() - 1
+            });
+            self.poll
+                .registry()
+                .register(&mut socket, Token(slot), Interest::READABLE)?;
+            self.connections[slot] = Some(Connection {
+                socket,
+                role: Role::Unknown,
+                input: Vec::new(),
+                output: Vec::new(),
+                waits_to_write: false,
+            });
+        }
+    }
+
+    /// Reads what the socket has and takes every whole request out of it.
+    fn read(&mut self, token: Token) {
+        let Some(connection) = self.connections.get_mut(token.0).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut buffer = [0u8; 16 * 1024];
+        let mut closed = false;
+        loop {
+            match connection.socket.read(&mut buffer) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(read) => connection.input.extend_from_slice(&buffer[..read]),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        while let Some(request) = take_request(&mut connection.input) {
+            match request {
+                Request::Stream(user) if matches!(connection.role, Role::Unknown) => {
+                    connection.role = Role::Stream(user.clone());
+                    connection.output.extend_from_slice(GREETING);
+                    self.streams.entry(user).or_default().push(token);
+                }
+                Request::Publish { user, body } if !matches!(connection.role, Role::Stream(_)) => {
+                    connection.role = Role::Publisher;
+                    self.pending.push(Publish {
+                        publisher: token,
+                        user,
+                        body,
+                    });
+                }
+                _ => {
+                    connection.role = Role::Refused;
+                    connection.output.extend_from_slice(NOT_FOUND);
+                    break;
+                }
+            }
+        }
+        if closed || connection.input.len() > MAX_REQUEST {
+            self.close(token);
+        } else {
+            self.flush(token);
+        }
+    }
+
+    /// Writes every pending publish to the log, syncs it once, then delivers and answers each.
+    fn commit(&mut self) -> io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.group.clear();
+        let first_seq = self.seq + 1;
+        for publish in &self.pending {
+            self.seq += 1;
+            write!(self.group, "{} {} ", self.seq, publish.user)?;
+            self.group.extend_from_slice(&publish.body);
+            self.group.push(b'\n');
+        }
+        let length = self.group.len() as u64;
+        if self.log_offset + length > LOG_BYTES {
+            self.log_offset = 0;
+        }
+        self.log.write_all_at(&self.group, self.log_offset)?;
+        self.log.sync_data()?;
+        self.log_offset += length;
+        let pending = std::mem::take(&mut self.pending);
+        for (seq, publish) in (first_seq..).zip(&pending) {
+            let mut frame = format!("id: {seq}\nevent: notification\ndata: ").into_bytes();
+            frame.extend_from_slice(&publish.body);
+            frame.extend_from_slice(b"\n\n");
+            let streams = self.streams.get(&publish.user).cloned().unwrap_or_default();
+            for stream in streams {
+                self.send(stream, &frame);
+            }
+            self.send(publish.publisher, CREATED);
+        }
+        self.pending = pending;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn send(&mut self, token: Token, bytes: &[u8]) {
+        if let Some(connection) = self.connections.get_mut(token.0).and_then(Option::as_mut) {
+            connection.output.extend_from_slice(bytes);
+            self.flush(token);
+        }
+    }
+
+    /// Writes what the socket takes; asks to hear when it takes more, if anything is left.
+    fn flush(&mut self, token: Token) {
+        let Some(connection) = self.connections.get_mut(token.0).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut written = 0;
+        let mut failed = false;
+        while written < connection.output.len() {
+            match connection.socket.write(&connection.output[written..]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(count) => written += count,
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
+                Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        connection.output.drain(..written);
+        let left = !connection.output.is_empty();
+        let refused_and_done = matches!(connection.role, Role::Refused) && !left;
+        if failed || refused_and_done {
+            self.close(token);
+            return;
+        }
+        if left != connection.waits_to_write {
+            let interest = if left {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            if self
+                .poll
+                .registry()
+                .reregister(&mut connection.socket, token, interest)
+                .is_err()
+            {
+                self.close(token);
+                return;
+            }
+            connection.waits_to_write = left;
+        }
+    }
+
+    fn close(&mut self, token: Token) {
+        let Some(mut connection) = self.connections.get_mut(token.0).and_then(Option::take) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut connection.socket);
+        if let Role::Stream(user) = &connection.role {
+            if let Some(streams) = self.streams.get_mut(user) {
+                streams.retain(|stream| *stream != token);
+                if streams.is_empty() {
+                    self.streams.remove(user);
+                }
+            }
+        }
+        // A publish still waiting for the sync is answered to nobody; its event still goes out.
+        self.free.push(token.0);
+    }
+}
+
+impl Drop for DurableServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+enum Request {
+    Stream(String),
+    Publish { user: String, body: Vec<u8> },
+    Other,
+}
+
+/// Takes the first whole request (head and body) out of `input`, if one is there.
+fn take_request(input: &mut Vec<u8>) -> Option<Request> {
+    let head_end = input.windows(4).position(|window| window == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&input[..head_end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let mut words = lines.next().unwrap_or_default().split(' ');
+    let (method, path) = (
+        words.next().unwrap_or_default(),
+        words.next().unwrap_or_default(),
+    );
+    let path = path.split('?').next().unwrap_or_default();
+    let length = lines
+        .filter_map(|line| line.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
+        .unwrap_or(0);
+    if input.len() < head_end + length {
+        return None;
+    }
+    let body = input[head_end..head_end + length].to_vec();
+    input.drain(..head_end + length);
+    let user = |prefix: &str| path.strip_prefix(prefix).filter(|user| !user.is_empty());
+    Some(
+        match (method, user("/events/"), user("/api/notifications/")) {
+            ("GET", Some(user), _) => Request::Stream(user.to_owned()),
+            ("POST", _, Some(user)) => Request::Publish {
+                user: user.to_owned(),
+                body,
+            },
+            _ => Request::Other,
+        },
+    )
+}
+
+/// The child's side: starts the server, says `listening PORT`, and serves until stdin closes.
+pub fn serve_over_stdio() -> anyhow::Result<()> {
+    let mut server =
+        DurableServer::bind(&std::env::temp_dir()).context("could not start the durable floor")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = server.stopper()?;
+    std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            for line in io::stdin().lock().lines() {
+                if line.is_err() {
+                    break;
+                }
+            }
+            stop.store(true, Ordering::Release);
+            let _ = stopper.wake();
+        }
+    });
+    let mut out = io::stdout().lock();
+    writeln!(out, "listening {}", server.port()?)?;
+    out.flush()?;
+    drop(out);
+    server.run(&stop)?;
+    Ok(())
+}
+
+/// The bench's side: the durable floor running as a child of this process.
+pub struct DurableFloorProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    port: u16,
+}
+
+impl DurableFloorProcess {
+    /// Starts this same binary as the durable floor and waits until it listens.
+    pub fn start() -> anyhow::Result<Self> {
+        let exe = std::env::current_exe()
+            .context("cannot find this binary to start the durable floor")?;
+        let mut child = Command::new(exe)
+            .arg(SERVER_COMMAND)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("could not start the durable floor")?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("the durable floor has no pipes");
+        };
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let Some(Ok(port)) = line
+            .trim()
+            .strip_prefix("listening ")
+            .map(str::parse::<u16>)
+        else {
+            bail!("the durable floor said {line:?}, not where it listens");
+        };
+        Ok(Self {
+            child,
+            stdin: Some(stdin),
+            port,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for DurableFloorProcess {
+    /// Closing stdin ends the child; one that does not go within a few seconds is killed.
+    fn drop(&mut self) {
+        self.stdin = None;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    use super::*;
+
+    /// Reads from `socket` until `wanted` has arrived (5 s at most); returns everything read.
+    fn read_until(socket: &mut TcpStream, wanted: &[u8]) -> Vec<u8> {
+        socket
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut seen = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !seen.windows(wanted.len()).any(|window| window == wanted) {
+            let read = socket
+                .read(&mut buffer)
+                .expect("the server answers within 5 s");
+            assert!(
+                read > 0,
+                "closed before {:?}",
+                String::from_utf8_lossy(wanted)
+            );
+            seen.extend_from_slice(&buffer[..read]);
+        }
+        seen
+    }
+
+    #[test]
+    fn a_publish_is_in_the_log_before_its_user_s_stream_and_its_publisher_hear_of_it() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut server = DurableServer::bind(dir.path()).expect("server");
+        let port = server.port().expect("port");
+        let log_path = server.log_path.clone();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = server.stopper().expect("waker");
+        let thread = std::thread::spawn({
+            let stop = stop.clone();
+            move || server.run(&stop)
+        });
+
+        let mut alice = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        alice
+            .write_all(b"GET /events/alice HTTP/1.1\r\nhost: x\r\n\r\n")
+            .expect("stream request");
+        read_until(&mut alice, b"event: connected\ndata: {}\n\n");
+        let mut bob = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        bob.write_all(b"GET /events/bob HTTP/1.1\r\n\r\n")
+            .expect("stream request");
+        read_until(&mut bob, b"data: {}\n\n");
+
+        let mut publisher = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let body = br#"{"title":"t","message":"1"}"#;
+        for _ in 0..2 {
+            write!(
+                publisher,
+                "POST /api/notifications/alice HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .expect("head");
+            publisher.write_all(body).expect("body");
+            let answer = read_until(&mut publisher, b"\r\n\r\n{}");
+            assert!(answer.starts_with(b"HTTP/1.1 201 Created\r\n"));
+        }
+        let log = std::fs::read(&log_path).expect("log");
+        let expected = br#"1 alice {"title":"t","message":"1"}
+2 alice {"title":"t","message":"1"}
+"#;
+        assert_eq!(&log[..expected.len()], expected);
+        let events = read_until(&mut alice, b"id: 2\n");
+        let events = String::from_utf8_lossy(&events);
+        assert!(
+            events.contains(
+                "id: 1\nevent: notification\ndata: {\"title\":\"t\",\"message\":\"1\"}\n\n"
+            ),
+            "{events}"
+        );
+
+        let mut stranger = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stranger
+            .write_all(b"DELETE /api/notifications/alice HTTP/1.1\r\n\r\n")
+            .expect("request");
+        let answer = read_until(&mut stranger, b"\r\n\r\n");
+        assert!(answer.starts_with(b"HTTP/1.1 404 Not Found\r\n"));
+
+        stop.store(true, Ordering::Release);
+        stopper.wake().expect("wake");
+        thread.join().expect("thread").expect("served");
+        // Bob heard nothing of alice's: after his greeting, his socket is quiet.
+        bob.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        let _ = bob.read_to_end(&mut rest);
+        assert!(!String::from_utf8_lossy(&rest).contains("notification"));
+        assert!(!log_path.exists(), "the log goes with the server");
+    }
+}
