@@ -6,6 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
+
 use crate::fleet::{Fleet, OpenSummary, StreamOutcome, StreamSpec, failure_counts};
 use crate::floor::{Broadcast, FloorProcess};
 use crate::publish::{BatchOutcome, Pick, Plan, add_publishes};
@@ -174,7 +176,12 @@ pub async fn targeted(setup: &Setup) -> anyhow::Result<Report> {
     let expected: Vec<&[u64]> = per_user.iter().map(Vec::as_slice).collect();
     add_open(&mut report, "", &open, &outcomes);
     add_publishes(&mut report, "publish", sent);
-    add_tally(&mut report, &tally(&outcomes, &expected, None), true);
+    let counted = tally(&outcomes, &expected, None);
+    if let Some(path) = &args.timeline {
+        std::fs::write(path, counted.timeline())
+            .with_context(|| format!("cannot write the timeline to {}", path.display()))?;
+    }
+    add_tally(&mut report, &counted, true);
     if let Some(pushes) = pushes {
         pushes.add_to(&mut report);
     }

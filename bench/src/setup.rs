@@ -115,6 +115,11 @@ pub struct BenchArgs {
     /// they receive counts as unexpected
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub idle_streams: usize,
+    /// targeted: write each first arrival to FILE, a line each, `SEND_NS LATENCY_NS` (send time
+    /// in ns since the epoch), by send time: to see when in a run the slow ones came
+    /// (bench/scripts/tail.sh)
+    #[arg(long, value_name = "FILE")]
+    pub timeline: Option<std::path::PathBuf>,
     /// Concurrent keep-alive publishers, each with one request in flight (targeted, replay,
     /// many-recipients and push; push also subscribes with this many) [many-recipients: 4 by
     /// default]
@@ -210,6 +215,11 @@ impl Setup {
         }
         if args.idle_streams > 0 && !matches!(args.scenario, Scenario::Targeted) {
             bail!("--idle-streams is for the targeted scenario only");
+        }
+        if args.timeline.is_some()
+            && !matches!(args.scenario, Scenario::Targeted | Scenario::TargetedFloor)
+        {
+            bail!("--timeline is for the targeted scenarios only");
         }
         if args.push_subscribe && !matches!(args.scenario, Scenario::Targeted) {
             bail!("--push-subscribe is for the targeted scenario only (push always subscribes)");

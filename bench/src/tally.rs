@@ -20,6 +20,8 @@ pub struct Tally {
     unexpected: u64,
     /// Receive minus send time of each first arrival.
     latencies_ns: Vec<u64>,
+    /// Each first arrival's send time (ns since the epoch) and latency, in arrival order.
+    timeline: Vec<(u64, u64)>,
     /// The latest first arrival of an expected event, in ns since the epoch (0: none).
     last_arrival_ns: u64,
     events_without_send_time: u64,
@@ -54,6 +56,7 @@ pub fn tally(
                 tally.delivered += 1;
                 tally.duplicates += count - 1;
                 tally.latencies_ns.push(latency);
+                tally.timeline.push((send_time, latency));
                 tally.last_arrival_ns = tally.last_arrival_ns.max(send_time + latency);
             } else {
                 tally.unexpected += count;
@@ -64,6 +67,16 @@ pub fn tally(
 }
 
 impl Tally {
+    /// Every first arrival as `SEND_NS LATENCY_NS` lines, by send time.
+    pub fn timeline(&self) -> String {
+        let mut arrivals = self.timeline.clone();
+        arrivals.sort_unstable();
+        arrivals
+            .iter()
+            .map(|(send_time, latency)| format!("{send_time} {latency}\n"))
+            .collect()
+    }
+
     /// Expected events that arrived, per second from `first_send` (ns since the epoch) to the
     /// last first arrival; `None` when nothing arrived.
     pub fn delivered_per_second(&self, first_send: u64) -> Option<f64> {
@@ -212,6 +225,11 @@ mod tests {
         let counted = tally(&outcomes, &[&due, &due], None);
         assert_eq!((counted.delivered, counted.duplicates), (2, 1));
         assert_eq!(counted.delivered_per_second(second), Some(2.0));
+        // Each stream's first arrival, by send time; the duplicate is not in it.
+        assert_eq!(
+            counted.timeline(),
+            format!("{second} {}\n{second} {second}\n", second / 2)
+        );
         let nothing = tally(&[StreamOutcome::default()], &[&due], None);
         assert_eq!(nothing.delivered_per_second(second), None);
     }
