@@ -1,7 +1,7 @@
 //! Copies the write-ahead log back into the database file without making publishes wait: a
-//! thread of its own runs passive checkpoints beside the writer, and asks the writer to copy a
-//! short tail between two commits so the log can start over
-//! (docs/architecture.md#the-sqlite-store).
+//! thread of its own, at a lower priority than request handling, runs small passive
+//! checkpoints beside the writer, and asks the writer to copy a short tail between two commits
+//! so the log can start over (docs/architecture.md#the-sqlite-store).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,8 +14,10 @@ use rusqlite::Connection;
 
 use crate::store::StoreError;
 
-/// The least time between two background checkpoints: each one fsyncs the database file.
-const MIN_GAP: Duration = Duration::from_secs(2);
+/// The least time between two background checkpoints: each one fsyncs the database file. Short
+/// enough that one checkpoint's burst of copying and syncing stays small: every 2 s, each one
+/// held publishes up for several milliseconds (BENCHMARKS.md, "Issue 16, fifth step").
+const MIN_GAP: Duration = Duration::from_millis(250);
 /// WAL frames (pages, 4 KiB by default) past which the log should start over: 16 MiB.
 const RESTART_FRAMES: i64 = 4_096;
 /// What the writer may have appended during a pass for the tail to count as short: 1 MiB.
@@ -44,7 +46,10 @@ impl Checkpointer {
         let ask_writer = tail_is_short.clone();
         let thread = std::thread::Builder::new()
             .name("herald-checkpoint".into())
-            .spawn(move || run(&conn, &received, &ask_writer))
+            .spawn(move || {
+                lower_priority();
+                run(&conn, &received, &ask_writer)
+            })
             .map_err(|error| {
                 StoreError::Unavailable(format!("cannot start the checkpoint thread: {error}"))
             })?;
@@ -130,6 +135,29 @@ fn run(conn: &Connection, nudges: &Receiver<()>, tail_is_short: &AtomicBool) {
                 Err(RecvTimeoutError::Disconnected) => return,
             }
         }
+    }
+}
+
+/// Puts the calling thread in `SCHED_BATCH` at niceness 10: checkpoints still make progress
+/// under full load, but never ahead of a publish. Where the OS refuses, they run at the
+/// server's priority, and say so.
+fn lower_priority() {
+    use thread_priority::{
+        NormalThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+        set_thread_priority_and_policy, thread_native_id,
+    };
+    let batch = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch);
+    // thread-priority maps its 0..=99 onto niceness 19..=-20: 22 is niceness 10 (the test
+    // below reads it back from /proc).
+    let lowered = ThreadPriorityValue::try_from(22u8).map(ThreadPriority::Crossplatform);
+    let outcome = lowered
+        .map_err(|error| format!("{error:?}"))
+        .and_then(|priority| {
+            set_thread_priority_and_policy(thread_native_id(), priority, batch)
+                .map_err(|error| format!("{error:?}"))
+        });
+    if let Err(error) = outcome {
+        tracing::warn!(%error, "checkpoints run at the server's priority: cannot lower it");
     }
 }
 
@@ -238,6 +266,23 @@ mod tests {
             1,
             "a gap later, the next commit wakes it"
         );
+    }
+
+    #[test]
+    fn the_checkpoint_thread_runs_batch_at_niceness_10() {
+        let (nice, policy) = std::thread::spawn(|| {
+            lower_priority();
+            // /proc/thread-self/stat: after the name in parentheses, field 19 is the
+            // niceness and field 41 the scheduling policy (3: SCHED_BATCH).
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").expect("stat");
+            let fields: Vec<&str> = stat[stat.rfind(')').expect("name") + 2..]
+                .split(' ')
+                .collect();
+            (fields[19 - 3].to_owned(), fields[41 - 3].to_owned())
+        })
+        .join()
+        .expect("thread");
+        assert_eq!((nice.as_str(), policy.as_str()), ("10", "3"));
     }
 
     #[test]
