@@ -15,10 +15,9 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use mio::net::{TcpListener, TcpStream};
@@ -420,17 +419,7 @@ pub struct DurableFloorProcess {
 impl DurableFloorProcess {
     /// Starts this same binary as the durable floor and waits until it listens.
     pub fn start() -> anyhow::Result<Self> {
-        let exe = std::env::current_exe()
-            .context("cannot find this binary to start the durable floor")?;
-        let mut child = Command::new(exe)
-            .arg(SERVER_COMMAND)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("could not start the durable floor")?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            bail!("the durable floor has no pipes");
-        };
+        let (child, stdin, stdout) = crate::floor::start_child(SERVER_COMMAND)?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
         let Some(Ok(port)) = line
@@ -457,18 +446,9 @@ impl DurableFloorProcess {
 }
 
 impl Drop for DurableFloorProcess {
-    /// Closing stdin ends the child; one that does not go within a few seconds is killed.
     fn drop(&mut self) {
         self.stdin = None;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::floor::end_child(&mut self.child);
     }
 }
 
@@ -476,6 +456,7 @@ impl Drop for DurableFloorProcess {
 mod tests {
     use std::io::{Read, Write};
     use std::net::TcpStream;
+    use std::time::Duration;
 
     use super::*;
 

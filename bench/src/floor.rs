@@ -188,17 +188,7 @@ pub struct FloorProcess {
 impl FloorProcess {
     /// Starts this same binary as the ideal server and waits until it listens.
     pub fn start() -> anyhow::Result<Self> {
-        let exe =
-            std::env::current_exe().context("cannot find this binary to start the ideal server")?;
-        let mut child = Command::new(exe)
-            .arg(SERVER_COMMAND)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("could not start the ideal server")?;
-        let (Some(requests), Some(answers)) = (child.stdin.take(), child.stdout.take()) else {
-            bail!("the ideal server has no pipes");
-        };
+        let (child, requests, answers) = start_child(SERVER_COMMAND)?;
         let mut process = Self {
             child,
             requests: Some(requests),
@@ -265,19 +255,41 @@ impl FloorProcess {
 }
 
 impl Drop for FloorProcess {
-    /// Closing stdin ends the child; one that does not go within a few seconds is killed.
     fn drop(&mut self) {
         self.requests = None;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        end_child(&mut self.child);
     }
+}
+
+/// Starts this same binary with `subcommand` (an ideal server) as a child, with piped stdin
+/// and stdout.
+pub fn start_child(subcommand: &str) -> anyhow::Result<(Child, ChildStdin, ChildStdout)> {
+    let exe =
+        std::env::current_exe().context("cannot find this binary to start the ideal server")?;
+    let mut child = Command::new(exe)
+        .arg(subcommand)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("could not start the ideal server")?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        bail!("the ideal server has no pipes");
+    };
+    Ok((child, stdin, stdout))
+}
+
+/// Waits for a child whose stdin was closed (which ends it) to exit; one that does not go
+/// within a few seconds is killed.
+pub fn end_child(child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// Reads the request head (bounded in size and time) and sends the greeting.
