@@ -70,7 +70,11 @@ pub struct DurableServer {
     poll: Poll,
     listener: TcpListener,
     connections: Vec<Option<Connection>>,
+    /// Slots a new connection may take.
     free: Vec<usize>,
+    /// Slots closed in this pass: free only after its commit, so that a publish whose
+    /// publisher went away is never answered on a new connection in the same slot.
+    closed: Vec<usize>,
     streams: HashMap<String, Vec<Token>>,
     log: File,
     log_path: PathBuf,
@@ -103,6 +107,7 @@ impl DurableServer {
             listener,
             connections: Vec::new(),
             free: Vec::new(),
+            closed: Vec::new(),
             streams: HashMap::new(),
             log,
             log_path,
@@ -146,6 +151,7 @@ impl DurableServer {
                 }
             }
             self.commit()?;
+            self.free.append(&mut self.closed);
         }
         Ok(())
     }
@@ -333,7 +339,7 @@ impl DurableServer {
             }
         }
         // A publish still waiting for the sync is answered to nobody; its event still goes out.
-        self.free.push(token.0);
+        self.closed.push(token.0);
     }
 }
 
@@ -479,6 +485,43 @@ mod tests {
             seen.extend_from_slice(&buffer[..read]);
         }
         seen
+    }
+
+    #[test]
+    fn a_slot_closed_in_a_pass_is_not_reused_before_that_pass_s_answers_are_out() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut server = DurableServer::bind(dir.path()).expect("server");
+        let port = server.port().expect("port");
+        // On loopback a connect has been queued, and a write and a close delivered, by the
+        // time the call returns: no waiting needed.
+        let mut gone = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        server.accept().expect("accept");
+        gone.write_all(b"POST /api/notifications/alice HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}")
+            .expect("publish");
+        drop(gone);
+        server.read(Token(0));
+        assert_eq!(
+            (server.pending.len(), server.closed.as_slice()),
+            (1, &[0][..])
+        );
+
+        let mut next = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        server.accept().expect("accept");
+        assert!(
+            server.connections[0].is_none(),
+            "slot 0 waits for the commit"
+        );
+        assert!(server.connections[1].is_some());
+        server.commit().expect("commit");
+        server.free.append(&mut server.closed);
+        next.set_nonblocking(true).expect("nonblocking");
+        let mut buffer = [0u8; 64];
+        let read = next.read(&mut buffer);
+        assert!(
+            matches!(&read, Err(error) if error.kind() == io::ErrorKind::WouldBlock),
+            "the new connection got the old one's answer: {read:?}"
+        );
+        assert_eq!(server.free, [0]);
     }
 
     #[test]
