@@ -18,10 +18,9 @@ pub struct Tally {
     duplicates: u64,
     /// Arrivals of events this stream should not have had.
     unexpected: u64,
-    /// Receive minus send time of each first arrival.
-    latencies_ns: Vec<u64>,
-    /// Each first arrival's send time (ns since the epoch) and latency, in arrival order.
-    timeline: Vec<(u64, u64)>,
+    /// Each first arrival's send time (ns since the epoch) and latency (receive minus send
+    /// time), in the order the streams are counted.
+    arrivals: Vec<(u64, u64)>,
     /// The latest first arrival of an expected event, in ns since the epoch (0: none).
     last_arrival_ns: u64,
     events_without_send_time: u64,
@@ -55,8 +54,7 @@ pub fn tally(
             } else if expected.binary_search(&send_time).is_ok() {
                 tally.delivered += 1;
                 tally.duplicates += count - 1;
-                tally.latencies_ns.push(latency);
-                tally.timeline.push((send_time, latency));
+                tally.arrivals.push((send_time, latency));
                 tally.last_arrival_ns = tally.last_arrival_ns.max(send_time + latency);
             } else {
                 tally.unexpected += count;
@@ -69,7 +67,7 @@ pub fn tally(
 impl Tally {
     /// Every first arrival as `SEND_NS LATENCY_NS` lines, by send time.
     pub fn timeline(&self) -> String {
-        let mut arrivals = self.timeline.clone();
+        let mut arrivals = self.arrivals.clone();
         arrivals.sort_unstable();
         arrivals
             .iter()
@@ -120,7 +118,7 @@ pub fn add_tally(report: &mut Report, tally: &Tally, with_latency: bool) {
     );
     report.add("comments", tally.comments, "(heartbeats)");
     if with_latency {
-        let mut latencies = tally.latencies_ns.clone();
+        let mut latencies: Vec<u64> = tally.arrivals.iter().map(|&(_, latency)| latency).collect();
         report.percentiles("delivery_latency", &mut latencies);
     }
 }
