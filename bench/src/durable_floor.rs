@@ -33,6 +33,8 @@ const STOP: Token = Token(usize::MAX - 1);
 const LOG_BYTES: u64 = 64 << 20;
 /// A request head or body larger than this closes its connection.
 const MAX_REQUEST: usize = 64 * 1024;
+/// A connection that stops reading is closed once this much waits for it.
+const MAX_OUTPUT: usize = 1 << 20;
 /// The answer to a stream's request: headers and a first event (the bench times the open to it).
 const GREETING: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\nevent: connected\ndata: {}\n\n";
 const CREATED: &[u8] =
@@ -138,7 +140,7 @@ impl DurableServer {
             }
             for event in &events {
                 match event.token() {
-                    LISTENER => self.accept()?,
+                    LISTENER => self.accept(),
                     STOP => {}
                     token => {
                         if event.is_writable() {
@@ -156,23 +158,28 @@ impl DurableServer {
         Ok(())
     }
 
-    fn accept(&mut self) -> io::Result<()> {
+    /// Takes every connection waiting; one that cannot be set up is dropped, not the server.
+    fn accept(&mut self) {
         loop {
             let (mut socket, _) = match self.listener.accept() {
                 Ok(accepted) => accepted,
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => continue,
-                // Out of descriptors, say: the connection waits in the backlog.
-                Err(_) => return Ok(()),
+                // None left, or out of descriptors (the connection waits in the backlog).
+                Err(_) => return,
             };
-            socket.set_nodelay(true)?;
             let slot = self.free.pop().unwrap_or_else(|| {
                 self.connections.push(None);
                 self.connections.len() - 1
             });
-            self.poll
-                .registry()
-                .register(&mut socket, Token(slot), Interest::READABLE)?;
+            let registered = socket.set_nodelay(true).and_then(|()| {
+                self.poll
+                    .registry()
+                    .register(&mut socket, Token(slot), Interest::READABLE)
+            });
+            if registered.is_err() {
+                self.free.push(slot);
+                continue;
+            }
             self.connections[slot] = Some(Connection {
                 socket,
                 role: Role::Unknown,
@@ -302,7 +309,7 @@ impl DurableServer {
         connection.output.drain(..written);
         let left = !connection.output.is_empty();
         let refused_and_done = matches!(connection.role, Role::Refused) && !left;
-        if failed || refused_and_done {
+        if failed || refused_and_done || connection.output.len() > MAX_OUTPUT {
             self.close(token);
             return;
         }
@@ -355,10 +362,14 @@ enum Request {
     Other,
 }
 
-/// Takes the first whole request (head and body) out of `input`, if one is there.
+/// Takes the first whole request (head and body) out of `input`, if one is there. A body
+/// declared longer than [`MAX_REQUEST`] (or a head that is not UTF-8) is [`Request::Other`].
 fn take_request(input: &mut Vec<u8>) -> Option<Request> {
     let head_end = input.windows(4).position(|window| window == b"\r\n\r\n")? + 4;
-    let head = String::from_utf8_lossy(&input[..head_end]).into_owned();
+    let Ok(head) = std::str::from_utf8(&input[..head_end]) else {
+        input.drain(..head_end);
+        return Some(Request::Other);
+    };
     let mut lines = head.split("\r\n");
     let mut words = lines.next().unwrap_or_default().split(' ');
     let (method, path) = (
@@ -369,24 +380,25 @@ fn take_request(input: &mut Vec<u8>) -> Option<Request> {
     let length = lines
         .filter_map(|line| line.split_once(':'))
         .find(|(name, _)| name.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, value)| value.trim().parse::<usize>().ok())
-        .unwrap_or(0);
+        .map_or(Some(0), |(_, value)| value.trim().parse::<usize>().ok());
+    let Some(length) = length.filter(|&length| length <= MAX_REQUEST) else {
+        input.drain(..head_end);
+        return Some(Request::Other);
+    };
     if input.len() < head_end + length {
         return None;
     }
-    let body = input[head_end..head_end + length].to_vec();
-    input.drain(..head_end + length);
     let user = |prefix: &str| path.strip_prefix(prefix).filter(|user| !user.is_empty());
-    Some(
-        match (method, user("/events/"), user("/api/notifications/")) {
-            ("GET", Some(user), _) => Request::Stream(user.to_owned()),
-            ("POST", _, Some(user)) => Request::Publish {
-                user: user.to_owned(),
-                body,
-            },
-            _ => Request::Other,
+    let request = match (method, user("/events/"), user("/api/notifications/")) {
+        ("GET", Some(user), _) => Request::Stream(user.to_owned()),
+        ("POST", _, Some(user)) => Request::Publish {
+            user: user.to_owned(),
+            body: input[head_end..head_end + length].to_vec(),
         },
-    )
+        _ => Request::Other,
+    };
+    input.drain(..head_end + length);
+    Some(request)
 }
 
 /// The child's side: starts the server, says `listening PORT`, and serves until stdin closes.
@@ -488,6 +500,49 @@ mod tests {
     }
 
     #[test]
+    fn a_body_longer_than_the_bound_is_refused_without_waiting_for_it() {
+        for length in [
+            (MAX_REQUEST + 1).to_string(),
+            usize::MAX.to_string(),
+            "x".into(),
+        ] {
+            let mut input = format!(
+                "POST /api/notifications/alice HTTP/1.1\r\ncontent-length: {length}\r\n\r\n{{}}"
+            )
+            .into_bytes();
+            assert!(
+                matches!(take_request(&mut input), Some(Request::Other)),
+                "content-length {length}"
+            );
+        }
+        let mut whole =
+            b"POST /api/notifications/bob HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}GET".to_vec();
+        assert!(matches!(
+            take_request(&mut whole),
+            Some(Request::Publish { user, body }) if user == "bob" && body == b"{}"
+        ));
+        assert_eq!(whole, b"GET", "the next request's bytes stay");
+    }
+
+    #[test]
+    fn a_stream_that_stops_reading_is_closed_once_its_backlog_passes_the_bound() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut server = DurableServer::bind(dir.path()).expect("server");
+        let port = server.port().expect("port");
+        // Never read from: the kernel's buffers fill, then the server's.
+        let _silent = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        server.accept();
+        let frame = vec![b'x'; 64 * 1024];
+        let mut sent = 0;
+        while server.connections[0].is_some() {
+            assert!(sent < 1_000, "64 MB queued for a stream that does not read");
+            server.send(Token(0), &frame);
+            sent += 1;
+        }
+        assert_eq!(server.closed, [0]);
+    }
+
+    #[test]
     fn a_slot_closed_in_a_pass_is_not_reused_before_that_pass_s_answers_are_out() {
         let dir = tempfile::tempdir().expect("dir");
         let mut server = DurableServer::bind(dir.path()).expect("server");
@@ -495,7 +550,7 @@ mod tests {
         // On loopback a connect has been queued, and a write and a close delivered, by the
         // time the call returns: no waiting needed.
         let mut gone = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        server.accept().expect("accept");
+        server.accept();
         gone.write_all(b"POST /api/notifications/alice HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}")
             .expect("publish");
         drop(gone);
@@ -506,7 +561,7 @@ mod tests {
         );
 
         let mut next = TcpStream::connect(("127.0.0.1", port)).expect("connect");
-        server.accept().expect("accept");
+        server.accept();
         assert!(
             server.connections[0].is_none(),
             "slot 0 waits for the commit"
