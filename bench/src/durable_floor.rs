@@ -83,7 +83,11 @@ pub struct DurableServer {
     log_offset: u64,
     seq: u64,
     pending: Vec<Publish>,
+    /// Buffers [`Self::commit`] reuses: the group's log record, one event's frame, and the
+    /// streams it goes to.
     group: Vec<u8>,
+    frame: Vec<u8>,
+    targets: Vec<Token>,
 }
 
 impl DurableServer {
@@ -117,6 +121,8 @@ impl DurableServer {
             seq: 0,
             pending: Vec::new(),
             group: Vec::new(),
+            frame: Vec::new(),
+            targets: Vec::new(),
         })
     }
 
@@ -261,19 +267,30 @@ impl DurableServer {
         self.log.write_all_at(&self.group, self.log_offset)?;
         self.log.sync_data()?;
         self.log_offset += length;
-        let pending = std::mem::take(&mut self.pending);
+        // Taken out while sending (a send may close a stream); their buffers are reused.
+        let (mut pending, mut frame, mut targets) = (
+            std::mem::take(&mut self.pending),
+            std::mem::take(&mut self.frame),
+            std::mem::take(&mut self.targets),
+        );
         for (seq, publish) in (first_seq..).zip(&pending) {
-            let mut frame = format!("id: {seq}\nevent: notification\ndata: ").into_bytes();
+            frame.clear();
+            write!(frame, "id: {seq}\nevent: notification\ndata: ")?;
             frame.extend_from_slice(&publish.body);
             frame.extend_from_slice(b"\n\n");
-            let streams = self.streams.get(&publish.user).cloned().unwrap_or_default();
-            for stream in streams {
+            targets.clear();
+            targets.extend_from_slice(
+                self.streams
+                    .get(&publish.user)
+                    .map_or(&[][..], Vec::as_slice),
+            );
+            for &stream in &targets {
                 self.send(stream, &frame);
             }
             self.send(publish.publisher, CREATED);
         }
-        self.pending = pending;
-        self.pending.clear();
+        pending.clear();
+        (self.pending, self.frame, self.targets) = (pending, frame, targets);
         Ok(())
     }
 
