@@ -158,9 +158,16 @@ impl DurableServer {
                     }
                 }
             }
-            self.commit()?;
-            self.free.append(&mut self.closed);
+            self.end_pass()?;
         }
+        Ok(())
+    }
+
+    /// After a pass over the ready sockets: the group's commit, then the slots closed during
+    /// the pass are free again.
+    fn end_pass(&mut self) -> io::Result<()> {
+        self.commit()?;
+        self.free.append(&mut self.closed);
         Ok(())
     }
 
@@ -495,6 +502,14 @@ mod tests {
 
     use super::*;
 
+    /// A server on a free port, its log in a directory of its own (kept while the test runs).
+    fn started() -> (tempfile::TempDir, DurableServer, u16) {
+        let dir = tempfile::tempdir().expect("dir");
+        let server = DurableServer::bind(dir.path()).expect("server");
+        let port = server.port().expect("port");
+        (dir, server, port)
+    }
+
     /// Reads from `socket` until `wanted` has arrived (5 s at most); returns everything read.
     fn read_until(socket: &mut TcpStream, wanted: &[u8]) -> Vec<u8> {
         socket
@@ -543,9 +558,7 @@ mod tests {
 
     #[test]
     fn a_stream_that_stops_reading_is_closed_once_its_backlog_passes_the_bound() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut server = DurableServer::bind(dir.path()).expect("server");
-        let port = server.port().expect("port");
+        let (_dir, mut server, port) = started();
         // Never read from: the kernel's buffers fill, then the server's.
         let _silent = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         server.accept();
@@ -561,9 +574,7 @@ mod tests {
 
     #[test]
     fn a_slot_closed_in_a_pass_is_not_reused_before_that_pass_s_answers_are_out() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut server = DurableServer::bind(dir.path()).expect("server");
-        let port = server.port().expect("port");
+        let (_dir, mut server, port) = started();
         // On loopback a connect has been queued, and a write and a close delivered, by the
         // time the call returns: no waiting needed.
         let mut gone = TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -584,8 +595,7 @@ mod tests {
             "slot 0 waits for the commit"
         );
         assert!(server.connections[1].is_some());
-        server.commit().expect("commit");
-        server.free.append(&mut server.closed);
+        server.end_pass().expect("commit");
         next.set_nonblocking(true).expect("nonblocking");
         let mut buffer = [0u8; 64];
         let read = next.read(&mut buffer);
@@ -598,9 +608,7 @@ mod tests {
 
     #[test]
     fn a_publish_is_in_the_log_before_its_user_s_stream_and_its_publisher_hear_of_it() {
-        let dir = tempfile::tempdir().expect("dir");
-        let mut server = DurableServer::bind(dir.path()).expect("server");
-        let port = server.port().expect("port");
+        let (_dir, mut server, port) = started();
         let log_path = server.log_path.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let stopper = server.stopper().expect("waker");
