@@ -4,12 +4,13 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, Request, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, Version, header};
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -147,9 +148,30 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(ConnectInfo(self.remote));
         let in_flight = self.activity.start();
+        // On HTTP/1 hyper closes a connection whose request body is left unread; HTTP/2 resets
+        // only that request's stream.
+        let body_read = (request.version() < Version::HTTP_2
+            && !http_body::Body::is_end_stream(request.body()))
+        .then(|| Arc::new(AtomicBool::new(false)));
+        let request = match &body_read {
+            Some(read) => request.map(|body| {
+                Body::new(ReadToEnd {
+                    body,
+                    read: read.clone(),
+                })
+            }),
+            None => request.map(Body::new),
+        };
         let response = self.router.clone().call(request);
         Box::pin(async move {
-            let Ok(response) = response.await;
+            let Ok(mut response) = response.await;
+            if body_read.is_some_and(|read| !read.load(Ordering::Relaxed)) {
+                // Said, so that no client sends its next request into the close
+                // (docs/protocol.md#errors).
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             Ok(response.map(|body| {
                 Body::new(Counted {
                     body,
@@ -157,6 +179,36 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
                 })
             }))
         })
+    }
+}
+
+/// A request body that notes when it has been read to its end.
+struct ReadToEnd {
+    body: Incoming,
+    read: Arc<AtomicBool>,
+}
+
+impl http_body::Body for ReadToEnd {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None)) || self.body.is_end_stream() {
+            self.read.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -193,6 +193,41 @@ async fn a_body_too_large_is_refused_by_hyper_and_changes_nothing() {
     assert_eq!(history["total"], 0);
 }
 
+/// hyper closes a connection whose request body the answer left unread. The answer must say so,
+/// or a client that pools connections sends its next request into the close and loses it
+/// (docs/protocol.md#errors).
+#[tokio::test]
+async fn an_answer_that_leaves_its_body_unread_says_the_connection_closes_and_it_does() {
+    let app = TestApp::spawn().await;
+    for (method, target, status) in [
+        ("PUT", "/api/notifications/ann", "405"),
+        ("PATCH", "/no/such/route", "404"),
+        ("DELETE", "/api/notifications", "405"),
+    ] {
+        let mut client = RawClient::connect(&app).await;
+        // The head and the first byte of a body the server is never going to read.
+        client
+            .send(&format!(
+                "{method} {target} HTTP/1.1\r\nHost: herald.test\r\n\
+                 Content-Type: application/json\r\nContent-Length: 10000\r\n\r\n{{"
+            ))
+            .await;
+        let (head, body) = client.read_whole_response().await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{method} {target}: {head}"
+        );
+        assert!(body.contains("\"error\""), "{method} {target}: {body}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{method} {target}: {head}"
+        );
+        let (rest, _) = client.read_until_closed().await;
+        assert_eq!(rest, "", "{method} {target}: nothing after the answer");
+    }
+}
+
 #[tokio::test]
 async fn a_stream_whose_client_leaves_gives_back_its_place_without_waiting_for_a_write() {
     let app = TestApp::spawn().await;
