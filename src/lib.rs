@@ -9,7 +9,8 @@
 //! - [`push`]: Web Push: the server's VAPID key.
 //! - [`metrics`]: the node's Prometheus registry.
 //! - [`edge`]: the limits every connection lives within, and the deadlines kept below hyper.
-//! - [`sse`]: the wire format (an event becomes bytes once) and the bounded per-stream queue.
+//! - [`sse`]: the wire format (an event becomes bytes once, framed for a plain socket), and the
+//!   bounded per-stream queue, which writes an idle plain stream's socket directly.
 //! - [`store`]: the durable event log and history; owns ids and durability.
 //! - [`hub`]: who is connected here, and the delivery threads that push each event to them.
 //! - [`auth`]: subscriber tokens and publish keys, and what each may do.

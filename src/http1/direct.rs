@@ -13,11 +13,7 @@ use tokio::net::TcpStream;
 
 use super::seal::Seal;
 use crate::sse::outbox::DirectSink;
-
-/// Bytes of a write gathered into one buffer rather than handed to `writev` as parts: the
-/// kernel's `write` of one buffer is cheaper than `writev` of several, and most frames are
-/// small.
-const GATHER: usize = 1024;
+use crate::sse::plain::{GATHER, PlainSocket, chunk_framing, gather};
 
 thread_local! {
     /// Where a delivery thread seals a TLS stream's frames before their `write`: one buffer per
@@ -64,40 +60,24 @@ impl DirectSink for LiveSocket {
                 Ok(rest)
             });
         }
-        let parts = [
-            IoSlice::new(size.line()),
-            IoSlice::new(frame),
-            IoSlice::new(tail),
-        ];
-        let total = size.line().len() + frame.len() + tail.len();
-        let written = match try_write_parts(&self.socket, &parts) {
-            Ok(written) => written,
-            Err(error) if error.kind() == io::ErrorKind::WouldBlock => 0,
-            Err(error) => return Err(error),
-        };
-        if written == total {
-            return Ok(None);
-        }
-        // Rare (a full socket): the whole framed frame once, to hand back what did not fit.
-        let framed: Vec<u8> = parts.iter().flat_map(|part| part.iter().copied()).collect();
-        Ok(Some(Bytes::from(framed).slice(written..)))
+        PlainSocket::of(&self.socket, self.chunked).write_now(frame)
+    }
+
+    fn plain(&self) -> Option<PlainSocket> {
+        self.seal
+            .is_none()
+            .then(|| PlainSocket::of(&self.socket, self.chunked))
     }
 }
 
 /// One write of `parts` to a socket others may write too: gathered when small, else
 /// vectored; `WouldBlock` if the socket is full.
 fn try_write_parts(socket: &TcpStream, parts: &[IoSlice<'_>]) -> io::Result<usize> {
-    let total: usize = parts.iter().map(|part| part.len()).sum();
-    if total > GATHER {
-        return socket.try_write_vectored(parts);
+    let mut buffer = [0u8; GATHER];
+    match gather(parts, &mut buffer) {
+        Some(gathered) => socket.try_write(gathered),
+        None => socket.try_write_vectored(parts),
     }
-    let mut gathered = [0u8; GATHER];
-    let mut filled = 0;
-    for part in parts {
-        gathered[filled..filled + part.len()].copy_from_slice(part);
-        filled += part.len();
-    }
-    socket.try_write(&gathered[..filled])
 }
 
 /// The task's own write of `parts`: waits (as a poll) until the socket can take some.
@@ -115,60 +95,11 @@ pub fn poll_write_parts(
     }
 }
 
-/// What goes around a frame of `len` bytes on the wire: on a chunked response its chunk-size
-/// line and the CRLF after it; otherwise nothing.
-pub fn chunk_framing(chunked: bool, len: usize) -> (ChunkSize, &'static [u8]) {
-    let mut size = ChunkSize::default();
-    if !chunked {
-        return (size, b"");
-    }
-    size.set(len);
-    (size, b"\r\n")
-}
-
-/// A chunk-size line (`1a2\r\n`) without allocating; empty until set.
-#[derive(Default)]
-pub struct ChunkSize {
-    line: [u8; 18],
-    len: u8,
-}
-
-impl ChunkSize {
-    pub fn set(&mut self, size: usize) {
-        let digits = (usize::BITS - size.leading_zeros()).div_ceil(4).max(1) as usize;
-        for (i, slot) in self.line[..digits].iter_mut().enumerate() {
-            let nibble = (size >> (4 * (digits - 1 - i))) & 0xf;
-            *slot = b"0123456789abcdef"[nibble];
-        }
-        self.line[digits..digits + 2].copy_from_slice(b"\r\n");
-        self.len = digits as u8 + 2;
-    }
-
-    pub fn line(&self) -> &[u8] {
-        &self.line[..self.len as usize]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tokio::io::AsyncReadExt;
-
-    #[test]
-    fn chunk_size_lines_are_lower_case_hex() {
-        assert_eq!(ChunkSize::default().line(), b"");
-        for (len, line) in [
-            (0, "0\r\n"),
-            (9, "9\r\n"),
-            (10, "a\r\n"),
-            (0x1a2, "1a2\r\n"),
-            (usize::MAX, "ffffffffffffffff\r\n"),
-        ] {
-            let mut size = ChunkSize::default();
-            size.set(len);
-            assert_eq!(size.line(), line.as_bytes());
-        }
-    }
 
     async fn pair() -> (TcpStream, TcpStream) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -181,40 +112,63 @@ mod tests {
         (server, client)
     }
 
+    /// The outbox writes a plain socket by its descriptor, past tokio's record of the socket's
+    /// readiness. Once those writes have filled it, the task's own write must still wait for
+    /// room and then go on, in order, with nothing lost or doubled.
     #[tokio::test]
-    async fn frames_go_out_chunked_or_bare_and_a_full_socket_hands_back_the_rest() {
+    async fn after_direct_writes_fill_the_socket_the_task_s_own_write_waits_for_room() {
         let (server, mut client) = pair().await;
-        let chunked = LiveSocket {
+        let live = LiveSocket {
             socket: server,
             chunked: true,
             seal: None,
         };
-        assert!(chunked.write_now(b"data: 1\n\n").unwrap().is_none());
-        let mut read = [0u8; 64];
-        let n = client.read(&mut read).await.unwrap();
-        assert_eq!(&read[..n], b"9\r\ndata: 1\n\n\r\n");
-
-        // Fill the socket until it takes only part of a frame: the rest comes back framed.
+        let plain = live
+            .plain()
+            .expect("a plain socket is written by its descriptor");
         let big = vec![b'x'; 64 * 1024];
-        let mut sent = 0usize;
+        let mut framed = b"10000\r\n".to_vec();
+        framed.extend_from_slice(&big);
+        framed.extend_from_slice(b"\r\n");
+
+        let mut whole_frames = 0;
         let rest = loop {
-            match chunked.write_now(&big).unwrap() {
-                None => sent += big.len(),
+            match plain.write_now(&big).unwrap() {
+                None => whole_frames += 1,
                 Some(rest) => break rest,
             }
-            assert!(sent < 64 << 20, "the socket never filled");
+            assert!(whole_frames < 1024, "the socket never filled");
         };
-        assert!(!rest.is_empty() && rest.len() <= big.len() + 9);
-        assert!(rest.ends_with(b"x\r\n"));
+        assert_eq!(&rest[..], &framed[framed.len() - rest.len()..]);
 
-        let (server, mut client) = pair().await;
-        let bare = LiveSocket {
-            socket: server,
-            chunked: false,
-            seal: None,
+        let writer = async {
+            let mut at = 0;
+            while at < rest.len() {
+                let parts = [IoSlice::new(&rest[at..])];
+                at += std::future::poll_fn(|cx| poll_write_parts(&live.socket, cx, &parts))
+                    .await
+                    .unwrap();
+            }
         };
-        assert!(bare.write_now(b"data: 2\n\n").unwrap().is_none());
-        let n = client.read(&mut read).await.unwrap();
-        assert_eq!(&read[..n], b"data: 2\n\n");
+        let reader = async {
+            let expected = framed.len() * (whole_frames + 1);
+            let mut got = Vec::with_capacity(expected);
+            let mut buffer = vec![0u8; 64 * 1024];
+            while got.len() < expected {
+                let n = client.read(&mut buffer).await.unwrap();
+                assert!(n > 0, "closed after {} bytes", got.len());
+                got.extend_from_slice(&buffer[..n]);
+            }
+            got
+        };
+        let ((), got) = tokio::time::timeout(Duration::from_secs(10), async {
+            tokio::join!(writer, reader)
+        })
+        .await
+        .expect("the task's write went out once the client read");
+        assert_eq!(got.len(), framed.len() * (whole_frames + 1));
+        for frame in got.chunks(framed.len()) {
+            assert!(frame == framed.as_slice(), "a frame came out changed");
+        }
     }
 }

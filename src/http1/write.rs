@@ -18,10 +18,11 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::direct::{ChunkSize, LiveSocket, chunk_framing, poll_write_parts};
+use super::direct::{LiveSocket, poll_write_parts};
 use super::seal::Seal;
 use crate::edge::{self, OverTcp};
 use crate::sse::outbox::{Attached, EventStreamResponse, Outbox};
+use crate::sse::plain::{ChunkSize, chunk_framing};
 
 /// Reads of unexpected client bytes per wake-up before the stream yields to other tasks.
 const DISCARDS_PER_WAKE: usize = 16;

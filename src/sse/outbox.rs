@@ -13,6 +13,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use crate::domain::EventId;
+use crate::sse::plain::PlainSocket;
 
 /// How far one stream may fall behind before it is closed as a slow reader.
 #[derive(Debug, Clone, Copy)]
@@ -61,6 +62,12 @@ pub trait DirectSink: Send + Sync {
     /// Writes `frame` now. Answers the framed bytes the socket did not take (nothing when it
     /// took all), or the error that ended the connection.
     fn write_now(&self, frame: &[u8]) -> io::Result<Option<Bytes>>;
+
+    /// The socket, when it is a plain one this sink owns: the outbox then writes it by its
+    /// descriptor instead of through [`DirectSink::write_now`], reading nothing of the sink's.
+    fn plain(&self) -> Option<PlainSocket> {
+        None
+    }
 }
 
 /// Marks a response as an event stream, in its extensions: a connection writer writes it
@@ -104,7 +111,10 @@ struct State {
 
 /// Direct writes to an attached connection.
 struct Direct {
+    /// Owns the socket: held for as long as `plain` is, so its descriptor stays open.
     sink: Arc<dyn DirectSink>,
+    /// The sink's socket, written without reading the sink's memory (see [`PlainSocket`]).
+    plain: Option<PlainSocket>,
     /// Whether pushes write to `sink` now (see the module docs).
     armed: bool,
     /// Framed bytes of a direct write the socket did not take all of; the connection writer
@@ -153,6 +163,7 @@ impl Outbox {
     /// guard drops.
     pub fn attach(self: &Arc<Self>, sink: Arc<dyn DirectSink>) -> Attached {
         self.state.lock().direct = Some(Direct {
+            plain: sink.plain(),
             sink,
             armed: false,
             unwritten: None,
@@ -338,7 +349,10 @@ impl State {
         let Some(direct) = &mut self.direct else {
             return;
         };
-        let outcome = direct.sink.write_now(frames);
+        let outcome = match &direct.plain {
+            Some(socket) => socket.write_now(frames),
+            None => direct.sink.write_now(frames),
+        };
         if let Some(id) = newest {
             self.sent_through = id;
         }
