@@ -5,6 +5,8 @@
 
 use std::cell::RefCell;
 use std::io::{self, IoSlice};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
@@ -13,7 +15,7 @@ use tokio::net::TcpStream;
 
 use super::seal::Seal;
 use crate::sse::outbox::DirectSink;
-use crate::sse::plain::{GATHER, PlainSocket, chunk_framing, gather};
+use crate::sse::plain::{GATHER, PlainSocket, chunk_framing, gather, write_framed};
 
 thread_local! {
     /// Where a delivery thread seals a TLS stream's frames before their `write`: one buffer per
@@ -60,13 +62,21 @@ impl DirectSink for LiveSocket {
                 Ok(rest)
             });
         }
-        PlainSocket::of(&self.socket, self.chunked).write_now(frame)
+        write_framed(&self.socket, self.chunked, frame)
     }
 
-    fn plain(&self) -> Option<PlainSocket> {
-        self.seal
-            .is_none()
-            .then(|| PlainSocket::of(&self.socket, self.chunked))
+    fn plain(self: Arc<Self>) -> Option<PlainSocket> {
+        if self.seal.is_some() {
+            return None;
+        }
+        let chunked = self.chunked;
+        Some(PlainSocket::of(self, chunked))
+    }
+}
+
+impl AsFd for LiveSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
     }
 }
 
@@ -118,12 +128,12 @@ mod tests {
     #[tokio::test]
     async fn after_direct_writes_fill_the_socket_the_task_s_own_write_waits_for_room() {
         let (server, mut client) = pair().await;
-        let live = LiveSocket {
+        let live = Arc::new(LiveSocket {
             socket: server,
             chunked: true,
             seal: None,
-        };
-        let plain = live
+        });
+        let plain = Arc::clone(&live)
             .plain()
             .expect("a plain socket is written by its descriptor");
         let big = vec![b'x'; 64 * 1024];

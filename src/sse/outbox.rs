@@ -63,9 +63,9 @@ pub trait DirectSink: Send + Sync {
     /// took all), or the error that ended the connection.
     fn write_now(&self, frame: &[u8]) -> io::Result<Option<Bytes>>;
 
-    /// The socket, when it is a plain one this sink owns: the outbox then writes it by its
-    /// descriptor instead of through [`DirectSink::write_now`], reading nothing of the sink's.
-    fn plain(&self) -> Option<PlainSocket> {
+    /// The sink as a plain socket, when it is one: the outbox then writes it by its descriptor
+    /// instead of through [`DirectSink::write_now`], reading nothing of the sink's.
+    fn plain(self: Arc<Self>) -> Option<PlainSocket> {
         None
     }
 }
@@ -111,15 +111,20 @@ struct State {
 
 /// Direct writes to an attached connection.
 struct Direct {
-    /// Owns the socket: held for as long as `plain` is, so its descriptor stays open.
-    sink: Arc<dyn DirectSink>,
-    /// The sink's socket, written without reading the sink's memory (see [`PlainSocket`]).
-    plain: Option<PlainSocket>,
-    /// Whether pushes write to `sink` now (see the module docs).
+    to: DirectTo,
+    /// Whether pushes write directly now (see the module docs).
     armed: bool,
     /// Framed bytes of a direct write the socket did not take all of; the connection writer
     /// writes them before anything else.
     unwritten: Option<Bytes>,
+}
+
+/// Where direct writes go.
+enum DirectTo {
+    /// A plain socket, by its descriptor, without reading the connection's memory.
+    Plain(PlainSocket),
+    /// Any other connection (TLS), through its sink.
+    Sink(Arc<dyn DirectSink>),
 }
 
 /// A connection attached to an outbox; dropping it ends direct writes for good.
@@ -162,9 +167,12 @@ impl Outbox {
     /// Lets pushes write to `sink` directly whenever the stream is armed, until the returned
     /// guard drops.
     pub fn attach(self: &Arc<Self>, sink: Arc<dyn DirectSink>) -> Attached {
+        let to = match sink.clone().plain() {
+            Some(socket) => DirectTo::Plain(socket),
+            None => DirectTo::Sink(sink),
+        };
         self.state.lock().direct = Some(Direct {
-            plain: sink.plain(),
-            sink,
+            to,
             armed: false,
             unwritten: None,
         });
@@ -349,9 +357,9 @@ impl State {
         let Some(direct) = &mut self.direct else {
             return;
         };
-        let outcome = match &direct.plain {
-            Some(socket) => socket.write_now(frames),
-            None => direct.sink.write_now(frames),
+        let outcome = match &direct.to {
+            DirectTo::Plain(socket) => socket.write_now(frames),
+            DirectTo::Sink(sink) => sink.write_now(frames),
         };
         if let Some(id) = newest {
             self.sent_through = id;

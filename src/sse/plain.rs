@@ -6,7 +6,8 @@
 //! other work per delivery (docs/architecture.md#fan-out, BENCHMARKS.md).
 
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use nix::errno::Errno;
@@ -65,55 +66,68 @@ impl ChunkSize {
     }
 }
 
-/// A plain stream's socket, by its descriptor. Whoever holds one must also hold what owns the
-/// socket, for as long: the outbox keeps it beside the connection's `DirectSink`, which owns
-/// the socket (`sse::outbox`), so the descriptor is open whenever it is written.
+/// A plain stream's socket, by its descriptor, holding what owns the socket: the descriptor is
+/// open, and names this socket, for as long as this value exists. A write reads only the
+/// descriptor, never the owner.
 pub struct PlainSocket {
     fd: RawFd,
     chunked: bool,
+    /// Held, never read: keeps the socket open.
+    _owner: Arc<dyn Send + Sync>,
 }
 
 impl PlainSocket {
-    /// The socket `owner` holds open, framed chunked (HTTP/1.1) or not (HTTP/1.0).
-    pub fn of(owner: &impl AsRawFd, chunked: bool) -> Self {
+    /// `owner`'s socket, framed chunked (HTTP/1.1) or not (HTTP/1.0).
+    pub fn of<S: AsFd + Send + Sync + 'static>(owner: Arc<S>, chunked: bool) -> Self {
         Self {
-            fd: owner.as_raw_fd(),
+            fd: owner.as_fd().as_raw_fd(),
             chunked,
+            _owner: owner,
         }
     }
 
-    /// Writes `frame`, framed, in one non-blocking write. Answers the framed bytes the socket
-    /// did not take (nothing when it took all), or the error that ended the connection.
-    ///
-    /// This write goes past tokio's record of the socket's readiness, which stays true: when
-    /// the socket is full the connection's own next write finds out, as tokio expects of a
-    /// readiness that may be stale, and waits for room.
+    /// [`write_framed`] to this socket.
     pub fn write_now(&self, frame: &[u8]) -> io::Result<Option<Bytes>> {
-        let (size, tail) = chunk_framing(self.chunked, frame.len());
-        let parts = [
-            IoSlice::new(size.line()),
-            IoSlice::new(frame),
-            IoSlice::new(tail),
-        ];
-        let total = size.line().len() + frame.len() + tail.len();
-        let mut buffer = [0u8; GATHER];
-        let sent = match gather(&parts, &mut buffer) {
-            Some(gathered) => send(self.fd, gathered, MsgFlags::MSG_NOSIGNAL),
-            None => sendmsg::<SockaddrStorage>(self.fd, &parts, &[], MsgFlags::MSG_NOSIGNAL, None),
-        };
-        let written = match sent {
-            Ok(written) => written,
-            // Full, or a signal came first: the connection's task writes the rest.
-            Err(Errno::EAGAIN | Errno::EINTR) => 0,
-            Err(error) => return Err(error.into()),
-        };
-        if written == total {
-            return Ok(None);
-        }
-        // Rare (a full socket): the whole framed frame once, to hand back what did not fit.
-        let framed: Vec<u8> = parts.iter().flat_map(|part| part.iter().copied()).collect();
-        Ok(Some(Bytes::from(framed).slice(written..)))
+        send_framed(self.fd, self.chunked, frame)
     }
+}
+
+/// Writes `frame`, framed, to `socket` in one non-blocking write. Answers the framed bytes the
+/// socket did not take (nothing when it took all), or the error that ended the connection.
+///
+/// This write goes past tokio's record of the socket's readiness, which stays true: when the
+/// socket is full the connection's own next write finds out, as tokio expects of a readiness
+/// that may be stale, and waits for room.
+pub fn write_framed(socket: &impl AsFd, chunked: bool, frame: &[u8]) -> io::Result<Option<Bytes>> {
+    send_framed(socket.as_fd().as_raw_fd(), chunked, frame)
+}
+
+/// [`write_framed`] by descriptor: `fd` must be open for the call, which both callers ensure.
+fn send_framed(fd: RawFd, chunked: bool, frame: &[u8]) -> io::Result<Option<Bytes>> {
+    let (size, tail) = chunk_framing(chunked, frame.len());
+    let parts = [
+        IoSlice::new(size.line()),
+        IoSlice::new(frame),
+        IoSlice::new(tail),
+    ];
+    let total = size.line().len() + frame.len() + tail.len();
+    let mut buffer = [0u8; GATHER];
+    let sent = match gather(&parts, &mut buffer) {
+        Some(gathered) => send(fd, gathered, MsgFlags::MSG_NOSIGNAL),
+        None => sendmsg::<SockaddrStorage>(fd, &parts, &[], MsgFlags::MSG_NOSIGNAL, None),
+    };
+    let written = match sent {
+        Ok(written) => written,
+        // Full, or a signal came first: the connection's task writes the rest.
+        Err(Errno::EAGAIN | Errno::EINTR) => 0,
+        Err(error) => return Err(error.into()),
+    };
+    if written == total {
+        return Ok(None);
+    }
+    // Rare (a full socket): the whole framed frame once, to hand back what did not fit.
+    let framed: Vec<u8> = parts.iter().flat_map(|part| part.iter().copied()).collect();
+    Ok(Some(Bytes::from(framed).slice(written..)))
 }
 
 #[cfg(test)]
@@ -171,7 +185,7 @@ mod tests {
     #[test]
     fn frames_go_out_chunked_or_bare_and_a_full_socket_hands_back_the_rest() {
         let (server, mut client) = pair();
-        let chunked = PlainSocket::of(&server, true);
+        let chunked = PlainSocket::of(Arc::new(server), true);
         assert!(chunked.write_now(b"data: 1\n\n").unwrap().is_none());
         let mut read = [0u8; 64];
         let n = client.read(&mut read).unwrap();
@@ -203,7 +217,7 @@ mod tests {
         assert!(rest.ends_with(b"x\r\n"));
 
         let (server, mut client) = pair();
-        let bare = PlainSocket::of(&server, false);
+        let bare = PlainSocket::of(Arc::new(server), false);
         assert!(bare.write_now(b"data: 2\n\n").unwrap().is_none());
         let n = client.read(&mut read).unwrap();
         assert_eq!(&read[..n], b"data: 2\n\n");
@@ -212,11 +226,43 @@ mod tests {
     #[test]
     fn a_write_to_a_connection_the_client_closed_is_an_error() {
         let (server, client) = pair();
-        let socket = PlainSocket::of(&server, true);
+        let socket = PlainSocket::of(Arc::new(server), true);
         drop(client);
         // The first write may still be taken (the close has not been answered yet); a later
         // one meets the reset, and says so.
         let failed = (0..100).any(|_| socket.write_now(b"data: x\n\n").is_err());
         assert!(failed, "writes to a closed connection kept succeeding");
+    }
+
+    /// The descriptor is open as long as the value is: its owner goes only with it.
+    #[test]
+    fn a_plain_socket_keeps_its_socket_open_when_every_other_holder_has_let_go() {
+        let (server, mut client) = pair();
+        let server = Arc::new(server);
+        let socket = PlainSocket::of(server.clone(), true);
+        drop(server);
+        assert!(socket.write_now(b"data: 3\n\n").unwrap().is_none());
+        let mut read = [0u8; 64];
+        let n = client.read(&mut read).unwrap();
+        assert_eq!(&read[..n], b"9\r\ndata: 3\n\n\r\n");
+        drop(socket);
+        assert_eq!(
+            client.read(&mut read).unwrap(),
+            0,
+            "closed with the last holder"
+        );
+    }
+
+    #[test]
+    fn a_borrowed_socket_is_written_the_same_way() {
+        let (server, mut client) = pair();
+        assert!(
+            write_framed(&server, false, b"data: 4\n\n")
+                .unwrap()
+                .is_none()
+        );
+        let mut read = [0u8; 64];
+        let n = client.read(&mut read).unwrap();
+        assert_eq!(&read[..n], b"data: 4\n\n");
     }
 }
