@@ -228,6 +228,35 @@ async fn an_answer_that_leaves_its_body_unread_says_the_connection_closes_and_it
     }
 }
 
+/// The other side of the rule above: an answer that read its body keeps the connection.
+#[tokio::test]
+async fn an_answer_that_read_its_body_keeps_the_connection_for_the_next_request() {
+    let app = TestApp::spawn().await;
+    let published = app.publish("ann", "first").await;
+    let id = published["id"].as_str().expect("id");
+    let body = r#"{"title":"second"}"#;
+    let mut client = RawClient::connect(&app).await;
+    client
+        .send(&format!(
+            "PATCH /api/notifications/ann/{id} HTTP/1.1\r\nHost: herald.test\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        ))
+        .await;
+    client.send(body).await;
+    let (head, answer) = client.read_whole_response().await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(answer.contains(r#""title":"second""#), "{answer}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    client.send(&get_request("/api/notifications/ann")).await;
+    let (head, history) = client.read_whole_response().await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    assert!(history.contains(r#""title":"second""#), "{history}");
+}
+
 #[tokio::test]
 async fn a_stream_whose_client_leaves_gives_back_its_place_without_waiting_for_a_write() {
     let app = TestApp::spawn().await;
