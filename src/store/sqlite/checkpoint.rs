@@ -19,7 +19,7 @@ use crate::store::StoreError;
 /// held publishes up for several milliseconds (BENCHMARKS.md, "Issue 16, fifth step").
 const MIN_GAP: Duration = Duration::from_millis(250);
 /// WAL frames (pages, 4 KiB by default) past which the log should start over: 16 MiB.
-const RESTART_FRAMES: i64 = 4_096;
+pub(super) const RESTART_FRAMES: i64 = 4_096;
 /// What the writer may have appended during a pass for the tail to count as short: 1 MiB.
 const SHORT_TAIL: i64 = 256;
 /// Passes per background checkpoint before leaving the rest for the next one.

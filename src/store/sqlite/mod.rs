@@ -10,6 +10,7 @@ mod push;
 mod retention;
 mod schema;
 mod sizes;
+mod wal_file;
 mod writer;
 
 #[cfg(test)]
@@ -81,6 +82,10 @@ impl SqliteStore {
         let path = data_dir.join("herald.db");
         let conn = Connection::open(&path)?;
         schema::prepare_writer(&conn, sync)?;
+        // Only commits that are fsynced pay for growing the file.
+        if sync == SyncMode::Full {
+            wal_file::reserve(&conn, &data_dir.join("herald.db-wal"));
+        }
         let last_seq = schema::last_seq(&conn)?;
         let retained = schema::replayable_events(&conn)?;
         let readers = (0..READERS)

@@ -265,3 +265,41 @@ fn history_is_read_through_the_per_user_index_of_the_log() {
         ]
     );
 }
+
+#[tokio::test]
+async fn a_store_that_fsyncs_each_commit_opens_with_room_in_its_log_and_commits_do_not_grow_it() {
+    let wal_length = |dir: &Path| {
+        std::fs::metadata(dir.join("herald.db-wal"))
+            .expect("wal")
+            .len()
+    };
+    let retention = Retention {
+        max_age: Duration::from_secs(3600),
+        max_events: 10_000,
+        history_per_user: 1_000,
+        idempotency_window: Duration::from_secs(3600),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(
+        dir.path(),
+        SyncMode::Full,
+        retention,
+        Arc::new(Nowhere),
+        None,
+    )
+    .expect("open");
+    // 6,144 frames of a 4 KiB page and its 24-byte header (`wal_file`).
+    let reserved = 6_144 * (4_096 + 24);
+    assert_eq!(wal_length(dir.path()), reserved);
+    for n in 0..50 {
+        publish(&store, &format!("n{n}")).await;
+    }
+    assert_eq!(wal_length(dir.path()), reserved, "a commit grew the log");
+    assert_eq!(titles(&store).await.len(), 50);
+
+    // Without an fsync per commit, growing costs a commit nothing: the file is left to SQLite.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 10_000, 1_000);
+    publish(&store, "one").await;
+    assert!(wal_length(dir.path()) < reserved / 100);
+}
