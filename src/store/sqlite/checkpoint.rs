@@ -190,11 +190,11 @@ fn passive(conn: &Connection) -> rusqlite::Result<i64> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A database in WAL mode without automatic checkpoints, and its writing connection.
-    fn wal_database() -> (tempfile::TempDir, Connection) {
+    pub(in crate::store::sqlite) fn wal_database() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().expect("temp dir");
         let writer = Connection::open(dir.path().join("t.db")).expect("open");
         writer

@@ -58,6 +58,7 @@ fn grow_to(path: &Path, wanted: u64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::checkpoint::tests::wal_database;
 
     fn file_length(path: &Path) -> u64 {
         std::fs::metadata(path).expect("metadata").len()
@@ -65,14 +66,7 @@ mod tests {
 
     #[test]
     fn a_log_left_by_a_crash_keeps_every_commit_once_grown() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let writer = Connection::open(dir.path().join("t.db")).expect("open");
-        writer
-            .execute_batch(
-                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
-                 CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);",
-            )
-            .expect("schema");
+        let (dir, writer) = wal_database();
         for n in 0..100 {
             writer
                 .execute("INSERT INTO t (v) VALUES (?1)", [format!("row {n}")])
