@@ -84,7 +84,7 @@ impl SqliteStore {
         schema::prepare_writer(&conn, sync)?;
         // Only commits that are fsynced pay for growing the file.
         if sync == SyncMode::Full {
-            wal_file::reserve(&conn, &data_dir.join("herald.db-wal"));
+            wal_file::reserve(&conn, &path);
         }
         let last_seq = schema::last_seq(&conn)?;
         let retained = schema::replayable_events(&conn)?;

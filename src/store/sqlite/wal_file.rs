@@ -21,11 +21,16 @@ const FRAME_HEADER: u64 = 24;
 /// Zeros written at a time.
 const CHUNK: usize = 1 << 20;
 
-/// Grows `wal` (the log of the database `writer` has open, and no other connection yet) with
-/// zeros to [`RESERVED_FRAMES`] frames, and syncs it, if it is shorter. The log stays valid:
-/// SQLite reads a log up to its first frame that does not check out, and zeros never do. A log
-/// that cannot be grown (a full disk) is left to grow as commits need; the server starts anyway.
-pub fn reserve(writer: &Connection, wal: &Path) {
+/// Grows the log of the database at `database` (which `writer` has open, and no other
+/// connection yet) with zeros to [`RESERVED_FRAMES`] frames, and syncs it, if it is shorter.
+/// The log stays valid: SQLite reads a log up to its first frame that does not check out, and
+/// zeros never do. A log that cannot be grown (a full disk) is left to grow as commits need; the
+/// server starts anyway.
+pub fn reserve(writer: &Connection, database: &Path) {
+    // SQLite names a database's log after it.
+    let mut wal = database.as_os_str().to_owned();
+    wal.push("-wal");
+    let wal = Path::new(&wal);
     let page_size = match writer.query_row("PRAGMA page_size", [], |row| row.get::<_, i64>(0)) {
         Ok(size) => size.max(512) as u64,
         Err(error) => {
