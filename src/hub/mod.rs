@@ -5,7 +5,7 @@
 
 mod fanout;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -59,6 +59,10 @@ pub struct Hub {
 struct HubState {
     /// Open streams by user; a user with no stream has no entry.
     streams: HashMap<UserId, Vec<Arc<Outbox>>>,
+    /// The same streams by id, that is in the order they were admitted, which is near the
+    /// order their sockets and outboxes were allocated in: a broadcast walks them so, and its
+    /// writes touch memory in order rather than scattered (docs/architecture.md#fan-out).
+    by_id: BTreeMap<u64, Arc<Outbox>>,
     /// The newest event id dispatched; every event up to it is already committed.
     dispatched_through: EventId,
     /// Events dispatched since start (each counted once, whatever its audience).
@@ -138,6 +142,7 @@ impl Hub {
             .entry(user.clone())
             .or_default()
             .push(outbox.clone());
+        state.by_id.insert(outbox.stream_id, outbox.clone());
         self.stream_count.store(total + 1, Ordering::Relaxed);
         self.metrics.streams.set(total as i64 + 1);
         self.presence_changed(user);
@@ -160,6 +165,7 @@ impl Hub {
         if outboxes.is_empty() {
             state.streams.remove(user);
         }
+        state.by_id.remove(&stream_id);
         let total = self.stream_count.load(Ordering::Relaxed) - removed;
         self.stream_count.store(total, Ordering::Relaxed);
         self.metrics.streams.set(total as i64);
@@ -196,26 +202,13 @@ impl Hub {
 
     /// Sends a heartbeat to every stream that has been quiet for `idle`.
     pub fn send_heartbeats(&self, idle: Duration) {
-        let outboxes: Vec<Arc<Outbox>> = self
-            .state
-            .lock()
-            .streams
-            .values()
-            .flatten()
-            .cloned()
-            .collect();
+        let outboxes: Vec<Arc<Outbox>> = self.state.lock().by_id.values().cloned().collect();
         self.fanout.heartbeat(outboxes, idle, &HEARTBEAT);
     }
 
     /// Every open stream, for the drain to close one by one.
     pub fn all_outboxes(&self) -> Vec<Arc<Outbox>> {
-        self.state
-            .lock()
-            .streams
-            .values()
-            .flatten()
-            .cloned()
-            .collect()
+        self.state.lock().by_id.values().cloned().collect()
     }
 
     /// Ends every stream whose outbox is in `outboxes`, spread evenly over `window`.
@@ -274,7 +267,7 @@ impl EventSink for Hub {
                         outboxes.iter().for_each(&mut add);
                     }
                 }
-                Audience::Everyone => state.streams.values().flatten().for_each(&mut add),
+                Audience::Everyone => state.by_id.values().for_each(&mut add),
             }
         }
         state.dispatched_events += events.len() as u64;
@@ -420,6 +413,46 @@ mod tests {
         ));
         dispatch(&hub, &[event(10, Audience::User(user("ann")))]);
         assert_eq!(pop(&fast).and_then(|f| f.id), Some(EventId::from_seq(10)));
+    }
+
+    /// A stream's connection that notes, in a log shared by every stream, when it was written.
+    struct OrderSink {
+        stream: usize,
+        log: Arc<parking_lot::Mutex<Vec<usize>>>,
+    }
+
+    impl crate::sse::outbox::DirectSink for OrderSink {
+        fn write_now(&self, _frame: &[u8]) -> std::io::Result<Option<bytes::Bytes>> {
+            self.log.lock().push(self.stream);
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn a_broadcast_and_the_drain_take_the_streams_in_the_order_they_were_admitted() {
+        let hub = hub(200, 1);
+        let log = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        // 120 users (a job the caller does itself, one write after another), in an order
+        // that is not their names' order; every fifth leaves again.
+        let mut open = Vec::new();
+        for n in 0..120 {
+            let admission = hub.admit(&user(&format!("u{}", (n * 37) % 120))).unwrap();
+            if n % 5 == 3 {
+                continue;
+            }
+            let attached = admission.outbox.attach(Arc::new(OrderSink {
+                stream: n,
+                log: log.clone(),
+            }));
+            assert!(pop(&admission).is_none(), "nothing queued: the outbox arms");
+            open.push((n, admission, attached));
+        }
+        let admitted: Vec<usize> = open.iter().map(|(n, ..)| *n).collect();
+        dispatch(&hub, &[event(1, Audience::Everyone)]);
+        assert_eq!(*log.lock(), admitted);
+        let drained: Vec<u64> = hub.all_outboxes().iter().map(|o| o.stream_id).collect();
+        let ids: Vec<u64> = open.iter().map(|(_, a, _)| a.outbox.stream_id).collect();
+        assert_eq!(drained, ids);
     }
 
     #[test]
