@@ -281,15 +281,15 @@ fn run(shared: &Shared) {
 /// delivery jobs queued right behind it, up to [`MAX_ABSORBED_FRAMES`] frames: each stream then
 /// gets all of them in one write, which costs little more than one. So a backlog makes the
 /// threads cheaper per event, and drains, where one write per event would keep it as long as
-/// the load lasts (docs/architecture.md#fan-out).
+/// the load lasts (docs/architecture.md#fan-out). Heartbeat jobs in between are passed over and
+/// stay queued in their order: a heartbeat carries no event, so it may go out after deliveries
+/// queued behind it, and a heartbeat every tick must not keep a backlog from merging.
 ///
 /// Only jobs no thread has started are changed: the front one is called under the queue's lock
 /// as it becomes the front, before any thread can take it, and the ones behind it are never
 /// taken before they are at the front.
 fn absorb_backlog(jobs: &mut VecDeque<Arc<Job>>) {
-    let is_delivery =
-        |job: Option<&Arc<Job>>| matches!(job.map(|j| &j.work), Some(Work::Deliver { .. }));
-    if !is_delivery(jobs.get(1)) {
+    if next_delivery(jobs, 1).is_none() {
         return;
     }
     let Some(mut front) = jobs.pop_front() else {
@@ -307,7 +307,11 @@ fn absorb_backlog(jobs: &mut VecDeque<Arc<Job>>) {
             .enumerate()
             .map(|(at, delivery)| (delivery.outbox.stream_id, at))
             .collect();
+        let mut from = 0;
         while frames.len() < MAX_ABSORBED_FRAMES {
+            let Some(at) = next_delivery(jobs, from) else {
+                break;
+            };
             let Some(Job {
                 work:
                     Work::Deliver {
@@ -315,12 +319,13 @@ fn absorb_backlog(jobs: &mut VecDeque<Arc<Job>>) {
                         deliveries: more,
                     },
                 ..
-            }) = jobs.front_mut().and_then(Arc::get_mut)
+            }) = jobs.get_mut(at).and_then(Arc::get_mut)
             else {
                 break;
             };
             let (more_frames, more) = (std::mem::take(more_frames), std::mem::take(more));
-            jobs.pop_front();
+            jobs.remove(at);
+            from = at;
             let offset = frames.len();
             frames.extend(more_frames);
             for mut delivery in more {
@@ -337,6 +342,21 @@ fn absorb_backlog(jobs: &mut VecDeque<Arc<Job>>) {
         *len = deliveries.len();
     }
     jobs.push_front(front);
+}
+
+/// Where the first delivery job at or after `from` is, passing over heartbeat jobs; `None` when
+/// another kind of job (a test's barrier) or the end of the queue comes first.
+fn next_delivery(jobs: &VecDeque<Arc<Job>>, from: usize) -> Option<usize> {
+    jobs.iter()
+        .enumerate()
+        .skip(from)
+        .find_map(|(at, job)| match job.work {
+            Work::Deliver { .. } => Some(Some(at)),
+            Work::Heartbeat { .. } => None,
+            #[cfg(test)]
+            _ => Some(None),
+        })
+        .flatten()
 }
 
 fn do_items(shared: &Shared, work: &Work, items: std::ops::Range<usize>) {
@@ -506,18 +526,40 @@ mod tests {
         absorb_backlog(&mut jobs);
         assert_eq!(
             jobs.len(),
-            3,
-            "the three deliveries became one, up to the heartbeat"
+            2,
+            "the four deliveries became one, past the heartbeat, which stays queued"
         );
         assert_eq!(
             shape(&jobs[0]),
             (
-                vec![(1, vec![1, 4]), (2, vec![1, 2, 3]), (3, vec![2, 4])],
+                vec![(1, vec![1, 4, 5]), (2, vec![1, 2, 3]), (3, vec![2, 4])],
                 3
             )
         );
         assert!(matches!(jobs[1].work, Work::Heartbeat { .. }));
-        assert_eq!(shape(&jobs[2]), (vec![(1, vec![5])], 1));
+    }
+
+    #[test]
+    fn a_backlog_merges_up_to_a_barrier_and_not_past_it() {
+        let a = Arc::new(Outbox::new(1));
+        let (done, _answer) = std::sync::mpsc::channel();
+        let barrier = Arc::new(Job {
+            work: Work::Barrier(done),
+            len: 1,
+            claimed: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+        });
+        let mut jobs = VecDeque::from([
+            job(&[1], &[(&a, 0)]),
+            job(&[2], &[(&a, 0)]),
+            barrier,
+            job(&[3], &[(&a, 0)]),
+        ]);
+        absorb_backlog(&mut jobs);
+        assert_eq!(jobs.len(), 3);
+        assert_eq!(shape(&jobs[0]), (vec![(1, vec![1, 2])], 1));
+        assert!(matches!(jobs[1].work, Work::Barrier(_)));
+        assert_eq!(shape(&jobs[2]), (vec![(1, vec![3])], 1));
     }
 
     #[test]
