@@ -37,10 +37,6 @@ pub enum AdmitError {
     UserFull(usize),
 }
 
-/// The slices the streams are visited in for heartbeats, one per call of
-/// [`Hub::send_heartbeats`].
-pub const HEARTBEAT_SLICES: u64 = 10;
-
 pub struct Hub {
     limits: HubLimits,
     /// The newest id dispatched, for callers that wait until their event went out here.
@@ -204,21 +200,9 @@ impl Hub {
         let _ = tokio::time::timeout(Duration::from_secs(2), reached).await;
     }
 
-    /// Sends a heartbeat to each stream of slice `slice` (of [`HEARTBEAT_SLICES`]) that has been
-    /// quiet for `idle`. Called with each slice in turn, it visits every stream once a round, a
-    /// tenth at a time: each call holds the hub's lock, and holds up the deliveries queued
-    /// behind it, a tenth as long as a visit to every stream would
-    /// (docs/protocol.md#heartbeats-and-slow-readers).
-    pub fn send_heartbeats(&self, idle: Duration, slice: u64) {
-        let slice = slice % HEARTBEAT_SLICES;
-        let outboxes: Vec<Arc<Outbox>> = self
-            .state
-            .lock()
-            .by_id
-            .iter()
-            .filter(|(id, _)| *id % HEARTBEAT_SLICES == slice)
-            .map(|(_, outbox)| outbox.clone())
-            .collect();
+    /// Sends a heartbeat to every stream that has been quiet for `idle`.
+    pub fn send_heartbeats(&self, idle: Duration) {
+        let outboxes: Vec<Arc<Outbox>> = self.state.lock().by_id.values().cloned().collect();
         self.fanout.heartbeat(outboxes, idle, &HEARTBEAT);
     }
 
@@ -469,46 +453,6 @@ mod tests {
         let drained: Vec<u64> = hub.all_outboxes().iter().map(|o| o.stream_id).collect();
         let ids: Vec<u64> = open.iter().map(|(_, a, _)| a.outbox.stream_id).collect();
         assert_eq!(drained, ids);
-    }
-
-    #[test]
-    fn heartbeats_visit_a_tenth_of_the_streams_a_call_and_every_stream_once_a_round() {
-        let hub = hub(200, 1);
-        let streams: Vec<Admission> = (0..95)
-            .map(|n| hub.admit(&user(&format!("u{n}"))).unwrap())
-            .collect();
-        // The streams (by index) that got a heartbeat since last asked.
-        let heartbeats = |streams: &[Admission]| -> Vec<usize> {
-            let got_one = |stream: &Admission| pop(stream).is_some_and(|f| f.id.is_none());
-            (0..streams.len())
-                .filter(|&n| got_one(&streams[n]))
-                .collect()
-        };
-        let mut seen = vec![0; streams.len()];
-        for slice in 0..HEARTBEAT_SLICES {
-            // Nothing written yet, and no quiet asked for: every stream visited is due.
-            hub.send_heartbeats(Duration::ZERO, slice);
-            hub.fanout.flush();
-            let visited = heartbeats(&streams);
-            assert!(
-                (9..=10).contains(&visited.len()),
-                "slice {slice}: {visited:?}"
-            );
-            visited.iter().for_each(|&n| seen[n] += 1);
-        }
-        assert_eq!(seen, vec![1; streams.len()], "each stream once in a round");
-        // The next round starts over.
-        hub.send_heartbeats(Duration::ZERO, HEARTBEAT_SLICES);
-        hub.fanout.flush();
-        assert_eq!(heartbeats(&streams), heartbeats_of_slice_0(&streams));
-    }
-
-    /// The streams of slice 0 (stream ids that are multiples of the slices), by index.
-    fn heartbeats_of_slice_0(streams: &[Admission]) -> Vec<usize> {
-        let of_slice = |(n, stream): (usize, &Admission)| {
-            (stream.outbox.stream_id % HEARTBEAT_SLICES == 0).then_some(n)
-        };
-        streams.iter().enumerate().filter_map(of_slice).collect()
     }
 
     #[test]

@@ -10,7 +10,6 @@ use tokio_util::task::TaskTracker;
 use crate::app::AppState;
 use crate::domain::UserId;
 use crate::http::rate_limit;
-use crate::hub::HEARTBEAT_SLICES;
 use crate::push::deliver::Pusher;
 use crate::store::Store;
 
@@ -70,16 +69,15 @@ impl BackgroundTasks {
     }
 }
 
-/// Visits every stream once a round (at most a second), a slice of them per tick.
 async fn send_heartbeats(state: AppState, stop: CancellationToken) {
     let idle = state.settings.heartbeat;
-    let round = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
-    let mut ticks = tokio::time::interval(round / HEARTBEAT_SLICES as u32);
+    let tick = (idle / 4).clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut ticks = tokio::time::interval(tick);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for slice in 0.. {
+    loop {
         tokio::select! {
             () = stop.cancelled() => return,
-            _ = ticks.tick() => state.hub.send_heartbeats(idle, slice),
+            _ = ticks.tick() => state.hub.send_heartbeats(idle),
         }
     }
 }
