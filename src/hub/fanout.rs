@@ -1,7 +1,8 @@
 //! The delivery threads, one per core: they push each frame of a job into each receiving
-//! stream's outbox (for an idle stream on the HTTP/1 path, the socket write itself). Jobs run
-//! strictly in order and a stream has one delivery per job, so every stream gets its events in
-//! id order however the threads share a job out (docs/architecture.md#fan-out).
+//! stream's outbox (for an idle stream on the HTTP/1 path, the socket write itself). Delivery
+//! jobs run strictly in order (a heartbeat job, which carries no event, may be overtaken) and a
+//! stream has one delivery per job, so every stream gets its events in id order however the
+//! threads share a job out (docs/architecture.md#fan-out).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

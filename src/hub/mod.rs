@@ -202,11 +202,11 @@ impl Hub {
 
     /// Sends a heartbeat to every stream that has been quiet for `idle`.
     pub fn send_heartbeats(&self, idle: Duration) {
-        let outboxes: Vec<Arc<Outbox>> = self.state.lock().by_id.values().cloned().collect();
-        self.fanout.heartbeat(outboxes, idle, &HEARTBEAT);
+        self.fanout.heartbeat(self.all_outboxes(), idle, &HEARTBEAT);
     }
 
-    /// Every open stream, for the drain to close one by one.
+    /// Every open stream, in admission order: for the heartbeat, and for the drain to close one
+    /// by one.
     pub fn all_outboxes(&self) -> Vec<Arc<Outbox>> {
         self.state.lock().by_id.values().cloned().collect()
     }
