@@ -206,6 +206,12 @@ pub(super) mod tests {
         (dir, writer)
     }
 
+    /// Rows in [`wal_database`]'s table, as `conn` sees them.
+    pub(in crate::store::sqlite) fn rows_in_t(conn: &Connection) -> i64 {
+        conn.query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
+            .expect("count")
+    }
+
     fn frames_after_a_small_write(writer: &Connection) -> i64 {
         writer
             .execute("INSERT INTO t (v) VALUES (randomblob(100))", [])
@@ -242,10 +248,7 @@ pub(super) mod tests {
         assert!(!checkpointer.tail_is_short.load(Ordering::Acquire));
         let frames = frames_after_a_small_write(&writer);
         assert!(frames < 10, "the log started over, {frames} frames");
-        let rows: i64 = writer
-            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
-            .expect("count");
-        assert_eq!(rows, 10_001);
+        assert_eq!(rows_in_t(&writer), 10_001);
     }
 
     #[test]

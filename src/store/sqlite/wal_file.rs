@@ -63,7 +63,7 @@ fn grow_to(path: &Path, wanted: u64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::sqlite::checkpoint::tests::wal_database;
+    use crate::store::sqlite::checkpoint::tests::{rows_in_t, wal_database};
 
     fn file_length(path: &Path) -> u64 {
         std::fs::metadata(path).expect("metadata").len()
@@ -104,10 +104,7 @@ mod tests {
         reopened
             .execute("INSERT INTO t (v) VALUES ('after')", [])
             .expect("insert after");
-        let count: i64 = reopened
-            .query_row("SELECT COUNT(*) FROM t", [], |row| row.get(0))
-            .expect("count");
-        assert_eq!(count, 101);
+        assert_eq!(rows_in_t(&reopened), 101);
     }
 
     #[test]
