@@ -36,13 +36,15 @@ pub async fn hold(setup: &Setup) -> Report {
     report
 }
 
-/// K broadcasts at R/s to N streams; every stream should receive every one.
+/// K broadcasts at R/s to N streams, at most C of them in flight; every stream should receive
+/// every one.
 pub async fn fanout(setup: &Setup) -> Report {
     let args = &setup.args;
     let rate = args.rate.unwrap_or(DEFAULT_FANOUT_RATE);
     let mut report = new_report(setup, "fanout");
     report.add("events", args.events, "");
     report.add("rate", rate, "/s");
+    report.add("concurrency", args.concurrency as u64, "in flight");
     let before = Sample::take(&args.server_pids);
     let (fleet, open) = open_fleet(setup, setup.specs(None)).await;
     eprintln!("bench: {} broadcasts at {rate}/s", args.events);
@@ -53,7 +55,7 @@ pub async fn fanout(setup: &Setup) -> Report {
             users: &[],
             pick: Pick::Nobody,
             count: args.events,
-            concurrency: 1,
+            concurrency: args.concurrency,
             rate: Some(rate),
             time_limit: None,
         })

@@ -121,13 +121,16 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE")]
     pub timeline: Option<std::path::PathBuf>,
     /// Concurrent keep-alive publishers, each with one request in flight (targeted, replay,
-    /// many-recipients and push; push also subscribes with this many) [many-recipients: 4 by
-    /// default]
+    /// many-recipients, fanout and push; push also subscribes with this many) [many-recipients:
+    /// 4 by default; fanout: 1, so a broadcast is sent only once the one before it was
+    /// answered; with more, a slow answer no longer holds the next broadcasts back and then
+    /// sends them in a burst]
     #[arg(
         long,
         value_name = "C",
         default_value_t = 32,
-        default_value_if("scenario", "many-recipients", "4")
+        default_value_if("scenario", "many-recipients", "4"),
+        default_value_if("scenario", "fanout", "1")
     )]
     pub concurrency: usize,
     /// Streams connecting at once
@@ -443,6 +446,10 @@ mod tests {
         assert_eq!((args.streams, args.concurrency), (1000, 32));
         let args = parse(&["bench", "push"]);
         assert_eq!((args.streams, args.concurrency), (10_000, 32));
+        let args = parse(&["bench", "fanout"]);
+        assert_eq!(args.concurrency, 1);
+        let args = parse(&["bench", "fanout", "--concurrency", "4"]);
+        assert_eq!(args.concurrency, 4);
         let args = parse(&[
             "bench",
             "many-recipients",
