@@ -433,7 +433,7 @@ mod tests {
     }
 
     #[test]
-    fn many_recipients_has_its_own_defaults_and_explicit_flags_still_win() {
+    fn many_recipients_and_fanout_have_their_own_defaults_and_explicit_flags_still_win() {
         let parse = |line: &[&str]| {
             <Cli as clap::Parser>::try_parse_from(line)
                 .expect("parses")
