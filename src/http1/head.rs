@@ -5,7 +5,6 @@
 //! is refused here (docs/protocol.md#limits). The head is parsed once a line has ended, and the
 //! body is counted, never parsed.
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -155,20 +154,21 @@ pub trait ReadMore {
 
 impl ReadMore for TcpStream {
     /// Grows `buf` only once the socket has bytes: an idle keep-alive connection holds none.
+    /// The read itself goes through tokio's `poll_read`, which takes a read that did not fill
+    /// the buffer as the socket drained: the next request then waits for the socket to become
+    /// readable instead of first trying a read that finds nothing (BENCHMARKS.md, "Issue 16,
+    /// ninth step").
     async fn read_more(&mut self, buf: &mut Vec<u8>, deadline: Instant) -> Option<bool> {
-        loop {
-            match tokio::time::timeout_at(deadline, self.readable()).await {
-                Err(_) => return None,
-                Ok(Err(_)) => return Some(false),
-                Ok(Ok(())) => {}
-            }
-            buf.reserve(READ_STEP);
-            match self.try_read_buf(buf) {
-                Ok(0) => return Some(false),
-                Ok(_) => return Some(true),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return Some(false),
-            }
+        match tokio::time::timeout_at(deadline, self.readable()).await {
+            Err(_) => return None,
+            Ok(Err(_)) => return Some(false),
+            Ok(Ok(())) => {}
+        }
+        buf.reserve(READ_STEP);
+        match tokio::time::timeout_at(deadline, self.read_buf(buf)).await {
+            Err(_) => None,
+            Ok(Ok(0) | Err(_)) => Some(false),
+            Ok(Ok(_)) => Some(true),
         }
     }
 }
