@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri, Version, header};
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
@@ -164,23 +164,27 @@ impl ReadMore for TcpStream {
             Ok(Err(_)) => return Some(false),
             Ok(Ok(())) => {}
         }
-        buf.reserve(READ_STEP);
-        match tokio::time::timeout_at(deadline, self.read_buf(buf)).await {
-            Err(_) => None,
-            Ok(Ok(0) | Err(_)) => Some(false),
-            Ok(Ok(_)) => Some(true),
-        }
+        read_step(self, buf, deadline).await
     }
 }
 
 impl ReadMore for TlsStream<TcpStream> {
     async fn read_more(&mut self, buf: &mut Vec<u8>, deadline: Instant) -> Option<bool> {
-        buf.reserve(READ_STEP);
-        match tokio::time::timeout_at(deadline, self.read_buf(buf)).await {
-            Err(_) => None,
-            Ok(Ok(0) | Err(_)) => Some(false),
-            Ok(Ok(_)) => Some(true),
-        }
+        read_step(self, buf, deadline).await
+    }
+}
+
+/// One read of up to [`READ_STEP`] more bytes into `buf`, as [`ReadMore::read_more`] answers.
+async fn read_step(
+    stream: &mut (impl AsyncRead + Unpin),
+    buf: &mut Vec<u8>,
+    deadline: Instant,
+) -> Option<bool> {
+    buf.reserve(READ_STEP);
+    match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+        Err(_) => None,
+        Ok(Ok(0) | Err(_)) => Some(false),
+        Ok(Ok(_)) => Some(true),
     }
 }
 
