@@ -260,6 +260,32 @@ async fn fanout_delivers_every_broadcast_to_every_stream() {
     assert_every_event_arrived_once(&report, 30);
     assert!(report["delivery_latency_p99_ms"].is_number(), "{report}");
     assert!(report["all_received_p50_ms"].is_number(), "{report}");
+    assert_eq!(
+        report["concurrency"], 1,
+        "one broadcast in flight by default: {report}"
+    );
+    target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_with_several_broadcasts_in_flight_still_delivers_each_once() {
+    let target = Target::start().await;
+    let report = target
+        .bench(&[
+            "fanout",
+            "--streams",
+            "10",
+            "--events",
+            "6",
+            "--rate",
+            "50",
+            "--concurrency",
+            "3",
+        ])
+        .await;
+    assert_eq!(report["concurrency"], 3, "{report}");
+    assert_eq!(report["broadcast_ok"], 6, "{report}");
+    assert_every_event_arrived_once(&report, 60);
     target.stop().await;
 }
 
