@@ -10,7 +10,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, Request, Version, header};
+use axum::http::{HeaderValue, Request, Version, header};
 use futures::future::BoxFuture;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -20,10 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tower::Service;
-use tower_http::cors::{AllowOrigin, CorsLayer};
-use tower_http::trace::TraceLayer;
 
-use crate::config::{CorsOrigins, Settings};
+use crate::config::Settings;
 use crate::edge::{Activity, Deadlines, EdgeIo, InFlight, OverTcp};
 use crate::http;
 use crate::http::error::ApiError;
@@ -58,7 +56,6 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let cors = cors_layer(&state.settings.cors_origins);
     Router::new()
         .merge(http::events::router())
         .merge(http::notifications::router())
@@ -69,35 +66,9 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(http::extract::MAX_BODY_BYTES))
-        .layer(cors)
-        .layer(axum::middleware::from_fn(http::access_log::log_request))
-        .layer(
-            // Spans name the method and path only: query strings may carry tokens.
-            TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-                tracing::debug_span!("request", method = %request.method(), path = %request.uri().path())
-            }),
-        )
+        .layer(http::cors::Cors::new(&state.settings.cors_origins))
+        .layer(http::access_log::AccessLog)
         .with_state(state)
-}
-
-fn cors_layer(origins: &CorsOrigins) -> CorsLayer {
-    let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([
-            header::CONTENT_TYPE,
-            header::AUTHORIZATION,
-            HeaderName::from_static("last-event-id"),
-            HeaderName::from_static("idempotency-key"),
-        ])
-        .expose_headers([header::RETRY_AFTER]);
-    match origins {
-        CorsOrigins::Any => layer.allow_origin(AllowOrigin::any()),
-        CorsOrigins::Listed(list) => layer
-            .allow_origin(AllowOrigin::list(
-                list.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
-            ))
-            .allow_credentials(true),
-    }
 }
 
 /// Serves one connection with hyper until it ends: its IO kept to the edge's deadlines

@@ -2,6 +2,7 @@
 
 pub mod access_log;
 pub mod assets;
+pub mod cors;
 pub mod error;
 pub mod events;
 pub mod extract;
