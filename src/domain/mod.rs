@@ -423,6 +423,25 @@ impl Notification {
     }
 }
 
+/// A notification's JSON exactly as the store keeps it and its `notification` event carries
+/// it: encoded once, it is also the body of its publish's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationJson(pub String);
+
+impl NotificationJson {
+    pub fn encode(notification: &Notification) -> serde_json::Result<Self> {
+        serde_json::to_string(notification).map(Self)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn decode(&self) -> serde_json::Result<Notification> {
+        serde_json::from_str(&self.0)
+    }
+}
+
 /// A broadcast, sent to every stream as an `announcement` event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Announcement {

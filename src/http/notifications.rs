@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -14,7 +14,8 @@ use serde_json::value::RawValue;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::domain::{
-    Category, IdempotencyKey, NewAnnouncement, NewNotification, Notification, Recipients,
+    Category, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationJson,
+    Recipients,
 };
 use crate::http::error::ApiError;
 use crate::http::extract::{ApiPath, ApiQuery, JsonBody, Publisher, user_id};
@@ -135,15 +136,19 @@ pub async fn publish(
         .publish_latency
         .observe(started.elapsed().as_secs_f64());
     Ok(match outcome {
-        PublishOutcome::Created(notification, id) => {
+        PublishOutcome::Created(json, id) => {
             state.hub.wait_dispatched(id).await;
             state.metrics.events_published.inc();
-            (StatusCode::CREATED, Json(notification)).into_response()
+            answer_json(StatusCode::CREATED, json)
         }
-        PublishOutcome::Repeated(notification) => {
-            (StatusCode::OK, Json(notification)).into_response()
-        }
+        PublishOutcome::Repeated(json) => answer_json(StatusCode::OK, json),
     })
+}
+
+/// A notification's stored JSON as an answer, not encoded again.
+fn answer_json(status: StatusCode, json: NotificationJson) -> Response {
+    let content_type = [(header::CONTENT_TYPE, "application/json")];
+    (status, content_type, json.0).into_response()
 }
 
 /// The answer to a publish to many users.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use self::push::{PushJob, PushOutcome, Subscribed, SubscriptionInfo};
 use crate::domain::{
     Category, EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification,
-    NotificationPatch, PushSubscription, UserId,
+    NotificationJson, NotificationPatch, PushSubscription, UserId,
 };
 
 pub use self::redis::{RedisSettings, RedisStore};
@@ -44,9 +44,9 @@ pub trait EventSink: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub enum PublishOutcome {
     /// Stored, as the event with this id.
-    Created(Notification, EventId),
+    Created(NotificationJson, EventId),
     /// The Idempotency-Key was seen within 24 h: this is the notification it made then.
-    Repeated(Notification),
+    Repeated(NotificationJson),
 }
 
 /// What a publish to many users did.

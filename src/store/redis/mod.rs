@@ -20,7 +20,9 @@ use super::{
     EventSink, MarkedRead, PublishOutcome, ReadAll, ReplayPage, Retention, StoreError, StoredEvent,
     payload,
 };
-use crate::domain::{EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, UserId};
+use crate::domain::{
+    EventId, EventName, IdempotencyKey, NewAnnouncement, NewNotification, NotificationJson, UserId,
+};
 
 const LIBRARY: &str = include_str!("scripts.lua");
 
@@ -333,7 +335,7 @@ impl RedisStore {
         let keys = &self.inner.keys;
         let expires = expires_arg(&new);
         let notification = new.into_notification();
-        let body = serde_json::to_string(&notification)?;
+        let body = NotificationJson::encode(&notification)?;
         let idempotency_ttl = match &key {
             Some(_) => self.idempotency_ttl(),
             None => 0,
@@ -349,7 +351,7 @@ impl RedisStore {
         invocation
             .arg(user.as_str())
             .arg(&notification.id)
-            .arg(&body)
+            .arg(body.as_str())
             .arg(self.inner.retention.history_per_user)
             .arg(idempotency_ttl)
             .arg(self.inner.retention.max_events)
@@ -365,11 +367,8 @@ impl RedisStore {
             .map_err(unavailable)?;
         self.pushes_queued(reply.2);
         match reply.0.as_str() {
-            "repeat" => Ok(PublishOutcome::Repeated(serde_json::from_str(&reply.1)?)),
-            _ => Ok(PublishOutcome::Created(
-                notification,
-                parse_stream_id(&reply.1)?,
-            )),
+            "repeat" => Ok(PublishOutcome::Repeated(NotificationJson(reply.1))),
+            _ => Ok(PublishOutcome::Created(body, parse_stream_id(&reply.1)?)),
         }
     }
 

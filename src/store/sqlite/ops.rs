@@ -5,8 +5,8 @@ use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 
 use super::log::{self, About, Log};
 use crate::domain::{
-    EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationPatch,
-    UserId, format_unix_ms,
+    EventName, IdempotencyKey, NewAnnouncement, NewNotification, Notification, NotificationJson,
+    NotificationPatch, UserId, format_unix_ms,
 };
 use crate::store::{
     Addressed, Archived, Audience, BulkOutcome, Expired, MarkedRead, PublishOutcome, ReadAll,
@@ -25,22 +25,22 @@ pub fn publish(
     retention: Retention,
 ) -> Result<PublishOutcome, StoreError> {
     if let Some(earlier) = earlier_answer(tx, log, user.as_str(), key.as_ref(), retention)? {
-        return Ok(PublishOutcome::Repeated(serde_json::from_str(&earlier)?));
+        return Ok(PublishOutcome::Repeated(NotificationJson(earlier)));
     }
     let expires_ms = new.expires.as_ref().map(|expiry| expiry.unix_ms);
     let notification = new.into_notification();
-    let body = serde_json::to_string(&notification)?;
+    let body = NotificationJson::encode(&notification)?;
     let stored = Stored {
         id: &notification.id,
         category: notification.category.as_ref().map(|c| c.as_str()),
-        body: &body,
+        body: body.as_str(),
         expires_ms,
     };
     let id = Inserts::prepare(tx)?.insert(tx, log, &user, &stored, retention)?;
     if let Some(key) = &key {
-        remember_answer(tx, log, user.as_str(), key, &body)?;
+        remember_answer(tx, log, user.as_str(), key, body.as_str())?;
     }
-    Ok(PublishOutcome::Created(notification, id))
+    Ok(PublishOutcome::Created(body, id))
 }
 
 /// One notification per user, each with its own id, all in the caller's transaction.

@@ -37,7 +37,7 @@ fn hana() -> UserId {
 async fn publish(store: &SqliteStore, title: &str) -> (String, u64) {
     let new = NewNotification::parse(None, Some(title), Some("m"), None).unwrap();
     match store.publish(hana(), new, None).await.expect("publish") {
-        PublishOutcome::Created(notification, id) => (notification.id, id.major),
+        PublishOutcome::Created(json, id) => (json.decode().expect("stored JSON").id, id.major),
         PublishOutcome::Repeated(_) => panic!("a publish without a key was repeated"),
     }
 }
