@@ -81,9 +81,15 @@ fn is_json(headers: &HeaderMap) -> bool {
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+        .as_bytes();
+    let (Some(kind), Some(suffix)) = (
+        essence.get(..12),
+        essence.get(essence.len().saturating_sub(5)..),
+    ) else {
+        return false;
+    };
+    essence.eq_ignore_ascii_case(b"application/json")
+        || (kind.eq_ignore_ascii_case(b"application/") && suffix.eq_ignore_ascii_case(b"+json"))
 }
 
 /// Query parameters; anything unreadable is `400`.
@@ -165,5 +171,42 @@ impl FromRequestParts<AppState> for Operator {
         let auth = &state.settings.auth;
         Caller::identify(auth, &parts.headers, parts.uri.query()).require_operator(auth)?;
         Ok(Self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_type(value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn json_is_application_json_or_a_json_suffix_in_any_case_parameters_aside() {
+        for json in [
+            "application/json",
+            "Application/JSON; charset=utf-8",
+            " application/json ;x=1",
+            "application/merge-patch+json",
+            "APPLICATION/LD+JSON",
+        ] {
+            assert!(is_json(&with_type(json)), "{json}");
+        }
+        for other in [
+            "text/json",
+            "application/jsonx",
+            "application/json+xml",
+            "application",
+            "json",
+            "",
+            "text/plain; type=application/json",
+        ] {
+            assert!(!is_json(&with_type(other)), "{other}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
     }
 }
