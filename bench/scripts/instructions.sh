@@ -3,7 +3,7 @@
 # callgrind: the same for the same binary and input whatever else the machine does, where CPU
 # seconds on this VM drift by tens of percent (BENCHMARKS.md, "Issue 16, tenth step"). Each
 # binary serves two paced targeted runs under callgrind (LOW and HIGH publishes to USERS users,
-# 8 publishers, RATE a second: one publish a commit, the writer never batching); the difference
+# one publisher, RATE a second: one publish a commit, never a group); the difference
 # divided by HIGH - LOW is one publish's share, start-up and streams taken out. The kernel's
 # part (system calls, TCP, the disk) is not counted. Loopback only (port 3997); every server is
 # started here and killed by its PID.
@@ -30,7 +30,7 @@ counted() { # BINARY PUBLISHES TAG
     --data-dir "$WORK/data" >/dev/null 2>"$WORK/$3.log" &
   pid=$!
   for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/3997) 2>/dev/null && break; sleep 0.1; done
-  "$BENCH" targeted --users "$USERS" --publishes "$2" --concurrency 8 --rate "$RATE" --json \
+  "$BENCH" targeted --users "$USERS" --publishes "$2" --concurrency 1 --rate "$RATE" --json \
     --sub-url "http://127.0.0.1:3997/events/{user}" \
     --pub-url "http://127.0.0.1:3997/api/notifications/{user}" \
     --broadcast-url "http://127.0.0.1:3997/api/broadcast" 2>>"$WORK/bench.log" | tail -1 |

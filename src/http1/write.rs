@@ -3,7 +3,8 @@
 //! its outbox may write it directly ([`super::direct`]); then the connection closes. Any other
 //! answer is collected and written whole, and the connection may go on.
 
-use std::io::{self, IoSlice};
+use std::cell::RefCell;
+use std::io::{self, IoSlice, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -246,18 +247,13 @@ pub async fn whole(
     let bodiless = parts.status.is_informational()
         || parts.status == StatusCode::NO_CONTENT
         || parts.status == StatusCode::NOT_MODIFIED;
+    let mut length = [0u8; 40];
     let (framing, body) = if bodiless {
-        (String::new(), Bytes::new())
+        (&[][..], Bytes::new())
     } else {
-        (format!("content-length: {}\r\n", body.len()), body)
+        (content_length(&mut length, body.len()), body)
     };
-    let head = encode_head(
-        version,
-        parts.status,
-        &parts.headers,
-        framing.as_bytes(),
-        !keep_alive,
-    );
+    let head = encode_head(version, parts.status, &parts.headers, framing, !keep_alive);
     let mut parts = [IoSlice::new(&head), IoSlice::new(&body)];
     match tokio::time::timeout(write_timeout, write_all(socket, &mut parts)).await {
         Ok(written) => written.is_ok() && keep_alive,
@@ -306,11 +302,44 @@ fn encode_head(
     }
     if !headers.contains_key(header::DATE) {
         head.extend_from_slice(b"date: ");
-        head.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        DATE.with_borrow_mut(|date| head.extend_from_slice(date.now()));
         head.extend_from_slice(b"\r\n");
     }
     head.extend_from_slice(b"\r\n");
     head
+}
+
+/// `content-length: N\r\n`, written into `buffer`.
+fn content_length(buffer: &mut [u8; 40], length: usize) -> &[u8] {
+    let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+    write!(cursor, "content-length: {length}\r\n").expect("40 bytes hold any usize's line");
+    let end = cursor.position() as usize;
+    &buffer[..end]
+}
+
+thread_local! {
+    /// This thread's `date` value, formatted once a second as hyper does.
+    static DATE: RefCell<CachedDate> = RefCell::new(CachedDate::default());
+}
+
+#[derive(Default)]
+struct CachedDate {
+    second: u64,
+    text: String,
+}
+
+impl CachedDate {
+    fn now(&mut self) -> &[u8] {
+        let now = std::time::SystemTime::now();
+        let second = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs());
+        if second != self.second || self.text.is_empty() {
+            self.second = second;
+            self.text = httpdate::fmt_http_date(now);
+        }
+        self.text.as_bytes()
+    }
 }
 
 enum Next {
@@ -393,6 +422,35 @@ async fn write_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_length_lines_hold_any_length() {
+        for length in [0, 137, usize::MAX] {
+            let mut buffer = [0u8; 40];
+            let line = content_length(&mut buffer, length);
+            assert_eq!(line, format!("content-length: {length}\r\n").as_bytes());
+        }
+    }
+
+    #[test]
+    fn the_date_is_this_second_s_and_a_stale_one_is_made_again() {
+        use std::time::{Duration, SystemTime};
+        let mut cached = CachedDate::default();
+        let is_now = |cached: &mut CachedDate| {
+            let before = SystemTime::now();
+            let text = String::from_utf8(cached.now().to_vec()).unwrap();
+            let after = SystemTime::now();
+            let date = httpdate::parse_http_date(&text).unwrap();
+            assert!(
+                date <= after && date + Duration::from_secs(1) > before,
+                "{text}"
+            );
+        };
+        is_now(&mut cached);
+        cached.second -= 5;
+        cached.text = "Thu, 01 Jan 1970 00:00:00 GMT".into();
+        is_now(&mut cached);
+    }
 
     #[test]
     fn heads_carry_the_framing_and_the_close_and_drop_the_apps_own() {
