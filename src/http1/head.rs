@@ -365,6 +365,31 @@ mod tests {
     }
 
     #[test]
+    fn the_target_and_every_header_value_come_out_exactly_as_sent() {
+        let raw = b"POST /api/notifications/ann%20b?x=1&y= HTTP/1.1\r\nHost: h:1\r\nX-Empty:\r\nX-Spaced:  a b  \r\nIdempotency-Key: k-1\r\nContent-Length: 2\r\n\r\n{}";
+        let Some(Head::Request { request, .. }) = decide_on(raw) else {
+            panic!("not a router request");
+        };
+        assert_eq!(request.uri(), "/api/notifications/ann%20b?x=1&y=");
+        assert_eq!(request.uri().query(), Some("x=1&y="));
+        let values: Vec<(&str, &[u8])> = request
+            .headers()
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_bytes()))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("host", &b"h:1"[..]),
+                ("x-empty", b""),
+                ("x-spaced", b"a b"),
+                ("idempotency-key", b"k-1"),
+                ("content-length", b"2"),
+            ]
+        );
+    }
+
+    #[test]
     fn http_1_0_and_connection_close_do_not_keep_the_connection() {
         for raw in [
             &b"GET /events/ann HTTP/1.0\r\n\r\n"[..],
