@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# User-space instructions and heap allocations a publish costs herald, counted by valgrind's
-# callgrind: the same for the same binary and input whatever else the machine does, where CPU
+# User-space instructions and heap allocations (calls of malloc) a publish costs herald, counted
+# by valgrind's callgrind: the same for the same binary and input whatever else the machine does, where CPU
 # seconds on this VM drift by tens of percent (BENCHMARKS.md, "Issue 16, tenth step"). Each
 # binary serves two paced targeted runs under callgrind (LOW and HIGH publishes to USERS users,
 # one publisher, RATE a second: one publish a commit, never a group); the difference
@@ -46,7 +46,7 @@ for line in sys.stdin:
     m = re.search(r"  < .* \(([\d,]+)x\)", line)
     if m:
         calls += int(m.group(1).replace(",", ""))  # callers of the function whose line follows
-    elif re.search(r"  \*  \S*:__rustc::__rust_alloc \[", line):
+    elif re.search(r"  \*  \S*malloc\.c:malloc \[", line):
         allocs, calls = calls, 0
     elif "  *  " in line:
         calls = 0
