@@ -425,7 +425,7 @@ impl Notification {
 
 /// A notification's JSON exactly as the store keeps it and its `notification` event carries
 /// it: encoded once, it is also the body of its publish's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct NotificationJson(pub String);
 
 impl NotificationJson {
@@ -435,10 +435,6 @@ impl NotificationJson {
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    pub fn decode(&self) -> serde_json::Result<Notification> {
-        serde_json::from_str(&self.0)
     }
 }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 use super::SqliteStore;
-use crate::domain::{EventId, EventName, NewNotification, NotificationPatch, UserId};
+use crate::domain::{EventId, EventName, NewNotification, Notification, NotificationPatch, UserId};
 use crate::store::{
     CommittedEvent, EventSink, HistoryQuery, PublishOutcome, ReplayPage, Retention, SyncMode,
 };
@@ -37,7 +37,10 @@ fn hana() -> UserId {
 async fn publish(store: &SqliteStore, title: &str) -> (String, u64) {
     let new = NewNotification::parse(None, Some(title), Some("m"), None).unwrap();
     match store.publish(hana(), new, None).await.expect("publish") {
-        PublishOutcome::Created(json, id) => (json.decode().expect("stored JSON").id, id.major),
+        PublishOutcome::Created(json, id) => {
+            let stored: Notification = serde_json::from_str(json.as_str()).expect("stored JSON");
+            (stored.id, id.major)
+        }
         PublishOutcome::Repeated(_) => panic!("a publish without a key was repeated"),
     }
 }
