@@ -82,14 +82,16 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or_default()
         .trim()
         .as_bytes();
-    let (Some(kind), Some(suffix)) = (
-        essence.get(..12),
-        essence.get(essence.len().saturating_sub(5)..),
-    ) else {
-        return false;
+    let starts = |prefix: &[u8]| {
+        essence
+            .get(..prefix.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(prefix))
     };
-    essence.eq_ignore_ascii_case(b"application/json")
-        || (kind.eq_ignore_ascii_case(b"application/") && suffix.eq_ignore_ascii_case(b"+json"))
+    let ends = |suffix: &[u8]| {
+        essence.len() >= suffix.len()
+            && essence[essence.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+    };
+    essence.eq_ignore_ascii_case(b"application/json") || (starts(b"application/") && ends(b"+json"))
 }
 
 /// Query parameters; anything unreadable is `400`.
