@@ -29,7 +29,7 @@ counted() { # BINARY PUBLISHES TAG
   valgrind --tool=callgrind --callgrind-out-file="$out" "$1" serve --listen 127.0.0.1:3997 \
     --data-dir "$WORK/data" >/dev/null 2>"$WORK/$3.log" &
   pid=$!
-  for _ in $(seq 300); do (exec 3<>/dev/tcp/127.0.0.1/3997) 2>/dev/null && break; sleep 0.1; done
+  wait_for_port 3997 300   # valgrind starts herald slowly
   "$BENCH" targeted --users "$USERS" --publishes "$2" --concurrency 1 --rate "$RATE" --json \
     --sub-url "http://127.0.0.1:3997/events/{user}" \
     --pub-url "http://127.0.0.1:3997/api/notifications/{user}" \

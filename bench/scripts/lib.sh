@@ -39,8 +39,8 @@ free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-wait_for_port() { # PORT
-  for _ in $(seq 100); do
+wait_for_port() { # PORT [TENTHS]: up to TENTHS tenths of a second (100 by default)
+  for _ in $(seq "${2:-100}"); do
     (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0
     sleep 0.1
   done
