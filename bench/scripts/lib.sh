@@ -121,12 +121,13 @@ run_case() { # KIND CASE
   stop_server
 }
 
-# The same client against the ideal server of `herald-bench floor` (a fanout case) or of
-# `herald-bench targeted-floor` (a targeted case, the durable floor); no server to start.
+# The same client against the ideal server of `herald-bench floor` (a fanout case; its frame
+# herald's shape with FLOOR_FRAME=herald) or of `herald-bench targeted-floor` (a targeted case,
+# the durable floor); no server to start.
 run_floor() { # CASE (a fanout or targeted case: its flags are the floor's)
   case ${1%% *} in
     # shellcheck disable=SC2086
-    fanout) record floor "$1" floor ${1#fanout } ;;
+    fanout) record floor "$1" floor ${1#fanout } ${FLOOR_FRAME:+--floor-frame "$FLOOR_FRAME"} ;;
     # shellcheck disable=SC2086
     targeted) record floor "$1" targeted-floor ${1#targeted } ;;
     *) return 0 ;;

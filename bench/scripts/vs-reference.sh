@@ -12,6 +12,8 @@
 #                                            # SERVER_CPUS=0 CLIENT_CPUS=1 pins (lib.sh);
 #                                            # KINDS="herald nchan" runs only those servers;
 #                                            # CASE="fanout ..." runs only that case
+#                                            # FLOOR_FRAME=herald: the fanout floor sends
+#                                            # frames of herald's size and shape
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-1}

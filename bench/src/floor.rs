@@ -10,7 +10,7 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,6 +29,49 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const GREETING: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n\r\nevent: connected\ndata: {}\n\n";
 /// Pause after a failed accept (out of descriptors, say) so the loop does not spin.
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
+
+/// The frame a broadcast writes. The bench's cost of reading a frame grows with its size, and
+/// on two shared cores that cost is in every latency, so a floor meant to stand beside herald
+/// can send what herald must (BENCHMARKS.md, "Issue 16, eleventh step").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum FloorFrame {
+    /// `data: {"message":"SEND_TIME"}`: the least a stream can carry.
+    #[default]
+    Minimal,
+    /// The size and shape of herald's announcement frame: an `id:`, an `event:`, and a `data:`
+    /// with herald's five fields (their values stand-ins of the same length).
+    Herald,
+}
+
+impl FloorFrame {
+    /// The frame of the `number`th broadcast (from 1), carrying `send_time`.
+    fn encode(self, number: u64, send_time: u64) -> Vec<u8> {
+        match self {
+            Self::Minimal => format!("data: {{\"message\":\"{send_time}\"}}\n\n"),
+            Self::Herald => format!(
+                "id: {number}\nevent: announcement\ndata: {{\"id\":\"{number:08x}-0000-7000-8000-000000000000\",\
+                 \"type\":\"info\",\"title\":\"t\",\"message\":\"{send_time}\",\
+                 \"timestamp\":\"1970-01-01T00:00:00.000Z\"}}\n\n"
+            ),
+        }
+        .into_bytes()
+    }
+
+    /// Its name on the command line, in the report, and to the child after the send time of
+    /// a `broadcast` line.
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Minimal => "minimal",
+            Self::Herald => "herald",
+        }
+    }
+
+    fn from_word(word: &str) -> Option<Self> {
+        [Self::Minimal, Self::Herald]
+            .into_iter()
+            .find(|frame| frame.word() == word)
+    }
+}
 
 /// What one broadcast took.
 #[derive(Debug, Clone, Copy)]
@@ -53,6 +96,8 @@ struct IdealServer {
     acceptor: Option<JoinHandle<()>>,
     /// Threads each broadcast writes from: one per core.
     writer_threads: usize,
+    /// Broadcasts so far: the next one's `id:` (for [`FloorFrame::Herald`]) is this plus one.
+    broadcasts: AtomicU64,
 }
 
 impl IdealServer {
@@ -75,13 +120,15 @@ impl IdealServer {
             stopping,
             acceptor: Some(acceptor),
             writer_threads,
+            broadcasts: AtomicU64::new(0),
         })
     }
 
-    /// Encodes one frame carrying `send_time` and writes it to every stream, blocking, from
+    /// Encodes one `frame` carrying `send_time` and writes it to every stream, blocking, from
     /// the writer threads, each taking a contiguous share of the streams.
-    fn broadcast(&self, send_time: u64) -> Broadcast {
-        let frame = format!("data: {{\"message\":\"{send_time}\"}}\n\n").into_bytes();
+    fn broadcast(&self, send_time: u64, frame: FloorFrame) -> Broadcast {
+        let number = self.broadcasts.fetch_add(1, Ordering::Relaxed) + 1;
+        let frame = frame.encode(number, send_time);
         let streams = self.streams.lock();
         let share = streams.len().div_ceil(self.writer_threads).max(1);
         let began = Instant::now();
@@ -145,7 +192,8 @@ fn accept_streams(listener: &TcpListener, streams: &Mutex<Vec<TcpStream>>, stopp
 pub const SERVER_COMMAND: &str = "floor-server";
 
 /// The child's side: starts the server, says `listening PORT THREADS`, then answers each
-/// `broadcast SEND_TIME` line with `WRITE_NS FAILED` until stdin closes.
+/// `broadcast SEND_TIME FRAME` line (FRAME a [`FloorFrame`]'s word) with `WRITE_NS FAILED`
+/// until stdin closes.
 pub fn serve_over_stdio() -> anyhow::Result<()> {
     let server = IdealServer::start().context("could not start the ideal server")?;
     let mut out = io::stdout().lock();
@@ -158,13 +206,16 @@ pub fn serve_over_stdio() -> anyhow::Result<()> {
     out.flush()?;
     for line in io::stdin().lock().lines() {
         let line = line?;
-        let Some(send_time) = line
-            .strip_prefix("broadcast ")
-            .and_then(|time| time.parse().ok())
-        else {
+        let mut words = line.split(' ');
+        let (Some("broadcast"), Some(Ok(send_time)), Some(frame), None) = (
+            words.next(),
+            words.next().map(str::parse),
+            words.next().and_then(FloorFrame::from_word),
+            words.next(),
+        ) else {
             bail!("unexpected request {line:?}");
         };
-        let broadcast = server.broadcast(send_time);
+        let broadcast = server.broadcast(send_time, frame);
         writeln!(
             out,
             "{} {}",
@@ -183,11 +234,13 @@ pub struct FloorProcess {
     answers: BufReader<ChildStdout>,
     addr: SocketAddrV4,
     writer_threads: usize,
+    frame: FloorFrame,
 }
 
 impl FloorProcess {
-    /// Starts this same binary as the ideal server and waits until it listens.
-    pub fn start() -> anyhow::Result<Self> {
+    /// Starts this same binary as the ideal server, writing `frame`s, and waits until it
+    /// listens.
+    pub fn start(frame: FloorFrame) -> anyhow::Result<Self> {
         let (child, requests, answers) = start_child(SERVER_COMMAND)?;
         let mut process = Self {
             child,
@@ -195,6 +248,7 @@ impl FloorProcess {
             answers: BufReader::new(answers),
             addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0),
             writer_threads: 0,
+            frame,
         };
         let line = process.answer()?;
         let mut words = line.split_whitespace().skip(1).map(str::parse::<usize>);
@@ -225,13 +279,17 @@ impl FloorProcess {
         self.writer_threads
     }
 
+    pub fn frame(&self) -> FloorFrame {
+        self.frame
+    }
+
     /// Has the child write one frame carrying `send_time` to every stream; blocks until done.
     pub fn broadcast(&mut self, send_time: u64) -> anyhow::Result<Broadcast> {
         let requests = self
             .requests
             .as_mut()
             .context("the ideal server is stopping")?;
-        writeln!(requests, "broadcast {send_time}")?;
+        writeln!(requests, "broadcast {send_time} {}", self.frame.word())?;
         requests.flush()?;
         let line = self.answer()?;
         let mut words = line.split_whitespace().map(str::parse::<u64>);
@@ -356,7 +414,7 @@ mod tests {
         let server = IdealServer::start().expect("starts");
         let mut streams: Vec<TcpStream> = (0..5).map(|_| open_stream(&server)).collect();
         wait_until_kept(&server, streams.len());
-        let broadcast = server.broadcast(1_234);
+        let broadcast = server.broadcast(1_234, FloorFrame::Minimal);
         assert_eq!(broadcast.failed, 0);
         let frame = b"data: {\"message\":\"1234\"}\n\n";
         for stream in &mut streams {
@@ -364,6 +422,47 @@ mod tests {
             stream.read_exact(&mut received).expect("frame");
             assert_eq!(received, frame);
         }
+    }
+
+    #[test]
+    fn a_herald_frame_has_herald_s_fields_and_length_and_numbers_the_broadcasts() {
+        let server = IdealServer::start().expect("starts");
+        let mut stream = open_stream(&server);
+        wait_until_kept(&server, 1);
+        let send_time = 1_765_100_000_123_456_789;
+        for number in 1..=2 {
+            assert_eq!(server.broadcast(send_time, FloorFrame::Herald).failed, 0);
+            let expected = format!(
+                "id: {number}\nevent: announcement\ndata: {{\"id\":\"0000000{number}-0000-7000-8000-000000000000\",\
+                 \"type\":\"info\",\"title\":\"t\",\"message\":\"{send_time}\",\
+                 \"timestamp\":\"1970-01-01T00:00:00.000Z\"}}\n\n"
+            );
+            let mut received = vec![0; expected.len()];
+            stream.read_exact(&mut received).expect("frame");
+            assert_eq!(String::from_utf8(received).unwrap(), expected);
+        }
+        // herald's own announcement for the same send time, as a stream gets it (the id,
+        // timestamp and event id differ; the length does not, for ids of one digit).
+        let herald = format!(
+            "id: 1\nevent: announcement\ndata: {{\"id\":\"01a2500a-4e1d-7242-bdd2-9e6a2ba78f6b\",\
+             \"type\":\"info\",\"title\":\"t\",\"message\":\"{send_time}\",\
+             \"timestamp\":\"2026-12-07T10:26:22.365Z\"}}\n\n"
+        );
+        assert_eq!(FloorFrame::Herald.encode(1, send_time).len(), herald.len());
+        let data = &FloorFrame::Herald.encode(7, send_time)[..];
+        assert_eq!(
+            crate::fleet::send_time_in(data, send_time - 1),
+            Some(send_time),
+            "the bench finds the send time, not a number of the stand-ins"
+        );
+    }
+
+    #[test]
+    fn each_frame_is_known_by_its_word() {
+        for frame in [FloorFrame::Minimal, FloorFrame::Herald] {
+            assert_eq!(FloorFrame::from_word(frame.word()), Some(frame));
+        }
+        assert_eq!(FloorFrame::from_word("other"), None);
     }
 
     #[test]

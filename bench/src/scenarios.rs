@@ -82,13 +82,14 @@ pub async fn fanout(setup: &Setup) -> Report {
 pub async fn floor(setup: &Setup) -> anyhow::Result<Report> {
     let args = &setup.args;
     let rate = args.rate.unwrap_or(DEFAULT_FANOUT_RATE);
-    let server = FloorProcess::start()?;
+    let server = FloorProcess::start(args.floor_frame)?;
     // The figures are the ideal server's, whatever --server-pid says.
     let server_pids = [server.pid()];
     let mut report = new_report(setup, "floor");
     report.add("events", args.events, "");
     report.add("rate", rate, "/s");
     report.add("writer_threads", server.writer_threads() as u64, "");
+    report.add("floor_frame", server.frame().word(), "");
     let before = Sample::take(&server_pids);
     let endpoint = Arc::new(server.endpoint());
     let specs = setup

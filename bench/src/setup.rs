@@ -136,6 +136,10 @@ pub struct BenchArgs {
     /// Streams connecting at once
     #[arg(long, value_name = "N", default_value_t = 512)]
     pub connect_concurrency: usize,
+    /// floor: the frame each broadcast writes: `minimal` (`data: {"message":"..."}`) or
+    /// `herald` (the size and shape of herald's announcement frame)
+    #[arg(long, value_enum, default_value = "minimal")]
+    pub floor_frame: crate::floor::FloorFrame,
     /// replay: `user` publishes K notifications to each user; `broadcast` sends K broadcasts
     #[arg(long, value_enum, default_value = "user")]
     pub replay_with: ReplayWith,

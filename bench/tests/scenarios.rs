@@ -294,6 +294,7 @@ async fn floor_delivers_every_write_of_the_ideal_server_to_every_stream() {
     // No herald here: the ideal server runs in a child of the bench.
     let report = run_bench(&["floor", "--streams", "50", "--events", "3", "--rate", "20"]).await;
     assert_eq!(report["scenario"], "floor");
+    assert_eq!(report["floor_frame"], "minimal", "{report}");
     assert_every_event_arrived_once(&report, 150);
     assert_eq!(report["fanout_write_failures"], 0, "{report}");
     assert!(report["writer_threads"].is_u64(), "{report}");
@@ -302,6 +303,25 @@ async fn floor_delivers_every_write_of_the_ideal_server_to_every_stream() {
         let key = format!("all_received_{figure}_ms");
         assert!(report[&key].is_number(), "{key}: {report}");
     }
+}
+
+#[tokio::test]
+async fn floor_with_herald_s_frame_delivers_every_event_to_every_stream() {
+    let report = run_bench(&[
+        "floor",
+        "--streams",
+        "20",
+        "--events",
+        "3",
+        "--rate",
+        "20",
+        "--floor-frame",
+        "herald",
+    ])
+    .await;
+    assert_eq!(report["floor_frame"], "herald", "{report}");
+    assert_every_event_arrived_once(&report, 60);
+    assert_eq!(report["fanout_write_failures"], 0, "{report}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
