@@ -66,10 +66,9 @@ impl FloorFrame {
         }
     }
 
+    /// The frame named `word` (clap's name for it, which [`Self::word`] gives too).
     fn from_word(word: &str) -> Option<Self> {
-        [Self::Minimal, Self::Herald]
-            .into_iter()
-            .find(|frame| frame.word() == word)
+        <Self as clap::ValueEnum>::from_str(word, false).ok()
     }
 }
 
