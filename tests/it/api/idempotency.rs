@@ -141,3 +141,47 @@ async fn an_invalid_idempotency_key_is_400_and_changes_nothing() {
     let (status, again) = app.publish_with_key("alice", longest, &body).await;
     assert_eq!((status, again), (StatusCode::OK, first));
 }
+
+/// The answers carry the notification as JSON, `Content-Type: application/json`, and a repeat
+/// carries the very bytes of the first answer (the store's own encoding, not a second one).
+#[tokio::test]
+async fn a_publish_and_its_repeat_answer_with_the_same_json_bytes_typed_as_json() {
+    let app = TestApp::spawn().await;
+    let mut stream = app.subscribe("alice", None).await;
+    stream.expect_connected().await;
+    let body = json!({ "title": "Typed", "message": "as json", "category": "orders" });
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let response = app
+            .client
+            .post(app.url("/api/notifications/alice"))
+            .header("idempotency-key", "typed-1")
+            .json(&body)
+            .send()
+            .await
+            .expect("answered");
+        let status = response.status();
+        let content_type = response.headers()[reqwest::header::CONTENT_TYPE].clone();
+        let text = response.text().await.expect("a body");
+        answers.push((status, content_type, text));
+    }
+    let [
+        (first_status, first_type, first),
+        (again_status, again_type, again),
+    ] = <[_; 2]>::try_from(answers).expect("two answers");
+    assert_eq!(
+        (first_status, again_status),
+        (StatusCode::CREATED, StatusCode::OK)
+    );
+    assert_eq!(first_type, "application/json");
+    assert_eq!(again_type, "application/json");
+    assert_eq!(again, first, "the same bytes");
+    let notification: Value = serde_json::from_str(&first).expect("JSON");
+    assert_eq!(notification["title"], "Typed");
+    assert_eq!(notification["category"], "orders");
+    let sent = stream.next_event().await;
+    assert_eq!(
+        (sent.event.as_str(), &sent.data),
+        ("notification", &notification)
+    );
+}
