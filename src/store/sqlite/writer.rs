@@ -337,8 +337,9 @@ impl Writer {
 }
 
 /// The writer's transaction. `BEGIN IMMEDIATE` and `COMMIT` run as cached statements: parsed
-/// afresh for each group, as rusqlite's `Transaction` does, they cost about 4,000 instructions a
-/// commit (BENCHMARKS.md, "Issue 16, tenth step"). Rolled back if dropped before its commit.
+/// afresh for each group, as rusqlite's `Transaction` does, they cost about 3,800 instructions a
+/// commit, and caching them saves about 3,100 (BENCHMARKS.md, "Issue 16, tenth step"). Rolled
+/// back if dropped before its commit.
 struct Immediate<'c> {
     conn: &'c Connection,
     committed: bool,
