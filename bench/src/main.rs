@@ -127,7 +127,7 @@ async fn bench(mut args: BenchArgs) -> anyhow::Result<()> {
     let setup = Setup::new(args)?;
     let report = match setup.args.scenario {
         Scenario::Hold => scenarios::hold(&setup).await,
-        Scenario::Fanout => scenarios::fanout(&setup).await,
+        Scenario::Fanout => scenarios::fanout(&setup).await?,
         Scenario::Targeted | Scenario::TargetedFloor => scenarios::targeted(&setup).await?,
         Scenario::ManyRecipients => scenarios::many_recipients(&setup).await,
         Scenario::Replay => scenarios::replay(&setup).await,

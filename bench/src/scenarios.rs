@@ -14,8 +14,8 @@ use crate::publish::{BatchOutcome, Pick, Plan, add_publishes};
 use crate::push::{PushTally, subscribe_all};
 use crate::push_service::PushService;
 use crate::report::{Report, Sample, add_resources, round};
-use crate::setup::{ReplayWith, Setup};
-use crate::tally::{add_tally, all_received_latencies, send_times_per_user, tally};
+use crate::setup::{BenchArgs, ReplayWith, Setup};
+use crate::tally::{Tally, add_tally, all_received_latencies, send_times_per_user, tally};
 
 /// Pause after the last stream opened before reading the server's memory, so allocations made
 /// just after the greeting are counted.
@@ -38,7 +38,7 @@ pub async fn hold(setup: &Setup) -> Report {
 
 /// K broadcasts at R/s to N streams, at most C of them in flight; every stream should receive
 /// every one.
-pub async fn fanout(setup: &Setup) -> Report {
+pub async fn fanout(setup: &Setup) -> anyhow::Result<Report> {
     let args = &setup.args;
     let rate = args.rate.unwrap_or(DEFAULT_FANOUT_RATE);
     let mut report = new_report(setup, "fanout");
@@ -72,9 +72,9 @@ pub async fn fanout(setup: &Setup) -> Report {
         .collect();
     report.add_json_only("broadcast_latencies_ms", each_ms);
     add_publishes(&mut report, "broadcast", sent);
-    add_broadcast_deliveries(&mut report, &outcomes, send_times);
+    add_broadcast_deliveries(&mut report, &outcomes, send_times, args)?;
     add_resources(&mut report, before, after, None);
-    report
+    Ok(report)
 }
 
 /// fanout against the ideal server of [`crate::floor`] (a child process): the same streams,
@@ -122,7 +122,7 @@ pub async fn floor(setup: &Setup) -> anyhow::Result<Report> {
     report.percentiles("fanout_write", &mut write_times);
     let failed: u64 = broadcasts.iter().map(|sent| sent.failed).sum();
     report.add("fanout_write_failures", failed, "");
-    add_broadcast_deliveries(&mut report, &outcomes, send_times);
+    add_broadcast_deliveries(&mut report, &outcomes, send_times, args)?;
     add_resources(&mut report, before, after, None);
     Ok(report)
 }
@@ -180,10 +180,7 @@ pub async fn targeted(setup: &Setup) -> anyhow::Result<Report> {
     add_open(&mut report, "", &open, &outcomes);
     add_publishes(&mut report, "publish", sent);
     let counted = tally(&outcomes, &expected, None);
-    if let Some(path) = &args.timeline {
-        std::fs::write(path, counted.timeline())
-            .with_context(|| format!("cannot write the timeline to {}", path.display()))?;
-    }
+    write_timeline(args, &counted)?;
     add_tally(&mut report, &counted, true);
     if let Some(pushes) = pushes {
         pushes.add_to(&mut report);
@@ -467,17 +464,30 @@ async fn collect_broadcasts(
 }
 
 /// What the streams made of a run's broadcasts: the tally, and per broadcast the time until
-/// every opened stream had it (`all_received`).
+/// every opened stream had it (`all_received`); each arrival in `--timeline`'s file if asked.
 fn add_broadcast_deliveries(
     report: &mut Report,
     outcomes: &[StreamOutcome],
     mut send_times: Vec<u64>,
-) {
+    args: &BenchArgs,
+) -> anyhow::Result<()> {
     send_times.sort_unstable();
     let expected = vec![send_times.as_slice(); outcomes.len()];
-    add_tally(report, &tally(outcomes, &expected, None), true);
+    let counted = tally(outcomes, &expected, None);
+    write_timeline(args, &counted)?;
+    add_tally(report, &counted, true);
     let mut all_received = all_received_latencies(outcomes, &send_times);
     report.percentiles("all_received", &mut all_received);
+    Ok(())
+}
+
+/// Every first arrival of the run, by send time, in `--timeline`'s file when one is given.
+fn write_timeline(args: &BenchArgs, counted: &Tally) -> anyhow::Result<()> {
+    if let Some(path) = &args.timeline {
+        std::fs::write(path, counted.timeline())
+            .with_context(|| format!("cannot write the timeline to {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn add_open(report: &mut Report, prefix: &str, open: &OpenSummary, outcomes: &[StreamOutcome]) {

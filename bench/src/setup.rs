@@ -115,9 +115,9 @@ pub struct BenchArgs {
     /// they receive counts as unexpected
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub idle_streams: usize,
-    /// targeted: write each first arrival to FILE, a line each, `SEND_NS LATENCY_NS` (send time
-    /// in ns since the epoch), by send time: to see when in a run the slow ones came
-    /// (bench/scripts/tail.sh)
+    /// targeted, fanout, floor: write each first arrival to FILE, a line each, `SEND_NS
+    /// LATENCY_NS` (send time in ns since the epoch), by send time: to see when in a run the
+    /// slow ones came, or which broadcasts were slow (bench/scripts/tail.sh)
     #[arg(long, value_name = "FILE")]
     pub timeline: Option<std::path::PathBuf>,
     /// Concurrent keep-alive publishers, each with one request in flight (targeted, replay,
@@ -224,9 +224,12 @@ impl Setup {
             bail!("--idle-streams is for the targeted scenario only");
         }
         if args.timeline.is_some()
-            && !matches!(args.scenario, Scenario::Targeted | Scenario::TargetedFloor)
+            && !matches!(
+                args.scenario,
+                Scenario::Targeted | Scenario::TargetedFloor | Scenario::Fanout | Scenario::Floor
+            )
         {
-            bail!("--timeline is for the targeted scenarios only");
+            bail!("--timeline is for the targeted, fanout and floor scenarios only");
         }
         if args.push_subscribe && !matches!(args.scenario, Scenario::Targeted) {
             bail!("--push-subscribe is for the targeted scenario only (push always subscribes)");

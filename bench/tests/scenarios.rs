@@ -268,6 +268,84 @@ async fn fanout_delivers_every_broadcast_to_every_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_writes_each_stream_s_arrival_of_each_broadcast_to_the_timeline() {
+    let target = Target::start().await;
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("timeline");
+    let report = target
+        .bench(&[
+            "fanout",
+            "--streams",
+            "10",
+            "--events",
+            "3",
+            "--rate",
+            "20",
+            "--timeline",
+            path.to_str().unwrap(),
+        ])
+        .await;
+    assert_every_event_arrived_once(&report, 30);
+    assert_timeline_has_each_broadcast_once_per_stream(&path, 3, 10, &report);
+    target.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floor_writes_each_stream_s_arrival_of_each_broadcast_to_the_timeline() {
+    let dir = TempDir::new().unwrap();
+    let path = dir.path().join("timeline");
+    let report = run_bench(&[
+        "floor",
+        "--streams",
+        "20",
+        "--events",
+        "3",
+        "--rate",
+        "20",
+        "--timeline",
+        path.to_str().unwrap(),
+    ])
+    .await;
+    assert_every_event_arrived_once(&report, 60);
+    assert_timeline_has_each_broadcast_once_per_stream(&path, 3, 20, &report);
+}
+
+/// The timeline at `path` holds one `SEND_NS LATENCY_NS` line per stream and broadcast, in
+/// send-time order, and its largest latency is the report's largest.
+fn assert_timeline_has_each_broadcast_once_per_stream(
+    path: &std::path::Path,
+    broadcasts: usize,
+    streams: usize,
+    report: &Value,
+) {
+    let text = std::fs::read_to_string(path).expect("the bench wrote the timeline");
+    let lines: Vec<(u64, u64)> = text
+        .lines()
+        .map(|line| {
+            let (sent, latency) = line.split_once(' ').expect("two numbers a line");
+            (sent.parse().unwrap(), latency.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(lines.len(), broadcasts * streams, "{text}");
+    assert!(lines.windows(2).all(|pair| pair[0] <= pair[1]), "{text}");
+    let mut sends: Vec<u64> = lines.iter().map(|&(sent, _)| sent).collect();
+    sends.dedup();
+    assert_eq!(sends.len(), broadcasts, "{text}");
+    for sent in sends {
+        let arrivals = lines.iter().filter(|&&(at, _)| at == sent).count();
+        assert_eq!(arrivals, streams, "broadcast {sent}: {text}");
+    }
+    let slowest_ms = lines.iter().map(|&(_, latency)| latency).max().unwrap() as f64 / 1e6;
+    let reported = report["delivery_latency_max_ms"]
+        .as_f64()
+        .expect("a max latency");
+    assert!(
+        (slowest_ms - reported).abs() < 0.01,
+        "{slowest_ms} ms against {report}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_with_several_broadcasts_in_flight_still_delivers_each_once() {
     let target = Target::start().await;
     let report = target
