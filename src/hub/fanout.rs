@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
+use super::roster::Slice;
 use crate::metrics::Metrics;
-use crate::sse::outbox::{Frame, Outbox, QueueBounds};
+use crate::sse::outbox::{Frame, Outbox, PushedFrames, QueueBounds};
 
 /// Deliveries (streams) a thread claims at a time: about a millisecond of socket writes.
 const CHUNK: usize = 128;
@@ -29,6 +30,7 @@ pub struct Delivery {
     frames: FrameIndexes,
 }
 
+#[derive(Clone)]
 enum FrameIndexes {
     /// The common case (one event, or one of a group for this stream): no allocation.
     One(usize),
@@ -36,6 +38,14 @@ enum FrameIndexes {
 }
 
 impl FrameIndexes {
+    /// Every one of `frames` frames.
+    fn all(frames: usize) -> Self {
+        match frames {
+            1 => Self::One(0),
+            _ => Self::Many((0..frames).collect()),
+        }
+    }
+
     fn push(&mut self, frame: usize) {
         match self {
             Self::One(first) => *self = Self::Many(vec![*first, frame]),
@@ -102,9 +112,16 @@ enum Work {
         frames: Vec<Frame>,
         deliveries: Vec<Delivery>,
     },
-    /// A heartbeat to each of these outboxes that has been quiet for `idle`.
+    /// Push every frame to every stream of these slices (every stream the hub held when it
+    /// dispatched them); an item is a slice.
+    Everyone {
+        frames: Vec<Frame>,
+        slices: Vec<Slice>,
+    },
+    /// A heartbeat to each stream of these slices that has been quiet for `idle`; an item is a
+    /// slice.
     Heartbeat {
-        outboxes: Vec<Arc<Outbox>>,
+        slices: Vec<Slice>,
         now: Instant,
         idle: Duration,
         heartbeat: Bytes,
@@ -117,13 +134,71 @@ enum Work {
     Hold(Mutex<std::sync::mpsc::Receiver<()>>),
 }
 
+impl Work {
+    /// How many items the work has, and how many a thread claims at a time: a slice of
+    /// streams is one item, a stream's delivery one of [`CHUNK`].
+    fn extent(&self) -> (usize, usize) {
+        match self {
+            Self::Deliver { deliveries, .. } => (deliveries.len(), CHUNK),
+            Self::Everyone { slices, .. } | Self::Heartbeat { slices, .. } => (slices.len(), 1),
+            #[cfg(test)]
+            Self::Barrier(_) | Self::Hold(_) => (1, 1),
+        }
+    }
+
+    /// How many frames the work delivers; `None` for work that delivers no event.
+    fn frames(&self) -> Option<usize> {
+        match self {
+            Self::Deliver { frames, .. } | Self::Everyone { frames, .. } => Some(frames.len()),
+            _ => None,
+        }
+    }
+
+    /// The frames a delivery carries, and each stream's share of them; work that delivers no
+    /// event is given back.
+    fn listed(self) -> Result<(Vec<Frame>, Vec<Delivery>), Self> {
+        match self {
+            Self::Deliver { frames, deliveries } => Ok((frames, deliveries)),
+            Self::Everyone { frames, slices } => {
+                let all = FrameIndexes::all(frames.len());
+                let deliveries = slices
+                    .iter()
+                    .flat_map(|slice| slice.iter())
+                    .map(|outbox| Delivery {
+                        outbox: outbox.clone(),
+                        frames: all.clone(),
+                    })
+                    .collect();
+                Ok((frames, deliveries))
+            }
+            other => Err(other),
+        }
+    }
+}
+
 struct Job {
     work: Work,
     len: usize,
+    /// Items a thread claims at a time.
+    claim: usize,
     /// Items handed out to threads so far (may run past `len`).
     claimed: AtomicUsize,
     /// Items done; the thread that finishes the last one retires the job.
     finished: AtomicUsize,
+}
+
+impl Job {
+    /// `work`, not yet started.
+    fn new(work: Work) -> Arc<Self> {
+        let (len, claim) = work.extent();
+        Arc::new(Self {
+            work,
+            len,
+            claim,
+            claimed: AtomicUsize::new(0),
+            finished: AtomicUsize::new(0),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -168,38 +243,50 @@ impl FanOut {
         Ok(fanout)
     }
 
-    /// Pushes each delivery's frames to its outbox, after every job handed over before. A small
-    /// job when the threads have nothing to do is done here and now, on the caller's thread:
-    /// waking a delivery thread would cost more than the job (docs/architecture.md#fan-out).
+    /// Pushes each delivery's frames to its outbox, after every job handed over before.
     pub fn deliver(&self, frames: Vec<Frame>, deliveries: Deliveries) {
         let deliveries = deliveries.deliveries;
         let len = deliveries.len();
         if len == 0 {
             return;
         }
-        let work = Work::Deliver { frames, deliveries };
-        if len <= CHUNK {
+        self.deliver_small_here_or_submit(Work::Deliver { frames, deliveries }, len);
+    }
+
+    /// Pushes every frame to every stream of `slices`, after every job handed over before.
+    pub fn deliver_to_all(&self, frames: Vec<Frame>, slices: Vec<Slice>) {
+        let streams = slices.iter().map(|slice| slice.len()).sum();
+        if streams == 0 {
+            return;
+        }
+        self.deliver_small_here_or_submit(Work::Everyone { frames, slices }, streams);
+    }
+
+    /// A job to at most [`CHUNK`] `streams`, when the threads have nothing to do, is done here
+    /// and now, on the caller's thread: waking a delivery thread would cost more than the job
+    /// (docs/architecture.md#fan-out). Any other is queued.
+    fn deliver_small_here_or_submit(&self, work: Work, streams: usize) {
+        if streams <= CHUNK {
             // Held while the job is done, so a job handed over meanwhile waits for it.
             let queue = self.shared.queue.lock();
             if queue.jobs.is_empty() {
-                do_items(&self.shared, &work, 0..len);
+                do_items(&self.shared, &work, 0..work.extent().0);
                 return;
             }
         }
-        self.submit(work, len);
+        self.submit(work);
     }
 
-    /// Sends `heartbeat` to each of `outboxes` that has been quiet for `idle`.
-    pub fn heartbeat(&self, outboxes: Vec<Arc<Outbox>>, idle: Duration, heartbeat: &Bytes) {
-        if !outboxes.is_empty() {
-            let len = outboxes.len();
+    /// Sends `heartbeat` to each stream of `slices` that has been quiet for `idle`.
+    pub fn heartbeat(&self, slices: Vec<Slice>, idle: Duration, heartbeat: &Bytes) {
+        if !slices.is_empty() {
             let work = Work::Heartbeat {
-                outboxes,
+                slices,
                 now: Instant::now(),
                 idle,
                 heartbeat: heartbeat.clone(),
             };
-            self.submit(work, len);
+            self.submit(work);
         }
     }
 
@@ -207,20 +294,16 @@ impl FanOut {
     #[cfg(test)]
     pub fn flush(&self) {
         let (done, answer) = std::sync::mpsc::channel();
-        self.submit(Work::Barrier(done), 1);
+        self.submit(Work::Barrier(done));
         let _ = answer.recv();
     }
 
-    fn submit(&self, work: Work, len: usize) {
-        let job = Arc::new(Job {
-            work,
-            len,
-            claimed: AtomicUsize::new(0),
-            finished: AtomicUsize::new(0),
-        });
+    fn submit(&self, work: Work) {
+        let job = Job::new(work);
+        let one_claim = job.len <= job.claim;
         self.shared.queue.lock().jobs.push_back(job);
-        // A small job is one thread's work; a large one is everyone's.
-        if len <= CHUNK {
+        // A job of one claim is one thread's work; a larger one is everyone's.
+        if one_claim {
             self.shared.changed.notify_one();
         } else {
             self.shared.changed.notify_all();
@@ -250,11 +333,11 @@ fn run(shared: &Shared) {
             }
         };
         loop {
-            let start = job.claimed.fetch_add(CHUNK, Ordering::AcqRel);
+            let start = job.claimed.fetch_add(job.claim, Ordering::AcqRel);
             if start >= job.len {
                 break;
             }
-            let end = (start + CHUNK).min(job.len);
+            let end = (start + job.claim).min(job.len);
             do_items(shared, &job.work, start..end);
             let done = job.finished.fetch_add(end - start, Ordering::AcqRel) + (end - start);
             if done == job.len {
@@ -296,53 +379,107 @@ fn absorb_backlog(jobs: &mut VecDeque<Arc<Job>>) {
     let Some(mut front) = jobs.pop_front() else {
         return;
     };
-    if let Some(Job {
-        work: Work::Deliver { frames, deliveries },
-        len,
-        ..
-    }) = Arc::get_mut(&mut front)
-    {
-        // Where each stream's delivery is, to add the next jobs' frames to it.
-        let mut by_stream: HashMap<u64, usize> = deliveries
-            .iter()
-            .enumerate()
-            .map(|(at, delivery)| (delivery.outbox.stream_id, at))
-            .collect();
+    if let Some(job) = Arc::get_mut(&mut front) {
+        // Where each stream's delivery is in the front job, once it lists them one by one.
+        let mut by_stream = None;
         let mut from = 0;
-        while frames.len() < MAX_ABSORBED_FRAMES {
+        while job
+            .work
+            .frames()
+            .is_some_and(|frames| frames < MAX_ABSORBED_FRAMES)
+        {
             let Some(at) = next_delivery(jobs, from) else {
                 break;
             };
-            let Some(Job {
-                work:
-                    Work::Deliver {
-                        frames: more_frames,
-                        deliveries: more,
-                    },
-                ..
-            }) = jobs.get_mut(at).and_then(Arc::get_mut)
-            else {
+            let Some(next) = jobs.remove(at) else {
                 break;
             };
-            let (more_frames, more) = (std::mem::take(more_frames), std::mem::take(more));
-            jobs.remove(at);
-            from = at;
-            let offset = frames.len();
-            frames.extend(more_frames);
-            for mut delivery in more {
-                delivery.frames.shift(offset);
-                match by_stream.get(&delivery.outbox.stream_id) {
-                    Some(&at) => deliveries[at].frames.append(&delivery.frames),
-                    None => {
-                        by_stream.insert(delivery.outbox.stream_id, deliveries.len());
-                        deliveries.push(delivery);
-                    }
+            // No thread takes a job before it is at the front: this one is the queue's alone.
+            let next = match Arc::try_unwrap(next) {
+                Ok(next) => next.work,
+                Err(shared) => {
+                    jobs.insert(at, shared);
+                    break;
                 }
+            };
+            if let Err(next) = absorb(&mut job.work, next, &mut by_stream) {
+                jobs.insert(at, Job::new(next));
+                break;
             }
+            from = at;
         }
-        *len = deliveries.len();
+        (job.len, job.claim) = job.work.extent();
     }
     jobs.push_front(front);
+}
+
+/// Adds `next`'s frames to `work`'s, each stream's after its own. Two broadcasts to the same
+/// slices of streams (none came or went between them) stay one broadcast of both frames;
+/// otherwise `work` becomes a list of each stream's delivery, `by_stream` its index. Work that
+/// is not a delivery is given back, unchanged.
+fn absorb(
+    work: &mut Work,
+    next: Work,
+    by_stream: &mut Option<HashMap<u64, usize>>,
+) -> Result<(), Work> {
+    if let (
+        Work::Everyone { frames, slices },
+        Work::Everyone {
+            frames: more_frames,
+            slices: more_slices,
+        },
+    ) = (&mut *work, &next)
+    {
+        let same = slices.len() == more_slices.len()
+            && slices
+                .iter()
+                .zip(more_slices)
+                .all(|(a, b)| Arc::ptr_eq(a, b));
+        if same {
+            frames.extend(more_frames.iter().cloned());
+            return Ok(());
+        }
+    }
+    let (more_frames, more) = next.listed()?;
+    if let Work::Everyone { .. } = work {
+        let everyone = std::mem::replace(
+            work,
+            Work::Deliver {
+                frames: Vec::new(),
+                deliveries: Vec::new(),
+            },
+        );
+        *work = match everyone.listed() {
+            Ok((frames, deliveries)) => Work::Deliver { frames, deliveries },
+            Err(everyone) => everyone,
+        };
+    }
+    let Work::Deliver { frames, deliveries } = work else {
+        return Err(Work::Deliver {
+            frames: more_frames,
+            deliveries: more,
+        });
+    };
+    let by_stream = by_stream.get_or_insert_with(|| {
+        deliveries
+            .iter()
+            .enumerate()
+            .map(|(at, delivery)| (delivery.outbox.stream_id, at))
+            .collect()
+    });
+    let offset = frames.len();
+    frames.extend(more_frames);
+    for mut delivery in more {
+        delivery.frames.shift(offset);
+        match by_stream.get(&delivery.outbox.stream_id) {
+            Some(&at) => deliveries[at].frames.append(&delivery.frames),
+            None => {
+                by_stream.insert(delivery.outbox.stream_id, deliveries.len());
+                deliveries.push(delivery);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Where the first delivery job at or after `from` is, passing over heartbeat jobs; `None` when
@@ -352,7 +489,7 @@ fn next_delivery(jobs: &VecDeque<Arc<Job>>, from: usize) -> Option<usize> {
         .enumerate()
         .skip(from)
         .find_map(|(at, job)| match job.work {
-            Work::Deliver { .. } => Some(Some(at)),
+            Work::Deliver { .. } | Work::Everyone { .. } => Some(Some(at)),
             Work::Heartbeat { .. } => None,
             #[cfg(test)]
             _ => Some(None),
@@ -361,41 +498,63 @@ fn next_delivery(jobs: &VecDeque<Arc<Job>>, from: usize) -> Option<usize> {
 }
 
 fn do_items(shared: &Shared, work: &Work, items: std::ops::Range<usize>) {
-    match work {
-        Work::Deliver { frames, deliveries } => {
-            let (mut delivered, mut overflowed) = (0, 0);
-            for delivery in &deliveries[items] {
+    let pushes = match work {
+        Work::Deliver { frames, deliveries } => deliveries[items]
+            .iter()
+            .map(|delivery| {
                 let frames = delivery.frames.as_slice().iter().map(|&at| &frames[at]);
-                let pushed = delivery.outbox.push_frames(frames, shared.bounds);
-                delivered += pushed.queued;
-                overflowed += u64::from(pushed.overflowed);
-            }
-            shared.metrics.events_delivered.inc_by(delivered);
-            if overflowed > 0 {
-                shared.metrics.slow_reader_closes.inc_by(overflowed);
-                tracing::info!(
-                    streams = overflowed,
-                    "closed slow readers whose queues were full"
-                );
-            }
-        }
+                delivery.outbox.push_frames(frames, shared.bounds)
+            })
+            .fold(Pushes::default(), Pushes::add),
+        Work::Everyone { frames, slices } => slices[items]
+            .iter()
+            .flat_map(|slice| slice.iter())
+            .map(|outbox| outbox.push_frames(frames, shared.bounds))
+            .fold(Pushes::default(), Pushes::add),
         Work::Heartbeat {
-            outboxes,
+            slices,
             now,
             idle,
             heartbeat,
         } => {
-            for outbox in &outboxes[items] {
+            for outbox in slices[items].iter().flat_map(|slice| slice.iter()) {
                 outbox.heartbeat_if_idle(*now, *idle, heartbeat);
             }
+            return;
         }
         #[cfg(test)]
         Work::Barrier(done) => {
             let _ = done.send(());
+            return;
         }
         #[cfg(test)]
         Work::Hold(gate) => {
             let _ = gate.lock().recv();
+            return;
+        }
+    };
+    shared.metrics.events_delivered.inc_by(pushes.delivered);
+    if pushes.overflowed > 0 {
+        shared.metrics.slow_reader_closes.inc_by(pushes.overflowed);
+        tracing::info!(
+            streams = pushes.overflowed,
+            "closed slow readers whose queues were full"
+        );
+    }
+}
+
+/// What a thread's share of a delivery job did, counted once for the metrics.
+#[derive(Default)]
+struct Pushes {
+    delivered: u64,
+    overflowed: u64,
+}
+
+impl Pushes {
+    fn add(self, pushed: PushedFrames) -> Self {
+        Self {
+            delivered: self.delivered + pushed.queued,
+            overflowed: self.overflowed + u64::from(pushed.overflowed),
         }
     }
 }
@@ -465,24 +624,32 @@ mod tests {
 
     /// A delivery job of frames with these ids, each `(outbox, frame index)` a push.
     fn job(ids: &[u64], pushes: &[(&Arc<Outbox>, usize)]) -> Arc<Job> {
-        let frames = ids
-            .iter()
-            .map(|&id| Frame {
-                id: Some(crate::domain::EventId::from_seq(id)),
-                bytes: Bytes::from(format!("{id}")),
-            })
-            .collect();
+        let frames = frames(ids);
         let mut deliveries = Deliveries::for_frames(ids.len());
         for &(outbox, frame) in pushes {
             deliveries.add(frame, outbox);
         }
-        let deliveries = deliveries.deliveries;
-        Arc::new(Job {
-            len: deliveries.len(),
-            work: Work::Deliver { frames, deliveries },
-            claimed: AtomicUsize::new(0),
-            finished: AtomicUsize::new(0),
+        Job::new(Work::Deliver {
+            frames,
+            deliveries: deliveries.deliveries,
         })
+    }
+
+    /// A broadcast job of frames with these ids to every stream of `slices`.
+    fn broadcast(ids: &[u64], slices: &[Slice]) -> Arc<Job> {
+        Job::new(Work::Everyone {
+            frames: frames(ids),
+            slices: slices.to_vec(),
+        })
+    }
+
+    fn frames(ids: &[u64]) -> Vec<Frame> {
+        ids.iter()
+            .map(|&id| Frame {
+                id: Some(crate::domain::EventId::from_seq(id)),
+                bytes: Bytes::from(format!("{id}")),
+            })
+            .collect()
     }
 
     /// Each delivery of a job as (stream, the ids of its frames), and the job's `len`.
@@ -506,16 +673,11 @@ mod tests {
     #[test]
     fn a_backlog_of_deliveries_becomes_one_job_each_stream_getting_its_frames_in_order() {
         let [a, b, c] = [1, 2, 3].map(|id| Arc::new(Outbox::new(id)));
-        let heartbeat = Arc::new(Job {
-            work: Work::Heartbeat {
-                outboxes: vec![a.clone()],
-                now: Instant::now(),
-                idle: Duration::from_secs(30),
-                heartbeat: Bytes::from_static(b":"),
-            },
-            len: 1,
-            claimed: AtomicUsize::new(0),
-            finished: AtomicUsize::new(0),
+        let heartbeat = Job::new(Work::Heartbeat {
+            slices: vec![Arc::new(vec![a.clone()])],
+            now: Instant::now(),
+            idle: Duration::from_secs(30),
+            heartbeat: Bytes::from_static(b":"),
         });
         let mut jobs = VecDeque::from([
             job(&[1], &[(&a, 0), (&b, 0)]),
@@ -544,12 +706,7 @@ mod tests {
     fn a_backlog_merges_up_to_a_barrier_and_not_past_it() {
         let a = Arc::new(Outbox::new(1));
         let (done, _answer) = std::sync::mpsc::channel();
-        let barrier = Arc::new(Job {
-            work: Work::Barrier(done),
-            len: 1,
-            claimed: AtomicUsize::new(0),
-            finished: AtomicUsize::new(0),
-        });
+        let barrier = Job::new(Work::Barrier(done));
         let mut jobs = VecDeque::from([
             job(&[1], &[(&a, 0)]),
             job(&[2], &[(&a, 0)]),
@@ -614,7 +771,7 @@ mod tests {
 
         // While a thread is busy with a job, a small one queues after it.
         let (release, gate) = std::sync::mpsc::channel();
-        fanout.submit(Work::Hold(Mutex::new(gate)), 1);
+        fanout.submit(Work::Hold(Mutex::new(gate)));
         let mut small = Deliveries::for_frames(1);
         small.add(0, &alone);
         fanout.deliver(vec![frame(2)], small);
@@ -626,5 +783,96 @@ mod tests {
         release.send(()).expect("a thread holds the job");
         fanout.flush();
         assert_eq!(popped(&alone, &mut cx), [2]);
+    }
+
+    #[test]
+    fn a_backlog_of_broadcasts_to_the_same_streams_stays_one_broadcast_of_every_frame() {
+        let outboxes: Vec<Arc<Outbox>> = (1..=3).map(|id| Arc::new(Outbox::new(id))).collect();
+        let slices: Vec<Slice> = vec![
+            Arc::new(outboxes[..2].to_vec()),
+            Arc::new(outboxes[2..].to_vec()),
+        ];
+        let mut jobs = VecDeque::from([
+            broadcast(&[1], &slices),
+            broadcast(&[2], &slices),
+            broadcast(&[3, 4], &slices),
+        ]);
+        absorb_backlog(&mut jobs);
+        assert_eq!(jobs.len(), 1);
+        let Work::Everyone {
+            frames,
+            slices: took,
+        } = &jobs[0].work
+        else {
+            panic!("still one broadcast");
+        };
+        let ids: Vec<u64> = frames
+            .iter()
+            .map(|f| f.id.expect("an event").major)
+            .collect();
+        assert_eq!(ids, [1, 2, 3, 4]);
+        assert!(took.iter().zip(&slices).all(|(a, b)| Arc::ptr_eq(a, b)));
+        assert_eq!((jobs[0].len, jobs[0].claim), (2, 1), "a slice a claim");
+    }
+
+    #[test]
+    fn a_broadcast_merged_with_other_deliveries_or_other_streams_lists_each_stream_s_frames() {
+        let [a, b, c] = [1, 2, 3].map(|id| Arc::new(Outbox::new(id)));
+        let before: Vec<Slice> = vec![Arc::new(vec![a.clone(), b.clone()])];
+        // c came and a went between the first broadcast and the second.
+        let after: Vec<Slice> = vec![Arc::new(vec![b.clone(), c.clone()])];
+        let mut jobs = VecDeque::from([
+            broadcast(&[1], &before),
+            broadcast(&[2], &after),
+            job(&[3], &[(&b, 0)]),
+            broadcast(&[4], &after),
+        ]);
+        absorb_backlog(&mut jobs);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(
+            shape(&jobs[0]),
+            (
+                vec![(1, vec![1]), (2, vec![1, 2, 3, 4]), (3, vec![2, 4])],
+                3
+            )
+        );
+        assert_eq!(jobs[0].claim, CHUNK);
+    }
+
+    #[test]
+    fn every_stream_of_a_broadcast_job_gets_its_frames_once_in_order() {
+        let bounds = QueueBounds {
+            max_frames: 64,
+            max_bytes: 1 << 20,
+        };
+        let fanout = FanOut::start(bounds, Arc::new(Metrics::new())).expect("threads");
+        let outboxes: Vec<Arc<Outbox>> = (1..=1000).map(|id| Arc::new(Outbox::new(id))).collect();
+        let slices: Vec<Slice> = outboxes
+            .chunks(100)
+            .map(|chunk| Arc::new(chunk.to_vec()))
+            .collect();
+        for id in 1..=5 {
+            fanout.deliver_to_all(frames(&[2 * id - 1, 2 * id]), slices.clone());
+        }
+        fanout.flush();
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        for outbox in &outboxes {
+            let ids: Vec<u64> = std::iter::from_fn(|| {
+                match outbox.poll_pop(&mut cx, crate::domain::EventId::ZERO) {
+                    std::task::Poll::Ready(crate::sse::outbox::Popped::Frame(f)) => {
+                        f.id.map(|id| id.major)
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+            assert_eq!(
+                ids,
+                (1..=10).collect::<Vec<_>>(),
+                "stream {}",
+                outbox.stream_id
+            );
+        }
     }
 }

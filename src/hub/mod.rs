@@ -4,8 +4,9 @@
 //! a new stream where replay ends and live delivery begins (docs/architecture.md#the-write-path).
 
 mod fanout;
+mod roster;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -13,6 +14,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use self::fanout::{Deliveries, FanOut};
+use self::roster::Roster;
 use crate::domain::{EventId, UserId};
 use crate::metrics::Metrics;
 use crate::sse::encode::{self, HEARTBEAT};
@@ -59,10 +61,11 @@ pub struct Hub {
 struct HubState {
     /// Open streams by user; a user with no stream has no entry.
     streams: HashMap<UserId, Vec<Arc<Outbox>>>,
-    /// The same streams by id, that is in the order they were admitted, which is near the
-    /// order their sockets and outboxes were allocated in: a broadcast walks them so, and its
-    /// writes touch memory in order rather than scattered (docs/architecture.md#fan-out).
-    by_id: BTreeMap<u64, Arc<Outbox>>,
+    /// The same streams in the order they were admitted, which is near the order their sockets
+    /// and outboxes were allocated in: a broadcast walks them so, and its writes touch memory
+    /// in order rather than scattered; and it takes them a slice at a time, not a stream at a
+    /// time (docs/architecture.md#fan-out).
+    roster: Roster,
     /// The newest event id dispatched; every event up to it is already committed.
     dispatched_through: EventId,
     /// Events dispatched since start (each counted once, whatever its audience).
@@ -142,7 +145,7 @@ impl Hub {
             .entry(user.clone())
             .or_default()
             .push(outbox.clone());
-        state.by_id.insert(outbox.stream_id, outbox.clone());
+        state.roster.insert(outbox.clone());
         self.stream_count.store(total + 1, Ordering::Relaxed);
         self.metrics.streams.set(total as i64 + 1);
         self.presence_changed(user);
@@ -165,7 +168,7 @@ impl Hub {
         if outboxes.is_empty() {
             state.streams.remove(user);
         }
-        state.by_id.remove(&stream_id);
+        state.roster.remove(stream_id);
         let total = self.stream_count.load(Ordering::Relaxed) - removed;
         self.stream_count.store(total, Ordering::Relaxed);
         self.metrics.streams.set(total as i64);
@@ -202,13 +205,14 @@ impl Hub {
 
     /// Sends a heartbeat to every stream that has been quiet for `idle`.
     pub fn send_heartbeats(&self, idle: Duration) {
-        self.fanout.heartbeat(self.all_outboxes(), idle, &HEARTBEAT);
+        let slices = self.state.lock().roster.slices();
+        self.fanout.heartbeat(slices, idle, &HEARTBEAT);
     }
 
     /// Every open stream, in admission order: for the heartbeat, and for the drain to close one
     /// by one.
     pub fn all_outboxes(&self) -> Vec<Arc<Outbox>> {
-        self.state.lock().by_id.values().cloned().collect()
+        self.state.lock().roster.iter().cloned().collect()
     }
 
     /// Ends every stream whose outbox is in `outboxes`, spread evenly over `window`.
@@ -244,6 +248,9 @@ impl EventSink for Hub {
                 bytes: encode::event(Some(event.id), event.name, &event.data),
             })
             .collect();
+        let everyone = events
+            .iter()
+            .all(|event| matches!(event.audience, Audience::Everyone));
         let mut deliveries = Deliveries::for_frames(frames.len());
         let mut state = self.state.lock();
         debug_assert!(
@@ -259,6 +266,15 @@ impl EventSink for Hub {
             state.dispatched_through = newest.id;
             self.dispatched.send_replace(newest.id);
         }
+        state.dispatched_events += events.len() as u64;
+        if everyone {
+            // Every stream gets every frame: the roster's slices are the list.
+            let slices = state.roster.slices();
+            drop(state);
+            self.metrics.events_dispatched.inc_by(events.len() as u64);
+            self.fanout.deliver_to_all(frames, slices);
+            return;
+        }
         for (frame, event) in events.iter().enumerate() {
             let mut add = |outbox: &Arc<Outbox>| deliveries.add(frame, outbox);
             match &event.audience {
@@ -267,10 +283,9 @@ impl EventSink for Hub {
                         outboxes.iter().for_each(&mut add);
                     }
                 }
-                Audience::Everyone => state.by_id.values().for_each(&mut add),
+                Audience::Everyone => state.roster.iter().for_each(&mut add),
             }
         }
-        state.dispatched_events += events.len() as u64;
         drop(state);
         self.metrics.events_dispatched.inc_by(events.len() as u64);
         self.fanout.deliver(frames, deliveries);
@@ -496,5 +511,50 @@ mod tests {
             let want: Vec<u64> = (1..=60).filter(|id| n % 50 == 7 || id % 3 != 2).collect();
             assert_eq!(ids, want, "stream {n}");
         }
+    }
+
+    #[test]
+    fn each_broadcast_reaches_exactly_the_streams_open_when_it_was_dispatched() {
+        let hub = hub(2000, 10_000);
+        let waker = noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut popped = |outbox: &Outbox| -> Vec<u64> {
+            std::iter::from_fn(|| match outbox.poll_pop(&mut cx, EventId::ZERO) {
+                Poll::Ready(Popped::Frame(frame)) => frame.id.map(|id| id.major),
+                _ => None,
+            })
+            .collect()
+        };
+        // (the stream's outbox, its admission while open, the broadcasts it must get)
+        let mut streams: Vec<(Arc<Outbox>, Option<Admission>, Vec<u64>)> = Vec::new();
+        for broadcast in 1..=6u64 {
+            // Before each broadcast 300 streams come, and every seventh open one goes.
+            for _ in 0..300 {
+                let admission = hub.admit(&user("ann")).unwrap();
+                streams.push((admission.outbox.clone(), Some(admission), Vec::new()));
+            }
+            for (n, stream) in streams.iter_mut().enumerate() {
+                if (n + broadcast as usize) % 7 == 0 {
+                    stream.1 = None;
+                }
+            }
+            hub.dispatch(&[event(broadcast, Audience::Everyone)]);
+            for (_, admission, want) in &mut streams {
+                if admission.is_some() {
+                    want.push(broadcast);
+                }
+            }
+        }
+        hub.fanout.flush();
+        for (outbox, _, want) in &streams {
+            assert_eq!(&popped(outbox), want, "stream {}", outbox.stream_id);
+        }
+        assert_eq!(
+            hub.metrics.events_delivered.get(),
+            streams
+                .iter()
+                .map(|(_, _, want)| want.len() as u64)
+                .sum::<u64>()
+        );
     }
 }
