@@ -209,8 +209,7 @@ impl Hub {
         self.fanout.heartbeat(slices, idle, &HEARTBEAT);
     }
 
-    /// Every open stream, in admission order: for the heartbeat, and for the drain to close one
-    /// by one.
+    /// Every open stream, in admission order: for the drain to close one by one.
     pub fn all_outboxes(&self) -> Vec<Arc<Outbox>> {
         self.state.lock().roster.iter().cloned().collect()
     }
