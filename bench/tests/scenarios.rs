@@ -270,55 +270,52 @@ async fn fanout_delivers_every_broadcast_to_every_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fanout_writes_each_stream_s_arrival_of_each_broadcast_to_the_timeline() {
     let target = Target::start().await;
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("timeline");
-    let report = target
-        .bench(&[
-            "fanout",
-            "--streams",
-            "10",
-            "--events",
-            "3",
-            "--rate",
-            "20",
-            "--timeline",
-            path.to_str().unwrap(),
-        ])
-        .await;
+    let timeline = TempDir::new().unwrap();
+    let args = broadcasts_with_timeline("fanout", 10, timeline.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let report = target.bench(&args).await;
     assert_every_event_arrived_once(&report, 30);
-    assert_timeline_has_each_broadcast_once_per_stream(&path, 3, 10, &report);
+    assert_timeline_has_each_broadcast_once_per_stream(timeline.path(), 3, 10, &report);
     target.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn floor_writes_each_stream_s_arrival_of_each_broadcast_to_the_timeline() {
-    let dir = TempDir::new().unwrap();
-    let path = dir.path().join("timeline");
-    let report = run_bench(&[
-        "floor",
+    let timeline = TempDir::new().unwrap();
+    let args = broadcasts_with_timeline("floor", 20, timeline.path());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let report = run_bench(&args).await;
+    assert_every_event_arrived_once(&report, 60);
+    assert_timeline_has_each_broadcast_once_per_stream(timeline.path(), 3, 20, &report);
+}
+
+/// `scenario` with three broadcasts to `streams` streams, its timeline written in `dir`.
+fn broadcasts_with_timeline(scenario: &str, streams: u32, dir: &std::path::Path) -> Vec<String> {
+    let path = dir.join("timeline");
+    [
+        scenario,
         "--streams",
-        "20",
+        &streams.to_string(),
         "--events",
         "3",
         "--rate",
         "20",
-        "--timeline",
-        path.to_str().unwrap(),
-    ])
-    .await;
-    assert_every_event_arrived_once(&report, 60);
-    assert_timeline_has_each_broadcast_once_per_stream(&path, 3, 20, &report);
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(["--timeline".to_owned(), path.display().to_string()])
+    .collect()
 }
 
-/// The timeline at `path` holds one `SEND_NS LATENCY_NS` line per stream and broadcast, in
+/// The timeline in `dir` holds one `SEND_NS LATENCY_NS` line per stream and broadcast, in
 /// send-time order, and its largest latency is the report's largest.
 fn assert_timeline_has_each_broadcast_once_per_stream(
-    path: &std::path::Path,
+    dir: &std::path::Path,
     broadcasts: usize,
     streams: usize,
     report: &Value,
 ) {
-    let text = std::fs::read_to_string(path).expect("the bench wrote the timeline");
+    let text = std::fs::read_to_string(dir.join("timeline")).expect("the bench wrote the timeline");
     let lines: Vec<(u64, u64)> = text
         .lines()
         .map(|line| {

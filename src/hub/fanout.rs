@@ -601,24 +601,9 @@ mod tests {
             fanout.deliver(vec![frame], deliveries);
         }
         fanout.flush();
-        let waker = futures::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
         for outbox in &outboxes {
-            let ids: Vec<u64> = std::iter::from_fn(|| {
-                match outbox.poll_pop(&mut cx, crate::domain::EventId::ZERO) {
-                    std::task::Poll::Ready(crate::sse::outbox::Popped::Frame(f)) => {
-                        f.id.map(|id| id.major)
-                    }
-                    _ => None,
-                }
-            })
-            .collect();
-            assert_eq!(
-                ids,
-                (1..=10).collect::<Vec<_>>(),
-                "stream {}",
-                outbox.stream_id
-            );
+            let want: Vec<u64> = (1..=10).collect();
+            assert_eq!(popped(outbox), want, "stream {}", outbox.stream_id);
         }
     }
 
@@ -641,6 +626,21 @@ mod tests {
             frames: frames(ids),
             slices: slices.to_vec(),
         })
+    }
+
+    /// The ids of the frames queued in `outbox`, taken out.
+    fn popped(outbox: &Outbox) -> Vec<u64> {
+        let waker = futures::task::noop_waker();
+        let mut cx = std::task::Context::from_waker(&waker);
+        std::iter::from_fn(
+            || match outbox.poll_pop(&mut cx, crate::domain::EventId::ZERO) {
+                std::task::Poll::Ready(crate::sse::outbox::Popped::Frame(f)) => {
+                    f.id.map(|id| id.major)
+                }
+                _ => None,
+            },
+        )
+        .collect()
     }
 
     fn frames(ids: &[u64]) -> Vec<Frame> {
@@ -747,27 +747,12 @@ mod tests {
             id: Some(crate::domain::EventId::from_seq(id)),
             bytes: Bytes::from(format!("{id}")),
         };
-        let waker = futures::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        let popped = |outbox: &Outbox, cx: &mut std::task::Context<'_>| -> Vec<u64> {
-            std::iter::from_fn(|| match outbox.poll_pop(cx, crate::domain::EventId::ZERO) {
-                std::task::Poll::Ready(crate::sse::outbox::Popped::Frame(f)) => {
-                    f.id.map(|id| id.major)
-                }
-                _ => None,
-            })
-            .collect()
-        };
 
         let alone = Arc::new(Outbox::new(1));
         let mut deliveries = Deliveries::for_frames(1);
         deliveries.add(0, &alone);
         fanout.deliver(vec![frame(1)], deliveries);
-        assert_eq!(
-            popped(&alone, &mut cx),
-            [1],
-            "pushed before deliver returned"
-        );
+        assert_eq!(popped(&alone), [1], "pushed before deliver returned");
 
         // While a thread is busy with a job, a small one queues after it.
         let (release, gate) = std::sync::mpsc::channel();
@@ -776,13 +761,13 @@ mod tests {
         small.add(0, &alone);
         fanout.deliver(vec![frame(2)], small);
         assert_eq!(
-            popped(&alone, &mut cx),
+            popped(&alone),
             Vec::<u64>::new(),
             "queued behind the busy thread"
         );
         release.send(()).expect("a thread holds the job");
         fanout.flush();
-        assert_eq!(popped(&alone, &mut cx), [2]);
+        assert_eq!(popped(&alone), [2]);
     }
 
     #[test]
@@ -855,24 +840,9 @@ mod tests {
             fanout.deliver_to_all(frames(&[2 * id - 1, 2 * id]), slices.clone());
         }
         fanout.flush();
-        let waker = futures::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
         for outbox in &outboxes {
-            let ids: Vec<u64> = std::iter::from_fn(|| {
-                match outbox.poll_pop(&mut cx, crate::domain::EventId::ZERO) {
-                    std::task::Poll::Ready(crate::sse::outbox::Popped::Frame(f)) => {
-                        f.id.map(|id| id.major)
-                    }
-                    _ => None,
-                }
-            })
-            .collect();
-            assert_eq!(
-                ids,
-                (1..=10).collect::<Vec<_>>(),
-                "stream {}",
-                outbox.stream_id
-            );
+            let want: Vec<u64> = (1..=10).collect();
+            assert_eq!(popped(outbox), want, "stream {}", outbox.stream_id);
         }
     }
 }
