@@ -580,31 +580,29 @@ mod tests {
 
     #[test]
     fn jobs_run_in_order_and_a_large_one_is_shared_out_whole() {
-        let fanout = FanOut::start(
-            QueueBounds {
-                max_frames: 16,
-                max_bytes: 1 << 20,
-            },
-            Arc::new(Metrics::new()),
-        )
-        .expect("threads");
+        let fanout = started(16);
         let outboxes: Vec<Arc<Outbox>> = (0..1000).map(|id| Arc::new(Outbox::new(id))).collect();
         for id in 1..=10u64 {
-            let frame = Frame {
-                id: Some(crate::domain::EventId::from_seq(id)),
-                bytes: Bytes::from(format!("{id}")),
-            };
             let mut deliveries = Deliveries::for_frames(1);
             for outbox in &outboxes {
                 deliveries.add(0, outbox);
             }
-            fanout.deliver(vec![frame], deliveries);
+            fanout.deliver(frames(&[id]), deliveries);
         }
         fanout.flush();
         for outbox in &outboxes {
             let want: Vec<u64> = (1..=10).collect();
             assert_eq!(popped(outbox), want, "stream {}", outbox.stream_id);
         }
+    }
+
+    /// The delivery threads, each stream's queue holding up to `max_frames` frames.
+    fn started(max_frames: usize) -> FanOut {
+        let bounds = QueueBounds {
+            max_frames,
+            max_bytes: 1 << 20,
+        };
+        FanOut::start(bounds, Arc::new(Metrics::new())).expect("threads")
     }
 
     /// A delivery job of frames with these ids, each `(outbox, frame index)` a push.
@@ -738,20 +736,12 @@ mod tests {
 
     #[test]
     fn a_small_job_is_done_at_once_when_the_threads_are_idle_and_after_a_busy_one_when_not() {
-        let bounds = QueueBounds {
-            max_frames: 16,
-            max_bytes: 1 << 20,
-        };
-        let fanout = FanOut::start(bounds, Arc::new(Metrics::new())).expect("threads");
-        let frame = |id: u64| Frame {
-            id: Some(crate::domain::EventId::from_seq(id)),
-            bytes: Bytes::from(format!("{id}")),
-        };
+        let fanout = started(16);
 
         let alone = Arc::new(Outbox::new(1));
         let mut deliveries = Deliveries::for_frames(1);
         deliveries.add(0, &alone);
-        fanout.deliver(vec![frame(1)], deliveries);
+        fanout.deliver(frames(&[1]), deliveries);
         assert_eq!(popped(&alone), [1], "pushed before deliver returned");
 
         // While a thread is busy with a job, a small one queues after it.
@@ -759,7 +749,7 @@ mod tests {
         fanout.submit(Work::Hold(Mutex::new(gate)));
         let mut small = Deliveries::for_frames(1);
         small.add(0, &alone);
-        fanout.deliver(vec![frame(2)], small);
+        fanout.deliver(frames(&[2]), small);
         assert_eq!(
             popped(&alone),
             Vec::<u64>::new(),
@@ -826,11 +816,7 @@ mod tests {
 
     #[test]
     fn every_stream_of_a_broadcast_job_gets_its_frames_once_in_order() {
-        let bounds = QueueBounds {
-            max_frames: 64,
-            max_bytes: 1 << 20,
-        };
-        let fanout = FanOut::start(bounds, Arc::new(Metrics::new())).expect("threads");
+        let fanout = started(64);
         let outboxes: Vec<Arc<Outbox>> = (1..=1000).map(|id| Arc::new(Outbox::new(id))).collect();
         let slices: Vec<Slice> = outboxes
             .chunks(100)
