@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
-use super::roster::Slice;
+use super::roster::{SLICE, Slice};
 use crate::metrics::Metrics;
 use crate::sse::outbox::{Frame, Outbox, PushedFrames, QueueBounds};
 
-/// Deliveries (streams) a thread claims at a time: about a millisecond of socket writes.
-const CHUNK: usize = 128;
+/// Deliveries (streams) a thread claims at a time: about a millisecond of socket writes. A
+/// slice of the roster is as many streams, so a claim is the same work in either kind of job.
+const CHUNK: usize = SLICE;
 
 /// The most frames a job takes in from the jobs queued behind it (see [`absorb_backlog`]).
 const MAX_ABSORBED_FRAMES: usize = 64;
