@@ -2,9 +2,10 @@
 //! stream's outbox (for an idle stream on the HTTP/1 path, the socket write itself). Delivery
 //! jobs run strictly in order (a heartbeat job, which carries no event, may be overtaken) and a
 //! stream has one delivery per job, so every stream gets its events in id order however the
-//! threads share a job out (docs/architecture.md#fan-out).
+//! threads share a job out. A broadcast that comes while another is under way joins it for the
+//! streams no thread has reached yet (docs/architecture.md#fan-out).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -39,11 +40,11 @@ enum FrameIndexes {
 }
 
 impl FrameIndexes {
-    /// Every one of `frames` frames.
-    fn all(frames: usize) -> Self {
-        match frames {
-            1 => Self::One(0),
-            _ => Self::Many((0..frames).collect()),
+    /// The frames from `first` on, of `frames` frames.
+    fn from(first: usize, frames: usize) -> Self {
+        match frames - first {
+            1 => Self::One(first),
+            _ => Self::Many((first..frames).collect()),
         }
     }
 
@@ -113,11 +114,11 @@ enum Work {
         frames: Vec<Frame>,
         deliveries: Vec<Delivery>,
     },
-    /// Push every frame to every stream of these slices (every stream the hub held when it
-    /// dispatched them); an item is a slice.
+    /// Push frames to every stream of these slices (every stream the hub held when it
+    /// dispatched them), each slice's from its `first` on; an item is a slice.
     Everyone {
         frames: Vec<Frame>,
-        slices: Vec<Slice>,
+        slices: Vec<SliceShare>,
     },
     /// A heartbeat to each stream of these slices that has been quiet for `idle`; an item is a
     /// slice.
@@ -135,13 +136,31 @@ enum Work {
     Hold(Mutex<std::sync::mpsc::Receiver<()>>),
 }
 
+/// A slice of streams in a broadcast job, and the first of the job's frames they get: every
+/// frame from it on. A slice that joined the job with a later broadcast starts later.
+#[derive(Clone)]
+struct SliceShare {
+    slice: Slice,
+    first: usize,
+}
+
 impl Work {
+    /// Every frame to every stream of `slices`.
+    fn everyone(frames: Vec<Frame>, slices: Vec<Slice>) -> Self {
+        let slices = slices
+            .into_iter()
+            .map(|slice| SliceShare { slice, first: 0 })
+            .collect();
+        Self::Everyone { frames, slices }
+    }
+
     /// How many items the work has, and how many a thread claims at a time: a slice of
     /// streams is one item, a stream's delivery one of [`CHUNK`].
     fn extent(&self) -> (usize, usize) {
         match self {
             Self::Deliver { deliveries, .. } => (deliveries.len(), CHUNK),
-            Self::Everyone { slices, .. } | Self::Heartbeat { slices, .. } => (slices.len(), 1),
+            Self::Everyone { slices, .. } => (slices.len(), 1),
+            Self::Heartbeat { slices, .. } => (slices.len(), 1),
             #[cfg(test)]
             Self::Barrier(_) | Self::Hold(_) => (1, 1),
         }
@@ -161,13 +180,14 @@ impl Work {
         match self {
             Self::Deliver { frames, deliveries } => Ok((frames, deliveries)),
             Self::Everyone { frames, slices } => {
-                let all = FrameIndexes::all(frames.len());
                 let deliveries = slices
                     .iter()
-                    .flat_map(|slice| slice.iter())
-                    .map(|outbox| Delivery {
-                        outbox: outbox.clone(),
-                        frames: all.clone(),
+                    .flat_map(|share| {
+                        let share_frames = FrameIndexes::from(share.first, frames.len());
+                        share.slice.iter().map(move |outbox| Delivery {
+                            outbox: outbox.clone(),
+                            frames: share_frames.clone(),
+                        })
                     })
                     .collect();
                 Ok((frames, deliveries))
@@ -182,10 +202,19 @@ struct Job {
     len: usize,
     /// Items a thread claims at a time.
     claim: usize,
-    /// Items handed out to threads so far (may run past `len`).
-    claimed: AtomicUsize,
+    /// What the threads have claimed of the job, and what joined it meanwhile.
+    claims: Mutex<Claims>,
     /// Items done; the thread that finishes the last one retires the job.
     finished: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Claims {
+    /// The first item no thread has claimed.
+    next: usize,
+    /// Frames of broadcasts that joined this one under way: every item claimed from now on
+    /// gets them too, after its own (see [`join_front`]).
+    joined: Vec<Frame>,
 }
 
 impl Job {
@@ -196,9 +225,21 @@ impl Job {
             work,
             len,
             claim,
-            claimed: AtomicUsize::new(0),
+            claims: Mutex::new(Claims::default()),
             finished: AtomicUsize::new(0),
         })
+    }
+
+    /// The next items for a thread to do, and the frames that joined the job for them; `None`
+    /// once every item is claimed.
+    fn claim_next(&self) -> Option<(std::ops::Range<usize>, Vec<Frame>)> {
+        let mut claims = self.claims.lock();
+        let start = claims.next;
+        if start >= self.len {
+            return None;
+        }
+        claims.next = (start + self.claim).min(self.len);
+        Some((start..claims.next, claims.joined.clone()))
     }
 }
 
@@ -254,13 +295,15 @@ impl FanOut {
         self.deliver_small_here_or_submit(Work::Deliver { frames, deliveries }, len);
     }
 
-    /// Pushes every frame to every stream of `slices`, after every job handed over before.
+    /// Pushes every frame to every stream of `slices`, after every job handed over before. The
+    /// streams a broadcast under way has still to reach get them with it.
     pub fn deliver_to_all(&self, frames: Vec<Frame>, slices: Vec<Slice>) {
+        let slices = join_front(&self.shared.queue.lock(), &frames, slices);
         let streams = slices.iter().map(|slice| slice.len()).sum();
         if streams == 0 {
             return;
         }
-        self.deliver_small_here_or_submit(Work::Everyone { frames, slices }, streams);
+        self.deliver_small_here_or_submit(Work::everyone(frames, slices), streams);
     }
 
     /// A job to at most [`CHUNK`] `streams`, when the threads have nothing to do, is done here
@@ -271,7 +314,7 @@ impl FanOut {
             // Held while the job is done, so a job handed over meanwhile waits for it.
             let queue = self.shared.queue.lock();
             if queue.jobs.is_empty() {
-                do_items(&self.shared, &work, 0..work.extent().0);
+                do_items(&self.shared, &work, 0..work.extent().0, &[]);
                 return;
             }
         }
@@ -333,21 +376,9 @@ fn run(shared: &Shared) {
                 shared.changed.wait(&mut queue);
             }
         };
-        loop {
-            let start = job.claimed.fetch_add(job.claim, Ordering::AcqRel);
-            if start >= job.len {
-                break;
-            }
-            let end = (start + job.claim).min(job.len);
-            do_items(shared, &job.work, start..end);
-            let done = job.finished.fetch_add(end - start, Ordering::AcqRel) + (end - start);
-            if done == job.len {
-                let mut queue = shared.queue.lock();
-                queue.jobs.pop_front();
-                absorb_backlog(&mut queue.jobs);
-                drop(queue);
-                shared.changed.notify_all();
-            }
+        while let Some((items, joined)) = job.claim_next() {
+            do_items(shared, &job.work, items.clone(), &joined);
+            finish(shared, &job, items.len());
         }
         // The next job may send to the same streams: it waits until this one is all done.
         let mut queue = shared.queue.lock();
@@ -359,6 +390,73 @@ fn run(shared: &Shared) {
             shared.changed.wait(&mut queue);
         }
     }
+}
+
+/// Counts `items` of the front `job` done; the thread that does its last retires it and merges
+/// the backlog into the next.
+fn finish(shared: &Shared, job: &Job, items: usize) {
+    let done = job.finished.fetch_add(items, Ordering::AcqRel) + items;
+    if done == job.len {
+        let mut queue = shared.queue.lock();
+        queue.jobs.pop_front();
+        absorb_backlog(&mut queue.jobs);
+        drop(queue);
+        shared.changed.notify_all();
+    }
+}
+
+/// A broadcast that comes while the front job, a broadcast too, is under way: its frames join
+/// that job for the slices no thread has claimed yet, which then get both in one write, and
+/// what is returned (the rest of `slices`) still needs them. So under broadcasts faster than the
+/// cores write them, a broadcast waits at most for the pass under way to reach each stream,
+/// not for the whole pass before its own to end (docs/architecture.md#fan-out).
+///
+/// Each stream must still get its events in id order, so it joins only when:
+/// - every unclaimed slice is one of `slices` (the same `Arc`): no stream of it came or went
+///   since, so no newer copy of it is in any job, and none of its streams is in another slice;
+/// - no job queued behind the front one holds one of those slices (a job with events for
+///   single streams, which cannot be told apart cheaply, stops the join too);
+/// - the front job then carries at most [`MAX_ABSORBED_FRAMES`] frames.
+///
+/// Claims are made under the same lock as the join, so every item is either claimed before it
+/// (and the rest gets the frames later) or claimed with them.
+fn join_front(queue: &Queue, frames: &[Frame], slices: Vec<Slice>) -> Vec<Slice> {
+    let Some(front) = queue.jobs.front() else {
+        return slices;
+    };
+    let Work::Everyone {
+        frames: own,
+        slices: shares,
+    } = &front.work
+    else {
+        return slices;
+    };
+    let mut claims = front.claims.lock();
+    let unclaimed = shares.get(claims.next..).unwrap_or_default();
+    if unclaimed.is_empty() || own.len() + claims.joined.len() + frames.len() > MAX_ABSORBED_FRAMES
+    {
+        return slices;
+    }
+    let given: HashSet<*const Vec<Arc<Outbox>>> = slices.iter().map(Arc::as_ptr).collect();
+    let reached: HashSet<*const Vec<Arc<Outbox>>> = unclaimed
+        .iter()
+        .map(|share| Arc::as_ptr(&share.slice))
+        .collect();
+    let held_behind = queue.jobs.iter().skip(1).any(|job| match &job.work {
+        Work::Heartbeat { .. } => false,
+        Work::Everyone { slices, .. } => slices
+            .iter()
+            .any(|share| reached.contains(&Arc::as_ptr(&share.slice))),
+        _ => true,
+    });
+    if held_behind || !reached.is_subset(&given) {
+        return slices;
+    }
+    claims.joined.extend(frames.iter().cloned());
+    slices
+        .into_iter()
+        .filter(|slice| !reached.contains(&Arc::as_ptr(slice)))
+        .collect()
 }
 
 /// When deliveries queue up behind one another (the threads fall behind, say under broadcasts
@@ -414,10 +512,11 @@ fn absorb_backlog(jobs: &mut VecDeque<Arc<Job>>) {
     jobs.push_front(front);
 }
 
-/// Adds `next`'s frames to `work`'s, each stream's after its own. Two broadcasts to the same
-/// slices of streams (none came or went between them) stay one broadcast of both frames;
-/// otherwise `work` becomes a list of each stream's delivery, `by_stream` its index. Work that
-/// is not a delivery is given back, unchanged.
+/// Adds `next`'s frames to `work`'s, each stream's after its own. Two broadcasts stay one
+/// broadcast when every slice of `work` is one of `next`'s (none of its streams came or went
+/// between them): the slices only `next` has get only its frames. Otherwise `work` becomes a
+/// list of each stream's delivery, `by_stream` its index. Work that is not a delivery is given
+/// back, unchanged.
 fn absorb(
     work: &mut Work,
     next: Work,
@@ -431,13 +530,27 @@ fn absorb(
         },
     ) = (&mut *work, &next)
     {
-        let same = slices.len() == more_slices.len()
-            && slices
-                .iter()
-                .zip(more_slices)
-                .all(|(a, b)| Arc::ptr_eq(a, b));
-        if same {
+        let firsts: HashMap<*const Vec<Arc<Outbox>>, usize> = slices
+            .iter()
+            .map(|share| (Arc::as_ptr(&share.slice), share.first))
+            .collect();
+        let covered = more_slices
+            .iter()
+            .filter(|share| firsts.contains_key(&Arc::as_ptr(&share.slice)))
+            .count();
+        if covered == firsts.len() && more_slices.iter().all(|share| share.first == 0) {
+            let later = frames.len();
             frames.extend(more_frames.iter().cloned());
+            *slices = more_slices
+                .iter()
+                .map(|share| SliceShare {
+                    slice: share.slice.clone(),
+                    first: firsts
+                        .get(&Arc::as_ptr(&share.slice))
+                        .copied()
+                        .unwrap_or(later),
+                })
+                .collect();
             return Ok(());
         }
     }
@@ -498,7 +611,8 @@ fn next_delivery(jobs: &VecDeque<Arc<Job>>, from: usize) -> Option<usize> {
         .flatten()
 }
 
-fn do_items(shared: &Shared, work: &Work, items: std::ops::Range<usize>) {
+/// Does `items` of `work`; a broadcast's streams get the `joined` frames after their own.
+fn do_items(shared: &Shared, work: &Work, items: std::ops::Range<usize>, joined: &[Frame]) {
     let pushes = match work {
         Work::Deliver { frames, deliveries } => deliveries[items]
             .iter()
@@ -509,8 +623,11 @@ fn do_items(shared: &Shared, work: &Work, items: std::ops::Range<usize>) {
             .fold(Pushes::default(), Pushes::add),
         Work::Everyone { frames, slices } => slices[items]
             .iter()
-            .flat_map(|slice| slice.iter())
-            .map(|outbox| outbox.push_frames(frames, shared.bounds))
+            .flat_map(|share| {
+                let own = &frames[share.first..];
+                share.slice.iter().map(move |outbox| (outbox, own))
+            })
+            .map(|(outbox, own)| outbox.push_frames(own.iter().chain(joined), shared.bounds))
             .fold(Pushes::default(), Pushes::add),
         Work::Heartbeat {
             slices,
@@ -621,10 +738,7 @@ mod tests {
 
     /// A broadcast job of frames with these ids to every stream of `slices`.
     fn broadcast(ids: &[u64], slices: &[Slice]) -> Arc<Job> {
-        Job::new(Work::Everyone {
-            frames: frames(ids),
-            slices: slices.to_vec(),
-        })
+        Job::new(Work::everyone(frames(ids), slices.to_vec()))
     }
 
     /// The ids of the frames queued in `outbox`, taken out.
@@ -787,8 +901,48 @@ mod tests {
             .map(|f| f.id.expect("an event").major)
             .collect();
         assert_eq!(ids, [1, 2, 3, 4]);
-        assert!(took.iter().zip(&slices).all(|(a, b)| Arc::ptr_eq(a, b)));
+        assert!(
+            took.iter()
+                .zip(&slices)
+                .all(|(a, b)| Arc::ptr_eq(&a.slice, b) && a.first == 0)
+        );
         assert_eq!((jobs[0].len, jobs[0].claim), (2, 1), "a slice a claim");
+    }
+
+    #[test]
+    fn a_broadcast_merged_with_one_to_more_slices_gives_those_only_the_later_frames() {
+        let slices = forty_a_slice(3);
+        let mut jobs = VecDeque::from([
+            broadcast(&[1], &slices[..1]),
+            broadcast(&[2], &slices[..2]),
+            broadcast(&[3], &slices),
+        ]);
+        absorb_backlog(&mut jobs);
+        assert_eq!(jobs.len(), 1);
+        let Work::Everyone {
+            frames,
+            slices: took,
+        } = &jobs[0].work
+        else {
+            panic!("still one broadcast");
+        };
+        assert_eq!(frames.len(), 3);
+        let firsts: Vec<usize> = took.iter().map(|share| share.first).collect();
+        assert_eq!(firsts, [0, 1, 2]);
+        assert!(
+            took.iter()
+                .zip(&slices)
+                .all(|(a, b)| Arc::ptr_eq(&a.slice, b))
+        );
+
+        // The other way round, the first has a slice the second lacks: each stream is listed.
+        let mut jobs = VecDeque::from([broadcast(&[1], &slices), broadcast(&[2], &slices[..1])]);
+        absorb_backlog(&mut jobs);
+        assert_eq!(jobs.len(), 1);
+        let (deliveries, _) = shape(&jobs[0]);
+        assert_eq!(deliveries.len(), 120);
+        assert_eq!(deliveries[0], (1, vec![1, 2]));
+        assert_eq!(deliveries[40], (41, vec![1]));
     }
 
     #[test]
@@ -813,6 +967,115 @@ mod tests {
             )
         );
         assert_eq!(jobs[0].claim, CHUNK);
+    }
+
+    /// Delivery threads that do nothing until the test does a claim for them ([`claim_once`]).
+    fn unstarted() -> FanOut {
+        let bounds = QueueBounds {
+            max_frames: 64,
+            max_bytes: 1 << 20,
+        };
+        FanOut {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                changed: Condvar::new(),
+                bounds,
+                metrics: Arc::new(Metrics::new()),
+            }),
+        }
+    }
+
+    /// Does one claim of the front job as a delivery thread would; false if none is queued.
+    fn claim_once(fanout: &FanOut) -> bool {
+        let Some(job) = fanout.shared.queue.lock().jobs.front().cloned() else {
+            return false;
+        };
+        if let Some((items, joined)) = job.claim_next() {
+            do_items(&fanout.shared, &job.work, items.clone(), &joined);
+            finish(&fanout.shared, &job, items.len());
+        }
+        true
+    }
+
+    /// `count` slices of 40 streams each, with ids from 1.
+    fn forty_a_slice(count: usize) -> Vec<Slice> {
+        (0..count)
+            .map(|at| {
+                Arc::new(
+                    (1..=40)
+                        .map(|i| Arc::new(Outbox::new(40 * at as u64 + i)))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_broadcast_under_way_takes_a_later_one_to_the_streams_it_has_not_reached() {
+        let fanout = unstarted();
+        let slices = forty_a_slice(4);
+        fanout.deliver_to_all(frames(&[1]), slices.clone());
+        assert!(claim_once(&fanout), "the first slice gets 1");
+
+        fanout.deliver_to_all(frames(&[2]), slices.clone());
+        {
+            let queue = fanout.shared.queue.lock();
+            assert_eq!(queue.jobs.len(), 2, "2 joined the first job");
+            assert_eq!(queue.jobs[0].claims.lock().joined.len(), 1);
+            let Work::Everyone { slices: rest, .. } = &queue.jobs[1].work else {
+                panic!("the rest of 2 is a broadcast");
+            };
+            assert_eq!(rest.len(), 1, "only the slice already reached waits for 2");
+            assert!(Arc::ptr_eq(&rest[0].slice, &slices[0]));
+        }
+
+        // The last stream goes: the roster copies its slice, so 3 cannot join the first job,
+        // whose last slice still holds that stream.
+        let mut changed = slices.clone();
+        let mut last = changed[3].to_vec();
+        let gone = last.pop().expect("a stream");
+        changed[3] = Arc::new(last);
+        fanout.deliver_to_all(frames(&[3]), changed);
+        assert_eq!(fanout.shared.queue.lock().jobs.len(), 3, "3 waits its turn");
+
+        let mut claims = 0;
+        while claim_once(&fanout) {
+            claims += 1;
+        }
+        assert_eq!(
+            claims,
+            3 + 4,
+            "three slices of the first job, then the rest merged"
+        );
+        for outbox in slices.iter().flat_map(|slice| slice.iter()) {
+            let want: &[u64] = if Arc::ptr_eq(outbox, &gone) {
+                &[1, 2]
+            } else {
+                &[1, 2, 3]
+            };
+            assert_eq!(popped(outbox), want, "stream {}", outbox.stream_id);
+        }
+    }
+
+    #[test]
+    fn a_broadcast_does_not_join_one_under_way_while_other_events_wait_behind_it() {
+        let fanout = unstarted();
+        let slices = forty_a_slice(4);
+        fanout.deliver_to_all(frames(&[1]), slices.clone());
+        assert!(claim_once(&fanout));
+        let mut to_one = Deliveries::for_frames(1);
+        to_one.add(0, &slices[3][0]);
+        fanout.deliver(frames(&[2]), to_one);
+
+        let rest = join_front(&fanout.shared.queue.lock(), &frames(&[3]), slices.clone());
+        assert_eq!(rest.len(), 4, "3 goes to every slice after 2");
+        assert!(
+            fanout.shared.queue.lock().jobs[0]
+                .claims
+                .lock()
+                .joined
+                .is_empty()
+        );
     }
 
     #[test]
