@@ -882,57 +882,69 @@ mod tests {
             Arc::new(outboxes[..2].to_vec()),
             Arc::new(outboxes[2..].to_vec()),
         ];
-        let mut jobs = VecDeque::from([
+        let Merged {
+            ids,
+            shares: took,
+            extent,
+        } = merged_broadcast([
             broadcast(&[1], &slices),
             broadcast(&[2], &slices),
             broadcast(&[3, 4], &slices),
         ]);
-        absorb_backlog(&mut jobs);
-        assert_eq!(jobs.len(), 1);
-        let Work::Everyone {
-            frames,
-            slices: took,
-        } = &jobs[0].work
-        else {
-            panic!("still one broadcast");
-        };
-        let ids: Vec<u64> = frames
-            .iter()
-            .map(|f| f.id.expect("an event").major)
-            .collect();
         assert_eq!(ids, [1, 2, 3, 4]);
         assert!(
             took.iter()
                 .zip(&slices)
-                .all(|(a, b)| Arc::ptr_eq(&a.slice, b) && a.first == 0)
+                .all(|((a, first), b)| Arc::ptr_eq(a, b) && *first == 0)
         );
-        assert_eq!((jobs[0].len, jobs[0].claim), (2, 1), "a slice a claim");
+        assert_eq!(extent, (2, 1), "a slice a claim");
+    }
+
+    /// The one broadcast a backlog became.
+    struct Merged {
+        /// Its frames' ids.
+        ids: Vec<u64>,
+        /// Each slice, with the first of the frames it gets.
+        shares: Vec<(Slice, usize)>,
+        /// The job's `len` and `claim`.
+        extent: (usize, usize),
+    }
+
+    /// Merges the backlog `jobs`, which must become one broadcast.
+    fn merged_broadcast<const N: usize>(jobs: [Arc<Job>; N]) -> Merged {
+        let mut jobs = VecDeque::from(jobs);
+        absorb_backlog(&mut jobs);
+        assert_eq!(jobs.len(), 1);
+        let Work::Everyone { frames, slices } = &jobs[0].work else {
+            panic!("still one broadcast");
+        };
+        Merged {
+            ids: frames
+                .iter()
+                .map(|f| f.id.expect("an event").major)
+                .collect(),
+            shares: slices.iter().map(|s| (s.slice.clone(), s.first)).collect(),
+            extent: (jobs[0].len, jobs[0].claim),
+        }
     }
 
     #[test]
     fn a_broadcast_merged_with_one_to_more_slices_gives_those_only_the_later_frames() {
         let slices = forty_a_slice(3);
-        let mut jobs = VecDeque::from([
+        let Merged {
+            ids, shares: took, ..
+        } = merged_broadcast([
             broadcast(&[1], &slices[..1]),
             broadcast(&[2], &slices[..2]),
             broadcast(&[3], &slices),
         ]);
-        absorb_backlog(&mut jobs);
-        assert_eq!(jobs.len(), 1);
-        let Work::Everyone {
-            frames,
-            slices: took,
-        } = &jobs[0].work
-        else {
-            panic!("still one broadcast");
-        };
-        assert_eq!(frames.len(), 3);
-        let firsts: Vec<usize> = took.iter().map(|share| share.first).collect();
+        assert_eq!(ids, [1, 2, 3]);
+        let firsts: Vec<usize> = took.iter().map(|(_, first)| *first).collect();
         assert_eq!(firsts, [0, 1, 2]);
         assert!(
             took.iter()
                 .zip(&slices)
-                .all(|(a, b)| Arc::ptr_eq(&a.slice, b))
+                .all(|((a, _), b)| Arc::ptr_eq(a, b))
         );
 
         // The other way round, the first has a slice the second lacks: each stream is listed.
