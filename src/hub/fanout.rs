@@ -710,7 +710,7 @@ mod tests {
         fanout.flush();
         for outbox in &outboxes {
             let want: Vec<u64> = (1..=10).collect();
-            assert_eq!(popped(outbox), want, "stream {}", outbox.stream_id);
+            assert_eq!(outbox.take_ids(), want, "stream {}", outbox.stream_id);
         }
     }
 
@@ -739,21 +739,6 @@ mod tests {
     /// A broadcast job of frames with these ids to every stream of `slices`.
     fn broadcast(ids: &[u64], slices: &[Slice]) -> Arc<Job> {
         Job::new(Work::everyone(frames(ids), slices.to_vec()))
-    }
-
-    /// The ids of the frames queued in `outbox`, taken out.
-    fn popped(outbox: &Outbox) -> Vec<u64> {
-        let waker = futures::task::noop_waker();
-        let mut cx = std::task::Context::from_waker(&waker);
-        std::iter::from_fn(
-            || match outbox.poll_pop(&mut cx, crate::domain::EventId::ZERO) {
-                std::task::Poll::Ready(crate::sse::outbox::Popped::Frame(f)) => {
-                    f.id.map(|id| id.major)
-                }
-                _ => None,
-            },
-        )
-        .collect()
     }
 
     fn frames(ids: &[u64]) -> Vec<Frame> {
@@ -857,7 +842,7 @@ mod tests {
         let mut deliveries = Deliveries::for_frames(1);
         deliveries.add(0, &alone);
         fanout.deliver(frames(&[1]), deliveries);
-        assert_eq!(popped(&alone), [1], "pushed before deliver returned");
+        assert_eq!(alone.take_ids(), [1], "pushed before deliver returned");
 
         // While a thread is busy with a job, a small one queues after it.
         let (release, gate) = std::sync::mpsc::channel();
@@ -866,13 +851,13 @@ mod tests {
         small.add(0, &alone);
         fanout.deliver(frames(&[2]), small);
         assert_eq!(
-            popped(&alone),
+            alone.take_ids(),
             Vec::<u64>::new(),
             "queued behind the busy thread"
         );
         release.send(()).expect("a thread holds the job");
         fanout.flush();
-        assert_eq!(popped(&alone), [2]);
+        assert_eq!(alone.take_ids(), [2]);
     }
 
     #[test]
@@ -1065,7 +1050,7 @@ mod tests {
             } else {
                 &[1, 2, 3]
             };
-            assert_eq!(popped(outbox), want, "stream {}", outbox.stream_id);
+            assert_eq!(outbox.take_ids(), want, "stream {}", outbox.stream_id);
         }
     }
 
@@ -1104,7 +1089,7 @@ mod tests {
         fanout.flush();
         for outbox in &outboxes {
             let want: Vec<u64> = (1..=10).collect();
-            assert_eq!(popped(outbox), want, "stream {}", outbox.stream_id);
+            assert_eq!(outbox.take_ids(), want, "stream {}", outbox.stream_id);
         }
     }
 }

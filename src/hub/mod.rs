@@ -515,15 +515,6 @@ mod tests {
     #[test]
     fn each_broadcast_reaches_exactly_the_streams_open_when_it_was_dispatched() {
         let hub = hub(2000, 10_000);
-        let waker = noop_waker();
-        let mut cx = Context::from_waker(&waker);
-        let mut popped = |outbox: &Outbox| -> Vec<u64> {
-            std::iter::from_fn(|| match outbox.poll_pop(&mut cx, EventId::ZERO) {
-                Poll::Ready(Popped::Frame(frame)) => frame.id.map(|id| id.major),
-                _ => None,
-            })
-            .collect()
-        };
         // (the stream's outbox, its admission while open, the broadcasts it must get)
         let mut streams: Vec<(Arc<Outbox>, Option<Admission>, Vec<u64>)> = Vec::new();
         for broadcast in 1..=6u64 {
@@ -546,7 +537,7 @@ mod tests {
         }
         hub.fanout.flush();
         for (outbox, _, want) in &streams {
-            assert_eq!(&popped(outbox), want, "stream {}", outbox.stream_id);
+            assert_eq!(&outbox.take_ids(), want, "stream {}", outbox.stream_id);
         }
         assert_eq!(
             hub.metrics.events_delivered.get(),

@@ -384,6 +384,21 @@ fn wake(state: &mut State) {
 }
 
 #[cfg(test)]
+impl Outbox {
+    /// Takes out every frame queued, as their events' ids, in order (a heartbeat ends the list):
+    /// what the stream's task would write next, for tests of whoever pushes.
+    pub fn take_ids(&self) -> Vec<u64> {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        std::iter::from_fn(|| match self.poll_pop(&mut cx, EventId::ZERO) {
+            Poll::Ready(Popped::Frame(frame)) => frame.id.map(|id| id.major),
+            _ => None,
+        })
+        .collect()
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use futures::task::noop_waker;
