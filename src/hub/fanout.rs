@@ -407,9 +407,10 @@ fn finish(shared: &Shared, job: &Job, items: usize) {
 
 /// A broadcast that comes while the front job, a broadcast too, is under way: its frames join
 /// that job for the slices no thread has claimed yet, which then get both in one write, and
-/// what is returned (the rest of `slices`) still needs them. So under broadcasts faster than the
-/// cores write them, a broadcast waits at most for the pass under way to reach each stream,
-/// not for the whole pass before its own to end (docs/architecture.md#fan-out).
+/// what is returned (the rest of `slices`, in order round the roster from where that job ends)
+/// still needs them. So under broadcasts faster than the cores write them, a broadcast waits
+/// at most for the pass under way to reach each stream, not for the whole pass before its own
+/// to end (docs/architecture.md#fan-out).
 ///
 /// Each stream must still get its events in id order, so it joins only when:
 /// - every unclaimed slice is one of `slices` (the same `Arc`): no stream of it came or went
@@ -453,6 +454,16 @@ fn join_front(queue: &Queue, frames: &[Frame], slices: Vec<Slice>) -> Vec<Slice>
         return slices;
     }
     claims.joined.extend(frames.iter().cloned());
+    // The rest goes on from where the job under way ends and wraps round to the slices it did
+    // before, as one sweep round the roster would: the broadcast then reaches each stream within
+    // about one pass (docs/architecture.md#fan-out).
+    let last = unclaimed.last().map(|share| Arc::as_ptr(&share.slice));
+    let wrap = slices
+        .iter()
+        .position(|slice| Some(Arc::as_ptr(slice)) == last)
+        .map_or(0, |at| at + 1);
+    let mut slices = slices;
+    slices.rotate_left(wrap);
     slices
         .into_iter()
         .filter(|slice| !reached.contains(&Arc::as_ptr(slice)))
@@ -1051,6 +1062,49 @@ mod tests {
                 &[1, 2, 3]
             };
             assert_eq!(outbox.take_ids(), want, "stream {}", outbox.stream_id);
+        }
+    }
+
+    #[test]
+    fn the_rest_of_a_joined_broadcast_goes_on_from_where_the_job_under_way_ends() {
+        let fanout = unstarted();
+        let slices = forty_a_slice(6);
+        fanout.deliver_to_all(frames(&[1]), slices.clone());
+        for _ in 0..3 {
+            assert!(claim_once(&fanout));
+        }
+        // 2 joins 1 for slices 3-5; slices 0-2 wait for it as a job of their own.
+        fanout.deliver_to_all(frames(&[2]), slices.clone());
+        for _ in 0..3 {
+            assert!(claim_once(&fanout));
+        }
+        // That job is under way: slice 0 has 2, slices 1 and 2 not yet.
+        assert!(claim_once(&fanout));
+        fanout.deliver_to_all(frames(&[3]), slices.clone());
+        {
+            let queue = fanout.shared.queue.lock();
+            assert_eq!(queue.jobs.len(), 2, "3 joined the job under way");
+            let Work::Everyone { slices: rest, .. } = &queue.jobs[1].work else {
+                panic!("the rest of 3 is a broadcast");
+            };
+            let order: Vec<usize> = rest
+                .iter()
+                .map(|share| {
+                    slices
+                        .iter()
+                        .position(|slice| Arc::ptr_eq(slice, &share.slice))
+                        .expect("a slice of the roster")
+                })
+                .collect();
+            assert_eq!(
+                order,
+                [3, 4, 5, 0],
+                "after slice 2, where the job under way ends, round to slice 0"
+            );
+        }
+        while claim_once(&fanout) {}
+        for outbox in slices.iter().flat_map(|slice| slice.iter()) {
+            assert_eq!(outbox.take_ids(), [1, 2, 3], "stream {}", outbox.stream_id);
         }
     }
 
