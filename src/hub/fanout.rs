@@ -421,7 +421,7 @@ fn finish(shared: &Shared, job: &Job, items: usize) {
 ///
 /// Claims are made under the same lock as the join, so every item is either claimed before it
 /// (and the rest gets the frames later) or claimed with them.
-fn join_front(queue: &Queue, frames: &[Frame], slices: Vec<Slice>) -> Vec<Slice> {
+fn join_front(queue: &Queue, frames: &[Frame], mut slices: Vec<Slice>) -> Vec<Slice> {
     let Some(front) = queue.jobs.front() else {
         return slices;
     };
@@ -462,7 +462,6 @@ fn join_front(queue: &Queue, frames: &[Frame], slices: Vec<Slice>) -> Vec<Slice>
         .iter()
         .position(|slice| Some(Arc::as_ptr(slice)) == last)
         .map_or(0, |at| at + 1);
-    let mut slices = slices;
     slices.rotate_left(wrap);
     slices
         .into_iter()
