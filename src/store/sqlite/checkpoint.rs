@@ -1,8 +1,11 @@
 //! Copies the write-ahead log back into the database file without making publishes wait: a
 //! thread of its own, at a lower priority than request handling, runs small passive
-//! checkpoints beside the writer, and asks the writer to copy a short tail between two commits
-//! so the log can start over (docs/architecture.md#the-sqlite-store).
+//! checkpoints beside the writer once the log is past a mebibyte, and asks the writer to copy a
+//! short tail between two commits so the log can start over
+//! (docs/architecture.md#the-sqlite-store).
 
+use std::cell::Cell;
+use std::ffi::c_int;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
+use rusqlite::hooks::Wal;
 
 use crate::store::StoreError;
 
@@ -18,7 +22,13 @@ use crate::store::StoreError;
 /// enough that one checkpoint's burst of copying and syncing stays small: every 2 s, each one
 /// held publishes up for several milliseconds (BENCHMARKS.md, "Issue 16, fifth step").
 const MIN_GAP: Duration = Duration::from_millis(250);
-/// WAL frames (pages, 4 KiB by default) past which the log should start over: 16 MiB.
+/// WAL frames (pages, 4 KiB by default) below which the log is left as it is: 1 MiB. Copying a
+/// shorter log gains nothing, and costs three fsyncs instead of none: the checkpoint syncs the
+/// log and the database file, and the next commit, starting the log over, syncs its new header
+/// before its own frames. At a few commits a second every commit paid all three
+/// (BENCHMARKS.md, "Issue 16, fifteenth step").
+pub(super) const MIN_FRAMES: i64 = 256;
+/// WAL frames past which the log should start over: 16 MiB.
 pub(super) const RESTART_FRAMES: i64 = 4_096;
 /// What the writer may have appended during a pass for the tail to count as short: 1 MiB.
 const SHORT_TAIL: i64 = 256;
@@ -61,18 +71,20 @@ impl Checkpointer {
         })
     }
 
-    /// Asks for a checkpoint soon; never blocks. Wakes the thread at most once per [`MIN_GAP`],
-    /// the least time between its checkpoints anyway, not after every commit as it did
-    /// (BENCHMARKS.md, "Issue 16, fourth step").
-    pub fn nudge(&mut self) {
-        self.nudge_at(Instant::now());
+    /// After a commit that left `frames` in the log ([`frames_in_log`]): asks for a checkpoint
+    /// soon if the log holds [`MIN_FRAMES`] or more; never blocks. Wakes the thread at most once
+    /// per [`MIN_GAP`], the least time between its checkpoints anyway, not after every commit as
+    /// it did (BENCHMARKS.md, "Issue 16, fourth step").
+    pub fn nudge(&mut self, frames: i64) {
+        self.nudge_at(Instant::now(), frames);
     }
 
     /// [`Self::nudge`] as of `now`.
-    fn nudge_at(&mut self, now: Instant) {
-        if self
-            .last_nudge
-            .is_some_and(|last| now.duration_since(last) < MIN_GAP)
+    fn nudge_at(&mut self, now: Instant, frames: i64) {
+        if frames < MIN_FRAMES
+            || self
+                .last_nudge
+                .is_some_and(|last| now.duration_since(last) < MIN_GAP)
         {
             return;
         }
@@ -110,6 +122,29 @@ impl Drop for Checkpointer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+thread_local! {
+    /// The frames in the log after the last commit on this thread, as SQLite's WAL hook gives
+    /// them (a thread's, since the hook is a plain function: the writer commits on one thread).
+    static FRAMES_IN_LOG: Cell<i64> = const { Cell::new(0) };
+}
+
+/// Has SQLite report the log's length after each commit on `conn` ([`frames_in_log`]). Set it
+/// after `wal_autocheckpoint`, which replaces the hook.
+pub fn count_frames(conn: &Connection) {
+    conn.wal_hook(Some(record_frames));
+}
+
+fn record_frames(_: &Wal, frames: c_int) -> rusqlite::Result<()> {
+    FRAMES_IN_LOG.with(|count| count.set(frames.into()));
+    Ok(())
+}
+
+/// The frames in the log after the last commit on this thread, on a connection given to
+/// [`count_frames`].
+pub fn frames_in_log() -> i64 {
+    FRAMES_IN_LOG.with(Cell::get)
 }
 
 fn run(conn: &Connection, nudges: &Receiver<()>, tail_is_short: &AtomicBool) {
@@ -265,16 +300,84 @@ pub(super) mod tests {
         let start = Instant::now();
         let mut wakes = 0;
         for n in 0..1_000 {
-            checkpointer.nudge_at(start + MIN_GAP * n / 1_000);
+            checkpointer.nudge_at(start + MIN_GAP * n / 1_000, MIN_FRAMES + i64::from(n));
             wakes += received.try_iter().count();
         }
         assert_eq!(wakes, 1);
-        checkpointer.nudge_at(start + MIN_GAP);
+        checkpointer.nudge_at(start + MIN_GAP, MIN_FRAMES);
         assert_eq!(
             received.try_iter().count(),
             1,
             "a gap later, the next commit wakes it"
         );
+    }
+
+    #[test]
+    fn a_log_under_a_mebibyte_does_not_wake_the_thread() {
+        let (nudges, received) = mpsc::sync_channel(1);
+        let mut checkpointer = Checkpointer {
+            nudges: Some(nudges),
+            last_nudge: None,
+            tail_is_short: Arc::new(AtomicBool::new(false)),
+            thread: None,
+        };
+        let start = Instant::now();
+        for n in 0..10 {
+            checkpointer.nudge_at(start + MIN_GAP * n, MIN_FRAMES - 1);
+        }
+        assert_eq!(
+            received.try_iter().count(),
+            0,
+            "gaps apart, but a short log"
+        );
+        checkpointer.nudge_at(start + MIN_GAP * 10, MIN_FRAMES);
+        assert_eq!(received.try_iter().count(), 1);
+    }
+
+    #[test]
+    fn the_hook_counts_the_frames_each_commit_leaves_in_the_log() {
+        let (_dir, writer) = wal_database();
+        count_frames(&writer);
+        let mut seen = Vec::new();
+        for rows in [1, 1, 50] {
+            writer.execute_batch("BEGIN").expect("begin");
+            for _ in 0..rows {
+                writer
+                    .execute("INSERT INTO t (v) VALUES (randomblob(4000))", [])
+                    .expect("insert");
+            }
+            writer.execute_batch("COMMIT").expect("commit");
+            seen.push(frames_in_log());
+        }
+        // What SQLite itself says the log holds (a checkpoint pass answers it).
+        let in_log: i64 = writer
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+            .expect("checkpoint");
+        assert_eq!(seen.last(), Some(&in_log));
+        assert!(
+            seen[0] < seen[1] && seen[1] < seen[2],
+            "each commit adds frames: {seen:?}"
+        );
+        assert!(
+            seen[2] - seen[1] >= 50,
+            "a page for each 4 KB row: {seen:?}"
+        );
+    }
+
+    #[test]
+    fn the_writer_s_connection_reports_its_log_s_length_after_each_commit() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let writer = Connection::open(dir.path().join("herald.db")).expect("open");
+        crate::store::sqlite::schema::prepare_writer(&writer, crate::store::SyncMode::Normal)
+            .expect("prepare");
+        writer
+            .execute("INSERT INTO meta (name, value) VALUES ('test', 1)", [])
+            .expect("insert");
+        let in_log: i64 = writer
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+            .expect("checkpoint");
+        assert!(in_log > 0);
+        assert_eq!(frames_in_log(), in_log);
     }
 
     #[test]

@@ -165,8 +165,10 @@ pub fn prepare_writer(conn: &Connection, sync: SyncMode) -> rusqlite::Result<()>
     conn.pragma_update(None, "foreign_keys", "OFF")?;
     // Statement journals (a statement's undo) in memory, not in a temporary file.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // Checkpoints run on their own thread (`checkpoint`), not inside a commit.
+    // Checkpoints run on their own thread (`checkpoint`), not inside a commit, once the log is
+    // long enough, which each commit reports (the hook goes after the pragma, which replaces it).
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    super::checkpoint::count_frames(conn);
     // A log started over keeps its file (reusing it costs nothing; cutting it back stalls the
     // commit that does it), unless an unusual burst grew it past this.
     conn.pragma_update(None, "journal_size_limit", 256 << 20)?;

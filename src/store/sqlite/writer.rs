@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::Shared;
-use super::checkpoint::Checkpointer;
+use super::checkpoint::{self, Checkpointer};
 use super::dispatch::Dispatcher;
 use super::log::Log;
 use super::sizes::HistorySizes;
@@ -229,7 +229,7 @@ impl Writer {
                     );
                     self.shared.closed.store(true, Ordering::Release);
                 }
-                self.checkpointer.nudge();
+                self.checkpointer.nudge(checkpoint::frames_in_log());
                 self.checkpointer.finish_if_asked(&self.conn);
             }
             Err(error) => {
