@@ -286,15 +286,21 @@ pub(super) mod tests {
         assert_eq!(rows_in_t(&writer), 10_001);
     }
 
-    #[test]
-    fn commits_in_a_row_wake_the_thread_once_per_gap() {
+    /// A checkpointer whose nudges land in the receiver returned, with no thread to wake.
+    fn without_thread() -> (Checkpointer, Receiver<()>) {
         let (nudges, received) = mpsc::sync_channel(1);
-        let mut checkpointer = Checkpointer {
+        let checkpointer = Checkpointer {
             nudges: Some(nudges),
             last_nudge: None,
             tail_is_short: Arc::new(AtomicBool::new(false)),
             thread: None,
         };
+        (checkpointer, received)
+    }
+
+    #[test]
+    fn commits_in_a_row_wake_the_thread_once_per_gap() {
+        let (mut checkpointer, received) = without_thread();
         // Commits 1,000 times in one gap, at instants given (not read from the clock, which a
         // loaded machine could stretch past the gap).
         let start = Instant::now();
@@ -314,13 +320,7 @@ pub(super) mod tests {
 
     #[test]
     fn a_log_under_a_mebibyte_does_not_wake_the_thread() {
-        let (nudges, received) = mpsc::sync_channel(1);
-        let mut checkpointer = Checkpointer {
-            nudges: Some(nudges),
-            last_nudge: None,
-            tail_is_short: Arc::new(AtomicBool::new(false)),
-            thread: None,
-        };
+        let (mut checkpointer, received) = without_thread();
         let start = Instant::now();
         for n in 0..10 {
             checkpointer.nudge_at(start + MIN_GAP * n, MIN_FRAMES - 1);
