@@ -27,7 +27,7 @@ const MIN_GAP: Duration = Duration::from_millis(250);
 /// log and the database file, and the next commit, starting the log over, syncs its new header
 /// before its own frames. At a few commits a second every commit paid all three
 /// (BENCHMARKS.md, "Issue 16, fifteenth step").
-pub(super) const MIN_FRAMES: i64 = 256;
+const MIN_FRAMES: i64 = 256;
 /// WAL frames past which the log should start over: 16 MiB.
 pub(super) const RESTART_FRAMES: i64 = 4_096;
 /// What the writer may have appended during a pass for the tail to count as short: 1 MiB.
