@@ -350,9 +350,7 @@ pub(super) mod tests {
             seen.push(frames_in_log());
         }
         // What SQLite itself says the log holds (a checkpoint pass answers it).
-        let in_log: i64 = writer
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
-            .expect("checkpoint");
+        let in_log = passive(&writer).expect("checkpoint");
         assert_eq!(seen.last(), Some(&in_log));
         assert!(
             seen[0] < seen[1] && seen[1] < seen[2],
@@ -373,9 +371,7 @@ pub(super) mod tests {
         writer
             .execute("INSERT INTO meta (name, value) VALUES ('test', 1)", [])
             .expect("insert");
-        let in_log: i64 = writer
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
-            .expect("checkpoint");
+        let in_log = passive(&writer).expect("checkpoint");
         assert!(in_log > 0);
         assert_eq!(frames_in_log(), in_log);
     }
