@@ -122,14 +122,17 @@ run_case() { # KIND CASE
 }
 
 # The same client against the ideal server of `herald-bench floor` (a fanout case; its frame
-# herald's shape with FLOOR_FRAME=herald) or of `herald-bench targeted-floor` (a targeted case,
-# the durable floor); no server to start.
-run_floor() { # CASE (a fanout or targeted case: its flags are the floor's)
+# FRAME, else FLOOR_FRAME, else the minimal one) or of `herald-bench targeted-floor` (a targeted
+# case, the durable floor); no server to start. Recorded as `floor`, or `floor-FRAME` when FRAME
+# is given: the floor sending herald's frame (FRAME=herald) stands beside the minimal one in
+# the table, and has no targeted counterpart.
+run_floor() { # CASE [FRAME] (a fanout or targeted case: its flags are the floor's)
+  local frame=${2:-${FLOOR_FRAME:-}} label=floor${2:+-$2}
   case ${1%% *} in
     # shellcheck disable=SC2086
-    fanout) record floor "$1" floor ${1#fanout } ${FLOOR_FRAME:+--floor-frame "$FLOOR_FRAME"} ;;
+    fanout) record "$label" "$1" floor ${1#fanout } ${frame:+--floor-frame "$frame"} ;;
     # shellcheck disable=SC2086
-    targeted) record floor "$1" targeted-floor ${1#targeted } ;;
+    targeted) [ -z "${2:-}" ] || return 0; record floor "$1" targeted-floor ${1#targeted } ;;
     *) return 0 ;;
   esac
   sleep 2

@@ -47,15 +47,18 @@ def ratio(a, b):
 
 
 def vs_reference(rows, cases):
-    print("| case | figure | herald | nginx+Nchan | reference | herald / Nchan | herald / reference | floor |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| case | figure | herald | nginx+Nchan | reference | herald / Nchan | herald / reference "
+          "| floor | floor, herald's frame | herald / that floor |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for case in cases:
         for figure in FIGURES[case.split()[0]]:
-            labels = ("herald", "nchan", "reference", "floor")
-            h, n, r, f = (median(rows, case, label, figure) for label in labels)
-            h_, n_, r_ = (spread_note(rows, case, label, figure) for label in labels[:3])
+            labels = ("herald", "nchan", "reference", "floor", "floor-herald")
+            h, n, r, f, fh = (median(rows, case, label, figure) for label in labels)
+            h_, n_, r_, fh_ = (spread_note(rows, case, label, figure)
+                               for label in ("herald", "nchan", "reference", "floor-herald"))
             print(f"| `{case}` | {figure} | {show(h)}{h_} | {show(n)}{n_} | {show(r)}{r_} "
-                  f"| {ratio(h, n)} | {ratio(h, r)} | {show(f)} |")
+                  f"| {ratio(h, n)} | {ratio(h, r)} | {show(f)} | {show(fh)}{fh_} "
+                  f"| {ratio(h, fh)} |")
 
 
 def scaling(rows, cases):
@@ -99,6 +102,8 @@ print("\nEach case is `herald-bench CASE` with the server's URLs, `--server-pid`
 print("`--source-addrs` range and `--pub-body '{\"title\":\"t\",\"message\":\"{ts}\"}'`; a fresh server per run.")
 if mode != "ab":
     print("floor: `herald-bench floor` with the same flags (an ideal server: one write per stream);")
+    print("floor, herald's frame: the same with `--floor-frame herald` (each frame of the size and shape")
+    print("of herald's announcement, which a stream of herald's must carry);")
     print("for targeted, `herald-bench targeted-floor` (an ideal durable server: each group of")
     print("publishes written to a log file and fdatasynced, then one write per stream and per answer).")
 print("herald: `target/release/herald serve --listen 127.0.0.1:3000 --data-dir DIR --max-connections 20000")

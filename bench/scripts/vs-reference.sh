@@ -2,8 +2,10 @@
 # Runs every `herald-bench` case against herald, against nginx + Nchan (the fastest peer:
 # bench/nchan/nginx.conf, installed from Debian's packages when missing) and against the
 # original design (../shared/reference/seed-node, `node dist/server.js`) in one go on this
-# machine, alternating, fanout also against the ideal server of `herald-bench floor` and
-# targeted against the durable one of `herald-bench targeted-floor`, and
+# machine, alternating, fanout also against the ideal server of `herald-bench floor` (twice:
+# with the least frame a stream can carry, and with a frame of herald's size and shape, the
+# floor under a server that must send herald's announcement) and targeted against the
+# durable one of `herald-bench targeted-floor`, and
 # writes the table of medians and spreads into
 # BENCHMARKS.md between the bench-vs-reference markers, with the machine, versions and exact
 # commands. Loopback only; every server is started here and killed by its PID.
@@ -12,13 +14,14 @@
 #                                            # SERVER_CPUS=0 CLIENT_CPUS=1 pins (lib.sh);
 #                                            # KINDS="herald nchan" runs only those servers;
 #                                            # CASE="fanout ..." runs only that case
-#                                            # FLOOR_FRAME=herald: the fanout floor sends
-#                                            # frames of herald's size and shape
+#                                            # KINDS="herald floor floor-herald" (say):
+#                                            # herald beside both fanout floors
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-1}
 ONLY=${ONLY:-}   # a case's first word (hold, fanout, ...) to run only those
-KINDS=${KINDS:-herald nchan reference floor}
+ALL_KINDS="herald nchan reference floor floor-herald"
+KINDS=${KINDS:-$ALL_KINDS}
 WORK=${TMPDIR:-/tmp}/herald-vs-reference
 rm -rf "$WORK"; mkdir -p "$WORK"
 source bench/scripts/lib.sh
@@ -48,6 +51,7 @@ for case in "${CASES[@]}"; do
     for kind in $KINDS; do
       case $kind in
         floor) run_floor "$case" ;;
+        floor-herald) run_floor "$case" herald ;;
         *) run_case "$kind" "$case" ;;
       esac
     done
@@ -58,5 +62,5 @@ python3 bench/scripts/summarize.py vs-reference "$RESULTS" "$RUNS" "$(machine)" 
   "$("$HERALD" --version); $(nginx -v 2>&1 | cut -d' ' -f3) with Nchan $(dpkg-query -W -f '${Version}' libnginx-mod-nchan 2>/dev/null); node $(node --version); $(git rev-parse --short HEAD)${SERVER_CPUS:+; servers on CPU $SERVER_CPUS}${CLIENT_CPUS:+, the bench on CPU $CLIENT_CPUS}" \
   "${RAN[@]}" >"$WORK/table.md"
 # Only a run of every case on every server replaces the table in BENCHMARKS.md.
-[ -z "$ONLY" ] && [ -z "${CASE:-}" ] && [ "$KINDS" = "herald nchan reference floor" ] && write_block bench-vs-reference "$WORK/table.md"
+[ -z "$ONLY" ] && [ -z "${CASE:-}" ] && [ "$KINDS" = "$ALL_KINDS" ] && write_block bench-vs-reference "$WORK/table.md"
 cat "$WORK/table.md"
