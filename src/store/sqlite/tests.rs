@@ -306,3 +306,30 @@ async fn a_store_that_fsyncs_each_commit_opens_with_room_in_its_log_and_commits_
     publish(&store, "one").await;
     assert!(wal_length(dir.path()) < reserved / 100);
 }
+
+/// The writer tells the checkpoint thread how long each commit left the log: once it passes a
+/// mebibyte, the thread copies it into the database file, which grows
+/// (docs/architecture.md#the-sqlite-store).
+#[tokio::test]
+async fn a_log_past_a_mebibyte_is_copied_into_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), 10_000, 1_000);
+    let db_length = || {
+        std::fs::metadata(dir.path().join("herald.db"))
+            .expect("database file")
+            .len()
+    };
+    let before = db_length();
+    // One commit each, every one at least a frame: past the 256 frames of a mebibyte.
+    for n in 0..400 {
+        publish(&store, &format!("n{n}")).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while db_length() <= before {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the log was never copied into the database file ({before} bytes)"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
