@@ -54,8 +54,7 @@ def vs_reference(rows, cases):
         for figure in FIGURES[case.split()[0]]:
             labels = ("herald", "nchan", "reference", "floor", "floor-herald")
             h, n, r, f, fh = (median(rows, case, label, figure) for label in labels)
-            h_, n_, r_, fh_ = (spread_note(rows, case, label, figure)
-                               for label in ("herald", "nchan", "reference", "floor-herald"))
+            h_, n_, r_, _, fh_ = (spread_note(rows, case, label, figure) for label in labels)
             print(f"| `{case}` | {figure} | {show(h)}{h_} | {show(n)}{n_} | {show(r)}{r_} "
                   f"| {ratio(h, n)} | {ratio(h, r)} | {show(f)} | {show(fh)}{fh_} "
                   f"| {ratio(h, fh)} |")
